@@ -1,0 +1,298 @@
+//! Packet-fault rules: what the cgroup_skb programs read, keyed as described on each map.
+
+/// `HashMap<u32 slot, NetRule>`: one rule per active network experiment.
+/// A hash map (not an array) so that replacing a rule is atomic for a concurrent reader.
+pub const MAP_RULES: &str = "FL_NET_RULES";
+/// `HashMap<u64 cgroup id, CgroupRules>`: the rule slots that apply to one targeted cgroup.
+pub const MAP_CGROUPS: &str = "FL_NET_CGROUPS";
+/// `LpmTrie<CidrKey, u32>`: the remote CIDRs of every rule that has some (value: CIDR_*).
+pub const MAP_CIDRS: &str = "FL_NET_CIDRS";
+/// `LpmTrie<PortKey, u32>`: the remote port ranges of every rule that has some, as prefixes.
+pub const MAP_PORTS: &str = "FL_NET_PORTS";
+/// `HashMap<u32 slot, RuleState>`: per-rule state the programs update.
+pub const MAP_STATE: &str = "FL_NET_STATE";
+/// `PerCpuArray<NetCounters>` indexed by slot.
+pub const MAP_COUNTERS: &str = "FL_NET_COUNTERS";
+/// `Array<NetConfig>` with one element.
+pub const MAP_CONFIG: &str = "FL_NET_CONFIG";
+
+/// Program names (ELF symbols) of the cgroup programs attached to each targeted cgroup.
+pub const PROG_EGRESS: &str = "fl_skb_egress";
+pub const PROG_INGRESS: &str = "fl_skb_ingress";
+pub const PROG_CONNECT4: &str = "fl_connect4";
+pub const PROG_CONNECT6: &str = "fl_connect6";
+
+/// `.rodata` flag set by user space: the kernel has bpf_set_retval for sock_addr programs
+/// (5.18+), so a rejected connect() can fail with any errno, not only EPERM.
+pub const GLOBAL_HAS_SET_RETVAL: &str = "FL_HAS_SET_RETVAL";
+/// `.rodata` flag: tc programs have bpf_skb_set_tstamp (5.18+: only a departure time marked
+/// monotonic survives the redirect of an ingress packet to the ifb) and bpf_sk_storage_get
+/// (to find the receiving socket's cgroup). Ingress delay and pacing need both.
+pub const GLOBAL_HAS_INGRESS_EDT: &str = "FL_HAS_INGRESS_EDT";
+
+pub const MAX_RULES: u32 = 4096;
+pub const MAX_RULES_PER_CGROUP: usize = 16;
+pub const MAX_PORT_RANGES: usize = 8;
+pub const MAX_CIDR_ENTRIES: u32 = 65536;
+/// A port range splits into at most 30 prefixes; ranges of all rules share this.
+pub const MAX_PORT_ENTRIES: u32 = 65536;
+/// Deepest cgroup level a target may sit at (the root is level 0).
+pub const MAX_CGROUP_LEVEL: u32 = 31;
+/// Distinct target levels the programs look up per packet.
+pub const MAX_LEVEL_LOOKUPS: usize = 8;
+
+pub const DIR_INGRESS: u32 = 1;
+pub const DIR_EGRESS: u32 = 2;
+
+/// IP protocol numbers; `PROTO_ICMP` matches ICMPv6 on IPv6 too.
+pub const PROTO_ANY: u32 = 0;
+pub const PROTO_ICMP: u32 = 1;
+pub const PROTO_TCP: u32 = 6;
+pub const PROTO_UDP: u32 = 17;
+pub const PROTO_ICMPV6: u32 = 58;
+
+/// The rule has a CIDR list: the remote address must hit an included CIDR of this rule.
+pub const RULE_F_CIDRS: u32 = 1;
+/// The rule has port ranges: the remote port must hit one of this rule's port prefixes.
+pub const RULE_F_PORTS: u32 = 2;
+/// Random draws come from the rule's own generator seeded with `seed` (reproducible).
+pub const RULE_F_SEEDED: u32 = 4;
+
+pub const ACTION_DROP: u32 = 1;
+/// Egress: hold the packet (EDT, `skb->tstamp`) for delay + jitter; fq on the device releases it.
+pub const ACTION_DELAY: u32 = 2;
+/// Egress: pace the rule's packets to `rate_bps` (EDT), shared by all of them.
+pub const ACTION_RATE: u32 = 3;
+/// connect(): fail at once with `errno` (cgroup connect4/connect6 programs).
+pub const ACTION_REJECT: u32 = 4;
+/// tc: flip one random bit of the payload, checksum left as it was.
+pub const ACTION_CORRUPT: u32 = 5;
+/// tc: send the packet twice.
+pub const ACTION_DUPLICATE: u32 = 6;
+/// UDP to a resolver: steered to the agent's DNS responder (sock_addr programs), which
+/// answers matching names with the fault and forwards the rest.
+pub const ACTION_DNS: u32 = 7;
+
+/// `LruHashMap<u64 socket cookie, DnsOrig>`: where a steered socket meant to send.
+pub const MAP_DNS_ORIG: &str = "FL_DNS_ORIG";
+/// `LruHashMap<DnsClient, DnsOrig>`: the same, by the address the responder sees the query
+/// come from (written by the egress program, read by the responder to forward).
+pub const MAP_DNS_CLIENTS: &str = "FL_DNS_CLIENTS";
+
+pub const PROG_SENDMSG4: &str = "fl_sendmsg4";
+pub const PROG_SENDMSG6: &str = "fl_sendmsg6";
+pub const PROG_RECVMSG4: &str = "fl_recvmsg4";
+pub const PROG_RECVMSG6: &str = "fl_recvmsg6";
+pub const PROG_GETPEERNAME4: &str = "fl_getpeername4";
+pub const PROG_GETPEERNAME6: &str = "fl_getpeername6";
+
+/// `MAP_CGROUPS` keys of interface targets: this bit plus the ifindex (cgroup ids, inode
+/// numbers, never set it). Only the tc programs look these up.
+pub const IFACE_KEY: u64 = 1 << 63;
+
+/// `HashMap<u32 ifindex, DevInfo>`: devices carrying faultline's tc programs.
+pub const MAP_TC_DEVS: &str = "FL_TC_DEVS";
+/// `Array<u64>` with one element: the agent's last heartbeat (bpf_ktime_get_ns clock).
+pub const MAP_HEARTBEAT: &str = "FL_HEARTBEAT";
+/// tc programs attached through netlink (no tcx) outlive the agent; they act only while the
+/// heartbeat is younger than this, so a dead agent's faults stop within it.
+pub const HEARTBEAT_TIMEOUT_NS: u64 = 1_500_000_000;
+/// Marks the copy a duplicate rule sends, so the programs let it pass untouched.
+pub const DUP_MARK: u32 = 0x4000_0000;
+
+pub const PROG_TC_EGRESS: &str = "fl_tc_egress";
+pub const PROG_TC_INGRESS: &str = "fl_tc_ingress";
+
+/// `DevInfo::flags`: programs on this device were attached through netlink (see heartbeat).
+pub const DEV_F_NETLINK: u32 = 1;
+
+pub const MODEL_RANDOM: u32 = 0;
+pub const MODEL_NTH: u32 = 1;
+/// Gilbert-Elliott: a good state that passes and a bad state that drops.
+pub const MODEL_GE: u32 = 2;
+
+pub const DIST_UNIFORM: u32 = 0;
+pub const DIST_NORMAL: u32 = 1;
+
+/// LPM values: an address that hits an `CIDR_EXCLUDE` entry (the longer prefix wins) does not match.
+pub const CIDR_INCLUDE: u32 = 1;
+pub const CIDR_EXCLUDE: u32 = 2;
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// Probability scale: an action fires when `bpf_get_prandom_u32() < threshold`, so
+/// `threshold = p * 2^32`, and 100% is `1 << 32`.
+pub const PROB_ONE: u64 = 1 << 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetRule {
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) time after which the program ignores the rule,
+    /// so a fault ends on time even when user space is stopped.
+    pub expires_ns: u64,
+    /// Chance that the action applies to a matching packet; see `PROB_ONE`.
+    pub threshold: u64,
+    /// Initial generator state when `RULE_F_SEEDED` is set.
+    pub seed: u64,
+    /// ACTION_DELAY: base latency, and jitter (half-width for uniform, sigma for normal).
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
+    /// ACTION_DELAY: weight of the previous jitter draw in the next one, of `PROB_ONE`.
+    pub correlation: u64,
+    /// ACTION_RATE: bits per second, and the burst allowance as time at that rate.
+    pub rate_bps: u64,
+    pub burst_ns: u64,
+    /// MODEL_GE: chances to enter and to leave the bad (dropping) state, of `PROB_ONE`.
+    pub ge_enter: u64,
+    pub ge_leave: u64,
+    pub action: u32,
+    /// `DIR_*` bits.
+    pub directions: u32,
+    /// `PROTO_*`.
+    pub protocol: u32,
+    /// `RULE_F_*` bits.
+    pub flags: u32,
+    /// ACTION_DROP: `MODEL_*`.
+    pub model: u32,
+    /// MODEL_NTH: drop exactly every Nth matching packet.
+    pub every_nth: u32,
+    /// ACTION_DELAY: `DIST_*`.
+    pub distribution: u32,
+    /// ACTION_REJECT: the errno connect() fails with.
+    pub errno: u32,
+    /// ACTION_DNS: the responder's ports on 127.0.0.1 and ::1.
+    pub redirect_port4: u32,
+    pub redirect_port6: u32,
+}
+
+/// A steered DNS socket's intended destination (`MAP_DNS_ORIG`, `MAP_DNS_CLIENTS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsOrig {
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub family: u8,
+    pub _pad: u8,
+    /// The DNS rule that steered it.
+    pub slot: u32,
+}
+
+/// Source of a steered query as the responder sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DnsClient {
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub family: u8,
+    pub _pad: u8,
+}
+
+/// What the programs keep per rule between packets (`MAP_STATE`). Updated without atomics:
+/// exact for one sending thread; concurrent senders on several CPUs may rarely race.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleState {
+    /// Matching packets seen (MODEL_NTH).
+    pub count: u64,
+    /// xorshift64* state for seeded rules.
+    pub rng: u64,
+    /// ACTION_RATE: departure time of the next packet.
+    pub t_next: u64,
+    /// ACTION_DELAY: previous jitter draw (for correlation).
+    pub last: u64,
+    /// MODEL_GE: 1 while in the bad state.
+    pub bad: u32,
+    pub _pad: u32,
+}
+
+/// The slots of the rules on one cgroup; only the first `count` are valid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupRules {
+    pub count: u32,
+    pub _pad: u32,
+    pub slots: [u32; MAX_RULES_PER_CGROUP],
+}
+
+/// LPM trie key data (after the kernel's u32 prefix length): the rule slot in big-endian
+/// bytes, the family, then the address (IPv4 in the first 4 bytes). The prefix length counts
+/// 40 bits for slot and family plus the CIDR's own prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CidrKey {
+    pub slot: [u8; 4],
+    pub family: u8,
+    pub addr: [u8; 16],
+    pub _pad: [u8; 3],
+}
+
+/// LPM trie key data for ports: the rule slot and the port, both big-endian, so a port
+/// range is stored as prefixes of `CIDR`-style length 32 + n.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortKey {
+    pub slot: [u8; 4],
+    pub port: [u8; 2],
+    pub _pad: [u8; 2],
+}
+
+/// Bits of `PortKey` before the port.
+pub const PORT_KEY_HEADER_BITS: u32 = 32;
+
+/// Bits of `CidrKey` before the address.
+pub const CIDR_KEY_HEADER_BITS: u32 = 40;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    /// Packets that matched the rule's filter (before the probability).
+    pub matched: u64,
+    /// Packets the rule dropped.
+    pub dropped: u64,
+    /// Packets the rule delayed or paced (their departure time moved).
+    pub delayed: u64,
+    pub corrupted: u64,
+    pub duplicated: u64,
+}
+
+/// A device with faultline's tc programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DevInfo {
+    /// Bytes before the IP header (14 on Ethernet-like devices, lo included; 0 on tun).
+    pub l2_len: u32,
+    /// `DEV_F_*`.
+    pub flags: u32,
+    /// Index of the ifb device ingress delay and pacing send this device's packets through
+    /// (its fq holds them), or 0.
+    pub ifb: u32,
+    pub _pad: u32,
+}
+
+/// Socket storage: a socket's cgroup ids by level. The cgroup programs note them (a
+/// socket's cgroup never changes) so the tc ingress program, which has no helper for a
+/// socket's cgroup, can tell whose a received packet is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockCgroups {
+    pub ids: [u64; MAX_CGROUP_LEVEL as usize + 1],
+    pub filled: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Bit n set: some targeted cgroup sits at level n, so the programs look up the packet's
+    /// ancestor at that level.
+    pub levels: u32,
+    /// Non-zero while a DNS fault exists: the egress program then notes steered queries.
+    pub dns: u32,
+    /// Non-zero while a cgroup target has ingress delay or pacing: the tc ingress program
+    /// then looks up the receiving socket's cgroup.
+    pub ingress: u32,
+    pub _pad: u32,
+}

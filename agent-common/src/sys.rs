@@ -1,0 +1,138 @@
+//! System-call faults: the rules that the LSM (or fmod_ret) programs and the cgroup socket
+//! hooks check when a targeted task makes a call. User-space owner: agent/src/faults/sys.
+
+pub const MAP_SYS_RULES: &str = "FL_SYS_RULES";
+pub const MAP_SYS_STATE: &str = "FL_SYS_STATE";
+pub const MAP_SYS_CGROUPS: &str = "FL_SYS_CGROUPS";
+pub const MAP_SYS_PIDS: &str = "FL_SYS_PIDS";
+pub const MAP_SYS_CONFIG: &str = "FL_SYS_CONFIG";
+pub const MAP_SYS_FILES: &str = "FL_SYS_FILES";
+pub const MAP_SYS_PATHS: &str = "FL_SYS_PATHS";
+
+/// FNV-1a (64-bit), the hash of path prefixes in FL_SYS_PATHS, on both sides.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h = FNV_OFFSET;
+    let mut i = 0;
+    while i < bytes.len() {
+        h = (h ^ bytes[i] as u64).wrapping_mul(FNV_PRIME);
+        i += 1;
+    }
+    h
+}
+
+/// `.rodata`: the agent's own tgid, whose calls are never failed.
+pub const GLOBAL_SYS_AGENT_TGID: &str = "FL_SYS_AGENT_TGID";
+/// `.rodata`: offsetof(struct file, f_path) in the running kernel, from its BTF.
+pub const GLOBAL_SYS_FILE_F_PATH: &str = "FL_SYS_FILE_F_PATH";
+/// `.rodata`: the kernel has atomic fetch-and-add (5.12+), so max hits and every-Nth are
+/// exact under concurrent calls; without it two CPUs may race on the counters.
+pub const GLOBAL_SYS_HAS_FETCH: &str = "FL_SYS_HAS_FETCH";
+
+pub const MAX_SYS_RULES: u32 = 64;
+/// Rules on one cgroup or one process.
+pub const MAX_SYS_RULES_PER_TARGET: usize = 8;
+/// Longest path prefix, in bytes.
+pub const SYS_PATH_MAX: usize = 128;
+
+/// Hooks, as bit numbers in `SysRule::hooks`: where the kernel lets a program fail a call.
+/// open, openat, openat2, creat: security_file_open.
+pub const HOOK_OPEN: u32 = 0;
+/// read, readv, pread64, preadv, sendfile's input: security_file_permission(MAY_READ).
+pub const HOOK_READ: u32 = 1;
+/// write, writev, pwrite64, pwritev, fallocate: security_file_permission(MAY_WRITE).
+pub const HOOK_WRITE: u32 = 2;
+/// unlink, unlinkat: security_inode_unlink.
+pub const HOOK_UNLINK: u32 = 3;
+/// mkdir, mkdirat: security_inode_mkdir.
+pub const HOOK_MKDIR: u32 = 4;
+/// rename, renameat, renameat2: security_inode_rename.
+pub const HOOK_RENAME: u32 = 5;
+/// mmap, mprotect to executable: security_mmap_file.
+pub const HOOK_MMAP: u32 = 6;
+/// execve, execveat: security_bprm_check.
+pub const HOOK_EXEC: u32 = 7;
+/// fork, vfork, clone, clone3: security_task_alloc.
+pub const HOOK_FORK: u32 = 8;
+/// connect (IPv4 and IPv6): cgroup connect4/6.
+pub const HOOK_CONNECT: u32 = 9;
+/// bind (IPv4 and IPv6): cgroup bind4/6.
+pub const HOOK_BIND: u32 = 10;
+/// sendmsg, sendto on UDP sockets: cgroup sendmsg4/6.
+pub const HOOK_SENDMSG: u32 = 11;
+/// socket (IPv4 and IPv6): cgroup sock_create.
+pub const HOOK_SOCKET: u32 = 12;
+
+/// The hooks the cgroup socket programs serve; the rest need the LSM or fmod_ret programs.
+pub const CGROUP_HOOKS: u32 =
+    1 << HOOK_CONNECT | 1 << HOOK_BIND | 1 << HOOK_SENDMSG | 1 << HOOK_SOCKET;
+/// Hooks that know the file's path, so a path prefix can apply.
+pub const PATH_HOOKS: u32 = 1 << HOOK_OPEN | 1 << HOOK_READ | 1 << HOOK_WRITE;
+
+/// The rule's decisions come from its own generator (seeded), not the kernel's.
+pub const SYS_F_SEEDED: u32 = 1;
+/// Pid targets: children the process forks while the rule lives get it too.
+pub const SYS_F_FOLLOW: u32 = 2;
+
+/// Chance, of this, that a matching call fails.
+pub const SYS_PROB_ONE: u64 = 1 << 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysRule {
+    /// Bit set of HOOK_*.
+    pub hooks: u32,
+    /// Positive errno the call fails with.
+    pub errno: u32,
+    /// Chance that a matching call fails, of `SYS_PROB_ONE` (ignored when every_nth > 0).
+    pub threshold: u64,
+    /// Fail exactly every Nth matching call instead (0: off).
+    pub every_nth: u64,
+    /// After this many failures calls succeed again (0: no limit).
+    pub max_hits: u64,
+    /// Kernel monotonic clock (bpf_ktime_get_ns) after which the rule is ignored.
+    pub expires_ns: u64,
+    pub flags: u32,
+    /// Bytes of `path` that a file's path must start with (0: any file).
+    pub path_len: u32,
+    pub path: [u8; SYS_PATH_MAX],
+}
+
+/// A rule's counters, shared by all CPUs (updated with atomic adds).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysState {
+    /// Calls that matched the rule.
+    pub seen: u64,
+    /// Calls the rule failed.
+    pub failed: u64,
+    /// Failures claimed against max_hits (may run past it; `failed` does not).
+    pub claimed: u64,
+    /// Generator state for seeded rules.
+    pub rng: u64,
+}
+
+/// The rule slots on one cgroup or one process; only the first `count` are valid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysSlots {
+    pub count: u32,
+    /// SYS_F_FOLLOW set on any of them: the fork tracepoint copies the entry to children.
+    pub follow: u32,
+    pub slots: [u32; MAX_SYS_RULES_PER_TARGET],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysConfig {
+    /// Bit n set: some targeted cgroup sits at level n.
+    pub levels: u32,
+    /// Non-zero while some rule targets processes by pid.
+    pub pids: u32,
+    /// Union of the live rules' hooks: other hooks return at once.
+    pub hooks: u32,
+    /// Non-zero while a rule has a path prefix: file_open then marks matching files.
+    pub paths: u32,
+}

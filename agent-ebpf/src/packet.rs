@@ -1,0 +1,127 @@
+//! Header parsing. cgroup_skb programs see data from the network header (offset 0); tc
+//! programs from the link-layer header, so they pass its length as `l3`.
+
+use aya_ebpf::programs::SkBuffContext;
+use faultline_common::net::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+
+/// What the rules can match on, with the remote end chosen by direction.
+pub struct Packet {
+    pub family: u8,
+    pub protocol: u32,
+    pub remote: [u8; 16],
+    /// 0 when the packet carries no port (not TCP/UDP, or a non-first fragment).
+    pub remote_port: u16,
+    /// Offset of the transport header (0 when unknown).
+    pub l4: u16,
+}
+
+/// Parses the IP and transport headers at offset `l3`. `egress` picks destination (egress)
+/// or source (ingress) as the remote end. None for packets that are neither IPv4 nor IPv6.
+#[inline(always)]
+pub fn parse(ctx: &SkBuffContext, egress: bool, l3: usize) -> Option<Packet> {
+    // SAFETY: ctx.skb.skb is the program's own context pointer.
+    let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    if l3 > 64 {
+        return None;
+    }
+    if proto == ETH_P_IP {
+        parse_v4(ctx, egress, l3)
+    } else if proto == ETH_P_IPV6 {
+        parse_v6(ctx, egress, l3)
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &SkBuffContext, egress: bool, l3: usize) -> Option<Packet> {
+    let hdr: [u8; 20] = ctx.load(l3).ok()?;
+    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    let frag_off = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
+    let protocol = hdr[9] as u32;
+    let mut remote = [0u8; 16];
+    let at = if egress { 16 } else { 12 };
+    remote[0] = hdr[at];
+    remote[1] = hdr[at + 1];
+    remote[2] = hdr[at + 2];
+    remote[3] = hdr[at + 3];
+    let l4 = l3 + ihl;
+    let (remote_port, l4) =
+        if frag_off == 0 { (l4_port(ctx, protocol, l4, egress), l4) } else { (0, 0) };
+    Some(Packet { family: FAMILY_V4, protocol, remote, remote_port, l4: l4 as u16 })
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &SkBuffContext, egress: bool, l3: usize) -> Option<Packet> {
+    // Only the fields needed, not the whole 40-byte header: the rule function's stack shares
+    // the 512-byte budget with its caller on older kernels.
+    let remote: [u8; 16] = ctx.load(l3 + if egress { 24 } else { 8 }).ok()?;
+    let mut next = ctx.load::<u8>(l3 + 6).ok()? as u32;
+    let mut off = l3 + 40;
+    let mut first_fragment = true;
+    // Skip the extension headers that may precede the transport header.
+    for _ in 0..4 {
+        match next {
+            // Hop-by-hop, routing, destination options.
+            0 | 43 | 60 => {
+                let ext: [u8; 2] = ctx.load(off).ok()?;
+                next = ext[0] as u32;
+                off += (ext[1] as usize + 1) * 8;
+            }
+            // Fragment: fixed 8 bytes; only the first fragment carries ports.
+            44 => {
+                let ext: [u8; 4] = ctx.load(off).ok()?;
+                next = ext[0] as u32;
+                first_fragment = (u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8) == 0;
+                off += 8;
+            }
+            // Authentication header: length in 4-byte units, minus 2.
+            51 => {
+                let ext: [u8; 2] = ctx.load(off).ok()?;
+                next = ext[0] as u32;
+                off += (ext[1] as usize + 2) * 4;
+            }
+            _ => break,
+        }
+    }
+    let protocol = next;
+    let (remote_port, l4) =
+        if first_fragment { (l4_port(ctx, protocol, off, egress), off) } else { (0, 0) };
+    Some(Packet { family: FAMILY_V6, protocol, remote, remote_port, l4: l4 as u16 })
+}
+
+#[inline(always)]
+fn l4_port(ctx: &SkBuffContext, protocol: u32, off: usize, egress: bool) -> u16 {
+    if protocol != PROTO_TCP && protocol != PROTO_UDP {
+        return 0;
+    }
+    // Bounded so the verifier sees a finite offset; real headers never go this deep.
+    if off > 512 {
+        return 0;
+    }
+    match ctx.load::<[u8; 4]>(off) {
+        Ok(p) if egress => u16::from_be_bytes([p[2], p[3]]),
+        Ok(p) => u16::from_be_bytes([p[0], p[1]]),
+        Err(_) => 0,
+    }
+}
+
+/// Offset of the transport payload (after the UDP or TCP header), or None.
+#[inline(always)]
+pub fn payload(ctx: &SkBuffContext, p: &Packet) -> Option<usize> {
+    let l4 = p.l4 as usize;
+    if l4 == 0 || l4 > 512 {
+        return None;
+    }
+    if p.protocol == PROTO_UDP {
+        return Some(l4 + 8);
+    }
+    if p.protocol == PROTO_TCP {
+        let doff: u8 = ctx.load(l4 + 12).ok()?;
+        return Some(l4 + ((doff >> 4) as usize) * 4);
+    }
+    None
+}

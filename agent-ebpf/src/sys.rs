@@ -1,0 +1,518 @@
+//! System-call faults: a targeted task's call fails with the rule's errno. File calls through
+//! BPF LSM hooks (the same programs load as fmod_ret on the security_* functions where the
+//! bpf LSM is built but not active); socket calls through cgroup hooks. A task is targeted
+//! by its cgroup (FL_SYS_CGROUPS, by ancestor level) or its process (FL_SYS_PIDS, by tgid).
+//! User-space owner: agent/src/faults/sys.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid,
+        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_set_retval,
+    },
+    macros::{cgroup_sock, cgroup_sock_addr, fentry, lsm, map, raw_tracepoint},
+    maps::{Array, HashMap, LruHashMap},
+    programs::{FEntryContext, LsmContext, RawTracePointContext, SockAddrContext, SockContext},
+};
+use faultline_common::sys::{
+    HOOK_BIND, HOOK_CONNECT, HOOK_EXEC, HOOK_FORK, HOOK_MKDIR, HOOK_MMAP, HOOK_OPEN, HOOK_READ,
+    HOOK_RENAME, HOOK_SENDMSG, HOOK_SOCKET, HOOK_UNLINK, HOOK_WRITE, MAX_SYS_RULES,
+    MAX_SYS_RULES_PER_TARGET, SYS_F_SEEDED, SysConfig, SysRule, SysSlots, SysState,
+};
+
+use crate::{atomics, levels, sockaddr::FL_HAS_SET_RETVAL};
+
+#[map(name = "FL_SYS_RULES")]
+static FL_SYS_RULES: HashMap<u32, SysRule> = HashMap::with_max_entries(MAX_SYS_RULES, 0);
+
+#[map(name = "FL_SYS_STATE")]
+static FL_SYS_STATE: Array<SysState> = Array::with_max_entries(MAX_SYS_RULES, 0);
+
+#[map(name = "FL_SYS_CGROUPS")]
+static FL_SYS_CGROUPS: HashMap<u64, SysSlots> = HashMap::with_max_entries(1024, 0);
+
+/// By tgid; the fork tracepoint adds children of processes whose rules follow them.
+#[map(name = "FL_SYS_PIDS")]
+static FL_SYS_PIDS: HashMap<u32, SysSlots> = HashMap::with_max_entries(65536, 0);
+
+#[map(name = "FL_SYS_CONFIG")]
+static FL_SYS_CONFIG: Array<SysConfig> = Array::with_max_entries(1, 0);
+
+/// struct file address -> bit set of the rule slots whose path prefix the file's path
+/// matched when a targeted task opened it (read and write hooks see no path).
+#[map(name = "FL_SYS_FILES")]
+static FL_SYS_FILES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Hash of a path prefix (FNV-1a, 64-bit) -> bit set of the rule slots with that prefix.
+#[map(name = "FL_SYS_PATHS")]
+static FL_SYS_PATHS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SYS_RULES, 0);
+
+/// `.rodata`, set by user space at load (see faultline_common::sys::GLOBAL_*).
+#[unsafe(no_mangle)]
+static FL_SYS_AGENT_TGID: u32 = 0;
+#[unsafe(no_mangle)]
+static FL_SYS_FILE_F_PATH: u32 = 0;
+#[unsafe(no_mangle)]
+static FL_SYS_HAS_FETCH: u32 = 0;
+/// offsetof(struct task_struct, pid) and (.., tgid), from the kernel's BTF.
+#[unsafe(no_mangle)]
+static FL_SYS_TASK_PID: u32 = 0;
+#[unsafe(no_mangle)]
+static FL_SYS_TASK_TGID: u32 = 0;
+
+use faultline_common::sys::{FNV_OFFSET, FNV_PRIME};
+
+const MAY_WRITE: u32 = 2;
+const MAY_READ: u32 = 4;
+/// Room for the path d_path writes; longer paths never match a prefix.
+const PATH_BUF: usize = 256;
+
+fn rodata(v: &u32) -> u32 {
+    // SAFETY: a frozen .rodata value; volatile so the compiler keeps the load.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// The next value of a shared counter: exact across CPUs where the kernel has atomic
+/// fetch-and-add, else a plain increment (two CPUs may then read the same value).
+#[inline(always)]
+fn next(p: *mut u64) -> u64 {
+    if rodata(&FL_SYS_HAS_FETCH) != 0 {
+        atomics::fetch_add(p, 1) + 1
+    } else {
+        // SAFETY: p points into a map value.
+        unsafe {
+            *p += 1;
+            *p
+        }
+    }
+}
+
+/// A uniform 32-bit draw: the rule's own generator when seeded, else the kernel's.
+#[inline(always)]
+fn draw(rule: &SysRule, st: *mut SysState) -> u64 {
+    if rule.flags & SYS_F_SEEDED != 0 {
+        // SAFETY: st points into a map value; a lost update only repeats a draw.
+        unsafe {
+            let mut x = (*st).rng;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (*st).rng = x;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32
+        }
+    } else {
+        // SAFETY: helper without arguments.
+        u64::from(unsafe { bpf_get_prandom_u32() })
+    }
+}
+
+/// One rule against one matching call: its errno if the call fails, else 0.
+#[inline(always)]
+fn judge(slot: u32, rule: &SysRule) -> u32 {
+    let Some(st) = FL_SYS_STATE.get_ptr_mut(slot) else {
+        return 0;
+    };
+    // SAFETY: st points into a map value; counters are updated atomically.
+    let seen = unsafe { core::ptr::addr_of_mut!((*st).seen) };
+    let fail = if rule.every_nth > 0 {
+        next(seen).is_multiple_of(rule.every_nth)
+    } else {
+        atomics::add(seen, 1);
+        draw(rule, st) < rule.threshold
+    };
+    if !fail {
+        return 0;
+    }
+    if rule.max_hits > 0 {
+        // SAFETY: as above.
+        let claimed = unsafe { core::ptr::addr_of_mut!((*st).claimed) };
+        if next(claimed) > rule.max_hits {
+            return 0;
+        }
+    }
+    // SAFETY: as above.
+    atomics::add(unsafe { core::ptr::addr_of_mut!((*st).failed) }, 1);
+    rule.errno
+}
+
+/// The slots of the rules whose path prefix `buf[..len]` falls under: the path is hashed
+/// once, and at every component boundary the hash of the prefix so far is looked up (a rule
+/// for "/data" matches "/data" and "/data/x", never "/data2"). One pass, so the verifier
+/// sees a single bounded loop however many rules there are.
+#[inline(always)]
+fn path_bits(buf: &[u8; PATH_BUF], len: usize) -> u64 {
+    let mut h = FNV_OFFSET;
+    let mut bits = 0u64;
+    // Indexed with a constant bound: the verifier proves each access in range.
+    #[allow(clippy::needless_range_loop)]
+    for i in 0..PATH_BUF {
+        let c = if i < len { buf[i] } else { 0 };
+        if (c == b'/' || c == 0) && i > 0 {
+            // SAFETY: only read.
+            if let Some(b) = unsafe { FL_SYS_PATHS.get(h) } {
+                bits |= *b;
+            }
+        }
+        if c == 0 {
+            break;
+        }
+        h = (h ^ u64::from(c)).wrapping_mul(FNV_PRIME);
+    }
+    bits
+}
+
+/// For rules with a path prefix: the slots whose prefix the call's file falls under.
+#[derive(Clone, Copy)]
+enum Path {
+    /// No file (or the hook has no path): rules with a prefix do not apply.
+    None,
+    /// Slot bits from path_bits (open) or the marks file_open left (read, write).
+    Bits(u64),
+}
+
+/// Calls `f(slot, rule)` for each live rule on the current task (its process, then its
+/// cgroup and ancestors) until `f` returns non-zero; returns that value.
+#[inline(always)]
+fn each_rule(cfg: &SysConfig, mut f: impl FnMut(u32, &SysRule) -> u32) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == rodata(&FL_SYS_AGENT_TGID) {
+        return 0;
+    }
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut visit = |set: &SysSlots| -> u32 {
+        for i in 0..MAX_SYS_RULES_PER_TARGET {
+            if i as u32 >= set.count {
+                break;
+            }
+            let slot = set.slots[i];
+            // SAFETY: only read; user space replaces rules atomically.
+            let Some(rule) = (unsafe { FL_SYS_RULES.get(slot) }) else { continue };
+            if rule.expires_ns <= now {
+                continue;
+            }
+            let r = f(slot, rule);
+            if r != 0 {
+                return r;
+            }
+        }
+        0
+    };
+    if cfg.pids != 0 {
+        // SAFETY: only read.
+        if let Some(set) = unsafe { FL_SYS_PIDS.get(tgid) } {
+            let r = visit(set);
+            if r != 0 {
+                return r;
+            }
+        }
+    }
+    levels::find(
+        cfg.levels,
+        // SAFETY: helper with a scalar argument, in task context.
+        |level| unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) },
+        |id| {
+            // SAFETY: only read.
+            let set = unsafe { FL_SYS_CGROUPS.get(id) }?;
+            let r = visit(set);
+            (r != 0).then_some(r)
+        },
+    )
+    .unwrap_or(0)
+}
+
+/// The errno (positive) the current call at `hook` fails with, or 0.
+#[inline(always)]
+fn decide(hook: u32, path: Path) -> u32 {
+    let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
+    if cfg.hooks & (1 << hook) == 0 {
+        return 0;
+    }
+    each_rule(cfg, |slot, rule| {
+        if rule.hooks & (1 << hook) == 0 {
+            return 0;
+        }
+        if rule.path_len > 0 {
+            let hit = match path {
+                Path::None => false,
+                Path::Bits(bits) => bits & (1 << (slot & 63)) != 0,
+            };
+            if !hit {
+                return 0;
+            }
+        }
+        judge(slot, rule)
+    })
+}
+
+/// -errno for an LSM / fmod_ret program, keeping a denial an earlier program returned.
+#[inline(always)]
+fn verdict(prev: i32, errno: u32) -> i32 {
+    if prev != 0 {
+        return neg_errno(prev.wrapping_neg() as u32);
+    }
+    if errno == 0 { 0 } else { neg_errno(errno) }
+}
+
+/// -errno, in a form the verifier can bound: 6.12 wants an LSM program's result provably in
+/// [-4095, 0], and LLVM's `neg` (or a range check on another register) loses the bound.
+#[inline(always)]
+fn neg_errno(errno: u32) -> i32 {
+    let m = u64::from(errno & 0xfff);
+    let r: u64;
+    // SAFETY: two ALU instructions on registers.
+    unsafe { core::arch::asm!("{r} = 0", "{r} -= {m}", r = out(reg) r, m = in(reg) m) };
+    r as i32
+}
+
+#[inline(always)]
+fn lsm_simple<const RET: usize>(ctx: &LsmContext, hook: u32) -> i32 {
+    let prev: i32 = ctx.arg(RET);
+    verdict(prev, decide(hook, Path::None))
+}
+
+// file_open(struct file *file)
+#[lsm(hook = "file_open")]
+pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return verdict(prev, 0);
+    }
+    let file: *const u8 = ctx.arg(0);
+    let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
+    if cfg.paths == 0 {
+        return verdict(0, decide(HOOK_OPEN, Path::None));
+    }
+    let mut buf = [0u8; PATH_BUF];
+    // SAFETY: &file->f_path (offset from the kernel's BTF); d_path writes at most PATH_BUF.
+    let n = unsafe {
+        let path = file.add(rodata(&FL_SYS_FILE_F_PATH) as usize).cast_mut();
+        bpf_d_path(path.cast(), buf.as_mut_ptr().cast(), PATH_BUF as u32)
+    };
+    // d_path's length counts the trailing NUL.
+    if n <= 0 {
+        return verdict(0, decide(HOOK_OPEN, Path::None));
+    }
+    let bits = path_bits(&buf, (n - 1) as usize);
+    let errno = decide(HOOK_OPEN, Path::Bits(bits));
+    if errno == 0 {
+        note_file(cfg, file as u64, bits);
+    }
+    verdict(0, errno)
+}
+
+/// Marks an opened file with the slots whose prefix its path falls under, for the read and
+/// write hooks (which see no path).
+#[inline(always)]
+fn note_file(cfg: &SysConfig, file: u64, bits: u64) {
+    if cfg.hooks & (1 << HOOK_READ | 1 << HOOK_WRITE) == 0 {
+        return;
+    }
+    if bits != 0 {
+        let _ = FL_SYS_FILES.insert(file, bits, 0);
+    } else {
+        // The address may be a freed file's: forget its marks.
+        let _ = FL_SYS_FILES.remove(file);
+    }
+}
+
+/// read and write: the marks file_open left for path prefixes.
+#[inline(always)]
+fn file_rw(file: u64, mask: u32, prev: i32) -> i32 {
+    if prev != 0 {
+        return verdict(prev, 0);
+    }
+    let hook = if mask & MAY_WRITE != 0 {
+        HOOK_WRITE
+    } else if mask & MAY_READ != 0 {
+        HOOK_READ
+    } else {
+        return 0;
+    };
+    let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
+    if cfg.hooks & (1 << hook) == 0 {
+        return 0;
+    }
+    let marks = if cfg.paths != 0 {
+        // SAFETY: only read.
+        unsafe { FL_SYS_FILES.get(file) }.copied().unwrap_or(0)
+    } else {
+        0
+    };
+    verdict(0, decide(hook, Path::Bits(marks)))
+}
+
+// file_permission(struct file *file, int mask)
+#[lsm(hook = "file_permission")]
+pub fn fl_sys_file_permission(ctx: LsmContext) -> i32 {
+    let file: u64 = ctx.arg(0);
+    let mask: u32 = ctx.arg(1);
+    file_rw(file, mask, ctx.arg(2))
+}
+
+// file_free_security(struct file *file): forget the file's marks.
+#[lsm(hook = "file_free_security")]
+pub fn fl_sys_file_free(ctx: LsmContext) -> i32 {
+    let file: u64 = ctx.arg(0);
+    if FL_SYS_CONFIG.get(0).is_some_and(|c| c.paths != 0) {
+        let _ = FL_SYS_FILES.remove(file);
+    }
+    0
+}
+
+// security_file_free(struct file *file), for the fmod_ret backend (a void function).
+#[fentry(function = "security_file_free")]
+pub fn fl_sys_fentry_file_free(ctx: FEntryContext) -> u32 {
+    let file: u64 = ctx.arg(0);
+    if FL_SYS_CONFIG.get(0).is_some_and(|c| c.paths != 0) {
+        let _ = FL_SYS_FILES.remove(file);
+    }
+    0
+}
+
+// inode_unlink(struct inode *dir, struct dentry *dentry)
+#[lsm(hook = "inode_unlink")]
+pub fn fl_sys_inode_unlink(ctx: LsmContext) -> i32 {
+    lsm_simple::<2>(&ctx, HOOK_UNLINK)
+}
+
+// inode_mkdir(struct inode *dir, struct dentry *dentry, umode_t mode)
+#[lsm(hook = "inode_mkdir")]
+pub fn fl_sys_inode_mkdir(ctx: LsmContext) -> i32 {
+    lsm_simple::<3>(&ctx, HOOK_MKDIR)
+}
+
+// inode_rename(old_dir, old_dentry, new_dir, new_dentry)
+#[lsm(hook = "inode_rename")]
+pub fn fl_sys_inode_rename(ctx: LsmContext) -> i32 {
+    lsm_simple::<4>(&ctx, HOOK_RENAME)
+}
+
+// security_inode_rename(old_dir, old_dentry, new_dir, new_dentry, flags): fmod_ret only.
+#[lsm(hook = "inode_rename")]
+pub fn fl_sys_fmodret_inode_rename(ctx: LsmContext) -> i32 {
+    lsm_simple::<5>(&ctx, HOOK_RENAME)
+}
+
+// mmap_file(struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags)
+#[lsm(hook = "mmap_file")]
+pub fn fl_sys_mmap_file(ctx: LsmContext) -> i32 {
+    lsm_simple::<4>(&ctx, HOOK_MMAP)
+}
+
+// security_mmap_file(struct file *file, unsigned long prot, unsigned long flags): fmod_ret.
+#[lsm(hook = "mmap_file")]
+pub fn fl_sys_fmodret_mmap_file(ctx: LsmContext) -> i32 {
+    lsm_simple::<3>(&ctx, HOOK_MMAP)
+}
+
+// bprm_check_security(struct linux_binprm *bprm)
+#[lsm(hook = "bprm_check_security")]
+pub fn fl_sys_bprm_check(ctx: LsmContext) -> i32 {
+    lsm_simple::<1>(&ctx, HOOK_EXEC)
+}
+
+// task_alloc(struct task_struct *task, unsigned long clone_flags): in the parent's context.
+#[lsm(hook = "task_alloc")]
+pub fn fl_sys_task_alloc(ctx: LsmContext) -> i32 {
+    lsm_simple::<2>(&ctx, HOOK_FORK)
+}
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+/// A cgroup socket hook's verdict: the errno through bpf_set_retval where the kernel has it
+/// (5.18+), else the hook's default failure (EPERM).
+#[inline(always)]
+fn cgroup_verdict(errno: u32) -> i32 {
+    if errno == 0 {
+        return ALLOW;
+    }
+    if rodata(&FL_HAS_SET_RETVAL) != 0 {
+        // SAFETY: helper with a scalar argument.
+        unsafe { bpf_set_retval(0i32.wrapping_sub(errno as i32)) };
+    }
+    DENY
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn fl_sys_connect4(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(decide(HOOK_CONNECT, Path::None))
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn fl_sys_connect6(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(decide(HOOK_CONNECT, Path::None))
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn fl_sys_bind4(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(decide(HOOK_BIND, Path::None))
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn fl_sys_bind6(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(decide(HOOK_BIND, Path::None))
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn fl_sys_sendmsg4(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(decide(HOOK_SENDMSG, Path::None))
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn fl_sys_sendmsg6(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(decide(HOOK_SENDMSG, Path::None))
+}
+
+#[cgroup_sock(sock_create)]
+pub fn fl_sys_sock_create(_ctx: SockContext) -> i32 {
+    cgroup_verdict(decide(HOOK_SOCKET, Path::None))
+}
+
+/// Pid targets that follow children: a child of a targeted process gets its rules. Runs in
+/// the parent (raw tracepoint: no tracefs needed); the child's ids are read at offsets from
+/// the kernel's BTF.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn fl_sys_fork(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
+    if cfg.pids == 0 {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: only read.
+    let Some(set) = (unsafe { FL_SYS_PIDS.get(tgid) }) else { return 0 };
+    if set.follow == 0 {
+        return 0;
+    }
+    let set = *set;
+    // sched_process_fork(struct task_struct *parent, struct task_struct *child)
+    let child: *const u8 = ctx.arg(1);
+    // SAFETY: reading two ints of the child task at offsets from BTF.
+    let (pid, child_tgid) = unsafe {
+        (
+            bpf_probe_read_kernel(child.add(rodata(&FL_SYS_TASK_PID) as usize).cast::<u32>()),
+            bpf_probe_read_kernel(child.add(rodata(&FL_SYS_TASK_TGID) as usize).cast::<u32>()),
+        )
+    };
+    let (Ok(pid), Ok(child_tgid)) = (pid, child_tgid) else { return 0 };
+    // A new thread shares its process's entry.
+    if pid == child_tgid {
+        let _ = FL_SYS_PIDS.insert(pid, set, 0);
+    }
+    0
+}
+
+/// A targeted process exits: its pid may be reused.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn fl_sys_exit(_ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
+    if cfg.pids == 0 {
+        return 0;
+    }
+    let id = bpf_get_current_pid_tgid();
+    // Only the thread group leader's exit ends the process's entry.
+    if id as u32 == (id >> 32) as u32 {
+        let _ = FL_SYS_PIDS.remove(id as u32);
+    }
+    0
+}

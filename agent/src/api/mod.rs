@@ -1,0 +1,167 @@
+//! The gRPC surface: FaultService, grpc.health.v1 and server reflection, served on a Unix
+//! socket (0600, in a 0700 directory) and optionally on TCP: TLS, mutual TLS with a client
+//! CA, a bearer token and per-client rate limits there; plain text only when asked for.
+
+pub mod audit;
+pub mod auth;
+pub mod convert;
+pub mod service;
+pub mod validate;
+pub mod validate_process;
+pub mod validate_stress;
+pub mod validate_sys;
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context as _, bail};
+use faultline_proto::v1::{FILE_DESCRIPTOR_SET, fault_service_server::FaultServiceServer};
+use tokio::{net::UnixListener, sync::watch};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+use tracing::{info, warn};
+
+use crate::engine::Engine;
+
+pub struct Listen {
+    pub socket: PathBuf,
+    pub tcp: Option<Tcp>,
+    /// Largest request message accepted; larger ones get RESOURCE_EXHAUSTED.
+    pub max_request_bytes: usize,
+    pub audit: Arc<audit::Audit>,
+}
+
+/// The TCP listener and what guards it.
+pub struct Tcp {
+    pub addr: SocketAddr,
+    /// None: plain text (the operator asked for it explicitly).
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    pub token: Option<String>,
+    pub rate: f64,
+    pub burst: f64,
+}
+
+/// Binds the Unix socket, replacing a stale file but never a live agent's socket.
+fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another agent is serving on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok(l)
+}
+
+/// Serves until `shutdown` turns true, then stops accepting and returns.
+pub async fn serve(
+    engine: Arc<Engine>,
+    limits: validate::Limits,
+    caps: service::CapsFn,
+    listen: Listen,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<FaultServiceServer<service::Service>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building reflection service")
+    };
+    let fault_svc = FaultServiceServer::new(service::Service::new(
+        engine,
+        limits,
+        caps,
+        shutdown.clone(),
+        listen.audit.clone(),
+    ))
+    .max_decoding_message_size(listen.max_request_bytes);
+
+    let router = Server::builder()
+        .layer(crate::telemetry::metrics::GrpcLayer(metrics.clone()))
+        .add_service(health_svc.clone())
+        .add_service(reflection()?)
+        .add_service(fault_svc.clone());
+
+    let unix = bind_unix(&listen.socket)?;
+    info!(socket = %listen.socket.display(), "serving gRPC on unix socket");
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let tcp_task = match listen.tcp {
+        Some(tcp) => {
+            let l = tokio::net::TcpListener::bind(tcp.addr)
+                .await
+                .with_context(|| format!("binding {}", tcp.addr))?;
+            let mut builder = Server::builder();
+            match tcp.tls {
+                Some(tls) => {
+                    builder = builder.tls_config(tls).context("TLS configuration")?;
+                    info!(addr = %tcp.addr, token = tcp.token.is_some(), "serving gRPC on TCP with TLS");
+                }
+                None => {
+                    warn!(addr = %tcp.addr, "serving gRPC on plain TCP (--insecure-tcp): anyone who can reach this address controls the agent")
+                }
+            }
+            // Health stays open to probes; everything else passes the gate.
+            let gate = auth::Gate {
+                token: tcp.token.map(Arc::new),
+                limit: Arc::new(auth::RateLimit::new(tcp.rate, tcp.burst)),
+                audit: listen.audit.clone(),
+            };
+            let router = builder
+                .layer(crate::telemetry::metrics::GrpcLayer(metrics))
+                .add_service(health_svc)
+                .add_service(tonic::service::interceptor::InterceptedService::new(
+                    reflection()?,
+                    gate.clone(),
+                ))
+                .add_service(tonic::service::interceptor::InterceptedService::new(fault_svc, gate));
+            let rx = shutdown.clone();
+            Some(tokio::spawn(async move {
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(l), wait(rx)).await
+            }))
+        }
+        None => None,
+    };
+    let mut unix_task = tokio::spawn(
+        router.serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(shutdown.clone())),
+    );
+    // A client that keeps its connection open must not hold the agent up: after the signal,
+    // in-flight calls get a grace period, then the servers are dropped.
+    let grace = async {
+        wait(shutdown).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let r = tokio::select! {
+        r = &mut unix_task => r.context("unix server task")?.context("unix socket server"),
+        _ = grace => {
+            warn!("clients still connected after {SHUTDOWN_GRACE:?}; closing them");
+            unix_task.abort();
+            Ok(())
+        }
+    };
+    let _ = std::fs::remove_file(&listen.socket);
+    if let Some(t) = tcp_task {
+        t.abort();
+    }
+    r
+}
+
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -1,0 +1,844 @@
+//! Request validation: wire messages to domain specs. Every refusal names the field path and
+//! what is allowed, and nothing is applied before validation passes.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use faultline_common::net::MAX_PORT_RANGES;
+use faultline_proto::v1 as pb;
+use ipnet::IpNet;
+
+use crate::engine::{
+    error::{Error, Result},
+    model::{
+        Direction, Distribution, DnsAnswer, ExperimentSpec, FaultSpec, LossModel, NetBandwidth,
+        NetDelay, NetDns, NetLoss, NetMangle, NetReject, PacketFilter, PortRange, Protocol, State,
+        TargetSpec,
+    },
+};
+
+pub const MAX_CIDRS: usize = 256;
+pub const MAX_LABELS: usize = 32;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_duration: Duration,
+}
+
+impl Default for Limits {
+    /// A bound on what a duration can mean at all; the policy's max_duration (PermissionDenied)
+    /// is the operator's limit below it.
+    fn default() -> Self {
+        Limits { max_duration: Duration::from_secs(7 * 24 * 3600) }
+    }
+}
+
+fn fmt_dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+pub fn inject(req: &pb::InjectRequest, limits: &Limits) -> Result<ExperimentSpec> {
+    let target = target(req.target.as_ref())?;
+    let fault = fault(req.fault.as_ref())?;
+    if matches!(target, TargetSpec::Interface { .. }) && !on_devices(&fault) {
+        return Err(Error::invalid(
+            "target.interface",
+            format!(
+                "{} needs a cgroup or pid target (it acts on processes, not on a device's packets)",
+                fault.kind()
+            ),
+        ));
+    }
+    if target == TargetSpec::Host
+        && matches!(
+            fault,
+            FaultSpec::SyscallErrno(_) | FaultSpec::ProcessKill(_) | FaultSpec::ProcessPause
+        )
+    {
+        return Err(Error::invalid(
+            "target.host",
+            format!(
+                "{} host-wide would reach the agent and the node's own services: name a cgroup,                  container or pod",
+                fault.kind()
+            ),
+        ));
+    }
+    if matches!(target, TargetSpec::Pid(_)) && fault == FaultSpec::ProcessPause {
+        return Err(Error::invalid(
+            "target.pid",
+            "process_pause freezes a whole cgroup, and a pid's cgroup may hold other processes: \
+             target its cgroup, container or pod",
+        ));
+    }
+    if let FaultSpec::SyscallErrno(s) = &fault
+        && s.follow_children
+        && !matches!(target, TargetSpec::Pid(_))
+    {
+        return Err(Error::invalid(
+            "fault.syscall_errno.follow_children",
+            "applies to pid targets only (a cgroup target already covers every process in it)",
+        ));
+    }
+    let duration = duration(req.duration.as_ref(), limits)?;
+    let labels = labels(&req.labels)?;
+    Ok(ExperimentSpec { target, fault, duration, labels })
+}
+
+fn target(t: Option<&pb::Target>) -> Result<TargetSpec> {
+    match t.and_then(|t| t.kind.as_ref()) {
+        None => Err(Error::invalid(
+            "target",
+            "required: one of cgroup_path, pid, container_id, pod, host, interface",
+        )),
+        Some(pb::target::Kind::Interface(i)) => {
+            Ok(TargetSpec::Interface { name: i.name.clone(), netns: i.netns.clone() })
+        }
+        Some(pb::target::Kind::CgroupPath(p)) if p.trim().is_empty() => {
+            Err(Error::invalid("target.cgroup_path", "must not be empty"))
+        }
+        Some(pb::target::Kind::CgroupPath(p)) => Ok(TargetSpec::CgroupPath(p.clone())),
+        Some(pb::target::Kind::Pid(0)) => Err(Error::invalid("target.pid", "must be > 0")),
+        Some(pb::target::Kind::Pid(p)) => Ok(TargetSpec::Pid(*p)),
+        Some(pb::target::Kind::ContainerId(c)) => {
+            Ok(TargetSpec::Container(container_id(c, "target.container_id")?))
+        }
+        Some(pb::target::Kind::Pod(p)) => {
+            let uid = crate::target::runtime::normalize_uid(&p.uid).ok_or_else(|| {
+                Error::invalid(
+                    "target.pod.uid",
+                    format!("{:?} is not a pod uid (8-4-4-4-12 hex digits)", p.uid),
+                )
+            })?;
+            let container = (!p.container_id.is_empty())
+                .then(|| container_id(&p.container_id, "target.pod.container_id"))
+                .transpose()?;
+            Ok(TargetSpec::Pod { uid, container })
+        }
+        Some(pb::target::Kind::Host(true)) => Ok(TargetSpec::Host),
+        Some(pb::target::Kind::Host(false)) => {
+            Err(Error::invalid("target.host", "must be true when set"))
+        }
+    }
+}
+
+/// A container id or prefix: 4-64 hex digits, as `docker ps` or `crictl ps` show it, or as a
+/// pod's status reports it ("containerd://<id>").
+fn container_id(raw: &str, field: &str) -> Result<String> {
+    let id = raw.rsplit("://").next().unwrap_or(raw).trim().to_ascii_lowercase();
+    if !(4..=64).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid(
+            field,
+            format!("{raw:?} is not a container id: 4-64 hex digits (a unique prefix will do)"),
+        ));
+    }
+    Ok(id)
+}
+
+fn fault(f: Option<&pb::Fault>) -> Result<FaultSpec> {
+    match f.and_then(|f| f.kind.as_ref()) {
+        None => {
+            Err(Error::invalid("fault", format!("required: one of {}", FAULT_KINDS.join(", "))))
+        }
+        Some(pb::fault::Kind::NetLoss(l)) => Ok(FaultSpec::NetLoss(net_loss(l, "fault.net_loss")?)),
+        Some(pb::fault::Kind::NetPartition(p)) => {
+            let mut f = filter(p.filter.as_ref(), "fault.net_partition.filter")?;
+            f.direction = Direction::Both;
+            Ok(FaultSpec::NetPartition(f))
+        }
+        Some(pb::fault::Kind::NetReject(r)) => {
+            Ok(FaultSpec::NetReject(net_reject(r, "fault.net_reject")?))
+        }
+        Some(pb::fault::Kind::NetDelay(d)) => {
+            Ok(FaultSpec::NetDelay(net_delay(d, "fault.net_delay")?))
+        }
+        Some(pb::fault::Kind::NetBandwidth(b)) => {
+            Ok(FaultSpec::NetBandwidth(net_bandwidth(b, "fault.net_bandwidth")?))
+        }
+        Some(pb::fault::Kind::NetCorrupt(c)) => Ok(FaultSpec::NetCorrupt(NetMangle {
+            filter: edt_filter(c.filter.as_ref(), "fault.net_corrupt.filter")?,
+            percent: percent(c.percent, "fault.net_corrupt.percent")?,
+            seed: c.seed,
+            devices: devices(&c.devices, "fault.net_corrupt.devices")?,
+        })),
+        Some(pb::fault::Kind::NetDns(d)) => Ok(FaultSpec::NetDns(net_dns(d, "fault.net_dns")?)),
+        Some(pb::fault::Kind::SyscallErrno(s)) => Ok(FaultSpec::SyscallErrno(
+            super::validate_sys::syscall_errno(s, "fault.syscall_errno")?,
+        )),
+        Some(pb::fault::Kind::CpuStress(c)) => {
+            Ok(FaultSpec::CpuStress(super::validate_stress::cpu(c, "fault.cpu_stress")?))
+        }
+        Some(pb::fault::Kind::MemoryStress(m)) => {
+            Ok(FaultSpec::MemoryStress(super::validate_stress::memory(m, "fault.memory_stress")?))
+        }
+        Some(pb::fault::Kind::IoStress(s)) => {
+            Ok(FaultSpec::IoStress(super::validate_stress::io(s, "fault.io_stress")?))
+        }
+        Some(pb::fault::Kind::DiskFill(d)) => {
+            Ok(FaultSpec::DiskFill(super::validate_stress::disk_fill(d, "fault.disk_fill")?))
+        }
+        Some(pb::fault::Kind::ProcessKill(k)) => {
+            Ok(FaultSpec::ProcessKill(super::validate_process::kill(k, "fault.process_kill")?))
+        }
+        Some(pb::fault::Kind::ProcessPause(_)) => Ok(FaultSpec::ProcessPause),
+        Some(pb::fault::Kind::NetDuplicate(d)) => Ok(FaultSpec::NetDuplicate(NetMangle {
+            filter: edt_filter(d.filter.as_ref(), "fault.net_duplicate.filter")?,
+            percent: percent(d.percent, "fault.net_duplicate.percent")?,
+            seed: None,
+            devices: devices(&d.devices, "fault.net_duplicate.devices")?,
+        })),
+    }
+}
+
+/// Faults that act on packets, so a device can be their target.
+fn on_devices(f: &FaultSpec) -> bool {
+    !matches!(
+        f,
+        FaultSpec::NetReject(_)
+            | FaultSpec::NetDns(_)
+            | FaultSpec::SyscallErrno(_)
+            | FaultSpec::CpuStress(_)
+            | FaultSpec::MemoryStress(_)
+            | FaultSpec::DiskFill(_)
+            | FaultSpec::IoStress(_)
+            | FaultSpec::ProcessKill(_)
+            | FaultSpec::ProcessPause
+    )
+}
+
+pub const MAX_DNS_NAMES: usize = 64;
+
+fn net_dns(d: &pb::NetDns, field: &str) -> Result<NetDns> {
+    let mut filter = filter(d.filter.as_ref(), &format!("{field}.filter"))?;
+    if filter.protocol == Protocol::Tcp || filter.protocol == Protocol::Icmp {
+        return Err(Error::invalid(
+            format!("{field}.filter.protocol"),
+            "DNS queries are intercepted over UDP: UDP or unset",
+        ));
+    }
+    filter.protocol = Protocol::Udp;
+    filter.direction = Direction::Egress;
+    if filter.ports.is_empty() {
+        filter.ports.push(PortRange { first: 53, last: 53 });
+    }
+    if d.names.is_empty() || d.names.len() > MAX_DNS_NAMES {
+        return Err(Error::invalid(
+            format!("{field}.names"),
+            format!("1 to {MAX_DNS_NAMES} name patterns, got {}", d.names.len()),
+        ));
+    }
+    let names = d
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            crate::faults::net::dnsname::parse(n)
+                .map_err(|e| Error::invalid(format!("{field}.names[{i}]"), format!("{n:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let answer = match pb::DnsAnswer::try_from(d.answer) {
+        Ok(pb::DnsAnswer::Unspecified | pb::DnsAnswer::Nxdomain) => DnsAnswer::NxDomain,
+        Ok(pb::DnsAnswer::Servfail) => DnsAnswer::ServFail,
+        Ok(pb::DnsAnswer::Drop) => DnsAnswer::Drop,
+        Err(_) => {
+            return Err(Error::invalid(
+                format!("{field}.answer"),
+                format!("must be NXDOMAIN, SERVFAIL or DROP, got {}", d.answer),
+            ));
+        }
+    };
+    let percent = match d.percent {
+        None => 100.0,
+        Some(p) => percent(p, &format!("{field}.percent"))?,
+    };
+    Ok(NetDns { filter, names, answer, percent })
+}
+
+/// The Fault oneof members, for error messages.
+pub const FAULT_KINDS: &[&str] = &[
+    "net_loss",
+    "net_delay",
+    "net_bandwidth",
+    "net_reject",
+    "net_partition",
+    "net_corrupt",
+    "net_duplicate",
+    "net_dns",
+    "process_kill",
+    "process_pause",
+    "syscall_errno",
+    "cpu_stress",
+    "memory_stress",
+    "io_stress",
+    "disk_fill",
+];
+
+/// Longest latency + jitter a delay may ask for (fq's horizon is set well above it).
+pub const MAX_DELAY: Duration = Duration::from_secs(30);
+pub const MIN_RATE_BPS: u64 = 8_000;
+pub const MAX_RATE_BPS: u64 = 100_000_000_000;
+pub const MAX_BURST_BYTES: u64 = 1 << 30;
+
+/// A non-negative protobuf Duration (absent is zero).
+fn non_negative(d: Option<&prost_types::Duration>, field: &str) -> Result<Duration> {
+    let Some(d) = d else { return Ok(Duration::ZERO) };
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(Error::invalid(
+            field,
+            format!("must not be negative, got {}s {}ns", d.seconds, d.nanos),
+        ));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// Egress unless the filter asks for ingress too (EDT faults default to what the target sends).
+fn edt_filter(f: Option<&pb::PacketFilter>, field: &str) -> Result<PacketFilter> {
+    let mut filter = filter(f, field)?;
+    if f.is_none_or(|f| f.direction == pb::Direction::Unspecified as i32) {
+        filter.direction = Direction::Egress;
+    }
+    Ok(filter)
+}
+
+fn devices(list: &[String], field: &str) -> Result<Vec<String>> {
+    for (i, d) in list.iter().enumerate() {
+        if d.is_empty() || d.len() > 15 || d.contains('/') || d.contains(char::is_whitespace) {
+            return Err(Error::invalid(
+                format!("{field}[{i}]"),
+                format!("{d:?} is not a device name (1-15 characters)"),
+            ));
+        }
+    }
+    Ok(list.to_vec())
+}
+
+fn net_delay(d: &pb::NetDelay, field: &str) -> Result<NetDelay> {
+    let filter = edt_filter(d.filter.as_ref(), &format!("{field}.filter"))?;
+    let latency = non_negative(d.latency.as_ref(), &format!("{field}.latency"))?;
+    let jitter = non_negative(d.jitter.as_ref(), &format!("{field}.jitter"))?;
+    if latency.is_zero() && jitter.is_zero() {
+        return Err(Error::invalid(format!("{field}.latency"), "must be > 0 (or give a jitter)"));
+    }
+    if jitter > latency {
+        return Err(Error::invalid(
+            format!("{field}.jitter"),
+            format!("must be <= latency ({}), got {}", fmt_dur(latency), fmt_dur(jitter)),
+        ));
+    }
+    if latency + jitter > MAX_DELAY {
+        return Err(Error::invalid(
+            format!("{field}.latency"),
+            format!(
+                "latency + jitter must be <= {}, got {}",
+                fmt_dur(MAX_DELAY),
+                fmt_dur(latency + jitter)
+            ),
+        ));
+    }
+    let c = d.correlation;
+    if !(c.is_finite() && (0.0..=100.0).contains(&c)) {
+        return Err(Error::invalid(
+            format!("{field}.correlation"),
+            format!("must be 0-100, got {c}"),
+        ));
+    }
+    let distribution = match pb::Distribution::try_from(d.distribution) {
+        Ok(pb::Distribution::Unspecified | pb::Distribution::Uniform) => Distribution::Uniform,
+        Ok(pb::Distribution::Normal) => Distribution::Normal,
+        Err(_) => {
+            return Err(Error::invalid(
+                format!("{field}.distribution"),
+                format!("must be UNIFORM or NORMAL, got {}", d.distribution),
+            ));
+        }
+    };
+    let percent = match d.percent {
+        None => 100.0,
+        Some(p) => percent(p, &format!("{field}.percent"))?,
+    };
+    let devices = devices(&d.devices, &format!("{field}.devices"))?;
+    Ok(NetDelay {
+        filter,
+        latency,
+        jitter,
+        correlation: c,
+        distribution,
+        percent,
+        seed: d.seed,
+        devices,
+    })
+}
+
+fn net_bandwidth(b: &pb::NetBandwidth, field: &str) -> Result<NetBandwidth> {
+    let filter = edt_filter(b.filter.as_ref(), &format!("{field}.filter"))?;
+    let rate = b.rate_bps;
+    if !(MIN_RATE_BPS..=MAX_RATE_BPS).contains(&rate) {
+        return Err(Error::invalid(
+            format!("{field}.rate_bps"),
+            format!("must be {MIN_RATE_BPS}-{MAX_RATE_BPS} bits per second, got {rate}"),
+        ));
+    }
+    if b.burst_bytes > MAX_BURST_BYTES {
+        return Err(Error::invalid(
+            format!("{field}.burst_bytes"),
+            format!("must be at most {MAX_BURST_BYTES}, got {}", b.burst_bytes),
+        ));
+    }
+    let burst_bytes = if b.burst_bytes == 0 { (rate / 8 / 100).max(1514) } else { b.burst_bytes };
+    let devices = devices(&b.devices, &format!("{field}.devices"))?;
+    Ok(NetBandwidth { filter, rate_bps: rate, burst_bytes, devices })
+}
+
+/// An errno name or number; empty means `default`.
+pub fn errno(s: &str, default: i32, field: &str) -> Result<i32> {
+    if s.trim().is_empty() {
+        return Ok(default);
+    }
+    crate::errno::parse(s).ok_or_else(|| {
+        Error::invalid(
+            field,
+            format!("{s:?} is not an errno name (ECONNREFUSED, EIO, ...) or a number 1-4095"),
+        )
+    })
+}
+
+fn net_reject(r: &pb::NetReject, field: &str) -> Result<NetReject> {
+    let mut filter = filter(r.filter.as_ref(), &format!("{field}.filter"))?;
+    if filter.protocol == Protocol::Icmp {
+        return Err(Error::invalid(
+            format!("{field}.filter.protocol"),
+            "connect() is TCP or UDP: must be TCP, UDP or unset",
+        ));
+    }
+    filter.direction = Direction::Egress;
+    let errno = errno(&r.errno, libc::ECONNREFUSED, &format!("{field}.errno"))?;
+    let percent = match r.percent {
+        None => 100.0,
+        Some(p) => percent(p, &format!("{field}.percent"))?,
+    };
+    Ok(NetReject { filter, errno, percent })
+}
+
+pub fn percent(p: f64, field: &str) -> Result<f64> {
+    if !(p.is_finite() && p > 0.0 && p <= 100.0) {
+        return Err(Error::invalid(field, format!("must be > 0 and <= 100, got {p}")));
+    }
+    Ok(p)
+}
+
+fn net_loss(l: &pb::NetLoss, field: &str) -> Result<NetLoss> {
+    let filter = filter(l.filter.as_ref(), &format!("{field}.filter"))?;
+    let seed = l.seed;
+    if l.every_nth > 0 {
+        if l.percent != 0.0 || l.burst_length != 0.0 {
+            return Err(Error::invalid(
+                format!("{field}.every_nth"),
+                "drops exactly every Nth packet: leave percent and burst_length unset",
+            ));
+        }
+        let model = LossModel::EveryNth(l.every_nth);
+        return Ok(NetLoss { filter, percent: 100.0 / f64::from(l.every_nth), model, seed });
+    }
+    let p = percent(l.percent, &format!("{field}.percent"))?;
+    let model = if l.burst_length == 0.0 {
+        LossModel::Random
+    } else {
+        let b = l.burst_length;
+        // The chain's chance to enter the bad state is p/(1-p)/b, which must stay <= 1.
+        let min = p / (100.0 - p);
+        if !(b.is_finite() && b >= 1.0 && b >= min && p < 100.0) {
+            return Err(Error::invalid(
+                format!("{field}.burst_length"),
+                format!(
+                    "must be >= 1 and >= percent/(100-percent) (= {min:.2} here), with percent < 100; got {b}"
+                ),
+            ));
+        }
+        LossModel::GilbertElliott { burst: b }
+    };
+    Ok(NetLoss { filter, percent: p, model, seed })
+}
+
+pub fn filter(f: Option<&pb::PacketFilter>, field: &str) -> Result<PacketFilter> {
+    let Some(f) = f else { return Ok(PacketFilter::default()) };
+    let direction = match pb::Direction::try_from(f.direction) {
+        Ok(pb::Direction::Unspecified | pb::Direction::Both) => Direction::Both,
+        Ok(pb::Direction::Ingress) => Direction::Ingress,
+        Ok(pb::Direction::Egress) => Direction::Egress,
+        Err(_) => {
+            return Err(Error::invalid(
+                format!("{field}.direction"),
+                format!("must be INGRESS, EGRESS or BOTH, got {}", f.direction),
+            ));
+        }
+    };
+    let protocol = match pb::Protocol::try_from(f.protocol) {
+        Ok(pb::Protocol::Unspecified) => Protocol::Any,
+        Ok(pb::Protocol::Tcp) => Protocol::Tcp,
+        Ok(pb::Protocol::Udp) => Protocol::Udp,
+        Ok(pb::Protocol::Icmp) => Protocol::Icmp,
+        Err(_) => {
+            return Err(Error::invalid(
+                format!("{field}.protocol"),
+                format!("must be TCP, UDP, ICMP or unset (any), got {}", f.protocol),
+            ));
+        }
+    };
+    let remote = cidrs(&f.remote_cidrs, &format!("{field}.remote_cidrs"))?;
+    let exclude = cidrs(&f.exclude_cidrs, &format!("{field}.exclude_cidrs"))?;
+    let ports = ports(&f.remote_ports, &format!("{field}.remote_ports"))?;
+    Ok(PacketFilter { direction, protocol, remote, exclude, ports })
+}
+
+/// Parses "10.0.0.0/8", "::1/128" or a bare address. Host bits are cleared ("10.1.2.3/8" is 10.0.0.0/8).
+pub fn parse_cidr(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
+}
+
+fn cidrs(list: &[String], field: &str) -> Result<Vec<IpNet>> {
+    if list.len() > MAX_CIDRS {
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_CIDRS} entries, got {}", list.len()),
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            parse_cidr(s).ok_or_else(|| {
+                Error::invalid(
+                    format!("{field}[{i}]"),
+                    format!("{s:?} is not an address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn ports(list: &[pb::PortRange], field: &str) -> Result<Vec<PortRange>> {
+    if list.len() > MAX_PORT_RANGES {
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_PORT_RANGES} ranges, got {}", list.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, r) in list.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        if r.first == 0 || r.first > 65535 {
+            return Err(Error::invalid(
+                format!("{f}.first"),
+                format!("must be 1-65535, got {}", r.first),
+            ));
+        }
+        let last = if r.last == 0 { r.first } else { r.last };
+        if last > 65535 {
+            return Err(Error::invalid(
+                format!("{f}.last"),
+                format!("must be 1-65535, got {last}"),
+            ));
+        }
+        if last < r.first {
+            return Err(Error::invalid(
+                f,
+                format!("reversed range {}-{last}: last must be >= first", r.first),
+            ));
+        }
+        out.push(PortRange { first: r.first as u16, last: last as u16 });
+    }
+    Ok(out)
+}
+
+fn duration(d: Option<&prost_types::Duration>, limits: &Limits) -> Result<Duration> {
+    let max = fmt_dur(limits.max_duration);
+    let Some(d) = d else {
+        return Err(Error::invalid("duration", format!("required: > 0 and <= {max}")));
+    };
+    if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) {
+        return Err(Error::invalid(
+            "duration",
+            format!("must be > 0 and <= {max}, got {}s {}ns", d.seconds, d.nanos),
+        ));
+    }
+    let dur = Duration::new(d.seconds as u64, d.nanos as u32);
+    if dur > limits.max_duration {
+        return Err(Error::invalid(
+            "duration",
+            format!("must be > 0 and <= {max}, got {}", fmt_dur(dur)),
+        ));
+    }
+    Ok(dur)
+}
+
+fn labels(l: &std::collections::HashMap<String, String>) -> Result<BTreeMap<String, String>> {
+    if l.len() > MAX_LABELS {
+        return Err(Error::invalid(
+            "labels",
+            format!("at most {MAX_LABELS} labels, got {}", l.len()),
+        ));
+    }
+    for (k, v) in l {
+        if k.is_empty() || k.len() > 128 {
+            return Err(Error::invalid("labels", format!("keys must be 1-128 bytes, got {k:?}")));
+        }
+        if v.len() > 256 {
+            return Err(Error::invalid(format!("labels[{k}]"), "values must be at most 256 bytes"));
+        }
+    }
+    Ok(l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+pub fn state(s: i32, field: &str) -> Result<State> {
+    match pb::State::try_from(s) {
+        Ok(pb::State::Pending) => Ok(State::Pending),
+        Ok(pb::State::Active) => Ok(State::Active),
+        Ok(pb::State::Expired) => Ok(State::Expired),
+        Ok(pb::State::Cancelled) => Ok(State::Cancelled),
+        Ok(pb::State::Failed) => Ok(State::Failed),
+        _ => Err(Error::invalid(
+            field,
+            format!("must be PENDING, ACTIVE, EXPIRED, CANCELLED or FAILED, got {s}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(percent: f64) -> pb::InjectRequest {
+        pb::InjectRequest {
+            target: Some(pb::Target { kind: Some(pb::target::Kind::CgroupPath("/x".into())) }),
+            fault: Some(pb::Fault {
+                kind: Some(pb::fault::Kind::NetLoss(pb::NetLoss { percent, ..Default::default() })),
+            }),
+            duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+            labels: Default::default(),
+        }
+    }
+
+    fn field_of(r: Result<ExperimentSpec>) -> String {
+        match r {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    fn with_filter(f: pb::PacketFilter) -> pb::InjectRequest {
+        let mut r = req(10.0);
+        if let Some(pb::fault::Kind::NetLoss(l)) = r.fault.as_mut().and_then(|f| f.kind.as_mut()) {
+            l.filter = Some(f);
+        }
+        r
+    }
+
+    #[test]
+    fn accepts_a_plain_request() {
+        let s = inject(&req(30.5), &Limits::default()).unwrap();
+        assert_eq!(s.duration, Duration::from_secs(30));
+        let FaultSpec::NetLoss(l) = s.fault else { panic!() };
+        assert_eq!(l.percent, 30.5);
+        assert_eq!(l.model, LossModel::Random);
+        assert_eq!(l.filter.direction, Direction::Both);
+    }
+
+    #[test]
+    fn percent_bounds() {
+        let l = Limits::default();
+        for p in [0.0, -1.0, 100.01, f64::NAN, f64::INFINITY] {
+            assert_eq!(field_of(inject(&req(p), &l)), "fault.net_loss.percent", "{p}");
+        }
+        assert!(inject(&req(100.0), &l).is_ok());
+        assert!(inject(&req(0.001), &l).is_ok());
+    }
+
+    #[test]
+    fn duration_bounds() {
+        let l = Limits { max_duration: Duration::from_secs(60) };
+        let mut r = req(10.0);
+        r.duration = None;
+        assert_eq!(field_of(inject(&r, &l)), "duration");
+        r.duration = Some(prost_types::Duration { seconds: 0, nanos: 0 });
+        assert_eq!(field_of(inject(&r, &l)), "duration");
+        r.duration = Some(prost_types::Duration { seconds: -5, nanos: 0 });
+        assert_eq!(field_of(inject(&r, &l)), "duration");
+        r.duration = Some(prost_types::Duration { seconds: 61, nanos: 0 });
+        assert_eq!(field_of(inject(&r, &l)), "duration");
+        r.duration = Some(prost_types::Duration { seconds: 60, nanos: 0 });
+        assert!(inject(&r, &l).is_ok());
+    }
+
+    #[test]
+    fn missing_target_and_fault() {
+        let l = Limits::default();
+        let mut r = req(10.0);
+        r.target = None;
+        assert_eq!(field_of(inject(&r, &l)), "target");
+        let mut r = req(10.0);
+        r.fault = Some(pb::Fault { kind: None });
+        assert_eq!(field_of(inject(&r, &l)), "fault");
+        let mut r = req(10.0);
+        r.target = Some(pb::Target { kind: Some(pb::target::Kind::Pid(0)) });
+        assert_eq!(field_of(inject(&r, &l)), "target.pid");
+    }
+
+    fn with_loss(f: impl FnOnce(&mut pb::NetLoss)) -> pb::InjectRequest {
+        let mut r = req(20.0);
+        if let Some(pb::fault::Kind::NetLoss(l)) = r.fault.as_mut().and_then(|f| f.kind.as_mut()) {
+            f(l);
+        }
+        r
+    }
+
+    #[test]
+    fn loss_models() {
+        let l = Limits::default();
+        let FaultSpec::NetLoss(n) = inject(&with_loss(|x| x.burst_length = 5.0), &l).unwrap().fault
+        else {
+            panic!()
+        };
+        assert_eq!(n.model, LossModel::GilbertElliott { burst: 5.0 });
+        let nth = with_loss(|x| {
+            x.percent = 0.0;
+            x.every_nth = 4;
+            x.seed = Some(9);
+        });
+        let FaultSpec::NetLoss(n) = inject(&nth, &l).unwrap().fault else { panic!() };
+        assert_eq!((n.model, n.seed), (LossModel::EveryNth(4), Some(9)));
+        assert_eq!(
+            field_of(inject(&with_loss(|x| x.every_nth = 4), &l)),
+            "fault.net_loss.every_nth"
+        );
+        assert_eq!(
+            field_of(inject(&with_loss(|x| x.burst_length = 0.5), &l)),
+            "fault.net_loss.burst_length"
+        );
+        let infeasible = with_loss(|x| {
+            x.percent = 90.0;
+            x.burst_length = 2.0;
+        });
+        assert_eq!(field_of(inject(&infeasible, &l)), "fault.net_loss.burst_length");
+    }
+
+    fn with_fault(kind: pb::fault::Kind) -> pb::InjectRequest {
+        let mut r = req(10.0);
+        r.fault = Some(pb::Fault { kind: Some(kind) });
+        r
+    }
+
+    fn ms(ms: i64) -> Option<prost_types::Duration> {
+        Some(prost_types::Duration { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 })
+    }
+
+    #[test]
+    fn delay_bounds() {
+        let l = Limits::default();
+        let d = |latency, jitter| {
+            with_fault(pb::fault::Kind::NetDelay(pb::NetDelay {
+                latency,
+                jitter,
+                ..Default::default()
+            }))
+        };
+        let FaultSpec::NetDelay(ok) = inject(&d(ms(100), ms(20)), &l).unwrap().fault else {
+            panic!()
+        };
+        assert_eq!(
+            (ok.latency, ok.jitter, ok.percent),
+            (Duration::from_millis(100), Duration::from_millis(20), 100.0)
+        );
+        assert_eq!(ok.filter.direction, Direction::Egress, "delay defaults to egress");
+        assert_eq!(field_of(inject(&d(ms(-100), None), &l)), "fault.net_delay.latency");
+        assert_eq!(field_of(inject(&d(None, None), &l)), "fault.net_delay.latency");
+        assert_eq!(field_of(inject(&d(ms(100), ms(200)), &l)), "fault.net_delay.jitter");
+        assert_eq!(field_of(inject(&d(ms(29_000), ms(2_000)), &l)), "fault.net_delay.latency");
+        let bad = with_fault(pb::fault::Kind::NetDelay(pb::NetDelay {
+            latency: ms(10),
+            correlation: 150.0,
+            ..Default::default()
+        }));
+        assert_eq!(field_of(inject(&bad, &l)), "fault.net_delay.correlation");
+        let dev = with_fault(pb::fault::Kind::NetDelay(pb::NetDelay {
+            latency: ms(10),
+            devices: vec!["a/b".into()],
+            ..Default::default()
+        }));
+        assert_eq!(field_of(inject(&dev, &l)), "fault.net_delay.devices[0]");
+    }
+
+    #[test]
+    fn bandwidth_bounds() {
+        let l = Limits::default();
+        let b = |rate, burst| {
+            with_fault(pb::fault::Kind::NetBandwidth(pb::NetBandwidth {
+                rate_bps: rate,
+                burst_bytes: burst,
+                ..Default::default()
+            }))
+        };
+        assert_eq!(field_of(inject(&b(0, 0), &l)), "fault.net_bandwidth.rate_bps");
+        assert_eq!(field_of(inject(&b(MAX_RATE_BPS + 1, 0), &l)), "fault.net_bandwidth.rate_bps");
+        assert_eq!(
+            field_of(inject(&b(8_000_000, MAX_BURST_BYTES + 1), &l)),
+            "fault.net_bandwidth.burst_bytes"
+        );
+        let FaultSpec::NetBandwidth(ok) = inject(&b(8_000_000, 0), &l).unwrap().fault else {
+            panic!()
+        };
+        assert_eq!(ok.burst_bytes, 10_000);
+    }
+
+    #[test]
+    fn partition_is_always_both_ways() {
+        let mut r = req(10.0);
+        r.fault = Some(pb::Fault {
+            kind: Some(pb::fault::Kind::NetPartition(pb::NetPartition {
+                filter: Some(pb::PacketFilter {
+                    direction: pb::Direction::Egress as i32,
+                    ..Default::default()
+                }),
+            })),
+        });
+        let FaultSpec::NetPartition(f) = inject(&r, &Limits::default()).unwrap().fault else {
+            panic!()
+        };
+        assert_eq!(f.direction, Direction::Both);
+    }
+
+    #[test]
+    fn cidrs_and_ports() {
+        let l = Limits::default();
+        let bad_cidr = with_filter(pb::PacketFilter {
+            remote_cidrs: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()],
+            ..Default::default()
+        });
+        assert_eq!(field_of(inject(&bad_cidr, &l)), "fault.net_loss.filter.remote_cidrs[1]");
+        let port0 = with_filter(pb::PacketFilter {
+            remote_ports: vec![pb::PortRange { first: 0, last: 0 }],
+            ..Default::default()
+        });
+        assert_eq!(field_of(inject(&port0, &l)), "fault.net_loss.filter.remote_ports[0].first");
+        let reversed = with_filter(pb::PacketFilter {
+            remote_ports: vec![
+                pb::PortRange { first: 80, last: 80 },
+                pb::PortRange { first: 90, last: 10 },
+            ],
+            ..Default::default()
+        });
+        assert_eq!(field_of(inject(&reversed, &l)), "fault.net_loss.filter.remote_ports[1]");
+        let dir = with_filter(pb::PacketFilter { direction: 9, ..Default::default() });
+        assert_eq!(field_of(inject(&dir, &l)), "fault.net_loss.filter.direction");
+        let ok = with_filter(pb::PacketFilter {
+            remote_cidrs: vec!["127.0.0.1".into(), "10.1.2.3/8".into(), "::1".into()],
+            remote_ports: vec![pb::PortRange { first: 6379, last: 0 }],
+            ..Default::default()
+        });
+        let FaultSpec::NetLoss(n) = inject(&ok, &l).unwrap().fault else { panic!() };
+        assert_eq!(n.filter.remote[0].to_string(), "127.0.0.1/32");
+        assert_eq!(n.filter.remote[1].to_string(), "10.0.0.0/8");
+        assert_eq!(n.filter.remote[2].to_string(), "::1/128");
+        assert_eq!(n.filter.ports, vec![PortRange { first: 6379, last: 6379 }]);
+    }
+}

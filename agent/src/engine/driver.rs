@@ -1,0 +1,38 @@
+//! The seam between the engine and the kernel: drivers apply faults and return RAII handles.
+
+use super::{
+    error::Result,
+    model::{Counters, FaultSpec, Resolved},
+};
+
+/// Applies faults. Implementations own their kernel objects; the engine never touches them.
+pub trait FaultDriver: Send + Sync {
+    /// Applies `fault` to `target`. The kernel side must ignore the fault after
+    /// `expires_mono_ns` (CLOCK_MONOTONIC) on its own, so it ends even if user space stalls.
+    fn apply(
+        &self,
+        target: &Resolved,
+        fault: &FaultSpec,
+        expires_mono_ns: u64,
+    ) -> Result<Box<dyn FaultHandle>>;
+}
+
+/// A fault in effect. Dropping the handle reverts the fault.
+pub trait FaultHandle: Send + Sync {
+    /// The kernel mechanism serving the fault, e.g. "cgroup_skb".
+    fn backend(&self) -> &'static str;
+    fn counters(&self) -> Counters;
+    /// Why the fault stopped working on its own (a stress worker was OOM-killed), if it did.
+    /// The engine polls it and ends the experiment as failed with this reason.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of bpf_ktime_get_ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

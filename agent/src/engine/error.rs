@@ -1,0 +1,94 @@
+//! Errors of the engine and its drivers, each carrying the gRPC status it maps to.
+
+/// Every error names what went wrong in terms the caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad request: `field` is the API field path ("fault.net_loss.percent").
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    /// The kernel or host lacks what the fault needs: "unsupported: <what is missing>".
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The agent's policy refuses the request: the message names the rule.
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument { field: field.into(), message: message.into() }
+    }
+
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        Error::Internal(format!("{context}: {err}"))
+    }
+}
+
+/// An error with its sources ("a: b: c"), since aya's errors keep the errno in the source.
+/// A verifier log can run to megabytes: only its last lines, where the reason is, are kept.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    brief(&s)
+}
+
+/// Keeps the head line and the last `TAIL_LINES` lines of a long multi-line message.
+pub fn brief(s: &str) -> String {
+    const TAIL_LINES: usize = 25;
+    const MAX: usize = 8192;
+    let lines: Vec<&str> = s.lines().collect();
+    if s.len() <= MAX && lines.len() <= TAIL_LINES + 1 {
+        return s.to_string();
+    }
+    let tail = &lines[lines.len().saturating_sub(TAIL_LINES).max(1)..];
+    let mut out =
+        format!("{}\n[... {} lines left out ...]\n", lines[0], lines.len() - 1 - tail.len());
+    for l in tail {
+        // A single huge line is cut too.
+        out.push_str(&l.chars().take(MAX / TAIL_LINES).collect::<String>());
+        out.push('\n');
+    }
+    out
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::InvalidArgument { .. } => tonic::Status::invalid_argument(msg),
+            Error::NotFound(_) => tonic::Status::not_found(msg),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(msg),
+            Error::Internal(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod brief_tests {
+    use super::brief;
+
+    #[test]
+    fn long_logs_keep_the_head_and_the_last_lines() {
+        let log: String = (0..10_000).map(|i| format!("line {i}\n")).collect();
+        let b = brief(&format!("load failed: Verifier output: {log}"));
+        assert!(b.starts_with("load failed: Verifier output: line 0\n[... "), "{b}");
+        assert!(b.contains("line 9999") && b.contains("line 9975") && !b.contains("line 9974"));
+        assert!(b.len() < 1000);
+        assert_eq!(brief("short: one line"), "short: one line");
+    }
+}

@@ -1,0 +1,790 @@
+//! The experiment registry: lifecycle, deadlines and change notifications.
+//!
+//! Every experiment has a deadline enforced twice: a timer here removes the fault, and the
+//! kernel rule carries the same expiry so the program ignores it even if this process stalls.
+
+pub mod driver;
+pub mod error;
+pub mod journal;
+pub mod model;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, Weak},
+    time::SystemTime,
+};
+
+use tokio::{sync::broadcast, task::JoinHandle, time::Instant};
+use tracing::{info, warn};
+
+use crate::{policy::Policy, target::Resolver};
+use driver::{FaultDriver, FaultHandle, monotonic_ns};
+use error::{Error, Result};
+use model::{Counters, ExperimentSpec, Resolved, State};
+
+/// Ended experiments kept for Get and List (and the metrics' grace period); the oldest go
+/// first, so the registry stays bounded however many experiments a node runs.
+const KEEP_ENDED: usize = 1000;
+
+/// How often an active experiment's handle is asked whether it failed on its own.
+const FAILURE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What the outside sees of one experiment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub id: String,
+    pub spec: ExperimentSpec,
+    pub state: State,
+    pub reason: String,
+    pub resolved: Option<Resolved>,
+    pub backend: String,
+    pub created_at: SystemTime,
+    pub started_at: Option<SystemTime>,
+    pub deadline: Option<SystemTime>,
+    pub ended_at: Option<SystemTime>,
+    pub first_hit_at: Option<SystemTime>,
+    pub counters: Counters,
+}
+
+/// What `recover` found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub resumed: usize,
+    pub expired: usize,
+    pub not_resumed: usize,
+    pub failed: usize,
+    pub corrupt: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Created, active, or ended.
+    State,
+    /// The fault acted for the first time.
+    FirstHit,
+}
+
+/// A change the engine announces to watchers.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub kind: EventKind,
+    pub snap: Snapshot,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub states: Vec<State>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ListFilter {
+    fn matches(&self, s: &Snapshot) -> bool {
+        (self.states.is_empty() || self.states.contains(&s.state))
+            && self.labels.iter().all(|(k, v)| s.spec.labels.get(k) == Some(v))
+    }
+}
+
+type LiveHandle = Option<Arc<dyn FaultHandle>>;
+
+struct Record {
+    snap: Snapshot,
+    handle: LiveHandle,
+    timer: Option<JoinHandle<()>>,
+    /// Order of creation, for stable listings.
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Registry {
+    records: HashMap<String, Record>,
+    next_seq: u64,
+}
+
+impl Registry {
+    fn add(&mut self, snap: Snapshot) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.records.insert(snap.id.clone(), Record { snap, handle: None, timer: None, seq });
+        let ended = |r: &Record| !matches!(r.snap.state, State::Pending | State::Active);
+        let n = self.records.values().filter(|r| ended(r)).count();
+        if n > KEEP_ENDED {
+            let mut old: Vec<(u64, String)> = self
+                .records
+                .iter()
+                .filter(|(_, r)| ended(r))
+                .map(|(id, r)| (r.seq, id.clone()))
+                .collect();
+            old.sort_unstable();
+            for (_, id) in old.into_iter().take(n - KEEP_ENDED) {
+                self.records.remove(&id);
+            }
+        }
+    }
+}
+
+pub struct Engine {
+    registry: Mutex<Registry>,
+    driver: Arc<dyn FaultDriver>,
+    resolver: Resolver,
+    policy: Policy,
+    /// None: experiments are not journaled (unit tests).
+    journal: Option<Arc<journal::Journal>>,
+    events: broadcast::Sender<Event>,
+    me: Weak<Engine>,
+}
+
+impl Engine {
+    pub fn new(
+        driver: Arc<dyn FaultDriver>,
+        resolver: Resolver,
+        policy: Policy,
+        journal: Option<journal::Journal>,
+    ) -> Arc<Self> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new_cyclic(|me| Engine {
+            registry: Mutex::new(Registry::default()),
+            driver,
+            resolver,
+            policy,
+            journal: journal.map(Arc::new),
+            events,
+            me: me.clone(),
+        })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, snap: &Snapshot) {
+        self.announce(EventKind::State, snap);
+    }
+
+    fn announce(&self, kind: EventKind, snap: &Snapshot) {
+        // No subscribers is fine.
+        let _ = self.events.send(Event { kind, snap: snap.clone() });
+    }
+
+    /// Resolves the target, applies the fault and returns once it is in effect.
+    /// On a kernel error the experiment is kept as failed and the error returned.
+    pub async fn inject(&self, spec: ExperimentSpec) -> Result<Snapshot> {
+        let resolver = self.resolver.clone();
+        let target = spec.target.clone();
+        let resolved = tokio::task::spawn_blocking(move || resolver.resolve(&target))
+            .await
+            .map_err(|e| Error::internal("resolving target", e))??;
+
+        let id = new_id();
+        let snap = Snapshot {
+            id: id.clone(),
+            spec: spec.clone(),
+            state: State::Pending,
+            reason: String::new(),
+            resolved: Some(resolved.clone()),
+            backend: String::new(),
+            created_at: SystemTime::now(),
+            started_at: None,
+            deadline: None,
+            ended_at: None,
+            first_hit_at: None,
+            counters: Counters::default(),
+        };
+        {
+            let mut reg = self.lock();
+            // Counted and recorded under one lock, so concurrent injects cannot overshoot.
+            let in_effect = reg
+                .records
+                .values()
+                .filter(|r| matches!(r.snap.state, State::Pending | State::Active))
+                .count();
+            self.policy.check(&spec, &resolved, self.resolver.own_cgroup(), in_effect)?;
+            reg.add(snap.clone());
+        }
+        self.publish(&snap);
+        let now = SystemTime::now();
+        self.activate(&id, &spec, resolved, now, now + spec.duration).await
+    }
+
+    /// Applies the fault of a recorded pending experiment until `deadline_wall` (all of its
+    /// duration, or what remains of it on resume), journaled first.
+    async fn activate(
+        &self,
+        id: &str,
+        spec: &ExperimentSpec,
+        resolved: Resolved,
+        started_wall: SystemTime,
+        deadline_wall: SystemTime,
+    ) -> Result<Snapshot> {
+        let id = id.to_string();
+        // Both clocks are read at the same moment so the kernel and the timer agree.
+        let start = Instant::now();
+        let left = deadline_wall.duration_since(SystemTime::now()).unwrap_or_default();
+        let expires = monotonic_ns().saturating_add(left.as_nanos() as u64);
+        // Journaled before the fault takes effect: a crash from then on is recovered.
+        let entry = self.journal.clone().and_then(|j| {
+            let mut e = self.lock().records.get(&id).map(|r| r.snap.clone())?;
+            e.started_at = Some(started_wall);
+            e.deadline = Some(deadline_wall);
+            Some((j, crate::api::convert::experiment(&e)))
+        });
+        let driver = self.driver.clone();
+        let fault = spec.fault.clone();
+        let target = resolved.clone();
+        // Whatever the drivers log while applying carries the experiment's id.
+        let span = tracing::info_span!("experiment", id = %id);
+        // With what the fault did while being applied (a kill's first round), for the reply.
+        let applied = tokio::task::spawn_blocking(move || {
+            let _in = span.enter();
+            if let Some((j, e)) = &entry {
+                j.record(e).map_err(|err| Error::internal("journaling the experiment", err))?;
+            }
+            driver.apply(&target, &fault, expires).map(|h| {
+                let c = h.counters();
+                (h, c)
+            })
+        })
+        .await
+        .map_err(|e| Error::internal("applying fault", e))
+        .and_then(|r| r);
+
+        let mut reg = self.lock();
+        let Some(rec) = reg.records.get_mut(&id) else {
+            return Err(Error::Internal(format!("experiment {id} vanished while being applied")));
+        };
+        match applied {
+            Ok((handle, first_counters)) => {
+                let handle: Arc<dyn FaultHandle> = Arc::from(handle);
+                rec.snap.state = State::Active;
+                rec.snap.backend = handle.backend().to_string();
+                rec.snap.started_at = Some(started_wall);
+                rec.snap.deadline = Some(deadline_wall);
+                let me = self.me.clone();
+                let timer_id = id.clone();
+                let deadline = start + left;
+                // Weak: the handle's last reference must go with the record, so that its
+                // drop (which reverts the fault) finishes before Cancel returns.
+                let watched = Arc::downgrade(&handle);
+                rec.handle = Some(handle);
+                let (resolver, kill) = (self.resolver.clone(), spec.fault.ends_its_target());
+                let target = match &resolved {
+                    Resolved::Cgroup(cg) => Some(cg.clone()),
+                    Resolved::Interface(_) => None,
+                };
+                let mut hit = first_counters.acted();
+                if hit {
+                    rec.snap.first_hit_at = Some(SystemTime::now());
+                }
+                rec.timer = Some(tokio::spawn(async move {
+                    let mut tick = 0u64;
+                    let (state, reason) = loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(deadline) => break (State::Expired, String::new()),
+                            _ = tokio::time::sleep(FAILURE_POLL) => {
+                                if let Some(why) = watched.upgrade().and_then(|h| h.failure()) {
+                                    break (State::Failed, why);
+                                }
+                                // Every tick for the first 5 s, then every second: a thousand
+                                // long experiments must not keep the agent busy.
+                                tick += 1;
+                                if tick > 50 && !tick.is_multiple_of(10) {
+                                    continue;
+                                }
+                                if !hit && let Some(h) = watched.upgrade() {
+                                    let c = h.counters();
+                                    if c.acted() {
+                                        hit = true;
+                                        if let Some(engine) = me.upgrade() {
+                                            engine.first_hit(&timer_id, c);
+                                        }
+                                    }
+                                }
+                                // Never carried over to whatever replaces the target.
+                                if let Some(why) = target.as_ref().and_then(|t| resolver.gone(t)) {
+                                    // A kill that ends its target did what it was asked.
+                                    break if kill { (State::Expired, why) } else { (State::Failed, why) };
+                                }
+                            }
+                        }
+                    };
+                    if let Some(engine) = me.upgrade() {
+                        engine.end_from_timer(&timer_id, state, reason).await;
+                    }
+                }));
+                let mut snap = rec.snap.clone();
+                drop(reg);
+                snap.counters = first_counters;
+                info!(experiment = %id, fault = snap.spec.fault.kind(), target = %resolved.describe(),
+                      duration = ?spec.duration, "experiment active");
+                self.publish(&snap);
+                if snap.first_hit_at.is_some() {
+                    self.announce(EventKind::FirstHit, &snap);
+                }
+                Ok(snap)
+            }
+            Err(err) => {
+                drop(reg);
+                self.fail_pending(&id, err.to_string());
+                warn!(experiment = %id, error = %err, "experiment failed to apply");
+                Err(err)
+            }
+        }
+    }
+
+    fn insert(&self, snap: Snapshot) {
+        self.lock().add(snap);
+    }
+
+    /// Reads what a previous agent journaled: experiments whose deadline passed are recorded
+    /// as expired, the others resumed for their remaining time (or, without `resume`,
+    /// recorded as cancelled). Kernel leftovers were undone by the drivers before this.
+    pub async fn recover(&self, resume: bool) -> Recovered {
+        let mut out = Recovered::default();
+        let Some(j) = &self.journal else { return out };
+        let (entries, corrupt) = j.load();
+        for c in &corrupt {
+            warn!(path = %c.path.display(), why = %c.why, "unreadable journal entry, moved aside");
+        }
+        out.corrupt = corrupt.len();
+        for e in entries {
+            let id = e.id.clone();
+            let req = journal::request_of(&e);
+            let spec = match crate::api::validate::inject(&req, &Default::default()) {
+                Ok(s) => s,
+                Err(err) => {
+                    warn!(experiment = %id, error = %err, "journaled experiment no longer valid, dropped");
+                    j.remove(&id);
+                    out.corrupt += 1;
+                    continue;
+                }
+            };
+            let time = journal::time_of;
+            let old = e.resolved_target.clone().unwrap_or_default();
+            let mut snap = Snapshot {
+                id: id.clone(),
+                spec: spec.clone(),
+                state: State::Pending,
+                reason: String::new(),
+                resolved: old.interface.is_empty().then(|| {
+                    Resolved::Cgroup(model::ResolvedCgroup {
+                        path: old.cgroup_path.clone(),
+                        id: old.cgroup_id,
+                        mount: self.resolver.mount().to_path_buf(),
+                        ..Default::default()
+                    })
+                }),
+                backend: e.backend.clone(),
+                created_at: time(&e.created_at).unwrap_or_else(SystemTime::now),
+                started_at: time(&e.started_at),
+                deadline: time(&e.deadline),
+                ended_at: None,
+                first_hit_at: None,
+                counters: Counters::default(),
+            };
+            let now = SystemTime::now();
+            let left = snap.deadline.and_then(|d| d.duration_since(now).ok()).unwrap_or_default();
+            let ended = |mut snap: Snapshot, state: State, reason: &str, at: SystemTime| {
+                snap.state = state;
+                snap.reason = reason.to_string();
+                snap.ended_at = Some(at);
+                info!(experiment = %snap.id, state = ?state, reason, "recovered from the journal");
+                self.insert(snap);
+                j.remove(&id);
+            };
+            if left.is_zero() {
+                let at = snap.deadline.unwrap_or(now);
+                ended(snap, State::Expired, "expired while the agent was down", at);
+                out.expired += 1;
+                continue;
+            }
+            if !resume {
+                ended(snap, State::Cancelled, "not resumed after a restart (--no-resume)", now);
+                out.not_resumed += 1;
+                continue;
+            }
+            // The same target, or none: a new container with the old name is not it.
+            let resolver = self.resolver.clone();
+            let target = spec.target.clone();
+            let now_resolved = tokio::task::spawn_blocking(move || resolver.resolve(&target)).await;
+            let same = match &now_resolved {
+                Ok(Ok(Resolved::Cgroup(c))) => c.id == old.cgroup_id,
+                Ok(Ok(Resolved::Interface(i))) => i.ifindex == old.ifindex,
+                _ => false,
+            };
+            let (true, Ok(Ok(resolved))) = (same, now_resolved) else {
+                ended(snap, State::Failed, "target gone while the agent was down", now);
+                out.failed += 1;
+                continue;
+            };
+            snap.resolved = Some(resolved.clone());
+            let started = snap.started_at.unwrap_or(now);
+            let deadline = snap.deadline.unwrap_or(now + left);
+            self.insert(snap);
+            match self.activate(&id, &spec, resolved, started, deadline).await {
+                Ok(_) => {
+                    info!(experiment = %id, left = ?left, "resumed from the journal");
+                    out.resumed += 1;
+                }
+                Err(err) => {
+                    warn!(experiment = %id, error = %err, "could not resume");
+                    out.failed += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Ends a pending experiment as failed (nothing was applied), dropping its journal entry.
+    fn fail_pending(&self, id: &str, reason: String) {
+        if let Some(j) = &self.journal {
+            j.remove(id);
+        }
+        let snap = {
+            let mut reg = self.lock();
+            let Some(rec) = reg.records.get_mut(id) else { return };
+            rec.snap.state = State::Failed;
+            rec.snap.reason = reason;
+            rec.snap.ended_at = Some(SystemTime::now());
+            rec.snap.clone()
+        };
+        self.publish(&snap);
+    }
+
+    /// Records and announces the first time an experiment's fault acted.
+    fn first_hit(&self, id: &str, counters: Counters) {
+        let snap = {
+            let mut reg = self.lock();
+            let Some(rec) = reg.records.get_mut(id) else { return };
+            if rec.snap.first_hit_at.is_some() {
+                return;
+            }
+            rec.snap.first_hit_at = Some(SystemTime::now());
+            let mut snap = rec.snap.clone();
+            snap.counters = counters;
+            snap
+        };
+        info!(experiment = %id, "first hit: the fault is acting");
+        self.announce(EventKind::FirstHit, &snap);
+    }
+
+    /// Ends an active experiment: reverts the fault, then records the final state.
+    /// Returns None when the experiment was not active (already ended, or unknown).
+    async fn end(&self, id: &str, state: State, reason: String) -> Option<Snapshot> {
+        self.end_inner(id, state, reason, false).await
+    }
+
+    /// `end` called by the experiment's own timer task, which must not abort itself.
+    async fn end_from_timer(&self, id: &str, state: State, reason: String) -> Option<Snapshot> {
+        self.end_inner(id, state, reason, true).await
+    }
+
+    async fn end_inner(
+        &self,
+        id: &str,
+        state: State,
+        reason: String,
+        from_timer: bool,
+    ) -> Option<Snapshot> {
+        let (handle, timer) = {
+            let mut reg = self.lock();
+            let rec = reg.records.get_mut(id)?;
+            // An active record without a handle is being ended by another caller.
+            if rec.snap.state != State::Active || rec.handle.is_none() {
+                return None;
+            }
+            (rec.handle.take(), rec.timer.take())
+        };
+        let ended_at = SystemTime::now();
+        // The timer task must not abort itself: the rest of this function runs on it.
+        if let Some(t) = timer
+            && !from_timer
+        {
+            t.abort();
+        }
+        let span = tracing::info_span!("experiment", id = %id);
+        let (journal, jid) = (self.journal.clone(), id.to_string());
+        let counters = match handle {
+            Some(h) => tokio::task::spawn_blocking(move || {
+                let _in = span.enter();
+                let c = h.counters();
+                drop(h);
+                // Reverted: nothing is left for a restart to recover.
+                if let Some(j) = journal {
+                    j.remove(&jid);
+                }
+                c
+            })
+            .await
+            .unwrap_or_default(),
+            None => Counters::default(),
+        };
+        let snap = {
+            let mut reg = self.lock();
+            let rec = reg.records.get_mut(id)?;
+            // The final state is shown only once the fault is reverted.
+            rec.snap.state = state;
+            rec.snap.reason = reason;
+            rec.snap.ended_at = Some(ended_at);
+            rec.snap.counters = counters;
+            rec.snap.clone()
+        };
+        info!(experiment = %id, state = ?snap.state, matched = counters.packets_matched,
+              dropped = counters.packets_dropped, "experiment ended");
+        self.publish(&snap);
+        Some(snap)
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<Snapshot> {
+        if let Some(s) = self.end(id, State::Cancelled, "cancelled by request".into()).await {
+            return Ok(s);
+        }
+        // Not active: cancelling is idempotent, so return it as it is.
+        self.get(id).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Snapshot> {
+        let (snap, handle) = {
+            let reg = self.lock();
+            let rec = reg
+                .records
+                .get(id)
+                .ok_or_else(|| Error::NotFound(format!("id: no experiment {id}")))?;
+            (rec.snap.clone(), rec.handle.clone())
+        };
+        let mut snaps = with_live_counters(vec![(snap.clone(), handle)]).await;
+        Ok(snaps.pop().unwrap_or(snap))
+    }
+
+    pub async fn list(&self, filter: &ListFilter) -> Vec<Snapshot> {
+        let mut items: Vec<(u64, Snapshot, LiveHandle)> = {
+            let reg = self.lock();
+            reg.records
+                .values()
+                .filter(|r| filter.matches(&r.snap))
+                .map(|r| (r.seq, r.snap.clone(), r.handle.clone()))
+                .collect()
+        };
+        items.sort_by_key(|(seq, ..)| *seq);
+        with_live_counters(items.into_iter().map(|(_, s, h)| (s, h)).collect()).await
+    }
+
+    /// Cancels every active experiment; called once when the agent stops.
+    pub async fn shutdown(&self) {
+        let ids: Vec<String> = {
+            let reg = self.lock();
+            reg.records
+                .iter()
+                .filter(|(_, r)| r.snap.state == State::Active)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in ids {
+            self.end(&id, State::Cancelled, "agent shutting down".into()).await;
+        }
+    }
+}
+
+/// Fills in counters of active experiments from the kernel (map reads run off the async pool).
+async fn with_live_counters(items: Vec<(Snapshot, LiveHandle)>) -> Vec<Snapshot> {
+    if items.iter().all(|(_, h)| h.is_none()) {
+        return items.into_iter().map(|(s, _)| s).collect();
+    }
+    tokio::task::spawn_blocking(move || {
+        items
+            .into_iter()
+            .map(|(mut s, h)| {
+                if let Some(h) = h {
+                    s.counters = h.counters();
+                }
+                s
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// 12 hex digits from the kernel's random pool: unique enough per node and easy to type.
+fn new_id() -> String {
+    let mut b = [0u8; 6];
+    // SAFETY: writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // getrandom cannot fail for 6 bytes after boot; fall back to time anyway.
+        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        b.copy_from_slice(&t.as_nanos().to_le_bytes()[..6]);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+        time::Duration,
+    };
+
+    use super::*;
+    use crate::testutil::TempDir;
+    use model::{FaultSpec, NetLoss, TargetSpec};
+
+    /// Counts live faults; fails when asked to.
+    #[derive(Default)]
+    struct FakeDriver {
+        live: Arc<AtomicUsize>,
+        last_expiry: AtomicU64,
+        fail: bool,
+    }
+
+    struct FakeHandle(Arc<AtomicUsize>);
+
+    impl FaultHandle for FakeHandle {
+        fn backend(&self) -> &'static str {
+            "fake"
+        }
+        fn counters(&self) -> Counters {
+            Counters { packets_matched: 10, packets_dropped: 3, ..Default::default() }
+        }
+    }
+
+    impl Drop for FakeHandle {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl FaultDriver for FakeDriver {
+        fn apply(&self, _: &Resolved, _: &FaultSpec, expires: u64) -> Result<Box<dyn FaultHandle>> {
+            if self.fail {
+                return Err(Error::FailedPrecondition("unsupported: test".into()));
+            }
+            self.last_expiry.store(expires, Ordering::SeqCst);
+            self.live.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(FakeHandle(self.live.clone())))
+        }
+    }
+
+    fn setup(fail: bool) -> (TempDir, Arc<FakeDriver>, Arc<Engine>) {
+        let d = TempDir::new();
+        let mount = d.cgroups(&["app"]);
+        let resolver = Resolver::new(mount, d.path().join("proc"), "/".into(), 1);
+        let driver = Arc::new(FakeDriver { fail, ..Default::default() });
+        let engine = Engine::new(driver.clone(), resolver, Policy::default(), None);
+        (d, driver, engine)
+    }
+
+    fn spec(ms: u64, label: &str) -> ExperimentSpec {
+        ExperimentSpec {
+            target: TargetSpec::CgroupPath("/app".into()),
+            fault: FaultSpec::NetLoss(NetLoss {
+                filter: Default::default(),
+                percent: 10.0,
+                model: model::LossModel::Random,
+                seed: None,
+            }),
+            duration: Duration::from_millis(ms),
+            labels: BTreeMap::from([("drill".to_string(), label.to_string())]),
+        }
+    }
+
+    #[tokio::test]
+    async fn expires_at_the_deadline_and_keeps_final_counters() {
+        let (_d, driver, engine) = setup(false);
+        let mut events = engine.subscribe();
+        let before = monotonic_ns();
+        let s = engine.inject(spec(100, "a")).await.unwrap();
+        assert_eq!(s.state, State::Active);
+        assert_eq!(s.backend, "fake");
+        // The kernel expiry is the same deadline, on the monotonic clock.
+        let exp = driver.last_expiry.load(Ordering::SeqCst);
+        assert!(exp >= before + 100_000_000 && exp < monotonic_ns() + 100_000_000);
+        assert_eq!(driver.live.load(Ordering::SeqCst), 1);
+        let mut seen = Vec::new();
+        while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+            if ev.kind != EventKind::State {
+                continue;
+            }
+            let ev = ev.snap;
+            seen.push(ev.state);
+            if ev.state == State::Expired {
+                assert_eq!(ev.counters.packets_dropped, 3);
+                break;
+            }
+        }
+        assert_eq!(seen, vec![State::Pending, State::Active, State::Expired]);
+        assert_eq!(driver.live.load(Ordering::SeqCst), 0, "handle not dropped at expiry");
+        let got = engine.get(&s.id).await.unwrap();
+        assert_eq!((got.state, got.counters.packets_matched), (State::Expired, 10));
+    }
+
+    #[tokio::test]
+    async fn cancel_reverts_once_and_is_idempotent() {
+        let (_d, driver, engine) = setup(false);
+        let s = engine.inject(spec(60_000, "a")).await.unwrap();
+        let c = engine.cancel(&s.id).await.unwrap();
+        assert_eq!(c.state, State::Cancelled);
+        assert_eq!(driver.live.load(Ordering::SeqCst), 0);
+        assert_eq!(engine.cancel(&s.id).await.unwrap().state, State::Cancelled);
+        assert!(matches!(engine.cancel("nope").await, Err(Error::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn failed_apply_is_recorded_and_returned() {
+        let (_d, _driver, engine) = setup(true);
+        let err = engine.inject(spec(1000, "a")).await.unwrap_err();
+        assert!(matches!(err, Error::FailedPrecondition(_)));
+        let all = engine.list(&ListFilter::default()).await;
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].state, State::Failed);
+        assert!(all[0].reason.contains("unsupported"));
+    }
+
+    #[tokio::test]
+    async fn unresolvable_target_records_nothing() {
+        let (_d, driver, engine) = setup(false);
+        let mut s = spec(1000, "a");
+        s.target = TargetSpec::CgroupPath("/missing".into());
+        assert!(matches!(engine.inject(s).await, Err(Error::NotFound(_))));
+        assert!(engine.list(&ListFilter::default()).await.is_empty());
+        assert_eq!(driver.live.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn ended_experiments_are_kept_up_to_the_bound() {
+        let (_d, driver, engine) = setup(false);
+        let mut first = None;
+        for _ in 0..KEEP_ENDED + 5 {
+            let s = engine.inject(spec(60_000, "a")).await.unwrap();
+            first.get_or_insert(s.id.clone());
+            engine.cancel(&s.id).await.unwrap();
+        }
+        let live = engine.inject(spec(60_000, "b")).await.unwrap();
+        let all = engine.list(&ListFilter::default()).await;
+        assert_eq!(all.len(), KEEP_ENDED + 1, "the ended beyond the bound stay");
+        assert!(all.iter().any(|s| s.id == live.id), "an active one was dropped");
+        assert!(matches!(engine.get(&first.unwrap()).await, Err(Error::NotFound(_))));
+        assert_eq!(driver.live.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn shutdown_cancels_everything_and_lists_filter() {
+        let (_d, driver, engine) = setup(false);
+        engine.inject(spec(60_000, "a")).await.unwrap();
+        engine.inject(spec(60_000, "b")).await.unwrap();
+        let only_b = ListFilter {
+            labels: BTreeMap::from([("drill".into(), "b".into())]),
+            ..Default::default()
+        };
+        assert_eq!(engine.list(&only_b).await.len(), 1);
+        engine.shutdown().await;
+        assert_eq!(driver.live.load(Ordering::SeqCst), 0);
+        let cancelled = ListFilter { states: vec![State::Cancelled], ..Default::default() };
+        let list = engine.list(&cancelled).await;
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().all(|s| s.reason == "agent shutting down"));
+    }
+}

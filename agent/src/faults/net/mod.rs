@@ -1,0 +1,545 @@
+//! Packet faults: cgroup programs for cgroup targets, tc programs on devices for interface
+//! targets and for faults that change or copy packets, and the maps they share.
+//! Kernel side: agent-ebpf/src/{net,sockaddr,tc}.rs.
+
+pub mod attach;
+mod cgroups;
+pub mod devices;
+pub mod dns;
+pub mod dnsname;
+pub mod fq;
+pub mod ifb;
+pub mod rules;
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, Weak},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    programs::{CgroupSkb, CgroupSockAddr, ProgramType, SchedClassifier},
+    sys::{BpfHelper, is_helper_supported},
+};
+use faultline_common::net::{
+    ACTION_DELAY, ACTION_DNS, ACTION_RATE, ACTION_REJECT, CgroupRules, CidrKey, DIR_INGRESS,
+    DevInfo, DnsClient, DnsOrig, GLOBAL_HAS_INGRESS_EDT, GLOBAL_HAS_SET_RETVAL, IFACE_KEY,
+    MAP_CGROUPS, MAP_CIDRS, MAP_CONFIG, MAP_COUNTERS, MAP_DNS_CLIENTS, MAP_HEARTBEAT, MAP_PORTS,
+    MAP_RULES, MAP_STATE, MAP_TC_DEVS, MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS, MAX_RULES,
+    MAX_RULES_PER_CGROUP, NetConfig, NetCounters, NetRule, PROG_EGRESS, PROG_INGRESS,
+    PROG_TC_EGRESS, PROG_TC_INGRESS, PortKey, RuleState,
+};
+use tracing::{debug, warn};
+
+use crate::engine::{
+    driver::{FaultHandle, monotonic_ns},
+    error::{Error, Result, chain},
+    model::{Counters, Resolved, ResolvedCgroup},
+};
+use devices::{Device, Devices};
+
+pub const BACKEND: &str = "cgroup_skb";
+pub const BACKEND_TC: &str = "tc";
+
+/// The eBPF object with every kernel program of faultline.
+pub fn ebpf_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultline-ebpf"))
+}
+
+pub struct NetDriver {
+    state: Arc<Mutex<NetState>>,
+    /// connect() can fail with any errno (bpf_set_retval), not only EPERM.
+    pub has_set_retval: bool,
+    /// tc programs have bpf_skb_set_tstamp (5.18+) and bpf_sk_storage_get: ingress delay
+    /// and pacing need both.
+    pub has_set_tstamp: bool,
+    pub has_tc_sk_storage: bool,
+    /// What the ifb redirect probe learned (ingress delay and pacing need it to work).
+    pub ifb_redirect: std::result::Result<String, String>,
+}
+
+/// Whose rules a `MAP_CGROUPS` entry holds.
+enum Owner {
+    Cgroup(ResolvedCgroup),
+    /// Evaluated by the tc programs on that device.
+    Interface {
+        netns_ino: u64,
+        name: String,
+    },
+}
+
+struct Target {
+    owner: Owner,
+    slots: Vec<u32>,
+    /// Present while this cgroup target is a topmost one (see attach.rs).
+    links: Option<cgroups::Links>,
+}
+
+impl Target {
+    fn cgroup(&self) -> Option<&ResolvedCgroup> {
+        match &self.owner {
+            Owner::Cgroup(c) => Some(c),
+            Owner::Interface { .. } => None,
+        }
+    }
+}
+
+struct NetState {
+    ebpf: Ebpf,
+    rules: HashMap<MapData, u32, NetRule>,
+    cgroups: HashMap<MapData, u64, CgroupRules>,
+    cidrs: LpmTrie<MapData, CidrKey, u32>,
+    ports: LpmTrie<MapData, PortKey, u32>,
+    state_map: HashMap<MapData, u32, RuleState>,
+    counters: PerCpuArray<MapData, NetCounters>,
+    config: Array<MapData, NetConfig>,
+    tc_devs: HashMap<MapData, u32, DevInfo>,
+    dns_clients: HashMap<MapData, DnsClient, DnsOrig>,
+    /// Live DNS rules: while there are some, the egress program notes steered queries.
+    dns_rules: usize,
+    /// Live ingress delay/pacing rules of cgroup targets: the tc ingress program then looks
+    /// sockets up.
+    ingress_rules: usize,
+    heartbeat: Array<MapData, u64>,
+    devices: Devices,
+    /// Released slots go to the back so a slot is reused as late as possible.
+    free: VecDeque<u32>,
+    targets: BTreeMap<u64, Target>,
+    ncpus: usize,
+}
+
+fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
+    move |e| Error::internal(what, chain(&e))
+}
+
+impl NetDriver {
+    /// Loads the programs and takes ownership of their maps. `state_dir` holds the journal
+    /// of netlink tc attachments.
+    pub fn load(state_dir: &Path) -> std::result::Result<Self, String> {
+        let has_set_retval =
+            is_helper_supported(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval)
+                .unwrap_or(false);
+        let tc_helper = |h| is_helper_supported(ProgramType::SchedClassifier, h).unwrap_or(false);
+        let has_set_tstamp = tc_helper(BpfHelper::BPF_FUNC_skb_set_tstamp);
+        let has_tc_sk_storage = tc_helper(BpfHelper::BPF_FUNC_sk_storage_get);
+        let ifb_redirect = crate::kernel::probe_ifb_redirect();
+        let has_ingress_edt = has_set_tstamp && has_tc_sk_storage && ifb_redirect.is_ok();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_HAS_SET_RETVAL, &u32::from(has_set_retval), true)
+            .override_global(GLOBAL_HAS_INGRESS_EDT, &u32::from(has_ingress_edt), true)
+            .load(ebpf_object())
+            .map_err(|e| format!("loading eBPF object: {}", chain(&e)))?;
+        for name in [PROG_EGRESS, PROG_INGRESS] {
+            let prog: &mut CgroupSkb = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()
+                .map_err(|e| format!("program {name}: {e}"))?;
+            let started = std::time::Instant::now();
+            prog.load().map_err(|e| {
+                format!("cgroup_skb program {name} refused by the kernel: {}", chain(&e))
+            })?;
+            let verified = prog.info().ok().and_then(|i| i.verified_instruction_count());
+            debug!(
+                program = name,
+                ?verified,
+                load_ms = started.elapsed().as_millis() as u64,
+                "program loaded"
+            );
+        }
+        for name in cgroups::SOCK_PROGRAMS.iter().copied() {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()
+                .map_err(|e| format!("program {name}: {e}"))?;
+            prog.load().map_err(|e| {
+                format!("cgroup sock_addr program {name} refused by the kernel: {}", chain(&e))
+            })?;
+        }
+        for name in [PROG_TC_EGRESS, PROG_TC_INGRESS] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()
+                .map_err(|e| format!("program {name}: {e}"))?;
+            prog.load()
+                .map_err(|e| format!("tc program {name} refused by the kernel: {}", chain(&e)))?;
+        }
+        let mut take =
+            |name: &str| ebpf.take_map(name).ok_or_else(|| format!("map {name} missing"));
+        let rules = take(MAP_RULES)?;
+        let cgroups = take(MAP_CGROUPS)?;
+        let cidrs = take(MAP_CIDRS)?;
+        let ports = take(MAP_PORTS)?;
+        let state_map = take(MAP_STATE)?;
+        let counters = take(MAP_COUNTERS)?;
+        let config = take(MAP_CONFIG)?;
+        let tc_devs = take(MAP_TC_DEVS)?;
+        let dns_clients = take(MAP_DNS_CLIENTS)?;
+        let heartbeat = take(MAP_HEARTBEAT)?;
+        let ncpus = aya::util::nr_cpus().map_err(|(f, e)| format!("reading {f}: {e}"))?;
+        let state = NetState {
+            rules: rules.try_into().map_err(|e| format!("{MAP_RULES}: {e}"))?,
+            cgroups: cgroups.try_into().map_err(|e| format!("{MAP_CGROUPS}: {e}"))?,
+            cidrs: cidrs.try_into().map_err(|e| format!("{MAP_CIDRS}: {e}"))?,
+            ports: ports.try_into().map_err(|e| format!("{MAP_PORTS}: {e}"))?,
+            state_map: state_map.try_into().map_err(|e| format!("{MAP_STATE}: {e}"))?,
+            counters: counters.try_into().map_err(|e| format!("{MAP_COUNTERS}: {e}"))?,
+            config: config.try_into().map_err(|e| format!("{MAP_CONFIG}: {e}"))?,
+            tc_devs: tc_devs.try_into().map_err(|e| format!("{MAP_TC_DEVS}: {e}"))?,
+            dns_clients: dns_clients.try_into().map_err(|e| format!("{MAP_DNS_CLIENTS}: {e}"))?,
+            dns_rules: 0,
+            ingress_rules: 0,
+            heartbeat: heartbeat.try_into().map_err(|e| format!("{MAP_HEARTBEAT}: {e}"))?,
+            devices: Devices::new(state_dir),
+            ebpf,
+            free: (0..MAX_RULES).collect(),
+            targets: BTreeMap::new(),
+            ncpus,
+        };
+        let state = Arc::new(Mutex::new(state));
+        spawn_heartbeat(Arc::downgrade(&state));
+        Ok(Self { state, has_set_retval, has_set_tstamp, has_tc_sk_storage, ifb_redirect })
+    }
+
+    /// Installs the rule `compile` builds for a free slot on `target`, with what `extras`
+    /// holds (tc programs on devices, fq, an ifb) for as long as the rule lives.
+    pub fn apply(
+        &self,
+        target: &Resolved,
+        expires_ns: u64,
+        compile: impl FnOnce(u32, u64) -> rules::CompiledRule,
+        extras: Extras,
+    ) -> Result<Box<dyn FaultHandle>> {
+        let Extras { fq, ifb, devices } = extras;
+        let mut st = lock(&self.state);
+        let slot = st.free.pop_front().ok_or_else(|| {
+            Error::ResourceExhausted(format!(
+                "at most {MAX_RULES} network experiments can be active"
+            ))
+        })?;
+        let compiled = compile(slot, expires_ns);
+        let (key, owner) = match target {
+            Resolved::Cgroup(c) => (c.id, Owner::Cgroup(c.clone())),
+            Resolved::Interface(i) => (
+                IFACE_KEY | i.ifindex as u64,
+                Owner::Interface { netns_ino: i.netns_ino, name: i.name.clone() },
+            ),
+        };
+        let mut handle = NetHandle {
+            state: self.state.clone(),
+            key,
+            slot,
+            keys: Keys {
+                cidrs: compiled.cidrs.iter().map(|(k, _)| *k).collect(),
+                ports: compiled.ports.clone(),
+            },
+            devices: Vec::new(),
+            calls: compiled.rule.action == ACTION_REJECT,
+            _fq: fq,
+            _ifb: ifb,
+        };
+        let installing = || -> Result<()> {
+            for dev in &devices {
+                let NetState { ebpf, tc_devs, devices: devs, .. } = &mut *st;
+                devs.acquire(ebpf, tc_devs, dev)?;
+                handle.devices.push(dev.ifindex);
+            }
+            if st.devices.any_netlink() {
+                // Netlink-attached programs wait for a fresh heartbeat: give them one now
+                // rather than at the next tick.
+                let _ = st.heartbeat.set(0, monotonic_ns(), 0);
+            }
+            st.install(key, owner, slot, &compiled)
+        };
+        let result = installing();
+        // Unlocked first: on an error the handle's drop (which locks) undoes what was done.
+        drop(st);
+        result?;
+        debug!(slot, target = %target.describe(), "net rule installed");
+        Ok(Box::new(handle))
+    }
+}
+
+/// Keeps the heartbeat of netlink-attached tc programs fresh while the agent lives.
+fn spawn_heartbeat(state: Weak<Mutex<NetState>>) {
+    std::thread::spawn(move || {
+        while let Some(st) = state.upgrade() {
+            {
+                let mut st = lock(&st);
+                if st.devices.any_netlink() {
+                    let _ = st.heartbeat.set(0, monotonic_ns(), 0);
+                }
+            }
+            drop(st);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    });
+}
+
+/// A cgroup target's delay or pacing rule that acts on received packets.
+fn ingress_edt(r: &NetRule, owner: &Owner) -> bool {
+    matches!(owner, Owner::Cgroup(_))
+        && matches!(r.action, ACTION_DELAY | ACTION_RATE)
+        && r.directions & DIR_INGRESS != 0
+}
+
+fn lock(m: &Mutex<NetState>) -> MutexGuard<'_, NetState> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl NetState {
+    fn install(
+        &mut self,
+        key: u64,
+        owner: Owner,
+        slot: u32,
+        c: &rules::CompiledRule,
+    ) -> Result<()> {
+        if let Owner::Cgroup(cg) = &owner {
+            if cg.level > MAX_CGROUP_LEVEL {
+                return Err(Error::invalid(
+                    "target",
+                    format!(
+                        "cgroup {} is {} levels deep; at most {MAX_CGROUP_LEVEL}",
+                        cg.path, cg.level
+                    ),
+                ));
+            }
+            let levels = self.levels() | (1 << cg.level);
+            if levels.count_ones() as usize > MAX_LEVEL_LOOKUPS {
+                return Err(Error::ResourceExhausted(format!(
+                    "targets may sit at no more than {MAX_LEVEL_LOOKUPS} distinct cgroup depths at once"
+                )));
+            }
+        }
+        match (self.targets.get(&key).map(|t| &t.owner), &owner) {
+            (
+                Some(Owner::Interface { netns_ino: a, name }),
+                Owner::Interface { netns_ino: b, .. },
+            ) if a != b => {
+                return Err(Error::FailedPrecondition(format!(
+                    "device index {} is already a target in another network namespace ({name}); \
+                     faultline tells devices apart by index on this kernel",
+                    key & !IFACE_KEY
+                )));
+            }
+            _ => {}
+        }
+        let existing = self.targets.get(&key).map_or(0, |t| t.slots.len());
+        if existing >= MAX_RULES_PER_CGROUP {
+            return Err(Error::ResourceExhausted(format!(
+                "at most {MAX_RULES_PER_CGROUP} network experiments per target; this one has {existing}"
+            )));
+        }
+        let zero = PerCpuValues::try_from(vec![NetCounters::default(); self.ncpus])
+            .map_err(|e| Error::internal("per-CPU counters", e))?;
+        self.counters.set(slot, zero, 0).map_err(map_err("resetting counters"))?;
+        for (k, v) in &c.cidrs {
+            self.cidrs.insert(k, v, 0).map_err(map_err("inserting CIDR"))?;
+        }
+        for k in &c.ports {
+            self.ports.insert(k, 1, 0).map_err(map_err("inserting port range"))?;
+        }
+        self.state_map.insert(slot, c.state, 0).map_err(map_err("inserting rule state"))?;
+        self.rules.insert(slot, c.rule, 0).map_err(map_err("inserting rule"))?;
+        if c.rule.action == ACTION_DNS {
+            self.dns_rules += 1;
+        }
+        if ingress_edt(&c.rule, &owner) {
+            self.ingress_rules += 1;
+        }
+        let entry =
+            self.targets.entry(key).or_insert(Target { owner, slots: Vec::new(), links: None });
+        entry.slots.push(slot);
+        self.publish(key)?;
+        self.reconcile()
+    }
+
+    /// Removes everything `install` may have written for `slot`; tolerates partial installs.
+    fn uninstall(&mut self, key: u64, slot: u32, keys: &Keys) {
+        if let Some(t) = self.targets.get_mut(&key) {
+            t.slots.retain(|s| *s != slot);
+        }
+        if let Ok(r) = self.rules.get(&slot, 0) {
+            if r.action == ACTION_DNS {
+                self.dns_rules = self.dns_rules.saturating_sub(1);
+            }
+            if self.targets.get(&key).is_some_and(|t| ingress_edt(&r, &t.owner)) {
+                self.ingress_rules = self.ingress_rules.saturating_sub(1);
+            }
+        }
+        if let Err(e) = self.publish(key) {
+            warn!(error = %e, "unpublishing rule");
+        }
+        if let Err(e) = self.reconcile() {
+            warn!(error = %e, "re-attaching after removal");
+        }
+        // Unpublished first, so no packet reaches the rule while it is deleted.
+        let _ = self.rules.remove(&slot);
+        let _ = self.state_map.remove(&slot);
+        for k in &keys.cidrs {
+            let _ = self.cidrs.remove(k);
+        }
+        for k in &keys.ports {
+            let _ = self.ports.remove(k);
+        }
+        self.free.push_back(slot);
+    }
+
+    fn levels(&self) -> u32 {
+        self.targets
+            .values()
+            .filter(|t| !t.slots.is_empty())
+            .filter_map(Target::cgroup)
+            .fold(0, |m, c| m | (1 << c.level))
+    }
+
+    /// Writes the target's slot list (one atomic map update) and the level mask.
+    fn publish(&mut self, key: u64) -> Result<()> {
+        let slots = self.targets.get(&key).map(|t| t.slots.clone()).unwrap_or_default();
+        if slots.is_empty() {
+            let _ = self.cgroups.remove(&key);
+        } else {
+            let mut set = CgroupRules { count: slots.len() as u32, ..Default::default() };
+            set.slots[..slots.len()].copy_from_slice(&slots);
+            self.cgroups.insert(key, set, 0).map_err(map_err("publishing rules"))?;
+        }
+        let cfg = NetConfig {
+            levels: self.levels(),
+            dns: u32::from(self.dns_rules > 0),
+            ingress: u32::from(self.ingress_rules > 0),
+            _pad: 0,
+        };
+        self.config.set(0, cfg, 0).map_err(map_err("writing config"))
+    }
+
+    /// Attaches the topmost cgroup targets first, then detaches the rest, so a packet is
+    /// never left without a program while a nested target is promoted.
+    fn reconcile(&mut self) -> Result<()> {
+        let wanted = attach::topmost(
+            self.targets
+                .iter()
+                .filter(|(_, t)| !t.slots.is_empty())
+                .filter_map(|(id, t)| t.cgroup().map(|c| (*id, c.path.as_str()))),
+        );
+        for id in &wanted {
+            let needs = self.targets.get(id).is_some_and(|t| t.links.is_none());
+            let cgroup = self.targets.get(id).and_then(|t| t.cgroup().cloned());
+            if needs && let Some(cg) = cgroup {
+                let links = cgroups::attach(&mut self.ebpf, &cg)?;
+                if let Some(t) = self.targets.get_mut(id) {
+                    t.links = Some(links);
+                }
+            }
+        }
+        for (id, t) in self.targets.iter_mut() {
+            if !wanted.contains(id) && t.links.take().is_some() {
+                debug!(key = id, "cgroup programs detached (covered by an ancestor or empty)");
+            }
+        }
+        self.targets.retain(|_, t| !t.slots.is_empty());
+        Ok(())
+    }
+}
+
+/// The LPM entries a rule owns, removed with it.
+struct Keys {
+    cidrs: Vec<Key<CidrKey>>,
+    ports: Vec<Key<PortKey>>,
+}
+
+struct NetHandle {
+    state: Arc<Mutex<NetState>>,
+    key: u64,
+    slot: u32,
+    keys: Keys,
+    /// Devices whose tc programs this rule holds.
+    devices: Vec<i32>,
+    /// The rule counts connect() calls, not packets.
+    calls: bool,
+    /// fq on the egress devices, released after the rule is gone (fields drop after `drop`).
+    _fq: Option<fq::FqLease>,
+    /// The ifb of ingress delay and pacing, likewise.
+    _ifb: Option<ifb::IfbLease>,
+}
+
+/// What a rule needs besides its maps.
+#[derive(Default)]
+pub struct Extras {
+    pub fq: Option<fq::FqLease>,
+    pub ifb: Option<ifb::IfbLease>,
+    /// Devices that need the tc programs.
+    pub devices: Vec<Device>,
+}
+
+impl FaultHandle for NetHandle {
+    fn backend(&self) -> &'static str {
+        if self.key & IFACE_KEY != 0 || !self.devices.is_empty() { BACKEND_TC } else { BACKEND }
+    }
+
+    fn counters(&self) -> Counters {
+        let st = lock(&self.state);
+        match st.counters.get(&self.slot, 0) {
+            Ok(per_cpu) => per_cpu.iter().fold(Counters::default(), |mut acc, c| {
+                if self.calls {
+                    acc.calls_seen += c.matched;
+                    acc.calls_failed += c.dropped;
+                } else {
+                    acc.packets_matched += c.matched;
+                    acc.packets_dropped += c.dropped;
+                    acc.packets_delayed += c.delayed;
+                    acc.packets_corrupted += c.corrupted;
+                    acc.packets_duplicated += c.duplicated;
+                }
+                acc
+            }),
+            Err(e) => {
+                warn!(error = %e, slot = self.slot, "reading counters");
+                Counters::default()
+            }
+        }
+    }
+}
+
+impl Drop for NetHandle {
+    fn drop(&mut self) {
+        let mut st = lock(&self.state);
+        st.uninstall(self.key, self.slot, &self.keys);
+        let NetState { tc_devs, devices, .. } = &mut *st;
+        for ifindex in self.devices.drain(..) {
+            devices.release(tc_devs, ifindex);
+        }
+    }
+}
+
+impl NetDriver {
+    /// Where a steered DNS query meant to go, by the address the responder saw it from.
+    pub fn dns_client(&self, client: &DnsClient) -> Option<DnsOrig> {
+        lock(&self.state).dns_clients.get(client, 0).ok()
+    }
+
+    /// Attaches the cgroup programs to a scratch cgroup under `mount` and removes it again:
+    /// proves attachment works here without touching any real cgroup.
+    pub fn probe_attach(&self, mount: &Path) -> std::result::Result<(), String> {
+        let name = format!("faultline-probe-skb-{}", std::process::id());
+        let dir = mount.join(&name);
+        std::fs::create_dir(&dir)
+            .map_err(|e| format!("creating scratch cgroup {}: {e}", dir.display()))?;
+        let cg = ResolvedCgroup {
+            path: format!("/{name}"),
+            id: 0,
+            level: 1,
+            mount: mount.to_path_buf(),
+            ..Default::default()
+        };
+        let result =
+            cgroups::attach(&mut lock(&self.state).ebpf, &cg).map(drop).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir(&dir);
+        result
+    }
+}

@@ -1,0 +1,178 @@
+//! Pausing the target: cgroup v2 `cgroup.freeze` on its directory, which freezes the whole
+//! subtree.
+//!
+//! A frozen cgroup is kernel state that outlives the agent, so it is undone three ways: the
+//! handle's drop thaws it; a guard child (`faultline __thaw-guard`) thaws it at the deadline
+//! or as soon as the agent dies (PR_SET_PDEATHSIG), even when the agent is SIGKILLed; and a
+//! journal entry, written before freezing, lets the next start thaw what both missed.
+
+use std::{
+    io::Write as _,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    engine::{
+        driver::{FaultHandle, monotonic_ns},
+        error::{Error, Result},
+        model::{Counters, ResolvedCgroup},
+    },
+    faults::spawn,
+};
+
+/// How long Inject waits for the kernel to report the cgroup frozen.
+const SETTLE: Duration = Duration::from_secs(2);
+
+pub struct FreezeHandle {
+    dir: PathBuf,
+    ino: u64,
+    journal: PathBuf,
+    frozen: u64,
+    guard: Option<Child>,
+}
+
+impl FaultHandle for FreezeHandle {
+    fn backend(&self) -> &'static str {
+        "cgroup.freeze"
+    }
+
+    fn counters(&self) -> Counters {
+        Counters { processes_frozen: self.frozen, ..Default::default() }
+    }
+}
+
+impl Drop for FreezeHandle {
+    fn drop(&mut self) {
+        thaw(&self.dir, self.ino);
+        if let Some(mut g) = self.guard.take() {
+            let _ = g.kill();
+            let _ = g.wait();
+        }
+        let _ = std::fs::remove_file(&self.journal);
+    }
+}
+
+pub fn freeze(
+    cg: &ResolvedCgroup,
+    journal_dir: &Path,
+    expires: u64,
+) -> Result<Box<dyn FaultHandle>> {
+    let dir = cg.fs_path();
+    let file = dir.join("cgroup.freeze");
+    let now = std::fs::read_to_string(&file).map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "unsupported: {} cannot be read ({e}); the cgroup v2 freezer needs Linux 5.2",
+            file.display()
+        ))
+    })?;
+    if now.trim() == "1" {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is already frozen, not by this fault: it is left as it is",
+            cg.path
+        )));
+    }
+    let journal = journal_dir.join(cg.id.to_string());
+    write_journal(&journal, &dir).map_err(|e| Error::internal("journaling the freeze", e))?;
+    let mut handle = FreezeHandle { dir: dir.clone(), ino: cg.id, journal, frozen: 0, guard: None };
+    handle.guard = Some(
+        spawn::spawn(spawn::Spec {
+            args: vec!["__thaw-guard".into(), file.display().to_string(), expires.to_string()],
+            procs: Vec::new(),
+            shm_fd: None,
+            oom_score_adj: None,
+            death_signal: libc::SIGTERM,
+        })
+        .map_err(|e| Error::internal("starting the thaw guard", e))?,
+    );
+    std::fs::write(&file, "1")
+        .map_err(|e| Error::internal(&format!("writing {}", file.display()), e))?;
+    let t0 = Instant::now();
+    while !events_frozen(&dir) {
+        if t0.elapsed() > SETTLE {
+            // Tasks in uninterruptible sleep freeze late; the fault is in place all the same.
+            warn!(cgroup = %cg.path, "not reported frozen after {SETTLE:?}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.frozen = super::members(&dir).len() as u64;
+    info!(cgroup = %cg.path, processes = handle.frozen, "frozen");
+    Ok(Box::new(handle))
+}
+
+fn events_frozen(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events"))
+        .is_ok_and(|t| t.lines().any(|l| l.trim() == "frozen 1"))
+}
+
+fn write_journal(path: &Path, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
+    let mut f = std::fs::File::create(path)?;
+    writeln!(f, "{}", dir.display())?;
+    f.sync_all()
+}
+
+/// Thaws `dir` if it is still the cgroup that was frozen (same inode).
+fn thaw(dir: &Path, ino: u64) {
+    if std::fs::metadata(dir).is_ok_and(|m| m.ino() == ino)
+        && let Err(e) = std::fs::write(dir.join("cgroup.freeze"), "0")
+    {
+        warn!(cgroup = %dir.display(), error = %e, "thawing");
+    }
+}
+
+/// Thaws every cgroup journaled by an earlier agent.
+pub fn recover(journal_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(journal_dir) else { return };
+    for e in entries.flatten() {
+        let ino = e.file_name().to_string_lossy().parse::<u64>().ok();
+        let dir = std::fs::read_to_string(e.path()).ok().map(|t| PathBuf::from(t.trim()));
+        if let (Some(ino), Some(dir)) = (ino, dir) {
+            info!(cgroup = %dir.display(), "thawing a cgroup an earlier agent froze");
+            thaw(&dir, ino);
+        }
+        let _ = std::fs::remove_file(e.path());
+    }
+}
+
+/// `faultline __thaw-guard FREEZE_FILE DEADLINE_NS`: waits for the deadline (monotonic) or
+/// SIGTERM (the agent died: PR_SET_PDEATHSIG), then thaws. The agent SIGKILLs it when it
+/// thaws by itself.
+pub fn guard_main(args: &[String]) -> i32 {
+    let (Some(file), Some(deadline)) =
+        (args.first(), args.get(1).and_then(|d| d.parse::<u64>().ok()))
+    else {
+        return libc::EINVAL;
+    };
+    // SAFETY: plain signal-mask calls on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        loop {
+            let left = deadline.saturating_sub(monotonic_ns());
+            if left == 0 {
+                break;
+            }
+            let ts = libc::timespec {
+                tv_sec: (left / 1_000_000_000) as _,
+                tv_nsec: (left % 1_000_000_000) as libc::c_long,
+            };
+            if libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) > 0 {
+                break;
+            }
+        }
+    }
+    match std::fs::write(file, "0") {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(1),
+    }
+}

@@ -1,0 +1,350 @@
+//! The stress worker process (`faultline __stress-worker KIND INDEX DEADLINE_NS ...`): it runs
+//! inside the target's cgroups, reports through the shared page, and exits on its own at the
+//! deadline (CLOCK_MONOTONIC), so a stalled agent cannot make it overstay.
+
+use std::{hint::black_box, sync::atomic::Ordering, time::Duration};
+
+use super::shared::Shared;
+use crate::engine::driver::monotonic_ns;
+
+/// One CPU duty cycle: short enough that the load looks even to a 1 s sampler.
+const PERIOD: Duration = Duration::from_millis(20);
+
+fn sleep_until(mono_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (mono_ns / 1_000_000_000) as _,
+        tv_nsec: (mono_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: valid timespec; absolute sleep on CLOCK_MONOTONIC (EINTR just returns early).
+    unsafe {
+        libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut())
+    };
+}
+
+fn hold_until(deadline: u64) {
+    while monotonic_ns() < deadline {
+        sleep_until(deadline);
+    }
+}
+
+fn cpu(shared: &Shared, deadline: u64) {
+    let period = PERIOD.as_nanos() as u64;
+    let mut x = 1u64;
+    loop {
+        let start = monotonic_ns();
+        if start >= deadline {
+            return;
+        }
+        let busy_until = start + (shared.duty() * period as f64) as u64;
+        while monotonic_ns() < busy_until {
+            for _ in 0..1000 {
+                x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        sleep_until((start + period).min(deadline));
+    }
+}
+
+fn memory(shared: &Shared, index: usize, deadline: u64, bytes: u64, ramp_ns: u64) -> i32 {
+    let len = bytes as usize;
+    // SAFETY: a fresh private anonymous mapping; only this function touches it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM);
+    }
+    let page = 4096usize;
+    let pages = len.div_ceil(page);
+    let slot = shared.slot(index);
+    let start = monotonic_ns();
+    // Pages are touched in 64 steps over the ramp (or all at once).
+    const STEPS: usize = 64;
+    for step in 0..STEPS {
+        let from = pages * step / STEPS;
+        let to = pages * (step + 1) / STEPS;
+        for i in from..to {
+            // SAFETY: i * page < len; a write makes the page resident.
+            unsafe { p.cast::<u8>().add(i * page).write_volatile(1) };
+        }
+        slot.resident.store((to * page).min(len) as u64, Ordering::Relaxed);
+        if ramp_ns > 0 {
+            sleep_until((start + ramp_ns * (step as u64 + 1) / STEPS as u64).min(deadline));
+        }
+        if monotonic_ns() >= deadline {
+            return 0;
+        }
+    }
+    slot.ready.store(1, Ordering::Relaxed);
+    hold_until(deadline);
+    0
+}
+
+/// Bytes to take so that df's used share, used / (used + available), reaches `percent`.
+fn fill_target(dir: &str, percent: f64) -> std::io::Result<u64> {
+    let c = std::ffi::CString::new(dir).map_err(std::io::Error::other)?;
+    // SAFETY: zeroed statvfs is valid; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    let used = (st.f_blocks as u64 - st.f_bfree as u64) * frsize;
+    let avail = st.f_bavail as u64 * frsize;
+    let want = ((used + avail) as f64 * percent / 100.0).ceil() as u64;
+    // One more block so df's rounding lands at or above the ask.
+    Ok(want.saturating_sub(used).saturating_add(frsize).min(avail))
+}
+
+fn open_unnamed(dir: &str) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+    {
+        Ok(f) => Ok(f),
+        // No O_TMPFILE on this filesystem: a named file, unlinked at once.
+        Err(_) => {
+            let path = format!("{dir}/.faultline-fill-{}", std::process::id());
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            std::fs::remove_file(&path)?;
+            Ok(f)
+        }
+    }
+}
+
+fn fill(shared: &Shared, index: usize, deadline: u64, dir: &str, amount: &str) -> i32 {
+    use std::os::fd::AsRawFd as _;
+    let bytes = match amount.strip_prefix("pct:") {
+        Some(p) => match p.parse::<f64>().map(|p| fill_target(dir, p)) {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return e.raw_os_error().unwrap_or(libc::EIO),
+            Err(_) => return libc::EINVAL,
+        },
+        None => amount.parse::<u64>().unwrap_or(0),
+    };
+    let f = match open_unnamed(dir) {
+        Ok(f) => f,
+        Err(e) => return e.raw_os_error().unwrap_or(libc::EIO),
+    };
+    let slot = shared.slot(index);
+    // In 64 MiB steps, so progress shows and a full disk stops at what fits.
+    const STEP: u64 = 64 << 20;
+    let mut done = 0u64;
+    while done < bytes {
+        let n = STEP.min(bytes - done);
+        // SAFETY: valid fd; plain syscall.
+        let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, done as i64, n as i64) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+            if e != libc::ENOSPC || done == 0 {
+                slot.error.store(e as u64, Ordering::Relaxed);
+            }
+            break;
+        }
+        done += n;
+        slot.filled.store(done, Ordering::Relaxed);
+        if monotonic_ns() >= deadline {
+            return 0;
+        }
+    }
+    slot.ready.store(1, Ordering::Relaxed);
+    hold_until(deadline);
+    drop(f);
+    0
+}
+
+/// A block-aligned buffer (O_DIRECT needs the memory aligned too).
+struct Aligned {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Option<Aligned> {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).ok()?;
+        // SAFETY: non-zero size (the API refuses blocks under 4 KiB).
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: freshly allocated len bytes; a non-zero pattern so nothing compresses it away.
+        unsafe { std::ptr::write_bytes(ptr, 0xa5, len) };
+        Some(Aligned { ptr, layout })
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in new with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// Opens an unnamed work file, with O_DIRECT when asked and the filesystem takes it.
+fn open_io(dir: &str, direct: bool) -> std::io::Result<(std::fs::File, bool)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if direct {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE | libc::O_DIRECT)
+            .mode(0o600)
+            .open(dir);
+        if let Ok(f) = f {
+            return Ok((f, true));
+        }
+    }
+    open_unnamed(dir).map(|f| (f, false))
+}
+
+/// Work file region used over and over, so IO load never turns into a disk fill.
+const SPAN: u64 = 16 << 20;
+
+#[allow(clippy::too_many_arguments)]
+fn io(
+    shared: &Shared,
+    index: usize,
+    deadline: u64,
+    dir: &str,
+    mode: &str,
+    block: u64,
+    direct: bool,
+    amount: &str,
+) -> i32 {
+    use std::os::fd::AsRawFd as _;
+    let slot = shared.slot(index);
+    let (kind, value) = amount.split_once(':').unwrap_or(("u", "0"));
+    let value: u64 = value.parse().unwrap_or(0);
+    let (f, direct) = match open_io(dir, direct) {
+        Ok(x) => x,
+        Err(e) => return e.raw_os_error().unwrap_or(libc::EIO),
+    };
+    let fd = f.as_raw_fd();
+    let Some(buf) = Aligned::new(block as usize) else { return libc::ENOMEM };
+    let span = if kind == "b" { value.min(SPAN) } else { SPAN }.div_ceil(block).max(1) * block;
+    let fail = |e: i32| {
+        slot.error.store(e as u64, Ordering::Relaxed);
+        e
+    };
+    // Reads need data there first.
+    if mode != "write" {
+        let mut off = 0;
+        while off < span {
+            // SAFETY: buf holds block bytes; valid fd.
+            let n = unsafe { libc::pwrite(fd, buf.ptr.cast(), block as usize, off as i64) };
+            if n <= 0 {
+                return fail(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+            }
+            off += n as u64;
+            slot.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+    let start = monotonic_ns();
+    let (mut done, mut pos, mut turn) = (0u64, 0u64, 0u64);
+    loop {
+        if monotonic_ns() >= deadline {
+            return 0;
+        }
+        if kind == "b" && done >= value {
+            slot.ready.store(1, Ordering::Relaxed);
+            hold_until(deadline);
+            return 0;
+        }
+        let len = if kind == "b" { block.min(value - done).div_ceil(4096) * 4096 } else { block };
+        let write = match mode {
+            "read" => false,
+            "mixed" => turn % 2 == 0,
+            _ => true,
+        };
+        turn += 1;
+        // SAFETY: buf holds at least len bytes (len <= block); valid fd.
+        let n = unsafe {
+            if write {
+                libc::pwrite(fd, buf.ptr.cast(), len as usize, pos as i64)
+            } else {
+                libc::pread(fd, buf.ptr.cast(), len as usize, pos as i64)
+            }
+        };
+        if n <= 0 {
+            return fail(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        }
+        let n = n as u64;
+        done += n;
+        let counter = if write { &slot.written } else { &slot.read };
+        counter.fetch_add(n, Ordering::Relaxed);
+        pos += n;
+        if pos >= span {
+            pos = 0;
+            if !direct {
+                // Through the page cache: push the writes out and drop the cache, so the
+                // next pass reaches the disk again.
+                // SAFETY: valid fd; plain syscalls.
+                unsafe {
+                    libc::fdatasync(fd);
+                    libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
+                }
+            }
+        }
+        if kind == "r" && value > 0 {
+            let due = start + (done as u128 * 1_000_000_000 / value as u128) as u64;
+            if due > monotonic_ns() {
+                sleep_until(due.min(deadline));
+            }
+        }
+    }
+}
+
+/// Entry point of the hidden subcommand; the exit code is 0 or an errno.
+pub fn main(args: &[String]) -> i32 {
+    let shared = match Shared::inherited() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("stress worker: shared page: {e}");
+            return libc::EBADF;
+        }
+    };
+    let num = |i: usize| args.get(i).and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+    let (kind, index, deadline) = (args.first().map(String::as_str), num(1) as usize, num(2));
+    match kind {
+        Some("cpu") => {
+            cpu(&shared, deadline);
+            0
+        }
+        Some("mem") => memory(&shared, index, deadline, num(3), num(4)),
+        Some("io") => io(
+            &shared,
+            index,
+            deadline,
+            args.get(3).map_or("/tmp", String::as_str),
+            args.get(4).map_or("write", String::as_str),
+            num(5).max(4096),
+            num(6) == 1,
+            args.get(7).map_or("u:0", String::as_str),
+        ),
+        Some("fill") => fill(
+            &shared,
+            index,
+            deadline,
+            args.get(3).map_or("/", String::as_str),
+            args.get(4).map_or("0", String::as_str),
+        ),
+        _ => libc::EINVAL,
+    }
+}

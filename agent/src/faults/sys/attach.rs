@@ -1,0 +1,344 @@
+//! What the system-call rules need attached, reconciled after every change: LSM programs (or
+//! the same code as fmod_ret) per hook in use, the cgroup socket programs on topmost
+//! targeted cgroups, and the fork/exit tracepoints while a rule targets processes. Every
+//! attachment is a link or fd the agent holds, so all of it goes with the agent.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fs::File,
+    os::fd::RawFd,
+};
+
+use aya::{
+    Btf, Ebpf,
+    programs::{
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, Lsm, RawTracePoint,
+        cgroup_sock::CgroupSockLink, cgroup_sock_addr::CgroupSockAddrLink, fentry::FEntryLink,
+        lsm::LsmLink, raw_trace_point::RawTracePointLink,
+    },
+};
+use faultline_common::sys::{
+    HOOK_EXEC, HOOK_FORK, HOOK_MKDIR, HOOK_MMAP, HOOK_OPEN, HOOK_READ, HOOK_RENAME, HOOK_UNLINK,
+    HOOK_WRITE,
+};
+use tracing::debug;
+
+use super::fmodret::{self, FmodRet};
+use crate::engine::{
+    error::{Error, Result, chain},
+    model::ResolvedCgroup,
+};
+
+/// How file calls are failed on this kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileBackend {
+    Lsm,
+    FmodRet,
+}
+
+impl FileBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileBackend::Lsm => "lsm",
+            FileBackend::FmodRet => "fmod_ret",
+        }
+    }
+}
+
+/// A file-call program: its LSM form (program, hook) and its fmod_ret form (program,
+/// security function). The fmod_ret form of file_free is an fentry program (void function).
+pub struct FileProg {
+    pub key: &'static str,
+    lsm: (&'static str, &'static str),
+    fmodret: (&'static str, &'static str),
+}
+
+impl FileProg {
+    pub fn lsm_name(&self) -> &'static str {
+        self.lsm.0
+    }
+}
+
+const fn prog(
+    key: &'static str,
+    lsm: (&'static str, &'static str),
+    fmodret: (&'static str, &'static str),
+) -> FileProg {
+    FileProg { key, lsm, fmodret }
+}
+
+pub const OPEN: FileProg =
+    prog("open", ("fl_sys_file_open", "file_open"), ("fl_sys_file_open", "security_file_open"));
+pub const PERMISSION: FileProg = prog(
+    "permission",
+    ("fl_sys_file_permission", "file_permission"),
+    ("fl_sys_file_permission", "security_file_permission"),
+);
+pub const FREE: FileProg = prog(
+    "free",
+    ("fl_sys_file_free", "file_free_security"),
+    ("fl_sys_fentry_file_free", "security_file_free"),
+);
+const BY_HOOK: &[(u32, FileProg)] = &[
+    (
+        HOOK_UNLINK,
+        prog(
+            "unlink",
+            ("fl_sys_inode_unlink", "inode_unlink"),
+            ("fl_sys_inode_unlink", "security_inode_unlink"),
+        ),
+    ),
+    (
+        HOOK_MKDIR,
+        prog(
+            "mkdir",
+            ("fl_sys_inode_mkdir", "inode_mkdir"),
+            ("fl_sys_inode_mkdir", "security_inode_mkdir"),
+        ),
+    ),
+    (
+        HOOK_RENAME,
+        prog(
+            "rename",
+            ("fl_sys_inode_rename", "inode_rename"),
+            ("fl_sys_fmodret_inode_rename", "security_inode_rename"),
+        ),
+    ),
+    (
+        HOOK_MMAP,
+        prog(
+            "mmap",
+            ("fl_sys_mmap_file", "mmap_file"),
+            ("fl_sys_fmodret_mmap_file", "security_mmap_file"),
+        ),
+    ),
+    (
+        HOOK_EXEC,
+        prog(
+            "exec",
+            ("fl_sys_bprm_check", "bprm_check_security"),
+            ("fl_sys_bprm_check", "security_bprm_check"),
+        ),
+    ),
+    (
+        HOOK_FORK,
+        prog(
+            "fork",
+            ("fl_sys_task_alloc", "task_alloc"),
+            ("fl_sys_task_alloc", "security_task_alloc"),
+        ),
+    ),
+];
+
+/// The file-call programs that `hooks` (union of live rules) need; `paths`: some rule with
+/// a path prefix reads or writes, so files are marked at open and forgotten at free.
+pub fn file_progs(hooks: u32, paths: bool) -> Vec<&'static FileProg> {
+    let rw = 1 << HOOK_READ | 1 << HOOK_WRITE;
+    let mut out = Vec::new();
+    if hooks & (1 << HOOK_OPEN) != 0 || (paths && hooks & rw != 0) {
+        out.push(&OPEN);
+    }
+    if hooks & rw != 0 {
+        out.push(&PERMISSION);
+    }
+    if paths && hooks & rw != 0 {
+        out.push(&FREE);
+    }
+    out.extend(BY_HOOK.iter().filter(|(h, _)| hooks & (1 << h) != 0).map(|(_, p)| p));
+    out
+}
+
+/// Held only to be dropped: dropping detaches.
+#[expect(dead_code, reason = "the fields are held for their drop")]
+enum Held {
+    Lsm(LsmLink),
+    FEntry(FEntryLink),
+    FmodRet(FmodRet),
+}
+
+/// The cgroup socket programs, attached together.
+const CGROUP_SOCK_ADDR: &[&str] = &[
+    "fl_sys_connect4",
+    "fl_sys_connect6",
+    "fl_sys_bind4",
+    "fl_sys_bind6",
+    "fl_sys_sendmsg4",
+    "fl_sys_sendmsg6",
+];
+const CGROUP_SOCK_CREATE: &str = "fl_sys_sock_create";
+
+struct CgroupLinks {
+    _addr: Vec<CgroupSockAddrLink>,
+    _create: CgroupSockLink,
+}
+
+#[derive(Default)]
+pub struct Attachments {
+    files: HashMap<&'static str, Held>,
+    cgroups: HashMap<u64, CgroupLinks>,
+    tracepoints: Option<(RawTracePointLink, RawTracePointLink)>,
+}
+
+fn unsupported(what: &str, e: &(dyn std::error::Error + 'static)) -> Error {
+    Error::FailedPrecondition(format!("unsupported: {what}: {}", chain(e)))
+}
+
+impl Attachments {
+    /// Attaches the file programs in `wanted` that are not yet, then drops the rest.
+    pub fn reconcile_files(
+        &mut self,
+        ebpf: &mut Ebpf,
+        backend: FileBackend,
+        wanted: &[&'static FileProg],
+        object: &[u8],
+        fds: &HashMap<String, RawFd>,
+    ) -> Result<()> {
+        for p in wanted {
+            if self.files.contains_key(p.key) {
+                continue;
+            }
+            let held = match backend {
+                FileBackend::Lsm => Held::Lsm(attach_lsm(ebpf, p.lsm.0, p.lsm.1)?),
+                FileBackend::FmodRet if p.key == FREE.key => {
+                    Held::FEntry(attach_fentry(ebpf, p.fmodret.0, p.fmodret.1)?)
+                }
+                FileBackend::FmodRet => {
+                    Held::FmodRet(fmodret::attach(object, fds, p.fmodret.0, p.fmodret.1).map_err(
+                        |e| Error::FailedPrecondition(format!("unsupported: fmod_ret: {e}")),
+                    )?)
+                }
+            };
+            debug!(program = p.key, backend = backend.name(), "system-call program attached");
+            self.files.insert(p.key, held);
+        }
+        self.files.retain(|k, _| wanted.iter().any(|p| p.key == *k));
+        Ok(())
+    }
+
+    /// Attaches the cgroup socket programs to each cgroup in `wanted` (topmost targets of
+    /// rules with socket calls), then detaches the others.
+    pub fn reconcile_cgroups(
+        &mut self,
+        ebpf: &mut Ebpf,
+        wanted: &BTreeSet<u64>,
+        cgroups: &HashMap<u64, ResolvedCgroup>,
+    ) -> Result<()> {
+        for id in wanted {
+            if self.cgroups.contains_key(id) {
+                continue;
+            }
+            let Some(cg) = cgroups.get(id) else { continue };
+            let links = attach_cgroup(ebpf, cg)?;
+            self.cgroups.insert(*id, links);
+        }
+        self.cgroups.retain(|id, _| wanted.contains(id));
+        Ok(())
+    }
+
+    /// The fork and exit tracepoints, while `on`.
+    pub fn reconcile_tracepoints(&mut self, ebpf: &mut Ebpf, on: bool) -> Result<()> {
+        if !on {
+            self.tracepoints = None;
+            return Ok(());
+        }
+        if self.tracepoints.is_none() {
+            let fork = attach_tracepoint(ebpf, "fl_sys_fork", "sched_process_fork")?;
+            let exit = attach_tracepoint(ebpf, "fl_sys_exit", "sched_process_exit")?;
+            self.tracepoints = Some((fork, exit));
+        }
+        Ok(())
+    }
+}
+
+fn btf() -> Result<Btf> {
+    Btf::from_sys_fs().map_err(|e| unsupported("reading the kernel's BTF", &e))
+}
+
+fn attach_lsm(ebpf: &mut Ebpf, name: &str, hook: &str) -> Result<LsmLink> {
+    let prog: &mut Lsm = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Internal(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e| Error::internal(name, e))?;
+    if prog.fd().is_err() {
+        prog.load(hook, &btf()?).map_err(|e| unsupported(&format!("lsm/{hook}"), &e))?;
+    }
+    let id = prog.attach().map_err(|e| unsupported(&format!("attaching lsm/{hook}"), &e))?;
+    prog.take_link(id).map_err(|e| Error::internal("taking link", e))
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, name: &str, func: &str) -> Result<FEntryLink> {
+    let prog: &mut FEntry = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Internal(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e| Error::internal(name, e))?;
+    if prog.fd().is_err() {
+        prog.load(func, &btf()?).map_err(|e| unsupported(&format!("fentry/{func}"), &e))?;
+    }
+    let id = prog.attach().map_err(|e| unsupported(&format!("attaching fentry/{func}"), &e))?;
+    prog.take_link(id).map_err(|e| Error::internal("taking link", e))
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, name: &str, event: &str) -> Result<RawTracePointLink> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Internal(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e| Error::internal(name, e))?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| unsupported(&format!("raw tracepoint {event}"), &e))?;
+    }
+    let id = prog
+        .attach(event)
+        .map_err(|e| unsupported(&format!("attaching raw tracepoint {event}"), &e))?;
+    prog.take_link(id).map_err(|e| Error::internal("taking link", e))
+}
+
+fn attach_cgroup(ebpf: &mut Ebpf, cg: &ResolvedCgroup) -> Result<CgroupLinks> {
+    let dir = File::open(cg.fs_path())
+        .map_err(|e| Error::NotFound(format!("target: cgroup {} vanished: {e}", cg.path)))?;
+    let mut addr = Vec::new();
+    for name in CGROUP_SOCK_ADDR {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error::Internal(format!("program {name} missing")))?
+            .try_into()
+            .map_err(|e| Error::internal(name, e))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| unsupported(name, &e))?;
+        }
+        // Cgroup links are multi-attach; the kernel refuses flags on them (see net/cgroups.rs).
+        let id = prog.attach(&dir, CgroupAttachMode::Single).map_err(|e| unsupported(name, &e))?;
+        addr.push(prog.take_link(id).map_err(|e| Error::internal("taking link", e))?);
+    }
+    let prog: &mut CgroupSock = ebpf
+        .program_mut(CGROUP_SOCK_CREATE)
+        .ok_or_else(|| Error::Internal(format!("program {CGROUP_SOCK_CREATE} missing")))?
+        .try_into()
+        .map_err(|e| Error::internal(CGROUP_SOCK_CREATE, e))?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| unsupported(CGROUP_SOCK_CREATE, &e))?;
+    }
+    let id = prog
+        .attach(&dir, CgroupAttachMode::Single)
+        .map_err(|e| unsupported(CGROUP_SOCK_CREATE, &e))?;
+    let create = prog.take_link(id).map_err(|e| Error::internal("taking link", e))?;
+    debug!(cgroup = %cg.path, "system-call cgroup programs attached");
+    Ok(CgroupLinks { _addr: addr, _create: create })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_follow_the_hooks_in_use() {
+        let keys = |h, p| file_progs(h, p).iter().map(|p| p.key).collect::<Vec<_>>();
+        assert_eq!(keys(1 << HOOK_OPEN, false), ["open"]);
+        assert_eq!(keys(1 << HOOK_READ, false), ["permission"]);
+        assert_eq!(keys(1 << HOOK_WRITE, true), ["open", "permission", "free"]);
+        assert_eq!(keys(1 << HOOK_FORK | 1 << HOOK_MKDIR, false), ["mkdir", "fork"]);
+        assert!(keys(0, true).is_empty());
+    }
+}

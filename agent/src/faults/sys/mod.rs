@@ -1,0 +1,480 @@
+//! System-call faults. Each rule sits in a slot of FL_SYS_RULES and is listed for its target
+//! (a cgroup id, or a process's tgid); the kernel programs in agent-ebpf/src/sys.rs check
+//! them. What the live rules need is attached (attach.rs) and detached with the last rule.
+
+pub mod attach;
+pub mod fmodret;
+mod sanitize;
+pub mod syscalls;
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    os::fd::RawFd,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData},
+    programs::{Lsm, ProgramType},
+    sys::{BpfHelper, is_helper_supported},
+};
+use faultline_common::{
+    net::{GLOBAL_HAS_SET_RETVAL, MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS},
+    sys::{
+        CGROUP_HOOKS, GLOBAL_SYS_AGENT_TGID, GLOBAL_SYS_FILE_F_PATH, GLOBAL_SYS_HAS_FETCH,
+        HOOK_READ, HOOK_WRITE, MAP_SYS_CGROUPS, MAP_SYS_CONFIG, MAP_SYS_PATHS, MAP_SYS_PIDS,
+        MAP_SYS_RULES, MAP_SYS_STATE, MAX_SYS_RULES, MAX_SYS_RULES_PER_TARGET, SYS_F_FOLLOW,
+        SYS_F_SEEDED, SYS_PATH_MAX, SYS_PROB_ONE, SysConfig, SysRule, SysSlots, SysState, fnv1a,
+    },
+};
+use tracing::{info, warn};
+
+use self::attach::{Attachments, FileBackend};
+use crate::{
+    engine::{
+        driver::FaultHandle,
+        error::{Error, Result, chain},
+        model::{Counters, ResolvedCgroup, SyscallErrno},
+    },
+    faults::net::{attach::topmost, ebpf_object},
+};
+
+pub const BACKEND_CGROUP: &str = "cgroup_sock";
+
+/// Where a task's pid and tgid sit, for the fork tracepoint (`.rodata`).
+const GLOBAL_TASK_PID: &str = "FL_SYS_TASK_PID";
+const GLOBAL_TASK_TGID: &str = "FL_SYS_TASK_TGID";
+
+/// Net maps this instance never uses (the net driver has its own): kept at one entry.
+const NET_MAPS: &[&str] = &[
+    "FL_NET_RULES",
+    "FL_NET_CGROUPS",
+    "FL_NET_CIDRS",
+    "FL_NET_PORTS",
+    "FL_NET_STATE",
+    "FL_NET_COUNTERS",
+    "FL_TC_DEVS",
+    "FL_DNS_ORIG",
+    "FL_DNS_CLIENTS",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    Cgroup(u64),
+    Pid(u32),
+}
+
+struct Live {
+    key: Key,
+    hooks: u32,
+    /// FNV-1a of the path prefix, if any.
+    path: Option<u64>,
+    follow: bool,
+}
+
+struct State {
+    ebpf: Ebpf,
+    /// The object loaded, and map name -> fd, for relocating fmod_ret programs.
+    object: &'static [u8],
+    fds: HashMap<String, RawFd>,
+    rules: BpfHashMap<MapData, u32, SysRule>,
+    counters: Array<MapData, SysState>,
+    cgroups: BpfHashMap<MapData, u64, SysSlots>,
+    pids: BpfHashMap<MapData, u32, SysSlots>,
+    config: Array<MapData, SysConfig>,
+    /// Hash of a path prefix -> slots with that prefix.
+    paths: BpfHashMap<MapData, u64, u64>,
+    free: VecDeque<u32>,
+    live: BTreeMap<u32, Live>,
+    /// The cgroup of each cgroup target, and of each pid target (for the socket programs).
+    cgroup_of: HashMap<Key, ResolvedCgroup>,
+    attach: Attachments,
+    /// The file backend chosen at load (None: file calls cannot be failed here).
+    backend: Option<FileBackend>,
+}
+
+pub struct SysDriver {
+    state: Arc<Mutex<State>>,
+    /// How file calls are failed here, or why they cannot be.
+    pub files: std::result::Result<FileBackend, String>,
+    /// Socket calls can fail with any errno (bpf_set_retval), not only EPERM.
+    pub has_set_retval: bool,
+    /// Every-Nth and max hits are exact under concurrent calls (atomic fetch-and-add).
+    pub exact: bool,
+    /// Whether pid targets can follow children, or why not.
+    pub follow: std::result::Result<(), String>,
+    /// Whether path prefixes work (offset of file->f_path known), or why not.
+    pub paths: std::result::Result<(), String>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
+    move |e| Error::internal(what, chain(&e))
+}
+
+impl SysDriver {
+    pub fn load() -> std::result::Result<Self, String> {
+        let has_set_retval =
+            is_helper_supported(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval)
+                .unwrap_or(false);
+        let exact = crate::kernel::probe_atomic_fetch().is_ok();
+        let f_path = crate::kernel::btf::member_offset("file", "f_path");
+        let task = |m| crate::kernel::btf::member_offset("task_struct", m);
+        let fork = task("pid").and_then(|p| task("tgid").map(|t| (p, t)));
+        let (tgid, fetch, retval) =
+            (std::process::id(), u32::from(exact), u32::from(has_set_retval));
+        let (task_pid, task_tgid) = fork.as_ref().map_or((0, 0), |f| *f);
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(GLOBAL_SYS_AGENT_TGID, &tgid, true)
+            .override_global(GLOBAL_SYS_FILE_F_PATH, f_path.as_ref().unwrap_or(&0), true)
+            .override_global(GLOBAL_SYS_HAS_FETCH, &fetch, true)
+            .override_global(GLOBAL_HAS_SET_RETVAL, &retval, true)
+            .override_global(GLOBAL_TASK_PID, &task_pid, true)
+            .override_global(GLOBAL_TASK_TGID, &task_tgid, true);
+        for m in NET_MAPS {
+            loader.map_max_entries(m, 1);
+        }
+        if std::env::var_os("FAULTLINE_DEBUG_VERIFIER").is_some() {
+            loader
+                .verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
+        }
+        // Leaked once: the fmod_ret loader relocates the same bytes later.
+        let object: &'static [u8] = if exact {
+            ebpf_object()
+        } else {
+            let clean =
+                sanitize::without_fetch(ebpf_object()).ok_or("the eBPF object is not ELF64")?;
+            Box::leak(clean.into_boxed_slice())
+        };
+        let mut ebpf =
+            loader.load(object).map_err(|e| format!("loading eBPF object: {}", chain(&e)))?;
+        let fds = ebpf
+            .maps()
+            .filter_map(|(n, m)| fmodret::map_fd(m).map(|fd| (n.to_string(), fd)))
+            .collect();
+        let mut take = |name: &str| {
+            ebpf.take_map(name).ok_or_else(|| format!("map {name} missing from the object"))
+        };
+        let rules = take(MAP_SYS_RULES)?;
+        let counters = take(MAP_SYS_STATE)?;
+        let cgroups = take(MAP_SYS_CGROUPS)?;
+        let pids = take(MAP_SYS_PIDS)?;
+        let config = take(MAP_SYS_CONFIG)?;
+        let paths = take(MAP_SYS_PATHS)?;
+        let files = file_backend(&mut ebpf, object, &fds);
+        match &files {
+            Ok(b) => info!(backend = b.name(), "file system calls can be failed"),
+            Err(e) => info!(reason = %e, "file system calls cannot be failed here"),
+        }
+        let state = State {
+            rules: rules.try_into().map_err(|e| format!("{MAP_SYS_RULES}: {e}"))?,
+            counters: counters.try_into().map_err(|e| format!("{MAP_SYS_STATE}: {e}"))?,
+            cgroups: cgroups.try_into().map_err(|e| format!("{MAP_SYS_CGROUPS}: {e}"))?,
+            pids: pids.try_into().map_err(|e| format!("{MAP_SYS_PIDS}: {e}"))?,
+            config: config.try_into().map_err(|e| format!("{MAP_SYS_CONFIG}: {e}"))?,
+            paths: paths.try_into().map_err(|e| format!("{MAP_SYS_PATHS}: {e}"))?,
+            ebpf,
+            object,
+            fds,
+            free: (0..MAX_SYS_RULES).collect(),
+            live: BTreeMap::new(),
+            cgroup_of: HashMap::new(),
+            attach: Attachments::default(),
+            backend: files.as_ref().ok().copied(),
+        };
+        Ok(SysDriver {
+            state: Arc::new(Mutex::new(state)),
+            files,
+            has_set_retval,
+            exact,
+            follow: fork.map(drop),
+            paths: f_path.map(drop),
+        })
+    }
+
+    pub fn apply(
+        &self,
+        target: &ResolvedCgroup,
+        spec: &SyscallErrno,
+        expires_ns: u64,
+    ) -> Result<Box<dyn FaultHandle>> {
+        let field = "fault.syscall_errno";
+        let hooks = syscalls::hooks(&spec.syscalls).map_err(|(name, why)| {
+            Error::FailedPrecondition(format!("unsupported: {field}.syscalls: {name}: {why}"))
+        })?;
+        let file_hooks = hooks & !CGROUP_HOOKS;
+        let file_backend = if file_hooks == 0 {
+            None
+        } else {
+            Some(self.files.clone().map_err(|why| {
+                Error::FailedPrecondition(format!(
+                    "unsupported: failing {} needs the bpf LSM (active) or fmod_ret on the kernel's \
+                     security functions: {why}",
+                    spec.syscalls.join(", ")
+                ))
+            })?)
+        };
+        if hooks & CGROUP_HOOKS != 0 && spec.errno != libc::EPERM && !self.has_set_retval {
+            return Err(Error::FailedPrecondition(format!(
+                "unsupported: {field}.errno: failing socket calls with {} needs bpf_set_retval in \
+                 cgroup programs (kernel 5.18+); this kernel can only fail them with EPERM",
+                crate::errno::name(spec.errno)
+            )));
+        }
+        if let (Some(_), Err(why)) = (&spec.path_prefix, &self.paths) {
+            return Err(Error::FailedPrecondition(format!(
+                "unsupported: {field}.path_prefix: {why}"
+            )));
+        }
+        if let (true, Err(why)) = (spec.follow_children, &self.follow) {
+            return Err(Error::FailedPrecondition(format!(
+                "unsupported: {field}.follow_children: {why}"
+            )));
+        }
+        if target.level > MAX_CGROUP_LEVEL {
+            return Err(Error::invalid(
+                "target",
+                format!(
+                    "cgroup {} is {} levels deep; at most {MAX_CGROUP_LEVEL}",
+                    target.path, target.level
+                ),
+            ));
+        }
+        let key = match target.pid {
+            Some(pid) => Key::Pid(pid),
+            None => Key::Cgroup(target.id),
+        };
+        let mut rule = SysRule {
+            hooks,
+            errno: spec.errno as u32,
+            threshold: ((spec.percent / 100.0) * SYS_PROB_ONE as f64).round() as u64,
+            every_nth: spec.every_nth.unwrap_or(0),
+            max_hits: spec.max_hits.unwrap_or(0),
+            expires_ns,
+            flags: 0,
+            path_len: 0,
+            path: [0; SYS_PATH_MAX],
+        };
+        if spec.follow_children {
+            rule.flags |= SYS_F_FOLLOW;
+        }
+        if spec.seed.is_some() {
+            rule.flags |= SYS_F_SEEDED;
+        }
+        if let Some(p) = &spec.path_prefix {
+            rule.path[..p.len()].copy_from_slice(p.as_bytes());
+            rule.path_len = p.len() as u32;
+        }
+        let mut st = lock(&self.state);
+        if st.live.values().filter(|l| l.key == key).count() >= MAX_SYS_RULES_PER_TARGET {
+            return Err(Error::ResourceExhausted(format!(
+                "at most {MAX_SYS_RULES_PER_TARGET} system-call faults per target"
+            )));
+        }
+        let slot = st.free.pop_front().ok_or_else(|| {
+            Error::ResourceExhausted(format!("at most {MAX_SYS_RULES} system-call faults at once"))
+        })?;
+        let live = Live {
+            key,
+            hooks,
+            path: spec.path_prefix.as_deref().map(|p| fnv1a(p.as_bytes())),
+            follow: spec.follow_children,
+        };
+        st.cgroup_of.insert(key, target.clone());
+        let handle = SysHandle {
+            state: self.state.clone(),
+            slot,
+            backend: backend_name(file_backend, hooks & CGROUP_HOOKS != 0),
+        };
+        let seed = spec.seed.map(splitmix).unwrap_or(0);
+        let installing = || -> Result<()> {
+            st.counters
+                .set(slot, SysState { rng: seed | 1, ..Default::default() }, 0)
+                .map_err(map_err("resetting counters"))?;
+            st.rules.insert(slot, rule, 0).map_err(map_err("inserting rule"))?;
+            if let Some(h) = live.path {
+                let bits = st.paths.get(&h, 0).unwrap_or(0) | 1 << slot;
+                st.paths.insert(h, bits, 0).map_err(map_err("inserting path"))?;
+            }
+            st.live.insert(slot, live);
+            st.publish(key)?;
+            if st.levels().count_ones() as usize > MAX_LEVEL_LOOKUPS {
+                return Err(Error::ResourceExhausted(format!(
+                    "targets may sit at no more than {MAX_LEVEL_LOOKUPS} distinct cgroup depths at once"
+                )));
+            }
+            st.reconcile()
+        };
+        let result = installing();
+        // Unlocked first: on an error the handle's drop (which locks) undoes what was done.
+        drop(st);
+        result?;
+        Ok(Box::new(handle))
+    }
+}
+
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn backend_name(files: Option<FileBackend>, sockets: bool) -> &'static str {
+    match (files, sockets) {
+        (Some(FileBackend::Lsm), true) => "lsm+cgroup_sock",
+        (Some(FileBackend::FmodRet), true) => "fmod_ret+cgroup_sock",
+        (Some(b), false) => b.name(),
+        (None, _) => BACKEND_CGROUP,
+    }
+}
+
+/// LSM where the bpf LSM is active and takes our program, else fmod_ret where the kernel
+/// takes it, else why neither.
+fn file_backend(
+    ebpf: &mut Ebpf,
+    object: &[u8],
+    fds: &HashMap<String, RawFd>,
+) -> std::result::Result<FileBackend, String> {
+    let active = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    let lsm = if active.split(',').any(|l| l.trim() == "bpf") {
+        aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}")).and_then(|btf| {
+            let prog: &mut Lsm = ebpf
+                .program_mut(attach::OPEN.lsm_name())
+                .ok_or("program missing")?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| chain(&e))?;
+            prog.load("file_open", &btf).map_err(|e| chain(&e))
+        })
+    } else {
+        Err(format!("bpf is not in the active LSM list ({})", active.trim()))
+    };
+    let lsm_err = match lsm {
+        Ok(()) => return Ok(FileBackend::Lsm),
+        Err(e) => e,
+    };
+    match fmodret::attach(object, fds, "fl_sys_file_open", "security_file_open") {
+        Ok(_probe) => {
+            info!(lsm = %lsm_err, "the bpf LSM cannot serve file calls; fmod_ret can");
+            Ok(FileBackend::FmodRet)
+        }
+        Err(e) => Err(format!("bpf LSM: {lsm_err}; fmod_ret: {e}")),
+    }
+}
+
+impl State {
+    fn levels(&self) -> u32 {
+        self.live
+            .values()
+            .filter_map(|l| match l.key {
+                Key::Cgroup(_) => self.cgroup_of.get(&l.key).map(|c| 1 << c.level),
+                Key::Pid(_) => None,
+            })
+            .fold(0, |a, b| a | b)
+    }
+
+    /// Writes `key`'s slot list and the config.
+    fn publish(&mut self, key: Key) -> Result<()> {
+        let slots: Vec<u32> =
+            self.live.iter().filter(|(_, l)| l.key == key).map(|(s, _)| *s).collect();
+        let follow = self.live.values().any(|l| l.key == key && l.follow);
+        let mut set =
+            SysSlots { count: slots.len() as u32, follow: u32::from(follow), ..Default::default() };
+        set.slots[..slots.len()].copy_from_slice(&slots);
+        match key {
+            Key::Cgroup(id) if slots.is_empty() => {
+                let _ = self.cgroups.remove(&id);
+            }
+            Key::Cgroup(id) => {
+                self.cgroups.insert(id, set, 0).map_err(map_err("publishing rules"))?
+            }
+            Key::Pid(pid) if slots.is_empty() => {
+                let _ = self.pids.remove(&pid);
+            }
+            Key::Pid(pid) => self.pids.insert(pid, set, 0).map_err(map_err("publishing rules"))?,
+        }
+        if slots.is_empty() {
+            self.cgroup_of.remove(&key);
+        }
+        let cfg = SysConfig {
+            levels: self.levels(),
+            pids: u32::from(self.live.values().any(|l| matches!(l.key, Key::Pid(_)))),
+            hooks: self.live.values().fold(0, |a, l| a | l.hooks),
+            paths: u32::from(self.live.values().any(|l| l.path.is_some())),
+        };
+        self.config.set(0, cfg, 0).map_err(map_err("writing config"))
+    }
+
+    /// Attaches what the live rules need and detaches the rest.
+    fn reconcile(&mut self) -> Result<()> {
+        let file_hooks = self.live.values().fold(0, |a, l| a | (l.hooks & !CGROUP_HOOKS));
+        let rw = 1 << HOOK_READ | 1 << HOOK_WRITE;
+        let paths = self.live.values().any(|l| l.path.is_some() && l.hooks & rw != 0);
+        let wanted = attach::file_progs(file_hooks, paths);
+        if let Some(b) = self.backend {
+            let State { ebpf, attach, fds, object, .. } = self;
+            attach.reconcile_files(ebpf, b, &wanted, object, fds)?;
+        }
+        let sockets: Vec<(u64, &str)> = self
+            .live
+            .values()
+            .filter(|l| l.hooks & CGROUP_HOOKS != 0)
+            .filter_map(|l| self.cgroup_of.get(&l.key))
+            .map(|c| (c.id, c.path.as_str()))
+            .collect();
+        let wanted = topmost(sockets);
+        let by_id: HashMap<u64, ResolvedCgroup> =
+            self.cgroup_of.values().map(|c| (c.id, c.clone())).collect();
+        self.attach.reconcile_cgroups(&mut self.ebpf, &wanted, &by_id)?;
+        let pids = self.live.values().any(|l| matches!(l.key, Key::Pid(_)));
+        self.attach.reconcile_tracepoints(&mut self.ebpf, pids)
+    }
+}
+
+struct SysHandle {
+    state: Arc<Mutex<State>>,
+    slot: u32,
+    backend: &'static str,
+}
+
+impl FaultHandle for SysHandle {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    fn counters(&self) -> Counters {
+        let st = lock(&self.state);
+        match st.counters.get(&self.slot, 0) {
+            Ok(c) => Counters { calls_seen: c.seen, calls_failed: c.failed, ..Default::default() },
+            Err(e) => {
+                warn!(error = %e, slot = self.slot, "reading counters");
+                Counters::default()
+            }
+        }
+    }
+}
+
+impl Drop for SysHandle {
+    fn drop(&mut self) {
+        let mut st = lock(&self.state);
+        let _ = st.rules.remove(&self.slot);
+        if let Some(l) = st.live.remove(&self.slot) {
+            if let Some(h) = l.path {
+                let bits = st.paths.get(&h, 0).unwrap_or(0) & !(1 << self.slot);
+                let _ = if bits == 0 { st.paths.remove(&h) } else { st.paths.insert(h, bits, 0) };
+            }
+            if let Err(e) = st.publish(l.key) {
+                warn!(error = %e, "unpublishing a system-call rule");
+            }
+        }
+        st.free.push_back(self.slot);
+        if let Err(e) = st.reconcile() {
+            warn!(error = %e, "detaching system-call programs");
+        }
+    }
+}

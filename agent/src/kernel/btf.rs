@@ -1,0 +1,104 @@
+//! Struct member offsets from the running kernel's BTF (/sys/kernel/btf/vmlinux). aya-ebpf
+//! has no CO-RE, so programs that read kernel structs get the offsets as .rodata globals.
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_ENUM64: u32 = 19;
+
+fn u32_at(b: &[u8], off: usize) -> Result<u32, String> {
+    b.get(off..off + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| "truncated BTF".to_string())
+}
+
+fn name_at(strings: &[u8], off: u32) -> &[u8] {
+    let s = strings.get(off as usize..).unwrap_or_default();
+    &s[..s.iter().position(|&c| c == 0).unwrap_or(s.len())]
+}
+
+/// Byte offset of `member` in `struct name`, from BTF data `btf`.
+pub fn member_offset_in(btf: &[u8], name: &str, member: &str) -> Result<u32, String> {
+    if btf.len() < 24 || btf[0..2] != [0x9f, 0xeb] {
+        return Err("not little-endian BTF".into());
+    }
+    let hdr_len = u32_at(btf, 4)? as usize;
+    let (type_off, type_len) = (u32_at(btf, 8)? as usize, u32_at(btf, 12)? as usize);
+    let (str_off, str_len) = (u32_at(btf, 16)? as usize, u32_at(btf, 20)? as usize);
+    let types = btf
+        .get(hdr_len + type_off..hdr_len + type_off + type_len)
+        .ok_or("BTF type section out of range")?;
+    let strings = btf
+        .get(hdr_len + str_off..hdr_len + str_off + str_len)
+        .ok_or("BTF strings out of range")?;
+    let mut at = 0;
+    while at + 12 <= types.len() {
+        let name_off = u32_at(types, at)?;
+        let info = u32_at(types, at + 4)?;
+        let (kind, vlen, kind_flag) = ((info >> 24) & 0x1f, info & 0xffff, info >> 31);
+        let body = at + 12;
+        let extra = match kind {
+            KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+            KIND_ARRAY => 12,
+            KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen as usize,
+            KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
+            _ => 0,
+        };
+        if kind == KIND_STRUCT && name_at(strings, name_off) == name.as_bytes() {
+            for i in 0..vlen as usize {
+                let m = body + i * 12;
+                if name_at(strings, u32_at(types, m)?) == member.as_bytes() {
+                    let raw = u32_at(types, m + 8)?;
+                    let bits = if kind_flag == 1 { raw & 0x00ff_ffff } else { raw };
+                    return Ok(bits / 8);
+                }
+            }
+            return Err(format!("struct {name} has no member {member}"));
+        }
+        at = body + extra;
+    }
+    Err(format!("struct {name} is not in the kernel's BTF"))
+}
+
+/// Byte offset of `member` in `struct name` in the running kernel.
+pub fn member_offset(name: &str, member: &str) -> Result<u32, String> {
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux")
+        .map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))?;
+    member_offset_in(&btf, name, member)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A BTF blob with `int` and `struct file { int a; int f_path; }`.
+    fn blob() -> Vec<u8> {
+        let strings = b"\0int\0file\0a\0f_path\0".to_vec();
+        let mut types = Vec::new();
+        let mut push = |v: &[u32]| v.iter().for_each(|x| types.extend_from_slice(&x.to_le_bytes()));
+        // [1] int: name "int", kind INT, size 4, encoding word.
+        push(&[1, KIND_INT << 24, 4, 32]);
+        // [2] struct file, 2 members: a at bit 0, f_path at bit 64.
+        push(&[5, KIND_STRUCT << 24 | 2, 16, 10, 1, 0, 12, 1, 64]);
+        let mut b = vec![0x9f, 0xeb, 1, 0];
+        for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&types);
+        b.extend_from_slice(&strings);
+        b
+    }
+
+    #[test]
+    fn finds_a_member_offset() {
+        assert_eq!(member_offset_in(&blob(), "file", "f_path"), Ok(8));
+        assert!(member_offset_in(&blob(), "file", "nope").is_err());
+        assert!(member_offset_in(&blob(), "inode", "i_mode").is_err());
+    }
+}

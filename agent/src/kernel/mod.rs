@@ -1,0 +1,495 @@
+//! Capability probe: what this kernel can do, learned by loading and attaching real programs
+//! and creating real objects (in scratch cgroups and network namespaces), never from
+//! version strings.
+
+pub mod btf;
+pub mod netns;
+pub mod rtnl;
+pub mod tracing;
+
+use std::{path::Path, sync::Arc};
+
+use aya::{
+    Ebpf,
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, Lsm, ProgramType, SchedClassifier, TcAttachType,
+        tc::{self, NlOptions, TcAttachOptions},
+    },
+    sys::{BpfHelper, is_helper_supported},
+};
+
+use crate::{
+    engine::error::chain,
+    faults::net::{self, NetDriver},
+};
+use rtnl::{Netlink, Qdisc};
+
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub name: &'static str,
+    pub supported: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct FaultSupport {
+    pub fault: &'static str,
+    pub supported: bool,
+    pub backend: &'static str,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Capabilities {
+    pub kernel_release: String,
+    pub cgroup2_mount: String,
+    pub btf: bool,
+    pub probes: Vec<Probe>,
+    pub faults: Vec<FaultSupport>,
+}
+
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn result(name: &'static str, r: Result<String, String>) -> Probe {
+    match r {
+        Ok(detail) => Probe { name, supported: true, detail },
+        Err(detail) => Probe { name, supported: false, detail },
+    }
+}
+
+/// A scratch cgroup under the mount, removed when dropped.
+struct ScratchCgroup(std::path::PathBuf);
+
+impl ScratchCgroup {
+    fn new(mount: &Path, tag: &str) -> Result<Self, String> {
+        let dir = mount.join(format!("faultline-probe-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&dir)
+            .map_err(|e| format!("creating scratch cgroup {}: {e}", dir.display()))?;
+        Ok(ScratchCgroup(dir))
+    }
+}
+
+impl Drop for ScratchCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn probe_sock_addr(ebpf: &mut Ebpf, mount: &Path) -> Result<String, String> {
+    let prog: &mut CgroupSockAddr = ebpf
+        .program_mut("fl_probe_connect4")
+        .ok_or("probe program missing")?
+        .try_into()
+        .map_err(|e| chain(&e))?;
+    prog.load().map_err(|e| format!("connect4 program refused at load: {}", chain(&e)))?;
+    let cg = ScratchCgroup::new(mount, "sockaddr")?;
+    let dir = std::fs::File::open(&cg.0).map_err(|e| e.to_string())?;
+    let id = prog
+        .attach(&dir, CgroupAttachMode::Single)
+        .map_err(|e| format!("connect4 attach refused: {}", chain(&e)))?;
+    prog.detach(id).map_err(|e| chain(&e))?;
+    Ok("connect4 program loaded and attached to a scratch cgroup".into())
+}
+
+fn probe_lsm(ebpf: &mut Ebpf) -> Result<String, String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+    let prog: &mut Lsm = ebpf
+        .program_mut("fl_probe_lsm")
+        .ok_or("probe program missing")?
+        .try_into()
+        .map_err(|e| chain(&e))?;
+    prog.load("file_open", &btf)
+        .map_err(|e| format!("lsm/file_open refused at load: {}", chain(&e)))?;
+    let id =
+        prog.attach().map_err(|e| format!("lsm/file_open refused at attach: {}", chain(&e)))?;
+    for _ in 0..3 {
+        let _ = std::fs::File::open("/proc/self/status");
+    }
+    let hits = ebpf
+        .map("FL_PROBE_HITS")
+        .ok_or("probe map missing")
+        .and_then(|m| aya::maps::Array::<_, u64>::try_from(m).map_err(|_| "probe map type"))
+        .and_then(|a| a.get(&0, 0).map_err(|_| "reading probe map"))
+        .map_err(String::from);
+    if let Some(prog) = ebpf.program_mut("fl_probe_lsm").and_then(|p| <&mut Lsm>::try_from(p).ok())
+    {
+        let _ = prog.detach(id);
+    }
+    match hits? {
+        0 => Err("lsm/file_open attached but never ran: bpf is not an active LSM (boot with lsm=...,bpf)".into()),
+        n => Ok(format!("lsm/file_open loaded, attached and ran ({n} calls seen)")),
+    }
+}
+
+/// tcx and clsact + cls_bpf on `lo` of a scratch network namespace. The object moves to the
+/// probe thread, so this runs last.
+fn probe_tc(mut ebpf: Ebpf) -> (Probe, Probe) {
+    let r = netns::in_scratch_netns(move || {
+        let prog: &mut SchedClassifier = match ebpf
+            .program_mut("fl_probe_tc")
+            .ok_or_else(|| "probe program missing".to_string())
+            .and_then(|p| p.try_into().map_err(|e| chain(&e)))
+        {
+            Ok(p) => p,
+            Err(e) => return (Err(e.clone()), Err(e)),
+        };
+        if let Err(e) = prog.load() {
+            let e = format!("sched_cls program refused at load: {}", chain(&e));
+            return (Err(e.clone()), Err(e));
+        }
+        let tcx = prog
+            .attach_with_options(
+                "lo",
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(Default::default()),
+            )
+            .map(|id| {
+                let _ = prog.detach(id);
+                "attached to a device through a tcx link".to_string()
+            })
+            .map_err(|e| format!("tcx attach refused: {}", chain(&e)));
+        let clsact = tc::qdisc_add_clsact("lo")
+            .map_err(|e| format!("adding clsact: {}", chain(&e)))
+            .and_then(|()| {
+                prog.attach_with_options(
+                    "lo",
+                    TcAttachType::Ingress,
+                    TcAttachOptions::Netlink(NlOptions::default()),
+                )
+                .map(|id| {
+                    let _ = prog.detach(id);
+                    "clsact qdisc added, cls_bpf filter attached (direct action)".to_string()
+                })
+                .map_err(|e| format!("cls_bpf attach refused: {}", chain(&e)))
+            });
+        (tcx, clsact)
+    });
+    let (tcx, clsact) = r.unwrap_or_else(|e| (Err(e.clone()), Err(e)));
+    (result("tcx", tcx), result("clsact_cls_bpf", clsact))
+}
+
+/// Adds `kind` as the root qdisc of `lo` in a scratch network namespace.
+fn probe_qdisc(name: &'static str, kind: &'static str, options: Vec<u8>) -> Probe {
+    let r = netns::in_scratch_netns(move || -> Result<String, String> {
+        let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+        let q =
+            Qdisc { ifindex: 1, handle: 0, parent: rtnl::TC_H_ROOT, kind: kind.into(), options };
+        nl.add_qdisc(&q, true).map_err(|e| {
+            format!("adding a {kind} qdisc: {e} (is sch_{kind} built or loadable?)")
+        })?;
+        let root = nl
+            .qdiscs(1)
+            .map_err(|e| format!("listing qdiscs: {e}"))?
+            .into_iter()
+            .find(|q| q.parent == rtnl::TC_H_ROOT);
+        let Some(root) = root.filter(|r| r.kind == kind) else {
+            return Err(format!("{kind} was accepted but is not the root qdisc"));
+        };
+        nl.del_qdisc(1, root.handle, rtnl::TC_H_ROOT)
+            .map_err(|e| format!("deleting the {kind} qdisc: {e}"))?;
+        Ok(format!("{kind} qdisc added as root of a scratch device, listed and deleted"))
+    });
+    result(name, r.and_then(|r| r))
+}
+
+/// Whether programs may use atomic fetch-and-add (BPF_ATOMIC | BPF_FETCH, kernel 5.12+):
+/// loads a socket filter that does one on its stack.
+pub fn probe_atomic_fetch() -> Result<(), String> {
+    let insns: [[u8; 8]; 6] = [
+        [0xb7, 0x01, 0, 0, 0, 0, 0, 0],          // r1 = 0
+        [0x7b, 0x1a, 0xf8, 0xff, 0, 0, 0, 0],    // *(u64 *)(r10 - 8) = r1
+        [0xb7, 0x02, 0, 0, 1, 0, 0, 0],          // r2 = 1
+        [0xdb, 0x2a, 0xf8, 0xff, 0x01, 0, 0, 0], // r2 = atomic_fetch_add((u64 *)(r10 - 8), r2)
+        [0xb7, 0x00, 0, 0, 0, 0, 0, 0],          // r0 = 0
+        [0x95, 0, 0, 0, 0, 0, 0, 0],             // exit
+    ];
+    let license = b"GPL\0";
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // BPF_PROG_TYPE_SOCKET_FILTER
+    attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: BPF_PROG_LOAD (5) with a zero-padded attr of the size we pass.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_mut_ptr(), attr.len()) };
+    if fd < 0 {
+        return Err(format!("atomic fetch-and-add refused: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: closing the descriptor the kernel just returned.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+/// Whether a packet a tc ingress program redirects to an ifb comes back to the device's
+/// receive path (kernels before 6.4 do not mark a bpf redirect for the ifb, which drops
+/// it). Learned by doing it in a scratch namespace: a datagram to a local socket on lo.
+pub fn probe_ifb_redirect() -> Result<String, String> {
+    netns::in_scratch_netns(|| -> Result<String, String> {
+        let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+        nl.set_up(1).map_err(|e| format!("bringing lo up: {e}"))?;
+        let ifb = nl
+            .add_link("flprobe0", "ifb")
+            .map_err(|e| format!("creating an ifb device: {e} (is the ifb module available?)"))?;
+        let mut ebpf = Ebpf::load(net::ebpf_object()).map_err(|e| chain(&e))?;
+        let mut arg: aya::maps::Array<_, u32> = ebpf
+            .take_map("FL_PROBE_ARG")
+            .ok_or("probe map missing")?
+            .try_into()
+            .map_err(|e: aya::maps::MapError| chain(&e))?;
+        arg.set(0, ifb as u32, 0).map_err(|e| chain(&e))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut("fl_probe_redirect")
+            .ok_or("probe program missing")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| chain(&e))?;
+        prog.load().map_err(|e| chain(&e))?;
+        let tcx = TcAttachOptions::TcxOrder(Default::default());
+        if prog.attach_with_options("lo", TcAttachType::Ingress, tcx).is_err() {
+            tc::qdisc_add_clsact("lo").map_err(|e| format!("adding clsact: {}", chain(&e)))?;
+            let nl_opts = TcAttachOptions::Netlink(NlOptions::default());
+            prog.attach_with_options("lo", TcAttachType::Ingress, nl_opts)
+                .map_err(|e| format!("attaching to lo: {}", chain(&e)))?;
+        }
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        rx.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .map_err(|e| e.to_string())?;
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let to = rx.local_addr().map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 16];
+        for _ in 0..3 {
+            tx.send_to(b"faultline", to).map_err(|e| e.to_string())?;
+            if rx.recv(&mut buf).is_ok() {
+                return Ok("a packet redirected to an ifb at ingress came back to lo".into());
+            }
+        }
+        Err("packets a tc program redirects to an ifb are dropped there (bpf redirect is not \
+             marked for the ifb before kernel 6.4)"
+            .into())
+    })
+    .and_then(|r| r)
+}
+
+/// How system calls are failed here: the backend probe and the syscall_errno fault.
+fn sys_support(sys: &Result<Arc<crate::faults::sys::SysDriver>, String>) -> (Probe, FaultSupport) {
+    match sys {
+        Err(e) => (
+            Probe { name: "sys_file_backend", supported: false, detail: e.clone() },
+            FaultSupport {
+                fault: "syscall_errno",
+                supported: false,
+                backend: "",
+                reason: format!("unsupported: {e}"),
+            },
+        ),
+        Ok(d) => {
+            let (backend, mut reason) = match &d.files {
+                Ok(b) => (
+                    match b {
+                        crate::faults::sys::attach::FileBackend::Lsm => "lsm+cgroup_sock",
+                        crate::faults::sys::attach::FileBackend::FmodRet => "fmod_ret+cgroup_sock",
+                    },
+                    "fsync and fdatasync need fmod_ret on syscall entries".to_string(),
+                ),
+                Err(e) => (
+                    "cgroup_sock",
+                    format!(
+                        "socket calls only (connect, bind, sendmsg, socket): file calls need {e}"
+                    ),
+                ),
+            };
+            if !d.has_set_retval {
+                reason += "; socket calls fail with EPERM only (no bpf_set_retval)";
+            }
+            if !d.exact {
+                reason += "; every-Nth and max hits may overshoot under concurrent calls (no atomic fetch-and-add)";
+            }
+            let detail = match &d.files {
+                Ok(b) => format!("file calls fail through {} programs", b.name()),
+                Err(e) => e.clone(),
+            };
+            (
+                Probe { name: "sys_file_backend", supported: d.files.is_ok(), detail },
+                FaultSupport { fault: "syscall_errno", supported: true, backend, reason },
+            )
+        }
+    }
+}
+
+/// Each network fault and what it needs, from the probes' results.
+fn net_faults(probes: &[Probe]) -> Vec<FaultSupport> {
+    let get = |name: &str| probes.iter().find(|p| p.name == name);
+    let ok = |name: &str| get(name).is_some_and(|p| p.supported);
+    // The first missing requirement, as the reason.
+    let missing = |needs: &[&str]| -> Option<String> {
+        needs.iter().find(|n| !ok(n)).map(|n| {
+            let detail = get(n).map(|p| p.detail.clone()).unwrap_or_default();
+            format!("unsupported: {n}: {detail}")
+        })
+    };
+    let tc = if ok("tcx") { "tcx" } else { "clsact_cls_bpf" };
+    let fault = |fault, backend, needs: &[&str], partial: Option<String>| {
+        let why = missing(needs);
+        FaultSupport {
+            fault,
+            supported: why.is_none(),
+            backend,
+            reason: why.or(partial).unwrap_or_default(),
+        }
+    };
+    let ingress_edt =
+        missing(&[tc, "ifb_redirect", "skb_set_tstamp", "tc_sk_storage"]).map(|why| {
+            format!("egress only: ingress needs {}", why.trim_start_matches("unsupported: "))
+        });
+    let interfaces =
+        missing(&[tc]).map(|why| format!("cgroup targets only: interface targets need {why}"));
+    vec![
+        fault("net_loss", net::BACKEND, &["cgroup_skb"], interfaces.clone()),
+        fault("net_partition", net::BACKEND, &["cgroup_skb"], interfaces),
+        fault(
+            "net_reject",
+            "cgroup_sock_addr",
+            &["cgroup_skb", "cgroup_sock_addr"],
+            (!ok("sock_addr_set_retval")).then(|| {
+                "EPERM only: bpf_set_retval is missing (kernel 5.18+ fails connect() with any errno)"
+                    .into()
+            }),
+        ),
+        fault("net_delay", "cgroup_skb+fq", &["cgroup_skb", "sch_fq"], ingress_edt.clone()),
+        fault("net_bandwidth", "cgroup_skb+fq", &["cgroup_skb", "sch_fq"], ingress_edt),
+        fault("net_corrupt", "tc", &["cgroup_skb", tc], None),
+        fault("net_duplicate", "tc", &["cgroup_skb", tc], None),
+        fault("net_dns", "cgroup_sock_addr", &["cgroup_skb", "cgroup_sock_addr"], None),
+    ]
+}
+
+/// Runs every probe. `mount` is the cgroup2 mount; `net` is the loaded packet driver.
+pub fn probe(
+    mount: &Path,
+    net: &Result<Arc<NetDriver>, String>,
+    sys: &Result<Arc<crate::faults::sys::SysDriver>, String>,
+) -> Capabilities {
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    let mut probes = Vec::new();
+
+    let skb = match net {
+        Ok(driver) => result(
+            "cgroup_skb",
+            driver.probe_attach(mount).map(|()| {
+                "ingress and egress programs loaded and attached to a scratch cgroup".into()
+            }),
+        ),
+        Err(e) => Probe { name: "cgroup_skb", supported: false, detail: e.clone() },
+    };
+    let set_retval = matches!(net, Ok(d) if d.has_set_retval);
+    probes.push(skb);
+    probes.push(Probe {
+        name: "sock_addr_set_retval",
+        supported: set_retval,
+        detail: if set_retval {
+            "cgroup sock_addr programs may call bpf_set_retval (any errno)".into()
+        } else {
+            "bpf_set_retval unavailable to cgroup sock_addr programs (EPERM only)".into()
+        },
+    });
+
+    match Ebpf::load(net::ebpf_object()) {
+        Ok(mut ebpf) => {
+            probes.push(result("cgroup_sock_addr", probe_sock_addr(&mut ebpf, mount)));
+            probes.push(result("lsm", probe_lsm(&mut ebpf)));
+            let (tcx, clsact) = probe_tc(ebpf);
+            probes.push(tcx);
+            probes.push(clsact);
+        }
+        Err(e) => {
+            for name in ["cgroup_sock_addr", "tcx", "clsact_cls_bpf", "lsm"] {
+                probes.push(Probe {
+                    name,
+                    supported: false,
+                    detail: format!("eBPF object: {}", chain(&e)),
+                });
+            }
+        }
+    }
+    probes.push(result(
+        "fmod_ret_security",
+        tracing::fmod_ret("security_file_open")
+            .map(|()| "fmod_ret on security_file_open loaded and attached".into()),
+    ));
+    probes.push(result(
+        "fmod_ret_syscall",
+        tracing::fmod_ret("__x64_sys_openat")
+            .map(|()| "fmod_ret on __x64_sys_openat loaded and attached".into()),
+    ));
+    probes.push(result(
+        "kprobe_override",
+        match is_helper_supported(ProgramType::KProbe, BpfHelper::BPF_FUNC_override_return) {
+            Ok(true) => Ok("kprobe programs may call bpf_override_return".into()),
+            Ok(false) => Err("bpf_override_return unavailable to kprobe programs".into()),
+            Err(e) => Err(format!("kprobe program refused: {}", chain(&e))),
+        },
+    ));
+    probes.push(result(
+        "tc_netns_cookie",
+        match is_helper_supported(
+            ProgramType::SchedClassifier,
+            BpfHelper::BPF_FUNC_get_netns_cookie,
+        ) {
+            Ok(true) => Ok("tc programs may call bpf_get_netns_cookie".into()),
+            Ok(false) => Err("bpf_get_netns_cookie unavailable to tc programs".into()),
+            Err(e) => Err(format!("probe failed: {}", chain(&e))),
+        },
+    ));
+    probes.push(probe_qdisc("sch_fq", "fq", rtnl::fq_options(10_000, 1000, 10_000_000)));
+    probes.push(probe_qdisc("sch_netem", "netem", rtnl::netem_options(1000)));
+    let lsm_list = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    probes.push(Probe {
+        name: "bpf_lsm_active",
+        supported: lsm_list.split(',').any(|l| l.trim() == "bpf"),
+        detail: format!("active LSMs: {}", lsm_list.trim()),
+    });
+    probes.push(Probe { name: "btf", supported: btf, detail: "/sys/kernel/btf/vmlinux".into() });
+    probes.push(result(
+        "skb_set_tstamp",
+        match net {
+            Ok(d) if d.has_set_tstamp => Ok("tc programs may call bpf_skb_set_tstamp".into()),
+            Ok(_) => Err("bpf_skb_set_tstamp unavailable to tc programs (kernel 5.18+)".into()),
+            Err(e) => Err(e.clone()),
+        },
+    ));
+    probes.push(result(
+        "tc_sk_storage",
+        match net {
+            Ok(d) if d.has_tc_sk_storage => Ok("tc programs may call bpf_sk_storage_get".into()),
+            Ok(_) => Err("bpf_sk_storage_get unavailable to tc programs".into()),
+            Err(e) => Err(e.clone()),
+        },
+    ));
+    probes.push(result(
+        "ifb_redirect",
+        match net {
+            Ok(d) => d.ifb_redirect.clone(),
+            Err(e) => Err(e.clone()),
+        },
+    ));
+    let mut faults = net_faults(&probes);
+    probes.push(result(
+        "atomic_fetch",
+        probe_atomic_fetch().map(|()| {
+            "programs may use atomic fetch-and-add (exact every-Nth and max hits)".into()
+        }),
+    ));
+    let (sys_probe, sys_fault) = sys_support(sys);
+    probes.push(sys_probe);
+    faults.push(sys_fault);
+
+    Capabilities {
+        kernel_release: kernel_release(),
+        cgroup2_mount: mount.display().to_string(),
+        btf,
+        probes,
+        faults,
+    }
+}

@@ -1,0 +1,208 @@
+//! The daemon: wires drivers, engine and gRPC together, and removes every fault on exit.
+
+use std::{fs::File, os::fd::AsRawFd as _, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, bail};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::{
+    api::{self, validate::Limits},
+    cli::ServeArgs,
+    engine::Engine,
+    faults::{
+        Drivers,
+        net::{NetDriver, devices::Devices, dns::Responders, fq::FqManager, ifb::Ifbs},
+        sys::SysDriver,
+    },
+    kernel,
+    target::Resolver,
+    telemetry,
+};
+
+/// Holds an exclusive flock on the state dir so two agents never share one.
+fn lock_state_dir(args: &ServeArgs) -> anyhow::Result<File> {
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating state dir {}", args.state_dir.display()))?;
+    let path = args.state_dir.join("agent.lock");
+    let f = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another agent holds {}", path.display());
+    }
+    Ok(f)
+}
+
+/// The TCP listener's settings: TLS unless the operator explicitly asked for plain text.
+fn tcp_listener(args: &ServeArgs) -> anyhow::Result<Option<api::Tcp>> {
+    let Some(addr) = args.tcp_listen else {
+        if args.tls_cert.is_some() || args.token_file.is_some() {
+            bail!("--tls-cert and --token-file apply to --tcp-listen, which is not set");
+        }
+        return Ok(None);
+    };
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let mut tls = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+            if let Some(ca) = &args.tls_client_ca {
+                tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+            }
+            Some(tls)
+        }
+        _ if args.insecure_tcp => None,
+        _ => bail!(
+            "--tcp-listen needs --tls-cert and --tls-key (add --tls-client-ca for mutual TLS), \
+             or --insecure-tcp for plain text"
+        ),
+    };
+    let token = match &args.token_file {
+        Some(p) => {
+            let t = String::from_utf8(read(p)?).context("token file is not UTF-8")?;
+            let t = t.trim().to_string();
+            if t.len() < 16 {
+                bail!("the token in {} is shorter than 16 characters", p.display());
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    if args.rate_limit <= 0.0 || args.rate_burst < 1.0 {
+        bail!("--rate-limit must be > 0 and --rate-burst >= 1");
+    }
+    Ok(Some(api::Tcp { addr, tls, token, rate: args.rate_limit, burst: args.rate_burst }))
+}
+
+async fn signalled(tx: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = name, "stopping: removing every fault");
+    let _ = tx.send(true);
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    // SAFETY: plain geteuid call.
+    if unsafe { libc::geteuid() } != 0 {
+        warn!("not running as root: loading eBPF programs will likely fail");
+    }
+    let mut policy = match &args.config {
+        Some(path) => crate::policy::Policy::load(path)?,
+        None => crate::policy::Policy::default(),
+    };
+    if let Some(d) = args.max_duration {
+        policy.max_duration = d;
+    }
+    let _lock = lock_state_dir(&args)?;
+    let resolver = Resolver::from_host().map_err(|e| anyhow::anyhow!("{e}"))?;
+    info!(cgroup2 = %resolver.mount().display(), kernel = %kernel::kernel_release(), "starting");
+
+    // tc filters a previous agent attached over netlink outlive it: remove them first.
+    Devices::recover(&args.state_dir);
+    let net = NetDriver::load(&args.state_dir).map(Arc::new);
+    if let Err(e) = &net {
+        warn!(error = %e, "network faults unavailable");
+    }
+    let fq = Arc::new(FqManager::new(&args.state_dir));
+    // A previous agent that died with fq installed left a journal: put the qdiscs back.
+    fq.recover();
+    let ifbs = Arc::new(Ifbs::new(&args.state_dir));
+    ifbs.recover();
+    let stress = Arc::new(crate::faults::stress::StressDriver::new(
+        &args.state_dir,
+        policy.max_stress_memory,
+    ));
+    stress.recover();
+    let process = Arc::new(crate::faults::process::ProcessDriver::new(&args.state_dir));
+    // Cgroups a crashed agent left frozen are thawed before anything else is served.
+    process.recover();
+    let sys = SysDriver::load().map(Arc::new);
+    if let Err(e) = &sys {
+        warn!(error = %e, "system-call faults unavailable");
+    }
+    let drivers = Arc::new(Drivers {
+        net: net.clone(),
+        fq,
+        dns: Responders::new(),
+        ifbs,
+        sys: sys.clone(),
+        stress,
+        process,
+    });
+    let journal = crate::engine::journal::Journal::new(&args.state_dir);
+    let engine = Engine::new(drivers, resolver.clone(), policy, Some(journal));
+    // After the drivers undid what a dead agent left in the kernel: its experiments.
+    let r = engine.recover(!args.no_resume).await;
+    if r != Default::default() {
+        info!(
+            resumed = r.resumed,
+            expired = r.expired,
+            not_resumed = r.not_resumed,
+            failed = r.failed,
+            unreadable = r.corrupt,
+            "journal recovered"
+        );
+    }
+    let mount = resolver.mount().to_path_buf();
+    let caps: api::service::CapsFn = Arc::new(move || kernel::probe(&mount, &net, &sys));
+
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(signalled(tx));
+    // Faults are removed as soon as the signal arrives, while the servers drain.
+    let remover = {
+        let (engine, mut rx) = (engine.clone(), rx.clone());
+        tokio::spawn(async move {
+            let _ = rx.wait_for(|s| *s).await;
+            engine.shutdown().await;
+        })
+    };
+    let metrics = Arc::new(telemetry::metrics::Metrics::default());
+    let exporter = if args.no_metrics {
+        None
+    } else {
+        let ex = telemetry::http::Exporter {
+            engine: engine.clone(),
+            metrics: metrics.clone(),
+            grace: args.metrics_grace,
+        };
+        Some(telemetry::http::serve(args.metrics_addr, ex, rx.clone()).await?)
+    };
+    let audit = Arc::new(api::audit::Audit::open(
+        &args.audit_log.clone().unwrap_or_else(|| args.state_dir.join("audit.log")),
+    )?);
+    let listen = api::Listen {
+        socket: args.socket.clone(),
+        tcp: tcp_listener(&args)?,
+        max_request_bytes: args.max_request_bytes,
+        audit,
+    };
+    let limits = Limits::default();
+    let served = api::serve(engine.clone(), limits, caps, listen, metrics, rx.clone()).await;
+    if let Some(t) = exporter {
+        t.abort();
+    }
+
+    if *rx.borrow() {
+        let _ = remover.await;
+    } else {
+        remover.abort();
+    }
+    // Also when serving failed without a signal. Only after this do the programs and maps
+    // (held by the drivers) go away with the process.
+    if tokio::time::timeout(Duration::from_secs(10), engine.shutdown()).await.is_err() {
+        error!("timed out removing faults; exiting drops every kernel object anyway");
+    }
+    info!("stopped");
+    served
+}

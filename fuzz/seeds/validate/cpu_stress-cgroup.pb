@@ -1,0 +1,4 @@
+
+
+/kubepods/pod1ò2Z"
+teamstorage

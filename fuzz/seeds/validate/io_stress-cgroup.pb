@@ -1,0 +1,4 @@
+
+
+/kubepods/pod1‚€€ */tmp8€€€Z"
+teamstorage

@@ -1,0 +1,3 @@
+
+containerd://3f2a9c1be0d4‚0€€€€Z"
+teamstorage

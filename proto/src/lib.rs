@@ -1,0 +1,10 @@
+//! Generated code for the faultline.v1 gRPC API (see proto/faultline/v1/*.proto).
+
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("faultline.v1");
+
+    /// Encoded FileDescriptorSet of faultline.v1, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/faultline_descriptor.bin"));
+}

@@ -1,0 +1,685 @@
+//! Harness for the privileged integration tests: a real agent process, real cgroups, real
+//! traffic from processes placed in them, and residue checks against the kernel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod net;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use faultline_proto::v1::fault_service_client::FaultServiceClient;
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The agent binary: $FAULTLINE_BIN, or target/<profile>/faultline next to this test.
+pub fn faultline_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FAULTLINE_BIN") {
+        return p.into();
+    }
+    sibling_bin("faultline")
+}
+
+/// The traffic probe: $FL_PROBE_BIN or target/<profile>/fl-probe.
+pub fn probe_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FL_PROBE_BIN") {
+        return p.into();
+    }
+    sibling_bin("fl-probe")
+}
+
+fn sibling_bin(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built (set FAULTLINE_BIN / FL_PROBE_BIN)", p.display());
+    p
+}
+
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("faultline-it-{}", unique(tag)));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `faultline serve` process with its own socket and state dir.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Agent {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = TempDir::new("agent");
+        let socket = dir.path().join("faultline.sock");
+        let mut agent = Agent {
+            child: None,
+            dir,
+            socket,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        agent.spawn();
+        agent
+    }
+
+    /// Starts the agent process again (after it exited or was killed), with the same socket
+    /// and state dir, as a restarted DaemonSet pod would.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        let child = Command::new(faultline_bin())
+            .arg("serve")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            // Agents of parallel tests each take a free port; metrics_addr() reads it back.
+            .args(
+                (!self.extra.iter().any(|a| a == "--metrics-addr" || a == "--no-metrics"))
+                    .then_some(["--metrics-addr", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(&self.extra)
+            .env("FAULTLINE_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning faultline serve");
+        self.child = Some(child);
+        let agent = self;
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&agent.socket).is_err() {
+            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited with {status} before serving:\n{}", agent.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "agent not serving:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Where this agent serves metrics, from its log line (the latest start's).
+    pub fn metrics_addr(&self) -> String {
+        let log = self.log();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("serving Prometheus metrics"))
+            .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+        let at = line.find("http://").expect("metrics url") + "http://".len();
+        line[at..].split('/').next().unwrap().to_string()
+    }
+
+    /// One scrape of /metrics: the exposition text.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(self.metrics_addr()).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        resp.split_once("\r\n\r\n").unwrap().1.to_string()
+    }
+
+    /// The value of the series `name{labels}` whose labels contain `label`, if present.
+    pub fn metric(&self, text: &str, name: &str, label: &str) -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Whether the agent's capability probe reports `probe` as supported.
+    pub fn supports(&self, probe: &str) -> bool {
+        let caps = self.cli_json(&["caps"]);
+        caps["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == probe && p["supported"] == true)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for the agent to exit; None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.socket.display().to_string()
+    }
+
+    /// Runs the CLI against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(faultline_bin())
+            .arg("--endpoint")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI with `-o json` and parses its output; panics with stderr on failure.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        let out = self.cli(&full);
+        assert!(
+            out.status.success(),
+            "faultline {args:?} failed: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `cli_json` with owned arguments (as `udp_loss` builds them).
+    pub fn cli_json_args(&self, args: &[String]) -> serde_json::Value {
+        self.cli_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    pub async fn client(&self) -> FaultServiceClient<Channel> {
+        FaultServiceClient::new(self.channel().await)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let path = self.socket.clone();
+        Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+            }))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- agent log ----\n{}", self.log());
+        }
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child; SIGCONT first in case a test stopped it.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGCONT);
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The cgroup2 mount point, from mountinfo.
+pub fn cgroup2_mount() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .expect("no cgroup2 mount")
+}
+
+/// A fresh cgroup v2 directory, removed (with its processes killed) on drop.
+pub struct Cgroup {
+    pub fs: PathBuf,
+    /// Path relative to the cgroup2 mount, as the API takes it.
+    pub rel: String,
+}
+
+impl Cgroup {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("faultline-it-{}", unique(tag));
+        let fs = cgroup2_mount().join(&name);
+        std::fs::create_dir(&fs).unwrap();
+        Cgroup { fs, rel: format!("/{name}") }
+    }
+
+    /// A child cgroup of this one (removed before its parent, as fields drop in order).
+    pub fn child(&self, name: &str) -> Cgroup {
+        let fs = self.fs.join(name);
+        std::fs::create_dir(&fs).unwrap();
+        Cgroup { rel: format!("{}/{name}", self.rel), fs }
+    }
+
+    /// Number of programs attached directly to this cgroup for `attach_type`
+    /// (0 = inet ingress, 1 = inet egress), straight from the kernel (BPF_PROG_QUERY).
+    pub fn attached(&self, attach_type: u32) -> u32 {
+        let dir = std::fs::File::open(&self.fs).unwrap();
+        let mut attr = [0u8; 128];
+        use std::os::fd::AsRawFd as _;
+        attr[0..4].copy_from_slice(&(dir.as_raw_fd() as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&attach_type.to_ne_bytes());
+        // SAFETY: BPF_PROG_QUERY (16) with a zeroed attr; the kernel writes prog_cnt only.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, 16, attr.as_mut_ptr(), attr.len()) };
+        assert_eq!(r, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
+        u32::from_ne_bytes(attr[24..28].try_into().unwrap())
+    }
+
+    /// Programs attached to ingress + egress.
+    pub fn skb_programs(&self) -> u32 {
+        self.attached(0) + self.attached(1)
+    }
+
+    /// Every program type faultline attaches to cgroups: inet ingress/egress and
+    /// connect4/connect6. The residue check after a fault ends.
+    pub fn programs(&self) -> u32 {
+        self.skb_programs() + self.attached(10) + self.attached(11)
+    }
+
+    /// A command that starts inside this cgroup (moved there before exec).
+    /// A command that starts inside this cgroup (moved there before exec).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.command_in(program, None)
+    }
+
+    /// A command that starts inside this cgroup and, when given, that network namespace.
+    pub fn command_in(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        netns: Option<&Netns>,
+    ) -> Command {
+        let mut cmd = Command::new(program);
+        let procs =
+            std::ffi::CString::new(self.fs.join("cgroup.procs").as_os_str().as_encoded_bytes())
+                .unwrap();
+        let ns = netns.map(|n| n.file());
+        // SAFETY: only async-signal-safe calls (setns, open, write, close) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                use std::os::fd::AsRawFd as _;
+                if let Some(ns) = &ns
+                    && libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+        cmd
+    }
+
+    pub fn procs(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.fs.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let procs = self.procs();
+            if procs.is_empty() && std::fs::remove_dir(&self.fs).is_ok() {
+                return;
+            }
+            for p in procs {
+                // SAFETY: killing test processes we placed in our own cgroup.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove cgroup {}", self.fs.display());
+    }
+}
+
+/// Runs fl-probe (in `cgroup`, or outside when None) and parses its JSON line.
+pub fn probe(cgroup: Option<&Cgroup>, args: &[&str]) -> serde_json::Value {
+    probe_in(cgroup, None, args)
+}
+
+/// Like `probe`, also inside a network namespace.
+pub fn probe_in(
+    cgroup: Option<&Cgroup>,
+    netns: Option<&Netns>,
+    args: &[&str],
+) -> serde_json::Value {
+    let mut cmd = match (cgroup, netns) {
+        (Some(cg), ns) => cg.command_in(probe_bin(), ns),
+        (None, Some(ns)) => ns.command(probe_bin()),
+        (None, None) => Command::new(probe_bin()),
+    };
+    let out = cmd.args(args).output().unwrap();
+    assert!(out.status.success(), "fl-probe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("fl-probe {args:?} printed {:?}: {e}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// An fl-probe in a cgroup that has printed its pid and waits to be released (so that a
+/// fault can be applied to it, or to its cgroup, after it started).
+pub struct Waiting {
+    child: std::process::Child,
+    pub pid: String,
+}
+
+impl Waiting {
+    pub fn start(cg: &Cgroup, args: &[&str]) -> Waiting {
+        use std::io::BufRead as _;
+        let mut child = cg
+            .command(probe_bin())
+            .arg("wait")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        Waiting { child, pid: line.trim().to_string() }
+    }
+
+    /// Lets it run; returns what it printed.
+    pub fn release(mut self) -> serde_json::Value {
+        use std::io::Write as _;
+        self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        assert!(out.status.success(), "fl-probe: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// The CLI arguments of a UDP loss fault to `port` for `dur` on `target` (such as
+/// `["--cgroup", "/x"]`): where many tests start.
+pub fn udp_loss(target: &[&str], percent: &str, port: &str, dur: &str) -> Vec<String> {
+    let mut v: Vec<String> = ["net", "loss"].iter().chain(target).map(|s| s.to_string()).collect();
+    v.extend(
+        ["--percent", percent, "--protocol", "udp", "--port", port, "--for", dur].map(String::from),
+    );
+    v
+}
+
+/// Polls `f` until it holds; panics naming `what` after 10 s.
+pub fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(10), f);
+}
+
+/// Polls `f` until it holds; panics naming `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Last line of stderr, and asserts stderr is exactly one line.
+pub fn one_line_error(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected a one-line error, got {err:?}");
+    lines[0].to_string()
+}
+
+/// A network namespace of the test's own (`ip netns add`), with `lo` up; deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+fn ip(args: &[&str]) -> Output {
+    let out = Command::new("ip").args(args).output().expect("running ip (iproute2)");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("fl{}", unique(tag)).chars().take(30).collect::<String>();
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    pub fn file(&self) -> std::fs::File {
+        std::fs::File::open(self.path()).unwrap()
+    }
+
+    /// Runs `ip -n NAME args...`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        String::from_utf8_lossy(&ip(&full).stdout).to_string()
+    }
+
+    /// Runs `f` on a thread inside this namespace: sockets it creates stay in it.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = self.file();
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: setns on this short-lived thread only.
+            assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// A command that runs inside this namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let ns = self.file();
+        // SAFETY: setns only between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                use std::os::fd::AsRawFd as _;
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// Names of the devices of `kind` ("ifb", "veth", ...) in this namespace.
+    pub fn links_of_kind(&self, kind: &str) -> Vec<String> {
+        self.ip(&["-o", "link", "show", "type", kind])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+
+    /// The kind of the root qdisc of `dev` ("noqueue", "fq", ...), from `tc`.
+    pub fn root_qdisc(&self, dev: &str) -> String {
+        let out = Command::new("tc")
+            .args(["-n", &self.name, "qdisc", "show", "dev", dev])
+            .output()
+            .expect("running tc");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find(|l| l.contains(" root"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("none")
+            .to_string()
+    }
+
+    /// A veth pair from this namespace to `other`, with the given /24 (IPv4) addresses.
+    pub fn veth_to(&self, other: &Netns, addr_here: &str, addr_there: &str) -> String {
+        let a =
+            format!("flv{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed));
+        let b = format!("{a}p");
+        ip(&[
+            "link",
+            "add",
+            &a,
+            "netns",
+            &self.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            &other.name,
+        ]);
+        self.ip(&["addr", "add", &format!("{addr_here}/24"), "dev", &a]);
+        other.ip(&["addr", "add", &format!("{addr_there}/24"), "dev", &b]);
+        self.ip(&["link", "set", &a, "up"]);
+        other.ip(&["link", "set", &b, "up"]);
+        a
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Programs attached to a device in `ns`: tcx links (BPF_PROG_QUERY) plus cls_bpf filters.
+pub fn tc_programs(ns: &Netns, dev: &str) -> u32 {
+    let name = dev.to_string();
+    let tcx = ns.run(move || {
+        let Ok(idx) = std::ffi::CString::new(name) else { return 0 };
+        // SAFETY: plain libc call with a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(idx.as_ptr()) };
+        [46u32, 47]
+            .iter()
+            .map(|ty| {
+                let mut attr = [0u8; 128];
+                attr[0..4].copy_from_slice(&ifindex.to_ne_bytes());
+                attr[4..8].copy_from_slice(&ty.to_ne_bytes());
+                // SAFETY: BPF_PROG_QUERY (16); kernels without tcx fail it, which counts as none.
+                let r = unsafe { libc::syscall(libc::SYS_bpf, 16, attr.as_mut_ptr(), attr.len()) };
+                if r == 0 { u32::from_ne_bytes(attr[24..28].try_into().unwrap()) } else { 0 }
+            })
+            .sum::<u32>()
+    });
+    let filters: u32 = ["ingress", "egress"]
+        .iter()
+        .map(|hook| {
+            let out = Command::new("tc")
+                .args(["-n", &ns.name, "filter", "show", "dev", dev, hook])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("fl_tc_")).count()
+                as u32
+        })
+        .sum();
+    tcx + filters
+}
+
+/// A target: a cgroup with a long-lived process in a fresh network namespace (the agent
+/// finds the namespace through the cgroup's processes).
+pub struct NsTarget {
+    pub cg: Cgroup,
+    pub ns: Netns,
+    sleeper: Child,
+}
+
+impl NsTarget {
+    pub fn new(tag: &str) -> Self {
+        let ns = Netns::new(tag);
+        let cg = Cgroup::new(tag);
+        let sleeper = cg.command_in("sleep", Some(&ns)).arg("300").spawn().unwrap();
+        NsTarget { cg, ns, sleeper }
+    }
+
+    /// fl-probe inside the cgroup and the namespace.
+    pub fn probe(&self, args: &[&str]) -> serde_json::Value {
+        probe_in(Some(&self.cg), Some(&self.ns), args)
+    }
+
+    pub fn rtt(&self, echo: &net::UdpEcho, n: usize) -> serde_json::Value {
+        let r = self.probe(&["udp-rtt", &echo.addr().to_string(), &n.to_string()]);
+        assert_eq!(r["received"], n as u64, "{r}");
+        r
+    }
+}
+
+impl Drop for NsTarget {
+    fn drop(&mut self) {
+        let _ = self.sleeper.kill();
+        let _ = self.sleeper.wait();
+    }
+}

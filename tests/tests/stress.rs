@@ -1,0 +1,499 @@
+//! Stress workers, measured through the target cgroup's own files (never through the agent):
+//! cgroup2's cpu.stat on both layouts; memory from memory.current (pure v2) or the v1 memory
+//! cgroup's memory.usage_in_bytes (hybrid hosts such as this one).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use faultline_tests::{Agent, Cgroup, TempDir, cgroup2_mount, one_line_error};
+
+/// The tests here measure CPU and memory of the whole machine's share: one at a time, so
+/// that one test's workers do not take the CPU another one measures.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether cgroup2 carries the cpu and memory controllers (pure v2), after asking the root
+/// to hand them down. Hybrid hosts keep them in v1 hierarchies.
+fn pure_v2() -> bool {
+    let root = cgroup2_mount();
+    let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu +memory");
+    let have = std::fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
+    have.split_whitespace().any(|c| c == "cpu") && have.split_whitespace().any(|c| c == "memory")
+}
+
+/// The mount point of the v1 hierarchy holding `controller`.
+fn v1_mount(controller: &str) -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mut r = right.split_whitespace();
+            (r.next()? == "cgroup" && r.nth(1)?.split(',').any(|o| o == controller))
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .unwrap_or_else(|| panic!("no v1 {controller} hierarchy"))
+}
+
+/// A v1 cgroup at the same relative path as a cgroup2 one (a container's, on a hybrid
+/// host), removed on drop.
+struct V1 {
+    dir: PathBuf,
+}
+
+impl V1 {
+    fn new(controller: &str, cg: &Cgroup) -> V1 {
+        let dir = v1_mount(controller).join(cg.rel.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap();
+        V1 { dir }
+    }
+}
+
+impl Drop for V1 {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn cpu_usage_s(cg: &Cgroup) -> f64 {
+    let s = std::fs::read_to_string(cg.fs.join("cpu.stat")).unwrap();
+    let usec: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
+        .expect("usage_usec in cpu.stat");
+    usec as f64 / 1e6
+}
+
+/// Where the cgroup's memory is counted.
+enum Mem {
+    V2(PathBuf),
+    V1(V1),
+}
+
+impl Mem {
+    fn new(cg: &Cgroup) -> Mem {
+        if pure_v2() { Mem::V2(cg.fs.clone()) } else { Mem::V1(V1::new("memory", cg)) }
+    }
+
+    fn current(&self) -> u64 {
+        let f = match self {
+            Mem::V2(d) => d.join("memory.current"),
+            Mem::V1(v) => v.dir.join("memory.usage_in_bytes"),
+        };
+        std::fs::read_to_string(f).unwrap().trim().parse().unwrap()
+    }
+
+    fn limit(&self, bytes: u64) {
+        let (f, v) = match self {
+            Mem::V2(d) => (d.join("memory.max"), bytes.to_string()),
+            Mem::V1(v) => (v.dir.join("memory.limit_in_bytes"), bytes.to_string()),
+        };
+        std::fs::write(f, v).unwrap();
+    }
+}
+
+/// Polls until the experiment ended. Each poll runs the CLI, which costs CPU (a lot under
+/// TCG on one vCPU), so CPU tests first sleep through the fault.
+fn wait_ended(agent: &Agent, id: &str, within: Duration) -> serde_json::Value {
+    let until = Instant::now() + within;
+    loop {
+        let e = agent.cli_json(&["get", id]);
+        if e["state"] != "active" && e["state"] != "pending" {
+            return e;
+        }
+        assert!(Instant::now() < until, "still active: {e}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn stress(agent: &Agent, cg: &Cgroup, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["stress"];
+    a.extend_from_slice(&args[..1]);
+    a.extend_from_slice(&["--cgroup", &cg.rel]);
+    a.extend_from_slice(&args[1..]);
+    agent.cli_json(&a)
+}
+
+#[test]
+fn cpu_50_percent_of_one_worker_for_5s_uses_2_5_cpu_seconds() {
+    let _serial = serial();
+    let agent = Agent::start();
+    let cg = Cgroup::new("cpu50");
+    let before = cpu_usage_s(&cg);
+    let e = stress(&agent, &cg, &["cpu", "--workers", "1", "--load", "50", "--for", "5s"]);
+    assert_eq!(cg.procs().len(), 1, "one worker in the cgroup");
+    std::thread::sleep(Duration::from_secs(5));
+    let end = wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(15));
+    let used = cpu_usage_s(&cg) - before;
+    eprintln!(
+        "cpu 50% x 1 for 5 s: cgroup used {used:.3} s (asked 2.5); agent saw {}",
+        end["counters"]
+    );
+    assert_eq!(end["state"], "expired", "{end}");
+    assert!((2.25..=2.75).contains(&used), "asked 2.5 s of CPU, the cgroup used {used:.3} s");
+    assert!(cg.procs().is_empty(), "workers left after the end: {:?}", cg.procs());
+    if !pure_v2() {
+        let alongside = v1_mount("cpu").join(cg.rel.trim_start_matches('/'));
+        assert!(!alongside.exists(), "the v1 cgroup created alongside was not removed");
+    }
+}
+
+#[test]
+fn cpu_80_percent_under_a_half_cpu_quota_is_0_4_cpu() {
+    let _serial = serial();
+    let agent = Agent::start();
+    let cg = Cgroup::new("cpuquota");
+    let _v1 = if pure_v2() {
+        std::fs::write(cg.fs.join("cpu.max"), "50000 100000").unwrap();
+        None
+    } else {
+        let v1 = V1::new("cpu", &cg);
+        std::fs::write(v1.dir.join("cpu.cfs_period_us"), "100000").unwrap();
+        std::fs::write(v1.dir.join("cpu.cfs_quota_us"), "50000").unwrap();
+        Some(v1)
+    };
+    let before = cpu_usage_s(&cg);
+    let e = stress(&agent, &cg, &["cpu", "--load", "80", "--for", "5s"]);
+    std::thread::sleep(Duration::from_secs(5));
+    wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(15));
+    let cpus = (cpu_usage_s(&cg) - before) / 5.0;
+    eprintln!("cpu 80% with a 0.5 CPU quota: {cpus:.3} CPU (asked 0.4)");
+    assert!((0.36..=0.44).contains(&cpus), "asked 0.4 CPU, got {cpus:.3}");
+}
+
+#[test]
+fn memory_256mib_is_resident_in_the_cgroup_and_given_back() {
+    let _serial = serial();
+    let agent = Agent::start();
+    let cg = Cgroup::new("mem");
+    let mem = Mem::new(&cg);
+    let before = mem.current();
+    let e = stress(&agent, &cg, &["mem", "--size", "256mb", "--for", "4s"]);
+    let id = e["id"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    let mut grew = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        grew = mem.current().saturating_sub(before);
+        if grew >= 256 << 20 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = start.elapsed();
+    let got = agent.cli_json(&["get", &id]);
+    eprintln!(
+        "memory 256 MiB: cgroup +{} MiB after {:.2} s; agent reports {} bytes resident",
+        grew >> 20,
+        took.as_secs_f64(),
+        got["counters"]["bytes_resident"]
+    );
+    assert!(grew >= 256 << 20, "the cgroup grew by {} MiB only", grew >> 20);
+    wait_ended(&agent, &id, Duration::from_secs(10));
+    let after = mem.current();
+    eprintln!("after the end: {} MiB above the start", after.saturating_sub(before) >> 20);
+    assert!(after < before + (16 << 20), "memory not given back: {after} vs {before}");
+}
+
+#[test]
+fn on_a_hybrid_host_workers_join_the_v1_cgroups_of_the_targets_processes() {
+    let _serial = serial();
+    if pure_v2() {
+        eprintln!("pure cgroup v2: there are no v1 hierarchies to join");
+        return;
+    }
+    let agent = Agent::start();
+    let cg = Cgroup::new("member");
+    // A container's process: its v1 memory cgroup is not at the cgroup2 path.
+    let elsewhere = V1 {
+        dir: v1_mount("memory").join(format!("faultline-it-elsewhere-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&elsewhere.dir).unwrap();
+    let mut member = cg.command("sleep").arg("30").spawn().unwrap();
+    std::fs::write(elsewhere.dir.join("cgroup.procs"), member.id().to_string()).unwrap();
+    let usage = || -> u64 {
+        std::fs::read_to_string(elsewhere.dir.join("memory.usage_in_bytes"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = usage();
+    let e = stress(&agent, &cg, &["mem", "--size", "64mb", "--for", "3s"]);
+    let start = Instant::now();
+    let mut grew = 0;
+    while start.elapsed() < Duration::from_secs(2) && grew < 64 << 20 {
+        std::thread::sleep(Duration::from_millis(50));
+        grew = usage().saturating_sub(before);
+    }
+    eprintln!("the member's v1 memory cgroup grew by {} MiB", grew >> 20);
+    let alongside = v1_mount("memory").join(cg.rel.trim_start_matches('/'));
+    assert!(!alongside.exists(), "nothing is created alongside when a member shows the way");
+    wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(10));
+    let _ = member.kill();
+    let _ = member.wait();
+    assert!(grew >= 64 << 20, "the workers did not join the member's v1 memory cgroup");
+}
+
+#[test]
+fn a_worker_killed_by_the_cgroup_oom_killer_fails_the_experiment() {
+    let _serial = serial();
+    let agent = Agent::start();
+    let cg = Cgroup::new("oom");
+    let mem = Mem::new(&cg);
+    mem.limit(64 << 20);
+    let e = stress(&agent, &cg, &["mem", "--size", "256mb", "--for", "30s"]);
+    let end = wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(10));
+    eprintln!("256 MiB under a 64 MiB limit: {} ({})", end["state"], end["reason"]);
+    assert_eq!(end["state"], "failed", "{end}");
+    assert_eq!(end["reason"], "oom-killed", "{end}");
+    assert!(cg.procs().is_empty(), "workers left: {:?}", cg.procs());
+    assert!(agent.cli(&["caps"]).status.success(), "the agent keeps serving");
+}
+
+/// A small filesystem: ext4 on a loop device where the tools exist, else a tmpfs.
+struct SmallFs {
+    dir: TempDir,
+    image: Option<PathBuf>,
+}
+
+impl SmallFs {
+    fn new() -> SmallFs {
+        let dir = TempDir::new("fill");
+        let image = dir.path().with_extension("img");
+        let loop_ok = std::fs::write(&image, vec![0u8; 0]).is_ok()
+            && Command::new("truncate")
+                .args(["-s", "64M"])
+                .arg(&image)
+                .status()
+                .is_ok_and(|s| s.success())
+            && Command::new("mkfs.ext4")
+                .args(["-q", "-F"])
+                .arg(&image)
+                .status()
+                .is_ok_and(|s| s.success())
+            && Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+        if !loop_ok {
+            let _ = std::fs::remove_file(&image);
+            let ok = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "mounting a tmpfs");
+        }
+        SmallFs { dir, image: loop_ok.then_some(image) }
+    }
+
+    fn used_percent(&self) -> f64 {
+        let c = std::ffi::CString::new(self.dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: zeroed statvfs is valid; NUL-terminated path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        let used = (st.f_blocks - st.f_bfree) as f64;
+        100.0 * used / (used + st.f_bavail as f64)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+        if let Some(i) = &self.image {
+            let _ = std::fs::remove_file(i);
+        }
+    }
+}
+
+#[test]
+fn disk_fill_to_90_percent_and_the_space_comes_back() {
+    let _serial = serial();
+    let agent = Agent::start();
+    let cg = Cgroup::new("fill");
+    let fs = SmallFs::new();
+    let before = fs.used_percent();
+    let path = fs.dir.path().display().to_string();
+    let e = stress(&agent, &cg, &["disk", "--path", &path, "--percent", "90", "--for", "3s"]);
+    let start = Instant::now();
+    let mut during = fs.used_percent();
+    while during < 90.0 && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(50));
+        during = fs.used_percent();
+    }
+    let df = Command::new("df").arg(&path).output().unwrap();
+    let df = String::from_utf8_lossy(&df.stdout).lines().last().unwrap_or_default().to_string();
+    eprintln!(
+        "disk fill 90% ({}): used {before:.1}% -> {during:.1}%; df: {df}",
+        if fs.image.is_some() { "ext4 on loop" } else { "tmpfs" }
+    );
+    assert!(during >= 90.0, "asked 90%, the filesystem is {during:.1}% used");
+    wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(10));
+    let after = fs.used_percent();
+    eprintln!("after the end: {after:.1}%");
+    assert!(after < before + 1.0, "space not given back: {after:.1}% (was {before:.1}%)");
+    assert_eq!(
+        std::fs::read_dir(fs.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".faultline"))
+            })
+            .count(),
+        0,
+        "no file left behind"
+    );
+}
+
+/// Sectors read and written by the block device behind a mount point (None: not a block
+/// device, such as a tmpfs).
+fn device_bytes(mount: &std::path::Path) -> Option<(u64, u64)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let m = mount.display().to_string();
+    let source = info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (left.split_whitespace().nth(4)? == m).then(|| right.split_whitespace().nth(1))?
+    })?;
+    let dev = source.strip_prefix("/dev/")?;
+    let stat = std::fs::read_to_string(format!("/sys/block/{dev}/stat")).ok()?;
+    let f: Vec<u64> = stat.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    Some((f.get(2)? * 512, f.get(6)? * 512))
+}
+
+#[test]
+fn io_workers_move_the_bytes_asked_and_the_device_sees_them() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("io");
+    let fs = SmallFs::new();
+    let dir = fs.dir.path().display().to_string();
+    for (mode, bytes) in [("write", 64u64 << 20), ("read", 32 << 20)] {
+        let dev0 = device_bytes(fs.dir.path());
+        let e = stress(
+            &agent,
+            &cg,
+            &[
+                "io",
+                "--mode",
+                mode,
+                "--bytes",
+                &bytes.to_string(),
+                "--block-size",
+                "1mb",
+                "--direct",
+                "--dir",
+                &dir,
+                "--for",
+                "20s",
+            ],
+        );
+        let id = e["id"].as_str().unwrap();
+        let until = Instant::now() + Duration::from_secs(15);
+        let got = loop {
+            let g = agent.cli_json(&["get", id]);
+            let c = &g["counters"];
+            let moved = if mode == "write" { &c["bytes_written"] } else { &c["bytes_read"] };
+            if moved.as_u64().unwrap_or(0) >= bytes || Instant::now() > until {
+                break g;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        agent.cli_json(&["cancel", id]);
+        let c = &got["counters"];
+        let dev =
+            dev0.zip(device_bytes(fs.dir.path())).map(|((r0, w0), (r1, w1))| (r1 - r0, w1 - w0));
+        eprintln!(
+            "io {mode} {} MiB: agent reports written {} read {}; device saw {dev:?}",
+            bytes >> 20,
+            c["bytes_written"],
+            c["bytes_read"]
+        );
+        let moved = if mode == "write" { &c["bytes_written"] } else { &c["bytes_read"] };
+        assert_eq!(moved.as_u64(), Some(bytes), "{mode}: {got}");
+        if let Some((read, written)) = dev {
+            let seen = if mode == "write" { written } else { read };
+            assert!(seen >= bytes, "{mode}: the device saw only {seen} bytes of {bytes}");
+        }
+        assert!(cg.procs().is_empty(), "workers left after cancel");
+    }
+    assert_eq!(
+        std::fs::read_dir(fs.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".faultline"))
+            })
+            .count(),
+        0,
+        "no file left behind"
+    );
+}
+
+#[test]
+fn cancel_stops_workers_at_once_and_sigkill_of_the_agent_within_1s() {
+    let _serial = serial();
+    let mut agent = Agent::start_with(&["--no-resume"]);
+    let cg = Cgroup::new("stresskill");
+    let e = stress(&agent, &cg, &["cpu", "--workers", "2", "--load", "20", "--for", "60s"]);
+    assert_eq!(cg.procs().len(), 2);
+    agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
+    assert!(cg.procs().is_empty(), "workers left after cancel returned: {:?}", cg.procs());
+
+    stress(&agent, &cg, &["cpu", "--workers", "2", "--load", "20", "--for", "60s"]);
+    stress(&agent, &cg, &["mem", "--size", "32mb", "--for", "60s"]);
+    assert_eq!(cg.procs().len(), 3);
+    agent.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    while !cg.procs().is_empty() && killed.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "workers gone {:.0} ms after SIGKILL of the agent",
+        killed.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(cg.procs().is_empty(), "workers outlived the agent by 1 s: {:?}", cg.procs());
+    agent.wait_exit(Duration::from_secs(5));
+    if !pure_v2() {
+        // The v1 cgroups created alongside outlive a SIGKILL; the next start removes them.
+        let alongside = v1_mount("memory").join(cg.rel.trim_start_matches('/'));
+        assert!(alongside.exists(), "expected the v1 cgroup the killed agent made");
+        agent.restart();
+        assert!(!alongside.exists(), "the restarted agent left {}", alongside.display());
+    }
+}
+
+#[test]
+fn bad_stress_input_is_refused_with_the_field() {
+    let _serial = serial();
+    let agent = Agent::start();
+    let cg = Cgroup::new("stressbad");
+    let cases: &[(&[&str], &str)] = &[
+        (&["cpu", "--load", "0"], "fault.cpu_stress.load_percent"),
+        (&["cpu", "--load", "101"], "fault.cpu_stress.load_percent"),
+        (&["mem", "--size", "0"], "fault.memory_stress.bytes"),
+        (&["mem", "--size", "100000gb"], "fault.memory_stress.bytes"),
+        (&["mem", "--percent", "150"], "fault.memory_stress.percent"),
+        (&["disk", "--path", "/no/such/dir", "--size", "1mb"], "fault.disk_fill.path"),
+        (&["disk", "--path", "/tmp", "--percent", "101"], "fault.disk_fill.percent"),
+        (&["io", "--block-size", "1000"], "fault.io_stress.block_size"),
+        (&["io", "--dir", "/no/such/dir"], "fault.io_stress.directory"),
+    ];
+    for (args, field) in cases {
+        let mut a = vec!["stress", args[0], "--cgroup", &cg.rel];
+        a.extend_from_slice(&args[1..]);
+        a.extend_from_slice(&["--for", "10s"]);
+        let out = agent.cli(&a);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = one_line_error(&out);
+        eprintln!("{args:?} -> {err}");
+        assert!(err.contains("InvalidArgument") && err.contains(field), "{args:?}: {err}");
+        assert!(cg.procs().is_empty(), "nothing started for {args:?}");
+    }
+    assert!(agent.cli_json(&["ls"]).as_array().unwrap().is_empty(), "nothing recorded");
+}

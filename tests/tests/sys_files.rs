@@ -1,0 +1,191 @@
+//! System-call faults on file calls: BPF LSM hooks where the bpf LSM is active (Debian 6.1,
+//! 6.12), fmod_ret on the security_* functions where it is built but not active (Debian
+//! 5.10, or a kernel booted without bpf in `lsm=`). Where neither works (this host), Inject
+//! must fail with the reason: that is checked here and the effects in the VM tier.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use faultline_tests::{Agent, Cgroup, TempDir, Waiting, one_line_error, probe};
+
+fn errnos(r: &serde_json::Value, errno: i32) -> u64 {
+    r["errnos"][errno.to_string()].as_u64().unwrap_or(0)
+}
+
+/// The backend the agent picked for file calls, or None after checking that Inject refuses
+/// them with the reason.
+fn backend_or_refused(agent: &Agent, cg: &Cgroup) -> Option<String> {
+    let caps = agent.cli_json(&["caps"]);
+    let probe = caps["probes"].as_array().unwrap().iter().find(|p| p["name"] == "sys_file_backend");
+    let probe = probe.cloned().unwrap();
+    if probe["supported"] == true {
+        let fault =
+            caps["faults"].as_array().unwrap().iter().find(|f| f["fault"] == "syscall_errno");
+        return Some(fault.unwrap()["backend"].as_str().unwrap().to_string());
+    }
+    let out =
+        agent.cli(&["sys", "fail", "--cgroup", &cg.rel, "--syscall", "openat", "--for", "30s"]);
+    let err = one_line_error(&out);
+    assert!(err.contains("FailedPrecondition") && err.contains("LSM"), "{err}");
+    eprintln!("file calls refused here, as caps say: {err}");
+    None
+}
+
+fn fail(agent: &Agent, cg: &Cgroup, rest: &[&str]) -> serde_json::Value {
+    let mut args = vec!["sys", "fail", "--cgroup", &cg.rel];
+    args.extend_from_slice(rest);
+    agent.cli_json(&args)
+}
+
+#[test]
+fn openat_fails_with_eio_only_under_the_path_prefix_and_cat_reports_it() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("sysopen");
+    let Some(backend) = backend_or_refused(&agent, &cg) else { return };
+    let dir = TempDir::new("open");
+    let d = dir.path().display().to_string();
+    for sub in ["data", "data2", "other"] {
+        std::fs::create_dir(format!("{d}/{sub}")).unwrap();
+        std::fs::write(format!("{d}/{sub}/f"), b"hello\n").unwrap();
+    }
+    let prefix = format!("{d}/data");
+    let e = fail(
+        &agent,
+        &cg,
+        &["--syscall", "openat", "--errno", "EIO", "--path", &prefix, "--for", "60s"],
+    );
+    assert!(e["backend"].as_str().unwrap().starts_with(backend.split('+').next().unwrap()), "{e}");
+    let under = probe(Some(&cg), &["calls", "open", &format!("{prefix}/f"), "100"]);
+    let sibling = probe(Some(&cg), &["calls", "open", &format!("{d}/data2/f"), "100"]);
+    let other = probe(Some(&cg), &["calls", "open", &format!("{d}/other/f"), "100"]);
+    let outside = probe(None, &["calls", "open", &format!("{prefix}/f"), "100"]);
+    eprintln!(
+        "openat EIO under {prefix} ({}): under {under} data2 {sibling} other {other} outside {outside}",
+        e["backend"]
+    );
+    assert_eq!(errnos(&under, libc::EIO), 100, "{under}");
+    assert_eq!(sibling["ok"], 100, "/data must not match /data2: {sibling}");
+    assert_eq!(other["ok"], 100, "{other}");
+    assert_eq!(outside["ok"], 100, "{outside}");
+    // A real program sees it.
+    let out = cg.command("cat").arg(format!("{prefix}/f")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("cat in the target: {:?}, stderr {stderr:?}", out.status);
+    assert!(!out.status.success());
+    assert!(stderr.contains("I/O error") || stderr.contains("Input/output error"), "{stderr}");
+    let ok = Command::new("cat").arg(format!("{prefix}/f")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "hello\n", "cat outside the target");
+}
+
+#[test]
+fn write_fails_with_enospc_on_exactly_every_third_call() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("syswrite");
+    if backend_or_refused(&agent, &cg).is_none() {
+        return;
+    }
+    let dir = TempDir::new("write");
+    let file = format!("{}/out", dir.path().display());
+    fail(
+        &agent,
+        &cg,
+        &[
+            "--syscall",
+            "write",
+            "--errno",
+            "ENOSPC",
+            "--every-nth",
+            "3",
+            "--path",
+            &dir.path().display().to_string(),
+            "--for",
+            "60s",
+        ],
+    );
+    let r = probe(Some(&cg), &["calls", "write", &file, "30"]);
+    eprintln!("write every 3rd: {r}");
+    assert_eq!(r["seq"], "..x..x..x..x..x..x..x..x..x..x", "{r}");
+    assert_eq!(errnos(&r, libc::ENOSPC), 10);
+    assert_eq!(std::fs::read(&file).unwrap().len(), 20, "the 20 writes that passed landed");
+    // A shell redirect in the target reports it too (its 3rd write under the path fails).
+    let out = cg
+        .command("sh")
+        .arg("-c")
+        .arg(format!("for i in 1 2 3; do echo $i >> {file} || exit 7; done"))
+        .output()
+        .unwrap();
+    eprintln!("sh: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn read_fails_with_eio_at_50_percent_and_max_hits_stops_after_n() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("sysread");
+    if backend_or_refused(&agent, &cg).is_none() {
+        return;
+    }
+    let dir = TempDir::new("read");
+    let file = format!("{}/in", dir.path().display());
+    std::fs::write(&file, b"x").unwrap();
+    let d = dir.path().display().to_string();
+    let e =
+        fail(&agent, &cg, &["--syscall", "read", "--percent", "50", "--path", &d, "--for", "60s"]);
+    let r = probe(Some(&cg), &["calls", "read", &file, "2000"]);
+    let share = 100.0 * errnos(&r, libc::EIO) as f64 / 2000.0;
+    eprintln!("read 50%: {share:.2}% of 2000 failed");
+    assert!((45.0..=55.0).contains(&share), "asked 50%, got {share:.2}%: {r}");
+    let got = agent.cli_json(&["get", e["id"].as_str().unwrap()]);
+    assert_eq!(got["counters"]["calls_seen"], 2000, "{got}");
+    agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
+
+    fail(&agent, &cg, &["--syscall", "openat", "--max-hits", "3", "--path", &d, "--for", "60s"]);
+    let r = probe(Some(&cg), &["calls", "open", &file, "10"]);
+    assert_eq!(r["seq"], "xxx.......", "exactly 3 failures, then success: {r}");
+}
+
+#[test]
+fn fsync_is_refused_with_what_it_needs() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("sysfsync");
+    let out =
+        agent.cli(&["sys", "fail", "--cgroup", &cg.rel, "--syscall", "fsync", "--for", "30s"]);
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("FailedPrecondition")
+            && err.contains("fsync")
+            && err.contains("FUNCTION_ERROR_INJECTION"),
+        "{err}"
+    );
+    assert_eq!(cg.programs(), 0);
+}
+
+#[test]
+fn unlink_mkdir_rename_exec_and_fork_fail_in_the_target_only() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("sysmisc");
+    if backend_or_refused(&agent, &cg).is_none() {
+        return;
+    }
+    let dir = TempDir::new("misc");
+    let d = dir.path().display().to_string();
+    let cases = [
+        ("unlink", "unlink", d.as_str(), "EACCES", libc::EACCES),
+        ("mkdir", "mkdir", d.as_str(), "EROFS", libc::EROFS),
+        ("rename", "rename", d.as_str(), "EXDEV", libc::EXDEV),
+        ("execve", "exec", "/bin/true", "EACCES", libc::EACCES),
+        ("clone", "fork", "-", "EAGAIN", libc::EAGAIN),
+    ];
+    for (syscall, op, arg, name, errno) in cases {
+        // Started before the fault: an execve or clone fault would stop it from starting.
+        let waiting = Waiting::start(&cg, &["calls", op, arg, "20"]);
+        let e = fail(&agent, &cg, &["--syscall", syscall, "--errno", name, "--for", "60s"]);
+        let inside = waiting.release();
+        let outside = probe(None, &["calls", op, arg, "20"]);
+        eprintln!("{syscall} {name} ({}): inside {inside} outside {outside}", e["backend"]);
+        assert_eq!(errnos(&inside, errno), 20, "{syscall}: {inside}");
+        assert_eq!(outside["ok"], 20, "{syscall} outside: {outside}");
+        agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
+    }
+    assert_eq!(cg.programs(), 0);
+}

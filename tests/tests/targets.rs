@@ -1,0 +1,254 @@
+//! Targets as users name them (containers, pods, pids, the host) against real cgroups laid out
+//! as each runtime lays them out; what happens when a target goes away; and the policy file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Stdio};
+
+use faultline_tests::{
+    Agent, Cgroup, TempDir, net::UdpSink, one_line_error, probe, udp_loss, wait_until,
+};
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn random_uid() -> String {
+    let h = random_hex(16);
+    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
+
+/// Makes `rel` (slash-separated) below `base` one cgroup at a time; the returned cgroups are
+/// removed innermost first.
+fn nest(base: &Cgroup, rel: &str) -> Vec<Cgroup> {
+    let mut made: Vec<Cgroup> = Vec::new();
+    for part in rel.split('/') {
+        let next = made.last().unwrap_or(base).child(part);
+        made.push(next);
+    }
+    made.reverse();
+    made
+}
+
+fn sleeper(cg: &Cgroup) -> Child {
+    cg.command("sleep").arg("600").stdout(Stdio::null()).spawn().unwrap()
+}
+
+#[test]
+fn containers_and_pods_resolve_in_every_runtime_layout() {
+    let agent = Agent::start();
+    let node = Cgroup::new("node");
+    let (uid, uid2) = (random_uid(), random_uid());
+    let under = uid.replace('-', "_");
+    let ids: Vec<String> = (0..5).map(|_| random_hex(32)).collect();
+    let layouts = [
+        ("docker", format!("docker/{}", ids[0])),
+        ("docker", format!("system.slice/docker-{}.scope", ids[1])),
+        ("containerd", format!("kubepods/burstable/pod{uid2}/{}", ids[2])),
+        (
+            "containerd",
+            format!(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{under}.slice/cri-containerd-{}.scope",
+                ids[3]
+            ),
+        ),
+        ("cri-o", format!("kubepods/besteffort/pod{}/crio-{}", random_uid(), ids[4])),
+    ];
+    let mut keep = Vec::new();
+    for (i, (runtime, rel)) in layouts.iter().enumerate() {
+        // One node's tree each (several share /kubepods).
+        let tree = node.child(&format!("node{i}"));
+        let made = nest(&tree, rel);
+        let mut proc_ = sleeper(&made[0]);
+        // A unique 12-digit prefix, as `docker ps` and `crictl ps` print ids.
+        let e =
+            agent.cli_json(&["process", "kill", "--container", &ids[i][..12], "--signal", "TERM"]);
+        assert_eq!(e["resolved_cgroup"], made[0].rel, "{runtime} {rel}");
+        assert_eq!(e["container"]["runtime"], *runtime);
+        assert_eq!(e["container"]["id"], ids[i]);
+        assert_eq!(e["counters"]["processes_signalled"], 1);
+        let st = proc_.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(15), "{rel}");
+        keep.push((made, tree));
+    }
+    // A pod: all its containers (the pod cgroup), or one of them.
+    // Innermost first: the container's cgroup, then its pod's.
+    let pod_dir = keep[3].0[1].rel.clone();
+    let sidecar = keep[3].0[1].child(&format!("cri-containerd-{}.scope", random_hex(32)));
+    let mut a = sleeper(&keep[3].0[0]);
+    let mut b = sleeper(&sidecar);
+    let e = agent.cli_json(&["process", "kill", "--pod", &uid]);
+    assert_eq!(e["resolved_cgroup"], pod_dir);
+    assert_eq!(e["container"]["pod_uid"], uid);
+    assert_eq!(e["counters"]["processes_signalled"], 2);
+    a.wait().unwrap();
+    b.wait().unwrap();
+    let mut c = sleeper(&sidecar);
+    let mut d = sleeper(&keep[3].0[0]);
+    let e = agent.cli_json(&["process", "kill", "--pod", &uid, "--container", &ids[3][..16]]);
+    assert_eq!(e["resolved_cgroup"], keep[3].0[0].rel);
+    d.wait().unwrap();
+    assert!(c.try_wait().unwrap().is_none(), "the pod's other container was killed");
+    let _ = c.kill();
+    let _ = c.wait();
+    drop(sidecar);
+
+    // Not found and ambiguous prefixes: one line each, naming the field.
+    let out = agent.cli(&["process", "kill", "--container", "abcdef0123"]);
+    let line = one_line_error(&out);
+    assert!(line.contains("NotFound") && line.contains("target.container_id"), "{line}");
+    let out = agent.cli(&["process", "kill", "--container", "xyz!"]);
+    let line = one_line_error(&out);
+    assert!(line.contains("InvalidArgument") && line.contains("target.container_id"), "{line}");
+}
+
+#[test]
+fn a_pid_target_resolves_to_its_own_cgroup() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("pid-follow");
+    let inner = cg.child("inner");
+    let mut p = sleeper(&inner);
+    let e = agent.cli_json(&[
+        "net",
+        "loss",
+        "--pid",
+        &p.id().to_string(),
+        "--percent",
+        "5",
+        "--for",
+        "30s",
+    ]);
+    assert_eq!(e["resolved_cgroup"], inner.rel);
+    agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
+    let _ = p.kill();
+    let _ = p.wait();
+}
+
+#[test]
+fn a_target_that_goes_away_fails_the_experiment_and_its_successor_is_untouched() {
+    let agent = Agent::start();
+    let node = Cgroup::new("gone");
+    let sink = UdpSink::bind("127.0.0.1:0");
+    let dst = sink.addr().to_string();
+    let port = sink.addr().port().to_string();
+    let old_id = random_hex(32);
+    let old = nest(&node, &format!("docker/{old_id}"));
+    let mut p = sleeper(&old[0]);
+    let e = agent.cli_json_args(&udp_loss(&["--container", &old_id[..12]], "100", &port, "60s"));
+    let id = e["id"].as_str().unwrap().to_string();
+    probe(Some(&old[0]), &["udp-send", &dst, "50"]);
+    assert_eq!(sink.drain(), 0, "the fault was not in effect");
+    // The container restarts: its cgroup goes, a new one (new id) comes.
+    let _ = p.kill();
+    let _ = p.wait();
+    drop(old);
+    let new = nest(&node, &format!("docker/{}", random_hex(32)));
+    wait_until("the experiment to fail", || agent.cli_json(&["get", &id])["state"] == "failed");
+    let got = agent.cli_json(&["get", &id]);
+    assert!(got["reason"].as_str().unwrap().starts_with("target gone"), "{got}");
+    probe(Some(&new[0]), &["udp-send", &dst, "50"]);
+    assert_eq!(sink.drain(), 50, "the new container got the old one's fault");
+}
+
+fn as_refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn policy_agent(dir: &TempDir, policy: &str) -> Agent {
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    Agent::start_with(&["--config", file.to_str().unwrap()])
+}
+
+#[test]
+fn the_policy_refuses_with_the_rule_named_and_applies_nothing() {
+    let dir = TempDir::new("policy");
+    let protected = Cgroup::new("protected");
+    let free = Cgroup::new("free");
+    let logs = dir.path().join("pods");
+    let sys_uid = random_uid();
+    std::fs::create_dir_all(logs.join(format!("kube-system_coredns-5d78c9869d-abcde_{sys_uid}")))
+        .unwrap();
+    let sys_pod = free.child(&format!("pod{sys_uid}"));
+    let agent = policy_agent(
+        &dir,
+        &format!(
+            "max_duration = \"1m\"\nmax_concurrent = 1\nmax_stress_memory = \"64MiB\"\n\
+             protected_cgroups = [\"{}\"]\npods_log_dir = \"{}\"\n",
+            protected.rel,
+            logs.display()
+        ),
+    );
+    let denied = |args: &[&str], code: &str, rule: &str| {
+        let out = agent.cli(args);
+        assert!(!out.status.success(), "{args:?} was allowed");
+        let line = one_line_error(&out);
+        assert!(
+            line.contains(code) && line.contains(&format!("policy {rule}")),
+            "{args:?}: {line}"
+        );
+    };
+    let loss = |cg: &str, dur: &str| -> Vec<String> {
+        ["net", "loss", "--cgroup", cg, "--percent", "10", "--for", dur].map(String::from).to_vec()
+    };
+    denied(&as_refs(&loss(&protected.rel, "10s")), "PermissionDenied", "protected_cgroups");
+    denied(&as_refs(&loss(&sys_pod.rel, "10s")), "PermissionDenied", "protected_namespaces");
+    // Its parent holds the kube-system pod.
+    denied(&as_refs(&loss(&free.rel, "10s")), "PermissionDenied", "protected_namespaces");
+    denied(
+        &["net", "loss", "--host", "--percent", "10", "--for", "10s"],
+        "PermissionDenied",
+        "allow_host",
+    );
+    let other = Cgroup::new("free2");
+    denied(&as_refs(&loss(&other.rel, "2m")), "PermissionDenied", "max_duration");
+    denied(
+        &["stress", "mem", "--cgroup", &other.rel, "--size", "128mb", "--for", "10s"],
+        "PermissionDenied",
+        "max_stress_memory",
+    );
+    assert_eq!(protected.programs() + other.programs() + free.programs(), 0);
+    assert!(agent.cli_json(&["ls"]).as_array().unwrap().is_empty(), "a refusal left a record");
+    agent.cli_json(&as_refs(&loss(&other.rel, "30s")));
+    denied(&as_refs(&loss(&other.rel, "30s")), "ResourceExhausted", "max_concurrent");
+    assert_eq!(agent.cli_json(&["ls"]).as_array().unwrap().len(), 1);
+
+    // A policy file with a mistake stops the agent from starting, naming the key.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "max_duraton = \"1h\"\n").unwrap();
+    let out = std::process::Command::new(faultline_tests::faultline_bin())
+        .args(["serve", "--socket", dir.path().join("x.sock").to_str().unwrap()])
+        .args([
+            "--state-dir",
+            dir.path().join("st").to_str().unwrap(),
+            "--config",
+            bad.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_duraton"));
+}
+
+#[test]
+fn the_host_target_needs_the_policy_and_then_reaches_every_process() {
+    let dir = TempDir::new("host");
+    let sink = UdpSink::bind("127.0.0.1:0");
+    let (dst, port) = (sink.addr().to_string(), sink.addr().port().to_string());
+    let args = udp_loss(&["--host"], "100", &port, "30s");
+    let agent = Agent::start();
+    let line = one_line_error(&agent.cli(&as_refs(&args)));
+    assert!(line.contains("PermissionDenied") && line.contains("policy allow_host"), "{line}");
+    drop(agent);
+    let agent = policy_agent(&dir, "allow_host = true\n");
+    let e = agent.cli_json_args(&args);
+    assert_eq!(e["resolved_cgroup"], "/");
+    // From this test process, in no cgroup of ours.
+    probe(None, &["udp-send", &dst, "100"]);
+    assert_eq!(sink.drain(), 0, "a host-wide fault missed a process");
+    agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
+    probe(None, &["udp-send", &dst, "100"]);
+    assert_eq!(sink.drain(), 100);
+}

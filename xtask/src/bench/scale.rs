@@ -1,0 +1,204 @@
+//! Scale: per-packet cost with 1, 100 and 1,000 active experiments on other cgroups, and the
+//! agent's memory and CPU idle and with 1,000 experiments.
+
+use std::time::Duration;
+
+use super::{
+    host::{Agent, BpfStats, Cg, Env, alternate, median, paired_ratio, series, spread},
+    net::{NEAR_ZERO, Servers},
+    report::{Better, Figure, Goal, Report},
+};
+
+const H: &str = "Scale";
+
+/// The agent's resident memory (MiB), CPU (% of one CPU) over `window`, and what the
+/// memory is (anonymous: heap and stacks; file: the mapped binary and libraries).
+fn footprint(agent: &Agent, window: Duration) -> anyhow::Result<(f64, f64, String)> {
+    let u0 = agent.cg.usage_s()?;
+    std::thread::sleep(window);
+    let cpu = (agent.cg.usage_s()? - u0) / window.as_secs_f64() * 100.0;
+    let mib = |k| agent.status_kib(k).map(|v| v as f64 / 1024.0);
+    let what =
+        format!("anonymous {:.1} MiB, file-backed {:.1} MiB", mib("RssAnon")?, mib("RssFile")?);
+    Ok((mib("VmRSS")?, cpu, what))
+}
+
+pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
+    let window = Duration::from_secs(env.pick(3, 10));
+    let (rounds, secs) = env.pick((2, 1), (6, 2));
+    println!("== scale: per-packet cost with 1, 100, 1,000 experiments; agent RSS and CPU");
+    let policy = env.dir.join("scale-policy.toml");
+    std::fs::write(&policy, "max_concurrent = 2000\n")?;
+    let agent = Agent::start(env, Some(&policy))?;
+    // Idle: started, nothing asked of it yet, settled.
+    std::thread::sleep(Duration::from_secs(3));
+    let (rss_idle, cpu_idle, mem_idle) = footprint(&agent, window)?;
+    let t = Cg::new(&env.mount, "scale-t")?;
+    let r = Cg::new(&env.mount, "scale-r")?;
+    let servers = Servers::start(env)?;
+    agent.inject(&["net", "loss", "--cgroup", &t.rel, "--percent", NEAR_ZERO, "--for", "1h"])?;
+    let parent = Cg::new(&env.mount, "scale-n")?;
+    let mut children: Vec<Cg> = Vec::new();
+    let mut ratios = Vec::new();
+    let mut prog_ns = Vec::new();
+    let mut at_1000 = (0.0, 0.0, String::new());
+    let mut notes = Vec::new();
+    for level in [1usize, 100, 1000] {
+        let t0 = std::time::Instant::now();
+        let want = level - 1; // the rule on T counts as one
+        let start = children.len();
+        let made: anyhow::Result<Vec<Vec<Cg>>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|k| {
+                    let (agent, parent) = (&agent, &parent);
+                    s.spawn(move || -> anyhow::Result<Vec<Cg>> {
+                        let mut mine = Vec::new();
+                        for i in (start..want).filter(|i| i % 4 == k) {
+                            let c = parent.child(&env.mount, &format!("c{i}"))?;
+                            agent.inject(&[
+                                "net",
+                                "loss",
+                                "--cgroup",
+                                &c.rel,
+                                "--percent",
+                                "1",
+                                "--protocol",
+                                "udp",
+                                "--port",
+                                "9",
+                                "--for",
+                                "1h",
+                            ])?;
+                            mine.push(c);
+                        }
+                        Ok(mine)
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().map_err(|_| anyhow::anyhow!("inject thread panicked"))?)
+                .collect()
+        });
+        children.extend(made?.into_iter().flatten());
+        if level > 1 {
+            println!("   {} experiments made in {:.1} s", want - start, t0.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_secs(if level == 1000 { 6 } else { 1 }));
+        let samples = alternate(rounds, 2, |_, v| servers.rr(if v == 0 { &r } else { &t }, secs))?;
+        let ratio = paired_ratio(&samples, 0, 1, |x| x.per_cpu());
+        notes.push(format!(
+            "{level}: {:.0} / {:.0} round trips per CPU s, {} (wall-clock rate ratio {:.3})",
+            median(&series(&samples, 1, |x| x.per_cpu())),
+            median(&series(&samples, 0, |x| x.per_cpu())),
+            spread(&samples, 0, 1, |x| x.per_cpu()),
+            paired_ratio(&samples, 0, 1, |x| x.rate())
+        ));
+        ratios.push(ratio);
+        // The programs' own time per packet, from the kernel's run-time statistics.
+        // Median of three runs.
+        let stats = BpfStats::enable()?;
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(stats.ns_per_run(
+                agent.pid(),
+                &["fl_skb_egress", "fl_skb_ingress"],
+                || servers.rr(&t, secs).map(drop),
+            )?);
+        }
+        drop(stats);
+        let ns =
+            [median(&series(&[runs.clone()], 0, |r| r[0])), median(&series(&[runs], 0, |r| r[1]))];
+        let per_packet = (ns[0] + ns[1]) / 2.0;
+        prog_ns.push(per_packet);
+        rep.add(
+            Figure::new(
+                H,
+                &format!("scale.prog_ns.{level}"),
+                &format!("Program time per packet, {level} experiment(s) active"),
+                per_packet,
+                "ns",
+            )
+            .note(format!(
+                "egress {:.0} ns, ingress {:.0} ns (bpf_stats, median of 3 runs)",
+                ns[0], ns[1]
+            )),
+        );
+        rep.add(
+            Figure::new(
+                H,
+                &format!("scale.rr.{level}"),
+                &format!(
+                    "UDP round trips per CPU s, matching rule / none, {level} experiment(s) active"
+                ),
+                ratio,
+                "ratio",
+            )
+            .note(notes.last().cloned().unwrap_or_default()),
+        );
+        if level == 1000 {
+            at_1000 = footprint(&agent, window)?;
+        }
+    }
+    for (i, level) in [(1, 100), (2, 1000)] {
+        rep.add(
+            Figure::new(
+                H,
+                &format!("scale.flat.{level}"),
+                &format!("Per-packet cost flat: program time at 1 experiment / at {level}"),
+                prog_ns[0] / prog_ns[i],
+                "ratio",
+            )
+            .goal(Goal::AtLeast(0.95))
+            .check(Better::Higher)
+            .note(format!("{:.0} ns / {:.0} ns", prog_ns[0], prog_ns[i])),
+        );
+        rep.add(
+            Figure::new(
+                H,
+                &format!("scale.flat_rr.{level}"),
+                &format!("Round trips per CPU s flat: T/R ratio at {level} experiments / at 1"),
+                ratios[i] / ratios[0],
+                "ratio",
+            )
+            .goal(Goal::AtLeast(0.97))
+            .check(Better::Higher),
+        );
+    }
+    let w = window.as_secs();
+    rep.add(
+        Figure::new(H, "scale.rss.idle", "Agent RSS, idle", rss_idle, "MiB")
+            .goal(Goal::Below(16.0))
+            .note(mem_idle),
+    );
+    rep.add(
+        Figure::new(H, "scale.cpu.idle", "Agent CPU, idle", cpu_idle, "% of a CPU")
+            .goal(Goal::Below(0.1))
+            .note(format!("over {w} s")),
+    );
+    rep.add(
+        Figure::new(H, "scale.rss.1000", "Agent RSS, 1,000 experiments", at_1000.0, "MiB")
+            .note(at_1000.2.clone()),
+    );
+    rep.add(
+        Figure::new(H, "scale.cpu.1000", "Agent CPU, 1,000 experiments", at_1000.1, "% of a CPU")
+            .note(format!("over {w} s, 6 s after the last inject")),
+    );
+    rep.detail(
+        H,
+        format!(
+            "Per-packet cost: sockperf ping-pong from a cgroup T with a matching {NEAR_ZERO}% loss \
+             rule, against a cgroup R with no program, as round trips per CPU second of client \
+             and server (see Datapath cost), alternated ({rounds} rounds of {secs} s per \
+             level), while 0, 99 and 999 more experiments (1% UDP loss to port 9) are active on \
+             cgroups of their own. Flat means the T/R ratio does not fall as experiments are \
+             added; the programs' own time per packet comes from the kernel's run-time \
+             statistics (kernel.bpf_stats_enabled, on only for one extra run per level). Agent RSS from /proc/PID/status, CPU from the cpu.stat of a cgroup holding \
+             only the agent, over {w} s. Round trips per CPU s (T / R): {}.",
+            notes.join("; ")
+        ),
+    );
+    agent.stop();
+    drop(children);
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The VM-tier items, in one Debian 6.12 guest under QEMU (TCG: absolute rates are
+//! meaningless there, ratios and the size of a fault's effect are not): openat cost with the
+//! BPF LSM program attached but not matching, delay against netem, bandwidth against tbf.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use super::{
+    host::{Env, median},
+    report::{Better, Figure, Goal, Report},
+};
+
+pub const KERNEL: &str = "debian-6.12";
+
+/// The guest's job. Each measurement prints `BENCH-VM SECTION VARIANT ROUND JSON`.
+const JOB: &str = r#"set -u
+R=__ROUNDS__; RO=__OPEN_ROUNDS__; N=__COUNT__; S=__SECS__; T=__RATE_SECS__
+faultline serve --socket /run/b.sock --state-dir /tmp/bst --no-metrics >/tmp/agent.log 2>&1 &
+i=0; while [ ! -S /run/b.sock ] && [ $i -lt 600 ]; do usleep 100000; i=$((i+1)); done
+F="faultline --endpoint /run/b.sock -o json"
+mkdir -p /sys/fs/cgroup/bench
+inside() { sh -c 'echo $$ > /sys/fs/cgroup/bench/cgroup.procs && exec "$@"' inside "$@"; }
+idof() { sed -n 's/^  "id": "\([0-9a-f]*\)",*$/\1/p' | head -n 1; }
+inject() { id=$($F "$@" | idof); [ -n "$id" ] || { echo "inject failed: $*"; cat /tmp/agent.log | tail -5; exit 1; }; }
+order() { if [ $(($1 % 2)) -eq 0 ]; then echo "$2"; else echo "$2" | awk '{for(i=NF;i>0;i--) printf "%s ", $i}'; fi; }
+# Like a NIC: both tools see 1500-byte packets.
+ip link set lo mtu 1500
+
+echo "== openat+close: LSM file_open attached, not matching, vs none"
+mkdir -p /sys/fs/cgroup/other
+r=0
+while [ $r -lt $RO ]; do
+  for v in $(order $r "none other path"); do
+    case $v in
+      other) inject sys fail --cgroup /other --syscall openat --errno EIO --for 10m ;;
+      path) inject sys fail --cgroup /bench --syscall openat --path /nonexistent --errno EIO --for 10m ;;
+    esac
+    echo "BENCH-VM openat $v $r $(inside fl-probe rate open /etc/passwd $S)"
+    [ $v != none ] && $F cancel $id >/dev/null
+  done
+  r=$((r+1))
+done
+
+echo "== delay 100 ms: faultline (EDT + fq) vs netem, one-way"
+r=0
+while [ $r -lt $R ]; do
+  for v in $(order $r "base faultline netem"); do
+    case $v in
+      faultline) inject net delay --cgroup /bench --latency 100ms --protocol udp --port 40100 --for 10m ;;
+      netem) /usr/sbin/tc qdisc add dev lo root netem delay 100ms limit 100000 ;;
+    esac
+    echo "BENCH-VM delay $v $r $(inside fl-probe owd 127.0.0.1:40100 $N 20)"
+    case $v in
+      faultline) $F cancel $id >/dev/null ;;
+      netem) /usr/sbin/tc qdisc del dev lo root ;;
+    esac
+  done
+  r=$((r+1))
+done
+
+echo "== bandwidth 8 Mbit/s: faultline (EDT + fq) vs tbf, TCP"
+r=0
+while [ $r -lt $R ]; do
+  for v in $(order $r "base faultline tbf"); do
+    case $v in
+      faultline) inject net bandwidth --cgroup /bench --rate 8mbit --port 40200 --for 10m ;;
+      tbf) /usr/sbin/tc qdisc add dev lo root tbf rate 8mbit burst 10kb latency 100ms ;;
+    esac
+    echo "BENCH-VM rate $v $r $(inside fl-probe tcp-rate 127.0.0.1:40200 $T)"
+    case $v in
+      faultline) $F cancel $id >/dev/null ;;
+      tbf) /usr/sbin/tc qdisc del dev lo root ;;
+    esac
+  done
+  r=$((r+1))
+done
+echo "== done"
+"#;
+
+/// samples[(section, variant)][round]
+type Samples = BTreeMap<(String, String), Vec<Value>>;
+
+fn parse(log: &str) -> Samples {
+    let mut s = Samples::new();
+    for line in log.lines() {
+        let Some(rest) = line.trim_end_matches('\r').split_once("BENCH-VM ").map(|(_, r)| r) else {
+            continue;
+        };
+        let mut it = rest.splitn(4, ' ');
+        let (Some(sec), Some(var), Some(_round), Some(json)) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        if let Ok(v) = serde_json::from_str::<Value>(json) {
+            s.entry((sec.to_string(), var.to_string())).or_default().push(v);
+        }
+    }
+    s
+}
+
+fn get<'a>(s: &'a Samples, sec: &str, var: &str) -> anyhow::Result<&'a Vec<Value>> {
+    s.get(&(sec.to_string(), var.to_string()))
+        .with_context(|| format!("no {sec}/{var} results from the guest"))
+}
+
+fn field(v: &[Value], k: &str) -> Vec<f64> {
+    v.iter().filter_map(|x| x[k].as_f64()).collect()
+}
+
+pub fn vm(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
+    let (rounds, count, secs, rate_secs) = env.pick((2, 30, 1, 3), (5, 100, 1, 6));
+    // openat rates in TCG swing with the host's load: more, shorter rounds.
+    let open_rounds = env.pick(2, 12);
+    println!("== VM tier ({KERNEL}, QEMU TCG): openat cost, delay vs netem, bandwidth vs tbf");
+    let job = JOB
+        .replace("__ROUNDS__", &rounds.to_string())
+        .replace("__OPEN_ROUNDS__", &open_rounds.to_string())
+        .replace("__COUNT__", &count.to_string())
+        .replace("__SECS__", &secs.to_string())
+        .replace("__RATE_SECS__", &rate_secs.to_string());
+    let cmd = ["sh".to_string(), "-c".to_string(), job];
+    let rc = crate::vm::vm_run(KERNEL, None, &cmd, Duration::from_secs(1800))?;
+    let log_path = crate::vm::cache().join("run").join(format!("{KERNEL}.log"));
+    let log = std::fs::read_to_string(&log_path)?;
+    if rc != 0 {
+        bail!("the guest job exited with {rc} (log: {})", log_path.display());
+    }
+    let s = parse(&log);
+    let tier = format!("VM tier: {KERNEL} under QEMU TCG");
+
+    // openat: paired by round.
+    let none = field(get(&s, "openat", "none")?, "per_s");
+    for (var, id, what) in [
+        ("other", "syscall.openat.other", "a fault on another cgroup"),
+        ("path", "syscall.openat.path", "a fault on this cgroup, path not matching"),
+    ] {
+        let with = field(get(&s, "openat", var)?, "per_s");
+        let ratios: Vec<f64> = none.iter().zip(&with).map(|(a, b)| b / a).collect();
+        rep.add(
+            Figure::new(
+                "Syscall path cost",
+                id,
+                &format!("openat()+close rate, BPF LSM attached for {what} / none"),
+                median(&ratios),
+                "ratio",
+            )
+            .goal(Goal::AtLeast(0.97))
+            .check(Better::Higher)
+            .note(format!(
+                "{tier}; medians {:.0} / {:.0} calls/s; {open_rounds} rounds of {secs} s",
+                median(&with),
+                median(&none)
+            )),
+        );
+    }
+
+    // Delay: one-way, added to the base.
+    let base_med = median(&field(get(&s, "delay", "base")?, "median_ms"));
+    let base_p99 = median(&field(get(&s, "delay", "base")?, "p99_ms"));
+    for who in ["faultline", "netem"] {
+        let v = get(&s, "delay", who)?;
+        let med = median(&field(v, "median_ms"));
+        let p99 = median(&field(v, "p99_ms"));
+        let recv: f64 = field(v, "n").iter().sum();
+        let sent: f64 = field(v, "sent").iter().sum();
+        let tool = if who == "faultline" { "faultline (EDT)" } else { "netem" };
+        rep.add(
+            Figure::new("Accuracy", &format!("accuracy.delay.{who}.median"), &format!("Delay 100 ms, {tool}: one-way median"), med, "ms")
+                .goal(Goal::Within(100.0, 5.0))
+                .check(Better::NearOne)
+                .reference(who != "faultline")
+                .note(format!("{tier}; base median {base_med:.2} ms; {recv}/{sent} datagrams arrived; median of {rounds} runs of {count}")),
+        );
+        rep.add(
+            Figure::new(
+                "Accuracy",
+                &format!("accuracy.delay.{who}.p99"),
+                &format!("Delay 100 ms, {tool}: one-way p99"),
+                p99,
+                "ms",
+            )
+            .goal(Goal::Within(100.0, 10.0))
+            .reference(who != "faultline")
+            .note(format!("base p99 {base_p99:.2} ms")),
+        );
+    }
+
+    // Bandwidth: goodput at the sink after the first second.
+    let base_rate = median(&field(get(&s, "rate", "base")?, "rate_bps")) / 1e6;
+    for who in ["faultline", "tbf"] {
+        let r = median(&field(get(&s, "rate", who)?, "rate_bps")) / 1e6;
+        let tool = if who == "faultline" { "faultline (EDT)" } else { "tbf" };
+        rep.add(
+            Figure::new("Accuracy", &format!("accuracy.rate.{who}"), &format!("Bandwidth 8 Mbit/s, {tool}: TCP goodput"), r, "Mbit/s")
+                .goal(Goal::Within(8.0, 0.8))
+                .check(Better::NearOne)
+                .reference(who != "faultline")
+                .note(format!("{tier}; unshaped {base_rate:.0} Mbit/s; median of {rounds} runs of {rate_secs} s (first second left out)")),
+        );
+    }
+    rep.detail(
+        "Accuracy",
+        "Delay and bandwidth (VM tier: this host has no sch_fq or netem): lo at MTU 1500, the \
+         sender in a cgroup. Delay: one datagram every 20 ms carrying its send time \
+         (CLOCK_MONOTONIC) to a receiver in the same process, so the one-way delay of each; \
+         faultline delays the cgroup's egress to that port (EDT, fq installed on lo by the \
+         agent), netem is `tc qdisc add dev lo root netem delay 100ms`. Bandwidth: one TCP \
+         connection for a few seconds, goodput at the sink after its first second; faultline \
+         paces the cgroup's traffic to the sink's port, tbf is `tc qdisc add dev lo root tbf rate \
+         8mbit burst 10kb latency 100ms` (burst 10 ms at the rate, as faultline's default). \
+         Runs alternate base, faultline, incumbent and back.",
+    );
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! `cargo xtask <task>`: everything a fresh machine needs, in one place.
+//!
+//! - `setup`: installs what is missing (nightly rust-src, bpf-linker, Debian packages, the
+//!   Python venv target/py); a second run installs nothing.
+//! - `run`: builds the agent in release mode and runs it in the foreground.
+//! - `test`: format and lint checks, unit tests, the privileged integration tests on this
+//!   kernel, then the same tests inside Debian kernels under QEMU (the VM tier).
+//! - `vm-test`, `vm-run`: the VM tier alone, or one command in a guest.
+//! - `bench`: performance goals as ratios measured in one run (CPU stress accuracy against
+//!   stress-ng).
+//! - `fuzz`: the cargo-fuzz targets (request validation, the journal reader), a number of
+//!   executions each on the corpus kept in fuzz/; bench-style, not part of `test`.
+
+mod bench;
+mod fuzz;
+mod setup;
+mod vm;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install missing toolchain parts and packages.
+    Setup,
+    /// Build (release) and run the agent in the foreground; extra args go to `faultline serve`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// fmt + clippy, unit tests, then integration tests (as root). Extra args go to the
+    /// integration test runner (e.g. a test name filter).
+    Test {
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Skip the VM tier.
+        #[arg(long)]
+        host_only: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the integration tests inside Debian kernels under QEMU, one boot per kernel.
+    VmTest {
+        /// debian-5.10, debian-6.1, debian-6.12 or all (default: 6.1 and 6.12).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Boot with this LSM list (e.g. without bpf, as Ubuntu ships).
+        #[arg(long)]
+        lsm: Option<String>,
+        /// Kill a guest that runs longer than this many seconds.
+        #[arg(long, default_value_t = 1500)]
+        timeout: u64,
+        /// Test name filter passed to every test binary.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        filter: Vec<String>,
+    },
+    /// Performance goals as ratios measured in one run (datapath and syscall cost, inject
+    /// latency, accuracy against the incumbents, scale, load): target/bench/report.{md,json}.
+    Bench {
+        /// Fewer, shorter rounds (development).
+        #[arg(long)]
+        quick: bool,
+        /// Compare the ratios with bench/baseline.json; fail on a regression over 10%.
+        #[arg(long)]
+        check: bool,
+        /// Write this run's ratios to bench/baseline.json.
+        #[arg(long)]
+        save_baseline: bool,
+        /// datapath, syscall, latency, accuracy, scale, vm, load (default: all).
+        sections: Vec<String>,
+    },
+    /// Fuzz request validation and the journal reader (cargo-fuzz, nightly): N executions
+    /// each on fuzz/corpus, then the corpus minimized; fails on a crash.
+    Fuzz {
+        /// Executions per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_RUNS)]
+        runs: u64,
+        /// Leave the corpus as the run left it (no `cargo fuzz cmin`).
+        #[arg(long)]
+        no_cmin: bool,
+        /// validate, journal (default: both).
+        targets: Vec<String>,
+    },
+    /// Run one command inside a guest with `faultline` on PATH; exits with its code.
+    VmRun {
+        #[arg(long, default_value = "debian-6.12")]
+        kernel: String,
+        #[arg(long)]
+        lsm: Option<String>,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Runs a command (in the workspace root unless it has a directory), failing with its description.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // ring (TLS) compiles C: for the static guest binaries with musl-tools' wrapper.
+    c.env("CC_x86_64_unknown_linux_musl", "musl-gcc");
+    c
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)
+}
+
+fn main() {
+    if let Err(e) = task(Cli::parse().task) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn task(task: Task) -> anyhow::Result<()> {
+    match task {
+        Task::Setup => setup::all(),
+        Task::Bench { quick, check, save_baseline, sections } => {
+            bench::bench(bench::Opts { quick, check, save_baseline, sections })
+        }
+        Task::Fuzz { runs, no_cmin, targets } => fuzz::fuzz(runs, &targets, !no_cmin),
+        Task::Run { args } => {
+            setup::all()?;
+            run(cargo().args(["build", "--release", "--package", "faultline"]))?;
+            let bin = root().join("target/release/faultline");
+            use std::os::unix::process::CommandExt as _;
+            // exec: Ctrl-C and SIGTERM reach the agent directly.
+            let err = Command::new(&bin).arg("serve").args(args).exec();
+            bail!("exec {}: {err}", bin.display())
+        }
+        Task::VmTest { kernel, lsm, timeout, filter } => {
+            setup::all()?;
+            let kernels = match &kernel {
+                Some(k) => vm::kernel_names(k)?,
+                None => vm::DEFAULT_KERNELS.to_vec(),
+            };
+            vm::vm_test(&kernels, lsm.as_deref(), &filter, Duration::from_secs(timeout))
+        }
+        Task::VmRun { kernel, lsm, timeout, cmd } => {
+            setup::all()?;
+            let k = vm::kernel_names(&kernel)?;
+            let rc = vm::vm_run(k[0], lsm.as_deref(), &cmd, Duration::from_secs(timeout))?;
+            std::process::exit(rc)
+        }
+        Task::Test { no_lint, host_only, args } => {
+            setup::all()?;
+            if !no_lint {
+                run(cargo().args(["fmt", "--all", "--check"]))?;
+                run(cargo().args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))?;
+                // The kernel programs on their own target: the workspace pass sees them empty.
+                run(Command::new("rustup")
+                    .current_dir(root().join("agent-ebpf"))
+                    .env_remove("RUSTUP_TOOLCHAIN")
+                    .args(["run", "nightly", "cargo", "clippy", "--target", "bpfel-unknown-none"])
+                    .args(["-Z", "build-std=core", "--release", "--", "-D", "warnings"]))?;
+                // The fuzz crate is outside the workspace: an agent API change must not
+                // break it unseen.
+                run(cargo()
+                    .args(["check", "--manifest-path", "fuzz/Cargo.toml", "--all-targets"])
+                    .current_dir(root()))?;
+            }
+            // Kubernetes schemas (strict), Containerfile and systemd unit, all offline.
+            println!("== deploy manifests");
+            run(Command::new(setup::venv_python()).arg(root().join("deploy/check.py")))?;
+            println!("== unit tests");
+            run(cargo().args(["test", "--workspace", "--exclude", "faultline-tests"]))?;
+            if !is_root() {
+                bail!("the integration tests load eBPF programs and make cgroups: run as root");
+            }
+            println!("== integration tests (real kernel, as root)");
+            run(cargo().args(["build", "--package", "faultline"]))?;
+            run(cargo()
+                .args(["test", "--package", "faultline-tests", "--"])
+                .args(&args)
+                .env("FAULTLINE_BIN", root().join("target/debug/faultline")))?;
+            if host_only {
+                return Ok(());
+            }
+            println!("== VM tier: {:?}", vm::DEFAULT_KERNELS);
+            let all = vm::vm_test(vm::DEFAULT_KERNELS, None, &args, Duration::from_secs(1500));
+            if !args.is_empty() {
+                return all;
+            }
+            // Ubuntu-like boot: bpf missing from the LSM list, so file faults take fmod_ret.
+            println!("== VM tier: debian-6.12 booted with lsm={}", vm::NO_BPF_LSM);
+            let no_lsm = vm::vm_test(
+                &["debian-6.12"],
+                Some(vm::NO_BPF_LSM),
+                &["openat_", "write_fails", "read_fails", "unlink_mkdir", "file_calls_"]
+                    .map(String::from),
+                Duration::from_secs(600),
+            );
+            all.and(no_lsm)
+        }
+    }
+}
