@@ -227,7 +227,10 @@ fn task(task: Task) -> anyhow::Result<()> {
                     .map(String::from),
                 Duration::from_secs(600),
             );
-            all.and(no_lsm)
+            match (all, no_lsm) {
+                (Err(a), Err(b)) => Err(anyhow::anyhow!("{a:#}\n{b:#}")),
+                (a, b) => a.and(b),
+            }
         }
     }
 }

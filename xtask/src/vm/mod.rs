@@ -224,17 +224,26 @@ pub fn vm_test(
     let mut failed = false;
     for k in kernels {
         let r = boot_job(&p, k, lsm, &files, &job, timeout)?;
-        failed |= !matches!(r.outcome, qemu::Outcome::Exited(0));
         lines.push(describe(k, &r));
+        if !matches!(r.outcome, qemu::Outcome::Exited(0)) {
+            failed = true;
+            let log = std::fs::read_to_string(p.cache.join("run").join(format!("{k}.log")));
+            lines.extend(failure_lines(&log.unwrap_or_default()).map(|l| format!("  [{k}] {l}")));
+        }
     }
-    println!("== VM tier summary");
-    for l in &lines {
-        println!("{l}");
-    }
+    let summary = lines.join("\n");
+    println!("== VM tier summary\n{summary}");
     if failed {
-        bail!("VM tier failed (logs in {})", p.cache.join("run").display());
+        // Repeated in the error so that it ends the output: CI keeps only the tail.
+        bail!("VM tier failed (logs in {}):\n{summary}", p.cache.join("run").display());
     }
     Ok(())
+}
+
+/// The lines of a guest log that say what failed, so a CI tail shows the cause.
+fn failure_lines(log: &str) -> impl Iterator<Item = &str> {
+    const SIGNS: &[&str] = &["FAILED", "panicked", "failed or timed out", "Kernel panic"];
+    log.lines().filter(|l| SIGNS.iter().any(|s| l.contains(s))).take(40)
 }
 
 pub fn vm_run(
