@@ -279,7 +279,9 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
     }
     let file: *const u8 = ctx.arg(0);
     let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
-    if cfg.paths == 0 {
+    if cfg.paths == 0 || !has_path_rule(cfg) {
+        // Every open on the host comes through here: d_path only for a task with a rule
+        // that needs the path.
         return verdict(0, decide(HOOK_OPEN, Path::None));
     }
     let mut buf = [0u8; PATH_BUF];
@@ -298,6 +300,14 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
         note_file(cfg, file as u64, bits);
     }
     verdict(0, errno)
+}
+
+/// Whether a live rule on the current task has a path prefix and a file hook (open, or
+/// read/write, which need the marks `note_file` leaves at open).
+#[inline(always)]
+fn has_path_rule(cfg: &SysConfig) -> bool {
+    let file_hooks = 1 << HOOK_OPEN | 1 << HOOK_READ | 1 << HOOK_WRITE;
+    each_rule(cfg, |_, rule| u32::from(rule.path_len > 0 && rule.hooks & file_hooks != 0)) != 0
 }
 
 /// Marks an opened file with the slots whose prefix its path falls under, for the read and
@@ -349,23 +359,28 @@ pub fn fl_sys_file_permission(ctx: LsmContext) -> i32 {
     file_rw(file, mask, ctx.arg(2))
 }
 
+/// Forgets a freed file's marks. Every close on the host comes here: a lock-free lookup
+/// first, since the delete takes the bucket lock even for an absent key.
+#[inline(always)]
+fn forget_file(file: u64) {
+    // SAFETY: only read.
+    if FL_SYS_CONFIG.get(0).is_some_and(|c| c.paths != 0) && unsafe { FL_SYS_FILES.get(file) }.is_some()
+    {
+        let _ = FL_SYS_FILES.remove(file);
+    }
+}
+
 // file_free_security(struct file *file): forget the file's marks.
 #[lsm(hook = "file_free_security")]
 pub fn fl_sys_file_free(ctx: LsmContext) -> i32 {
-    let file: u64 = ctx.arg(0);
-    if FL_SYS_CONFIG.get(0).is_some_and(|c| c.paths != 0) {
-        let _ = FL_SYS_FILES.remove(file);
-    }
+    forget_file(ctx.arg(0));
     0
 }
 
 // security_file_free(struct file *file), for the fmod_ret backend (a void function).
 #[fentry(function = "security_file_free")]
 pub fn fl_sys_fentry_file_free(ctx: FEntryContext) -> u32 {
-    let file: u64 = ctx.arg(0);
-    if FL_SYS_CONFIG.get(0).is_some_and(|c| c.paths != 0) {
-        let _ = FL_SYS_FILES.remove(file);
-    }
+    forget_file(ctx.arg(0));
     0
 }
 

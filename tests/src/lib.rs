@@ -337,10 +337,15 @@ impl Cgroup {
         self.attached(0) + self.attached(1)
     }
 
-    /// Every program type faultline attaches to cgroups: inet ingress/egress and
-    /// connect4/connect6. The residue check after a fault ends.
+    /// Programs attached to the sock_addr hooks: connect4/6 (10, 11), udp sendmsg4/6
+    /// (14, 15), udp recvmsg4/6 (19, 20), getpeername4/6 (29, 30).
+    pub fn sock_programs(&self) -> u32 {
+        [10, 11, 14, 15, 19, 20, 29, 30].iter().map(|t| self.attached(*t)).sum()
+    }
+
+    /// Every program type faultline attaches to cgroups. The residue check after a fault ends.
     pub fn programs(&self) -> u32 {
-        self.skb_programs() + self.attached(10) + self.attached(11)
+        self.skb_programs() + self.sock_programs()
     }
 
     /// A command that starts inside this cgroup (moved there before exec).

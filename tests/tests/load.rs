@@ -93,13 +93,27 @@ impl Stats {
     }
 }
 
+/// How long a round's clients keep cancelling and re-injecting.
+#[derive(Clone, Copy)]
+enum Budget {
+    Time(Instant),
+    /// Cycles per client: the work the first round did in its time, so that later rounds
+    /// are identical and their memory comparable.
+    Cycles(usize),
+}
+
 /// One round: an experiment on every cgroup, then `clients` clients each cancelling and
-/// re-injecting on their share of the cgroups and listing, for the round's time; then every
-/// experiment cancelled.
-async fn round(agent: &Agent, cgs: &[String], s: &Scale, stats: &Arc<Stats>) {
+/// re-injecting on their share of the cgroups and listing, within the budget; then every
+/// experiment cancelled. Returns the cycles each client did.
+async fn round(
+    agent: &Agent,
+    cgs: &[String],
+    s: &Scale,
+    budget: Budget,
+    stats: &Arc<Stats>,
+) -> Vec<usize> {
     let per = cgs.len().div_ceil(s.clients);
     let mut tasks = Vec::new();
-    let t_end = Instant::now() + s.round;
     for share in cgs.chunks(per) {
         let share = share.to_vec();
         let stats = stats.clone();
@@ -113,7 +127,10 @@ async fn round(agent: &Agent, cgs: &[String], s: &Scale, stats: &Arc<Stats>) {
                 ids.push(r.ok().and_then(|r| r.into_inner().experiment).map(|e| e.id));
             }
             let mut i = 0;
-            while Instant::now() < t_end {
+            while match budget {
+                Budget::Time(t_end) => Instant::now() < t_end,
+                Budget::Cycles(n) => i < n,
+            } {
                 let k = i % share.len();
                 if let Some(id) = ids[k].take() {
                     let t0 = Instant::now();
@@ -141,11 +158,14 @@ async fn round(agent: &Agent, cgs: &[String], s: &Scale, stats: &Arc<Stats>) {
                 let r = c.cancel(pb::CancelRequest { id }).await;
                 stats.record(t0, &r, "cancel");
             }
+            i
         }));
     }
+    let mut cycles = Vec::new();
     for t in tasks {
-        t.await.unwrap();
+        cycles.push(t.await.unwrap());
     }
+    cycles
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -164,14 +184,18 @@ async fn many_clients_on_many_experiments_fail_nothing_and_leak_nothing() {
 
     let mut rss_after = Vec::new();
     let mut total = 0;
-    // The first round warms up (the registry fills to its bound of ended experiments, the
-    // allocator settles); the rounds after it do the same work and must not grow.
+    // The first round runs for the round's time and warms up (the registry fills to its
+    // bound of ended experiments, the allocator settles); the rounds after it repeat its
+    // work, call for call per client, and must not grow.
     let rounds: usize =
         std::env::var("FAULTLINE_LOAD_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let mut first_round_cycles = None;
     for n in 1..=rounds {
         let stats = Arc::new(Stats::default());
         let t0 = Instant::now();
-        round(&agent, &rels, &s, &stats).await;
+        let budget = first_round_cycles.map_or(Budget::Time(t0 + s.round), Budget::Cycles);
+        let cycles = round(&agent, &rels, &s, budget, &stats).await;
+        first_round_cycles.get_or_insert(cycles.iter().sum::<usize>() / cycles.len().max(1));
         let took = t0.elapsed().as_secs_f64();
         let calls = stats.calls.load(Ordering::Relaxed);
         total += calls;

@@ -37,6 +37,8 @@ fn udp_loss_30(bind: &str) {
     assert_eq!(e["backend"], "cgroup_skb");
     assert_eq!(cg.attached(0), 1);
     assert_eq!(cg.attached(1), 1);
+    // Each attached hook type costs every socket on the host: a packet fault takes none.
+    assert_eq!(cg.sock_programs(), 0, "a loss experiment attached sock_addr programs");
 
     let target = sink.addr().to_string();
     let sent = probe(Some(&cg), &["udp-send", &target, &N.to_string()]);

@@ -49,6 +49,9 @@ fn reject_refuses_connect_at_once_ipv4_and_ipv6() {
     };
     let e = agent.cli_json(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(e["fault"], "net_reject");
+    // Only connect4/connect6: no packet programs, no UDP message hooks.
+    assert_eq!((cg.attached(10), cg.attached(11)), (1, 1));
+    assert_eq!((cg.skb_programs(), cg.sock_programs()), (0, 2), "reject attached more than connect");
     refused_at_once(&cg, &v4, expected);
     refused_at_once(&cg, &v6, expected);
     assert_eq!(
@@ -127,4 +130,31 @@ fn reject_bad_errno_is_refused() {
         assert!(err.contains("InvalidArgument") && err.contains("fault.net_reject.errno"), "{err}");
     }
     assert_eq!(cg.programs(), 0);
+}
+
+/// A reject under a cgroup that only has a loss rule: the ancestor's attachment gains the
+/// connect hooks (the child needs none of its own), and loses them when the reject ends.
+#[test]
+fn reject_under_a_loss_target_is_served_by_the_ancestor_attachment() {
+    let agent = Agent::start();
+    let parent = Cgroup::new("reject-nest");
+    let child = parent.child("leaf");
+    let server = TcpEcho::start("127.0.0.1:0").unwrap();
+    let port = server.addr().port().to_string();
+    agent.cli_json(&[
+        "net", "loss", "--cgroup", &parent.rel, "--percent", "0", "--protocol", "udp", "--for",
+        "60s",
+    ]);
+    assert_eq!((parent.skb_programs(), parent.sock_programs()), (2, 0));
+    let r = agent.cli_json(&[
+        "net", "reject", "--cgroup", &child.rel, "--port", &port, "--errno", "EPERM", "--for",
+        "60s",
+    ]);
+    assert_eq!((parent.skb_programs(), parent.sock_programs()), (2, 2), "connect hooks added");
+    assert_eq!(child.programs(), 0, "the child is covered by its ancestor");
+    refused_at_once(&child, &server, 1);
+    assert_eq!(probe(Some(&parent), &["tcp-echo", &server.addr().to_string(), "2000"])["ok"], true);
+    agent.cli_json(&["cancel", r["id"].as_str().unwrap()]);
+    assert_eq!((parent.skb_programs(), parent.sock_programs()), (2, 0), "connect hooks removed");
+    assert_eq!(probe(Some(&child), &["tcp-echo", &server.addr().to_string(), "2000"])["ok"], true);
 }

@@ -1,5 +1,7 @@
-//! The cgroup programs (cgroup_skb ingress/egress, connect4/connect6) attached to topmost
-//! targeted cgroups (see attach.rs), through bpf_links that detach when the agent's fds close.
+//! The cgroup programs attached to topmost targeted cgroups (see attach.rs), through
+//! bpf_links that detach when the agent's fds close. Only the hook groups the target's rules
+//! need are attached: an attached hook type costs every socket on the host something (the
+//! kernel enables it host-wide, and unconnected UDP sendmsg then takes the socket lock).
 
 use std::fs::File;
 
@@ -11,8 +13,8 @@ use aya::{
     },
 };
 use faultline_common::net::{
-    PROG_CONNECT4, PROG_CONNECT6, PROG_EGRESS, PROG_GETPEERNAME4, PROG_GETPEERNAME6, PROG_INGRESS,
-    PROG_RECVMSG4, PROG_RECVMSG6, PROG_SENDMSG4, PROG_SENDMSG6,
+    ACTION_DNS, ACTION_REJECT, PROG_CONNECT4, PROG_CONNECT6, PROG_EGRESS, PROG_GETPEERNAME4,
+    PROG_GETPEERNAME6, PROG_INGRESS, PROG_RECVMSG4, PROG_RECVMSG6, PROG_SENDMSG4, PROG_SENDMSG6,
 };
 use tracing::debug;
 
@@ -21,18 +23,27 @@ use crate::engine::{
     model::ResolvedCgroup,
 };
 
-/// What one topmost target holds attached; dropping it detaches everything.
-pub struct Links {
-    _egress: CgroupSkbLink,
-    _ingress: CgroupSkbLink,
-    _sock: Vec<CgroupSockAddrLink>,
+/// cgroup_skb ingress and egress: the packet faults.
+pub const HOOK_SKB: u8 = 1;
+/// connect4/connect6: reject, and DNS steering of connected UDP.
+pub const HOOK_CONNECT: u8 = 2;
+/// sendmsg, recvmsg, getpeername: DNS steering of unconnected UDP and the resolver's
+/// address shown back.
+pub const HOOK_DNS: u8 = 4;
+pub const HOOK_ALL: u8 = HOOK_SKB | HOOK_CONNECT | HOOK_DNS;
+
+/// The hook groups a rule with this action is evaluated in.
+pub fn hooks_for(action: u32) -> u8 {
+    match action {
+        ACTION_REJECT => HOOK_CONNECT,
+        // The egress program notes the steered queries.
+        ACTION_DNS => HOOK_ALL,
+        _ => HOOK_SKB,
+    }
 }
 
-/// The sock_addr programs: reject on connect, DNS steering on connect/sendmsg, and the
-/// resolver's address shown back on recvmsg/getpeername.
-pub const SOCK_PROGRAMS: &[&str] = &[
-    PROG_CONNECT4,
-    PROG_CONNECT6,
+pub const CONNECT_PROGRAMS: &[&str] = &[PROG_CONNECT4, PROG_CONNECT6];
+pub const DNS_PROGRAMS: &[&str] = &[
     PROG_SENDMSG4,
     PROG_SENDMSG6,
     PROG_RECVMSG4,
@@ -41,41 +52,98 @@ pub const SOCK_PROGRAMS: &[&str] = &[
     PROG_GETPEERNAME6,
 ];
 
-pub fn attach(ebpf: &mut Ebpf, cg: &ResolvedCgroup) -> Result<Links> {
-    let dir = File::open(cg.fs_path())
-        .map_err(|e| Error::NotFound(format!("target: cgroup {} vanished: {e}", cg.path)))?;
-    let unsupported = |name: &str, e: &(dyn std::error::Error + 'static)| {
-        Error::FailedPrecondition(format!(
-            "unsupported: attaching {name} to {}: {}",
-            cg.path,
-            chain(e)
-        ))
-    };
-    let mut skb = |name: &str, ty: CgroupSkbAttachType| -> Result<CgroupSkbLink> {
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(name)
-            .ok_or_else(|| Error::Internal(format!("program {name} missing")))?
-            .try_into()
-            .map_err(|e| Error::internal(name, e))?;
-        // aya attaches with a bpf_link here (kernel >= 5.7). Cgroup links are always
-        // multi-attach (they never replace or block others' programs), and the kernel refuses
-        // any flag on them, so the mode must be Single (flags 0), not AllowMultiple.
-        let id =
-            prog.attach(&dir, ty, CgroupAttachMode::Single).map_err(|e| unsupported(name, &e))?;
-        prog.take_link(id).map_err(|e| Error::internal("taking link", e))
-    };
-    let egress = skb(PROG_EGRESS, CgroupSkbAttachType::Egress)?;
-    let ingress = skb(PROG_INGRESS, CgroupSkbAttachType::Ingress)?;
-    let mut sock = |name: &str| -> Result<CgroupSockAddrLink> {
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or_else(|| Error::Internal(format!("program {name} missing")))?
-            .try_into()
-            .map_err(|e| Error::internal(name, e))?;
-        let id = prog.attach(&dir, CgroupAttachMode::Single).map_err(|e| unsupported(name, &e))?;
-        prog.take_link(id).map_err(|e| Error::internal("taking link", e))
-    };
-    let sock = SOCK_PROGRAMS.iter().map(|p| sock(p)).collect::<Result<Vec<_>>>()?;
-    debug!(cgroup = %cg.path, "cgroup programs attached");
-    Ok(Links { _egress: egress, _ingress: ingress, _sock: sock })
+/// What one topmost target holds attached; dropping a group detaches it.
+#[derive(Default)]
+pub struct Links {
+    skb: Option<(CgroupSkbLink, CgroupSkbLink)>,
+    connect: Option<Vec<CgroupSockAddrLink>>,
+    dns: Option<Vec<CgroupSockAddrLink>>,
+}
+
+impl Links {
+    pub fn hooks(&self) -> u8 {
+        (if self.skb.is_some() { HOOK_SKB } else { 0 })
+            | (if self.connect.is_some() { HOOK_CONNECT } else { 0 })
+            | (if self.dns.is_some() { HOOK_DNS } else { 0 })
+    }
+
+    /// Attaches the groups of `want` not yet attached; on an error those already held stay.
+    pub fn add(&mut self, ebpf: &mut Ebpf, cg: &ResolvedCgroup, want: u8) -> Result<()> {
+        let missing = want & !self.hooks();
+        if missing == 0 {
+            return Ok(());
+        }
+        let dir = File::open(cg.fs_path())
+            .map_err(|e| Error::NotFound(format!("target: cgroup {} vanished: {e}", cg.path)))?;
+        if missing & HOOK_SKB != 0 {
+            let egress = attach_skb(ebpf, cg, &dir, PROG_EGRESS, CgroupSkbAttachType::Egress)?;
+            let ingress = attach_skb(ebpf, cg, &dir, PROG_INGRESS, CgroupSkbAttachType::Ingress)?;
+            self.skb = Some((egress, ingress));
+        }
+        if missing & HOOK_CONNECT != 0 {
+            self.connect = Some(attach_sock(ebpf, cg, &dir, CONNECT_PROGRAMS)?);
+        }
+        if missing & HOOK_DNS != 0 {
+            self.dns = Some(attach_sock(ebpf, cg, &dir, DNS_PROGRAMS)?);
+        }
+        debug!(cgroup = %cg.path, hooks = self.hooks(), "cgroup programs attached");
+        Ok(())
+    }
+
+    /// Detaches the groups outside `want`.
+    pub fn retain(&mut self, want: u8) {
+        if want & HOOK_SKB == 0 {
+            self.skb = None;
+        }
+        if want & HOOK_CONNECT == 0 {
+            self.connect = None;
+        }
+        if want & HOOK_DNS == 0 {
+            self.dns = None;
+        }
+    }
+}
+
+fn unsupported(cg: &ResolvedCgroup, name: &str, e: &(dyn std::error::Error + 'static)) -> Error {
+    Error::FailedPrecondition(format!("unsupported: attaching {name} to {}: {}", cg.path, chain(e)))
+}
+
+fn attach_skb(
+    ebpf: &mut Ebpf,
+    cg: &ResolvedCgroup,
+    dir: &File,
+    name: &str,
+    ty: CgroupSkbAttachType,
+) -> Result<CgroupSkbLink> {
+    let prog: &mut CgroupSkb = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Internal(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e| Error::internal(name, e))?;
+    // aya attaches with a bpf_link here (kernel >= 5.7). Cgroup links are always multi-attach
+    // (they never replace or block others' programs), and the kernel refuses any flag on
+    // them, so the mode must be Single (flags 0), not AllowMultiple.
+    let id = prog.attach(dir, ty, CgroupAttachMode::Single).map_err(|e| unsupported(cg, name, &e))?;
+    prog.take_link(id).map_err(|e| Error::internal("taking link", e))
+}
+
+fn attach_sock(
+    ebpf: &mut Ebpf,
+    cg: &ResolvedCgroup,
+    dir: &File,
+    names: &[&str],
+) -> Result<Vec<CgroupSockAddrLink>> {
+    names
+        .iter()
+        .map(|&name| {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or_else(|| Error::Internal(format!("program {name} missing")))?
+                .try_into()
+                .map_err(|e| Error::internal(name, e))?;
+            let id =
+                prog.attach(dir, CgroupAttachMode::Single).map_err(|e| unsupported(cg, name, &e))?;
+            prog.take_link(id).map_err(|e| Error::internal("taking link", e))
+        })
+        .collect()
 }

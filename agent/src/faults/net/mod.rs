@@ -74,11 +74,17 @@ enum Owner {
 struct Target {
     owner: Owner,
     slots: Vec<u32>,
-    /// Present while this cgroup target is a topmost one (see attach.rs).
+    /// The hook groups each slot's rule needs (cgroups::HOOK_*).
+    hooks: Vec<(u32, u8)>,
+    /// What is attached while this cgroup target is a topmost one (see attach.rs).
     links: Option<cgroups::Links>,
 }
 
 impl Target {
+    fn hooks(&self) -> u8 {
+        self.hooks.iter().fold(0, |m, (_, h)| m | h)
+    }
+
     fn cgroup(&self) -> Option<&ResolvedCgroup> {
         match &self.owner {
             Owner::Cgroup(c) => Some(c),
@@ -150,7 +156,7 @@ impl NetDriver {
                 "program loaded"
             );
         }
-        for name in cgroups::SOCK_PROGRAMS.iter().copied() {
+        for name in cgroups::CONNECT_PROGRAMS.iter().chain(cgroups::DNS_PROGRAMS).copied() {
             let prog: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
@@ -353,9 +359,14 @@ impl NetState {
         if ingress_edt(&c.rule, &owner) {
             self.ingress_rules += 1;
         }
-        let entry =
-            self.targets.entry(key).or_insert(Target { owner, slots: Vec::new(), links: None });
+        let entry = self.targets.entry(key).or_insert(Target {
+            owner,
+            slots: Vec::new(),
+            hooks: Vec::new(),
+            links: None,
+        });
         entry.slots.push(slot);
+        entry.hooks.push((slot, cgroups::hooks_for(c.rule.action)));
         self.publish(key)?;
         self.reconcile()
     }
@@ -364,6 +375,7 @@ impl NetState {
     fn uninstall(&mut self, key: u64, slot: u32, keys: &Keys) {
         if let Some(t) = self.targets.get_mut(&key) {
             t.slots.retain(|s| *s != slot);
+            t.hooks.retain(|(s, _)| *s != slot);
         }
         if let Ok(r) = self.rules.get(&slot, 0) {
             if r.action == ACTION_DNS {
@@ -418,31 +430,40 @@ impl NetState {
         self.config.set(0, cfg, 0).map_err(map_err("writing config"))
     }
 
-    /// Attaches the topmost cgroup targets first, then detaches the rest, so a packet is
-    /// never left without a program while a nested target is promoted.
+    /// Attaches what the topmost cgroup targets need first, then detaches the rest, so a
+    /// packet is never left without a program while a nested target is promoted.
     fn reconcile(&mut self) -> Result<()> {
-        let wanted = attach::topmost(
+        let wanted = attach::topmost_hooks(
             self.targets
                 .iter()
                 .filter(|(_, t)| !t.slots.is_empty())
-                .filter_map(|(id, t)| t.cgroup().map(|c| (*id, c.path.as_str()))),
+                .filter_map(|(id, t)| t.cgroup().map(|c| (*id, c.path.as_str(), t.hooks()))),
         );
-        for id in &wanted {
-            let needs = self.targets.get(id).is_some_and(|t| t.links.is_none());
-            let cgroup = self.targets.get(id).and_then(|t| t.cgroup().cloned());
-            if needs && let Some(cg) = cgroup {
-                let links = cgroups::attach(&mut self.ebpf, &cg)?;
-                if let Some(t) = self.targets.get_mut(id) {
-                    t.links = Some(links);
+        let NetState { targets, ebpf, .. } = self;
+        for (id, want) in &wanted {
+            let Some(t) = targets.get_mut(id) else { continue };
+            let Owner::Cgroup(cg) = &t.owner else { continue };
+            if t.links.as_ref().is_none_or(|l| l.hooks() & want != *want) {
+                let links = t.links.get_or_insert_with(Default::default);
+                // Kept even on an error: a later reconcile retries what is missing.
+                links.add(ebpf, cg, *want)?;
+            }
+        }
+        for (id, t) in targets.iter_mut() {
+            match wanted.get(id) {
+                Some(want) => {
+                    if let Some(l) = &mut t.links {
+                        l.retain(*want);
+                    }
+                }
+                None => {
+                    if t.links.take().is_some() {
+                        debug!(key = id, "cgroup programs detached (covered by an ancestor or empty)");
+                    }
                 }
             }
         }
-        for (id, t) in self.targets.iter_mut() {
-            if !wanted.contains(id) && t.links.take().is_some() {
-                debug!(key = id, "cgroup programs detached (covered by an ancestor or empty)");
-            }
-        }
-        self.targets.retain(|_, t| !t.slots.is_empty());
+        targets.retain(|_, t| !t.slots.is_empty());
         Ok(())
     }
 }
@@ -537,8 +558,11 @@ impl NetDriver {
             mount: mount.to_path_buf(),
             ..Default::default()
         };
-        let result =
-            cgroups::attach(&mut lock(&self.state).ebpf, &cg).map(drop).map_err(|e| e.to_string());
+        let mut links = cgroups::Links::default();
+        let result = links
+            .add(&mut lock(&self.state).ebpf, &cg, cgroups::HOOK_ALL)
+            .map_err(|e| e.to_string());
+        drop(links);
         let _ = std::fs::remove_dir(&dir);
         result
     }
