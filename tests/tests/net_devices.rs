@@ -8,7 +8,7 @@ use std::time::Duration;
 use faultline_tests::{
     Agent, Netns, NsTarget,
     net::{UdpEcho, UdpSink},
-    one_line_error, probe_in, tc_programs,
+    one_line_error, probe_in, tc_programs, wait_until,
 };
 
 /// Namespaces a and b joined by a veth pair 10.77.N.1/24 <-> 10.77.N.2/24.
@@ -292,4 +292,37 @@ fn interface_bad_input_names_the_field() {
     }
     assert_eq!(tc_programs(&p.a, &p.dev_a), 0);
     assert_eq!(agent.cli_json(&["ls"]).as_array().unwrap().len(), 0);
+}
+
+/// The device goes away mid-fault (its pod's veth deleted): the experiment fails with
+/// "target gone", and a device made again under the same name is left alone.
+#[test]
+fn interface_fault_fails_when_the_device_is_removed() {
+    let agent = Agent::start();
+    let p = pair("igone", 8);
+    let e = agent.cli_json(&[
+        "net",
+        "partition",
+        "--interface",
+        &p.dev_a,
+        "--netns",
+        &p.a.name,
+        "--for",
+        "60s",
+    ]);
+    let id = e["id"].as_str().unwrap();
+    assert_eq!(echo_between(&p.a, &p.b, &p.addr_b, 20).0, 0, "the fault was not in effect");
+    p.a.ip(&["link", "del", &p.dev_a]);
+    // A new pair under the same name: a new device index.
+    let peer = format!("{}q", p.dev_a);
+    p.a.ip(&["link", "add", &p.dev_a, "type", "veth", "peer", "name", &peer, "netns", &p.b.name]);
+    p.a.ip(&["addr", "add", &format!("{}/24", p.addr_a), "dev", &p.dev_a]);
+    p.b.ip(&["addr", "add", &format!("{}/24", p.addr_b), "dev", &peer]);
+    p.a.ip(&["link", "set", &p.dev_a, "up"]);
+    p.b.ip(&["link", "set", &peer, "up"]);
+    wait_until("the experiment to fail", || agent.cli_json(&["get", id])["state"] == "failed");
+    let got = agent.cli_json(&["get", id]);
+    let reason = got["reason"].as_str().unwrap();
+    assert!(reason.starts_with("target gone: device ") && reason.contains("removed"), "{got}");
+    assert_eq!(echo_between(&p.a, &p.b, &p.addr_b, 20), (20, 20), "the new device got the fault");
 }

@@ -51,7 +51,11 @@ fn reject_refuses_connect_at_once_ipv4_and_ipv6() {
     assert_eq!(e["fault"], "net_reject");
     // Only connect4/connect6: no packet programs, no UDP message hooks.
     assert_eq!((cg.attached(10), cg.attached(11)), (1, 1));
-    assert_eq!((cg.skb_programs(), cg.sock_programs()), (0, 2), "reject attached more than connect");
+    assert_eq!(
+        (cg.skb_programs(), cg.sock_programs()),
+        (0, 2),
+        "reject attached more than connect"
+    );
     refused_at_once(&cg, &v4, expected);
     refused_at_once(&cg, &v6, expected);
     assert_eq!(
@@ -142,7 +146,17 @@ fn reject_under_a_loss_target_is_served_by_the_ancestor_attachment() {
     let server = TcpEcho::start("127.0.0.1:0").unwrap();
     let port = server.addr().port().to_string();
     agent.cli_json(&[
-        "net", "loss", "--cgroup", &parent.rel, "--percent", "0", "--protocol", "udp", "--for",
+        "net",
+        "loss",
+        "--cgroup",
+        &parent.rel,
+        "--percent",
+        "1",
+        "--protocol",
+        "udp",
+        "--port",
+        "9",
+        "--for",
         "60s",
     ]);
     assert_eq!((parent.skb_programs(), parent.sock_programs()), (2, 0));

@@ -271,10 +271,7 @@ impl Engine {
                 let watched = Arc::downgrade(&handle);
                 rec.handle = Some(handle);
                 let (resolver, kill) = (self.resolver.clone(), spec.fault.ends_its_target());
-                let target = match &resolved {
-                    Resolved::Cgroup(cg) => Some(cg.clone()),
-                    Resolved::Interface(_) => None,
-                };
+                let target = resolved.clone();
                 let mut hit = first_counters.acted();
                 if hit {
                     rec.snap.first_hit_at = Some(SystemTime::now());
@@ -304,7 +301,7 @@ impl Engine {
                                     }
                                 }
                                 // Never carried over to whatever replaces the target.
-                                if let Some(why) = target.as_ref().and_then(|t| resolver.gone(t)) {
+                                if let Some(why) = resolver.target_gone(&target) {
                                     // A kill that ends its target did what it was asked.
                                     break if kill { (State::Expired, why) } else { (State::Failed, why) };
                                 }

@@ -182,6 +182,15 @@ impl Resolver {
         }
     }
 
+    /// Like `gone`, for any target: an interface is gone when its namespace or the device
+    /// (by index and name: a recreated device gets a new index) no longer exists.
+    pub fn target_gone(&self, target: &Resolved) -> Option<String> {
+        match target {
+            Resolved::Cgroup(cg) => self.gone(cg),
+            Resolved::Interface(i) => interface_gone(i),
+        }
+    }
+
     fn resolve_path(&self, raw: &str, field: &str) -> Result<ResolvedCgroup> {
         let rel = self.relative(raw, field)?;
         let dir = self.mount.join(rel.trim_start_matches('/'));
@@ -303,6 +312,27 @@ fn resolve_interface(name: &str, netns: &str) -> Result<ResolvedInterface> {
         netns_ino: ns.ino,
         l2_len: link.l2_len(),
     })
+}
+
+fn interface_gone(i: &ResolvedInterface) -> Option<String> {
+    use crate::kernel::{netns::Netns, rtnl::Netlink};
+    let ns = match Netns::open(&i.netns_path) {
+        Ok(ns) if ns.ino == i.netns_ino => ns,
+        _ => {
+            return Some(format!(
+                "target gone: network namespace {} was removed",
+                i.netns_path.display()
+            ));
+        }
+    };
+    let nl = if i.netns.is_empty() { Netlink::open() } else { Netlink::open_in(&ns.file) };
+    match nl.and_then(|mut nl| nl.links()) {
+        Ok(links) if !links.iter().any(|l| l.ifindex == i.ifindex && l.name == i.name) => {
+            Some(format!("target gone: device {} (index {}) was removed", i.name, i.ifindex))
+        }
+        // A netlink error says nothing about the device: never fail a fault on it.
+        _ => None,
+    }
 }
 
 /// The mount point of the first cgroup2 filesystem in a mountinfo text.

@@ -123,7 +123,8 @@ fn attach_skb(
     // aya attaches with a bpf_link here (kernel >= 5.7). Cgroup links are always multi-attach
     // (they never replace or block others' programs), and the kernel refuses any flag on
     // them, so the mode must be Single (flags 0), not AllowMultiple.
-    let id = prog.attach(dir, ty, CgroupAttachMode::Single).map_err(|e| unsupported(cg, name, &e))?;
+    let id =
+        prog.attach(dir, ty, CgroupAttachMode::Single).map_err(|e| unsupported(cg, name, &e))?;
     prog.take_link(id).map_err(|e| Error::internal("taking link", e))
 }
 
@@ -141,8 +142,9 @@ fn attach_sock(
                 .ok_or_else(|| Error::Internal(format!("program {name} missing")))?
                 .try_into()
                 .map_err(|e| Error::internal(name, e))?;
-            let id =
-                prog.attach(dir, CgroupAttachMode::Single).map_err(|e| unsupported(cg, name, &e))?;
+            let id = prog
+                .attach(dir, CgroupAttachMode::Single)
+                .map_err(|e| unsupported(cg, name, &e))?;
             prog.take_link(id).map_err(|e| Error::internal("taking link", e))
         })
         .collect()

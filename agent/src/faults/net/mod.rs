@@ -458,7 +458,10 @@ impl NetState {
                 }
                 None => {
                     if t.links.take().is_some() {
-                        debug!(key = id, "cgroup programs detached (covered by an ancestor or empty)");
+                        debug!(
+                            key = id,
+                            "cgroup programs detached (covered by an ancestor or empty)"
+                        );
                     }
                 }
             }
