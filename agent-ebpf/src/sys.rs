@@ -364,7 +364,8 @@ pub fn fl_sys_file_permission(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn forget_file(file: u64) {
     // SAFETY: only read.
-    if FL_SYS_CONFIG.get(0).is_some_and(|c| c.paths != 0) && unsafe { FL_SYS_FILES.get(file) }.is_some()
+    if FL_SYS_CONFIG.get(0).is_some_and(|c| c.paths != 0)
+        && unsafe { FL_SYS_FILES.get(file) }.is_some()
     {
         let _ = FL_SYS_FILES.remove(file);
     }
