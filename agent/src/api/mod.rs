@@ -98,17 +98,23 @@ pub async fn serve(
         .add_service(reflection()?)
         .add_service(fault_svc.clone());
 
+    // TCP first: clients (and tests) take the Unix socket's existence as "the agent is up".
+    let tcp_listener = match &listen.tcp {
+        Some(tcp) => Some(
+            tokio::net::TcpListener::bind(tcp.addr)
+                .await
+                .with_context(|| format!("binding {}", tcp.addr))?,
+        ),
+        None => None,
+    };
     let unix = bind_unix(&listen.socket)?;
     info!(socket = %listen.socket.display(), "serving gRPC on unix socket");
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let tcp_task = match listen.tcp {
-        Some(tcp) => {
-            let l = tokio::net::TcpListener::bind(tcp.addr)
-                .await
-                .with_context(|| format!("binding {}", tcp.addr))?;
+    let tcp_task = match listen.tcp.zip(tcp_listener) {
+        Some((tcp, l)) => {
             let mut builder = Server::builder();
             match tcp.tls {
                 Some(tls) => {
