@@ -34,7 +34,7 @@ r=0
 while [ $r -lt $RO ]; do
   for v in $(order $r "none other path"); do
     case $v in
-      other) inject sys fail --cgroup /other --syscall openat --errno EIO --for 10m ;;
+      other) inject sys fail --cgroup /other --syscall openat --path /data --errno EIO --for 10m ;;
       path) inject sys fail --cgroup /bench --syscall openat --path /nonexistent --errno EIO --for 10m ;;
     esac
     echo "BENCH-VM openat $v $r $(inside fl-probe rate open /etc/passwd $S)"
@@ -134,7 +134,7 @@ pub fn vm(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     // openat: paired by round.
     let none = field(get(&s, "openat", "none")?, "per_s");
     for (var, id, what) in [
-        ("other", "syscall.openat.other", "a fault on another cgroup"),
+        ("other", "syscall.openat.other", "a fault (with a path) on another cgroup"),
         ("path", "syscall.openat.path", "a fault on this cgroup, path not matching"),
     ] {
         let with = field(get(&s, "openat", var)?, "per_s");

@@ -73,16 +73,15 @@ enum Owner {
 
 struct Target {
     owner: Owner,
-    slots: Vec<u32>,
-    /// The hook groups each slot's rule needs (cgroups::HOOK_*).
-    hooks: Vec<(u32, u8)>,
+    /// Each rule's slot, with the hook groups it needs (cgroups::HOOK_*).
+    slots: Vec<(u32, u8)>,
     /// What is attached while this cgroup target is a topmost one (see attach.rs).
     links: Option<cgroups::Links>,
 }
 
 impl Target {
     fn hooks(&self) -> u8 {
-        self.hooks.iter().fold(0, |m, (_, h)| m | h)
+        self.slots.iter().fold(0, |m, (_, h)| m | h)
     }
 
     fn cgroup(&self) -> Option<&ResolvedCgroup> {
@@ -359,14 +358,9 @@ impl NetState {
         if ingress_edt(&c.rule, &owner) {
             self.ingress_rules += 1;
         }
-        let entry = self.targets.entry(key).or_insert(Target {
-            owner,
-            slots: Vec::new(),
-            hooks: Vec::new(),
-            links: None,
-        });
-        entry.slots.push(slot);
-        entry.hooks.push((slot, cgroups::hooks_for(c.rule.action)));
+        let entry =
+            self.targets.entry(key).or_insert(Target { owner, slots: Vec::new(), links: None });
+        entry.slots.push((slot, cgroups::hooks_for(c.rule.action)));
         self.publish(key)?;
         self.reconcile()
     }
@@ -374,8 +368,7 @@ impl NetState {
     /// Removes everything `install` may have written for `slot`; tolerates partial installs.
     fn uninstall(&mut self, key: u64, slot: u32, keys: &Keys) {
         if let Some(t) = self.targets.get_mut(&key) {
-            t.slots.retain(|s| *s != slot);
-            t.hooks.retain(|(s, _)| *s != slot);
+            t.slots.retain(|(s, _)| *s != slot);
         }
         if let Ok(r) = self.rules.get(&slot, 0) {
             if r.action == ACTION_DNS {
@@ -413,7 +406,11 @@ impl NetState {
 
     /// Writes the target's slot list (one atomic map update) and the level mask.
     fn publish(&mut self, key: u64) -> Result<()> {
-        let slots = self.targets.get(&key).map(|t| t.slots.clone()).unwrap_or_default();
+        let slots: Vec<u32> = self
+            .targets
+            .get(&key)
+            .map(|t| t.slots.iter().map(|(s, _)| *s).collect())
+            .unwrap_or_default();
         if slots.is_empty() {
             let _ = self.cgroups.remove(&key);
         } else {
