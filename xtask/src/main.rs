@@ -214,7 +214,7 @@ fn task(task: Task) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!("== VM tier: {:?}", vm::DEFAULT_KERNELS);
-            let all = vm::vm_test(vm::DEFAULT_KERNELS, None, &args, Duration::from_secs(1500));
+            let all = vm::vm_test(vm::DEFAULT_KERNELS, None, &args, Duration::from_secs(2100));
             if !args.is_empty() {
                 return all;
             }
