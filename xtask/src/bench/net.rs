@@ -293,8 +293,8 @@ pub fn datapath(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
                 "ns",
             )
             .note(format!(
-                "{}; kernel.bpf_stats_enabled, one extra run; a loss experiment attaches every \
-                 hook type (also connect, sendmsg, recvmsg, getpeername) to the cgroup",
+                "{}; kernel.bpf_stats_enabled, one extra run; a loss experiment attaches only \
+                 the cgroup_skb programs",
                 each.join(", ")
             )),
         );

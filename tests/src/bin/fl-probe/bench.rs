@@ -397,15 +397,24 @@ pub fn inject_latency(socket: &str, cgroup: &str, count: usize, warm: bool, inte
     );
 }
 
-/// `spin SECONDS`: one busy thread (a competing process in a cgroup).
-pub fn spin(seconds: f64) -> String {
+/// `spin SECONDS [PERCENT]`: one thread busy for PERCENT (default 100) of every 10 ms (a
+/// competing process in a cgroup).
+pub fn spin(seconds: f64, percent: f64) -> String {
     let start = Instant::now();
+    let period = std::time::Duration::from_millis(10);
+    let busy = period.mul_f64((percent / 100.0).clamp(0.0, 1.0));
     let mut x = 0u64;
     while start.elapsed().as_secs_f64() < seconds {
-        for i in 0..100_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        let t = Instant::now();
+        while t.elapsed() < busy {
+            for i in 0..1_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
         }
-        std::hint::black_box(x);
+        if busy < period {
+            std::thread::sleep(period - busy);
+        }
     }
     r#"{"spun":true}"#.to_string()
 }

@@ -20,7 +20,7 @@
 //! tcp-rate ADDR SECONDS           one TCP connection to a sink in this process: rate_bps
 //! inject-latency SOCKET CGROUP COUNT cold|warm INTERVAL_US
 //!                                 Inject call to first dropped datagram, COUNT times
-//! spin SECONDS                    one busy thread
+//! spin SECONDS [PERCENT]          one thread busy PERCENT (100) of the time
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bench;
@@ -308,7 +308,10 @@ fn main() {
         Some("rate") => bench::rate(&args[1], &args[2], args[3].parse().expect("SECONDS")),
         Some("owd") => bench::owd(addr(), num(), args[3].parse().expect("INTERVAL_MS")),
         Some("tcp-rate") => bench::tcp_rate(addr(), args[2].parse().expect("SECONDS")),
-        Some("spin") => bench::spin(args[1].parse().expect("SECONDS")),
+        Some("spin") => bench::spin(
+            args[1].parse().expect("SECONDS"),
+            args.get(2).map_or(100.0, |p| p.parse().expect("PERCENT")),
+        ),
         Some("inject-latency") => {
             let n = args[3].parse().expect("COUNT");
             let interval = args[5].parse().expect("INTERVAL_US");
