@@ -28,6 +28,20 @@ fn pair(tag: &str, n: u8) -> Pair {
     Pair { a, b, dev_a, addr_a, addr_b }
 }
 
+/// Partitions device a of the pair from every peer for 60 s.
+fn partition_all(agent: &Agent, p: &Pair) -> serde_json::Value {
+    agent.cli_json(&[
+        "net",
+        "partition",
+        "--interface",
+        &p.dev_a,
+        "--netns",
+        &p.a.name,
+        "--for",
+        "60s",
+    ])
+}
+
 /// Replies from an echo server in `server_ns` to a client in `client_ns`; also returns how
 /// many requests reached the server.
 fn echo_between(client_ns: &Netns, server_ns: &Netns, server_addr: &str, n: usize) -> (u64, usize) {
@@ -76,16 +90,7 @@ fn partition_between_two_namespaces_blocks_both_ways_until_it_ends() {
 fn interface_fault_ends_when_the_agent_is_killed_and_restart_cleans_up() {
     let mut agent = Agent::start_with(&["--no-resume"]);
     let p = pair("ikill", 2);
-    agent.cli_json(&[
-        "net",
-        "partition",
-        "--interface",
-        &p.dev_a,
-        "--netns",
-        &p.a.name,
-        "--for",
-        "60s",
-    ]);
+    partition_all(&agent, &p);
     assert_eq!(echo_between(&p.a, &p.b, &p.addr_b, 50).0, 0);
     agent.signal(libc::SIGKILL);
     agent.wait_exit(Duration::from_secs(5)).expect("agent did not die");
@@ -300,16 +305,7 @@ fn interface_bad_input_names_the_field() {
 fn interface_fault_fails_when_the_device_is_removed() {
     let agent = Agent::start();
     let p = pair("igone", 8);
-    let e = agent.cli_json(&[
-        "net",
-        "partition",
-        "--interface",
-        &p.dev_a,
-        "--netns",
-        &p.a.name,
-        "--for",
-        "60s",
-    ]);
+    let e = partition_all(&agent, &p);
     let id = e["id"].as_str().unwrap();
     assert_eq!(echo_between(&p.a, &p.b, &p.addr_b, 20).0, 0, "the fault was not in effect");
     p.a.ip(&["link", "del", &p.dev_a]);
