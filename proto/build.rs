@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     // Served by gRPC reflection so generic clients (grpcurl) can discover the API.
     fs::write(out.join("faultline_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    // The service stubs need tonic: only with the `grpc` feature (the core uses the messages).
+    let grpc = env::var_os("CARGO_FEATURE_GRPC").is_some();
+    tonic_prost_build::configure().build_client(grpc).build_server(grpc).compile_fds(fds)?;
     Ok(())
 }

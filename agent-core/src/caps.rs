@@ -2,11 +2,6 @@
 //! and creating real objects (in scratch cgroups and network namespaces), never from
 //! version strings.
 
-pub mod btf;
-pub mod netns;
-pub mod rtnl;
-pub mod tracing;
-
 use std::{path::Path, sync::Arc};
 
 use aya::{
@@ -18,11 +13,15 @@ use aya::{
     sys::{BpfHelper, is_helper_supported},
 };
 
+use crate::kernel::{
+    self,
+    probes::probe_atomic_fetch,
+    rtnl::{Netlink, Qdisc},
+};
 use crate::{
     engine::error::chain,
     faults::net::{self, NetDriver},
 };
-use rtnl::{Netlink, Qdisc};
 
 #[derive(Clone, Debug)]
 pub struct Probe {
@@ -128,7 +127,7 @@ fn probe_lsm(ebpf: &mut Ebpf) -> Result<String, String> {
 /// tcx and clsact + cls_bpf on `lo` of a scratch network namespace. The object moves to the
 /// probe thread, so this runs last.
 fn probe_tc(mut ebpf: Ebpf) -> (Probe, Probe) {
-    let r = netns::in_scratch_netns(move || {
+    let r = kernel::netns::in_scratch_netns(move || {
         let prog: &mut SchedClassifier = match ebpf
             .program_mut("fl_probe_tc")
             .ok_or_else(|| "probe program missing".to_string())
@@ -174,10 +173,15 @@ fn probe_tc(mut ebpf: Ebpf) -> (Probe, Probe) {
 
 /// Adds `kind` as the root qdisc of `lo` in a scratch network namespace.
 fn probe_qdisc(name: &'static str, kind: &'static str, options: Vec<u8>) -> Probe {
-    let r = netns::in_scratch_netns(move || -> Result<String, String> {
+    let r = kernel::netns::in_scratch_netns(move || -> Result<String, String> {
         let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
-        let q =
-            Qdisc { ifindex: 1, handle: 0, parent: rtnl::TC_H_ROOT, kind: kind.into(), options };
+        let q = Qdisc {
+            ifindex: 1,
+            handle: 0,
+            parent: crate::kernel::rtnl::TC_H_ROOT,
+            kind: kind.into(),
+            options,
+        };
         nl.add_qdisc(&q, true).map_err(|e| {
             format!("adding a {kind} qdisc: {e} (is sch_{kind} built or loadable?)")
         })?;
@@ -185,91 +189,15 @@ fn probe_qdisc(name: &'static str, kind: &'static str, options: Vec<u8>) -> Prob
             .qdiscs(1)
             .map_err(|e| format!("listing qdiscs: {e}"))?
             .into_iter()
-            .find(|q| q.parent == rtnl::TC_H_ROOT);
+            .find(|q| q.parent == crate::kernel::rtnl::TC_H_ROOT);
         let Some(root) = root.filter(|r| r.kind == kind) else {
             return Err(format!("{kind} was accepted but is not the root qdisc"));
         };
-        nl.del_qdisc(1, root.handle, rtnl::TC_H_ROOT)
+        nl.del_qdisc(1, root.handle, crate::kernel::rtnl::TC_H_ROOT)
             .map_err(|e| format!("deleting the {kind} qdisc: {e}"))?;
         Ok(format!("{kind} qdisc added as root of a scratch device, listed and deleted"))
     });
     result(name, r.and_then(|r| r))
-}
-
-/// Whether programs may use atomic fetch-and-add (BPF_ATOMIC | BPF_FETCH, kernel 5.12+):
-/// loads a socket filter that does one on its stack.
-pub fn probe_atomic_fetch() -> Result<(), String> {
-    let insns: [[u8; 8]; 6] = [
-        [0xb7, 0x01, 0, 0, 0, 0, 0, 0],          // r1 = 0
-        [0x7b, 0x1a, 0xf8, 0xff, 0, 0, 0, 0],    // *(u64 *)(r10 - 8) = r1
-        [0xb7, 0x02, 0, 0, 1, 0, 0, 0],          // r2 = 1
-        [0xdb, 0x2a, 0xf8, 0xff, 0x01, 0, 0, 0], // r2 = atomic_fetch_add((u64 *)(r10 - 8), r2)
-        [0xb7, 0x00, 0, 0, 0, 0, 0, 0],          // r0 = 0
-        [0x95, 0, 0, 0, 0, 0, 0, 0],             // exit
-    ];
-    let license = b"GPL\0";
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // BPF_PROG_TYPE_SOCKET_FILTER
-    attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
-    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
-    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    // SAFETY: BPF_PROG_LOAD (5) with a zero-padded attr of the size we pass.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_mut_ptr(), attr.len()) };
-    if fd < 0 {
-        return Err(format!("atomic fetch-and-add refused: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: closing the descriptor the kernel just returned.
-    unsafe { libc::close(fd as i32) };
-    Ok(())
-}
-
-/// Whether a packet a tc ingress program redirects to an ifb comes back to the device's
-/// receive path (kernels before 6.4 do not mark a bpf redirect for the ifb, which drops
-/// it). Learned by doing it in a scratch namespace: a datagram to a local socket on lo.
-pub fn probe_ifb_redirect() -> Result<String, String> {
-    netns::in_scratch_netns(|| -> Result<String, String> {
-        let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
-        nl.set_up(1).map_err(|e| format!("bringing lo up: {e}"))?;
-        let ifb = nl
-            .add_link("flprobe0", "ifb")
-            .map_err(|e| format!("creating an ifb device: {e} (is the ifb module available?)"))?;
-        let mut ebpf = Ebpf::load(net::ebpf_object()).map_err(|e| chain(&e))?;
-        let mut arg: aya::maps::Array<_, u32> = ebpf
-            .take_map("FL_PROBE_ARG")
-            .ok_or("probe map missing")?
-            .try_into()
-            .map_err(|e: aya::maps::MapError| chain(&e))?;
-        arg.set(0, ifb as u32, 0).map_err(|e| chain(&e))?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut("fl_probe_redirect")
-            .ok_or("probe program missing")?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| chain(&e))?;
-        prog.load().map_err(|e| chain(&e))?;
-        let tcx = TcAttachOptions::TcxOrder(Default::default());
-        if prog.attach_with_options("lo", TcAttachType::Ingress, tcx).is_err() {
-            tc::qdisc_add_clsact("lo").map_err(|e| format!("adding clsact: {}", chain(&e)))?;
-            let nl_opts = TcAttachOptions::Netlink(NlOptions::default());
-            prog.attach_with_options("lo", TcAttachType::Ingress, nl_opts)
-                .map_err(|e| format!("attaching to lo: {}", chain(&e)))?;
-        }
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        rx.set_read_timeout(Some(std::time::Duration::from_millis(500)))
-            .map_err(|e| e.to_string())?;
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let to = rx.local_addr().map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 16];
-        for _ in 0..3 {
-            tx.send_to(b"faultline", to).map_err(|e| e.to_string())?;
-            if rx.recv(&mut buf).is_ok() {
-                return Ok("a packet redirected to an ifb at ingress came back to lo".into());
-            }
-        }
-        Err("packets a tc program redirects to an ifb are dropped there (bpf redirect is not \
-             marked for the ifb before kernel 6.4)"
-            .into())
-    })
-    .and_then(|r| r)
 }
 
 /// How system calls are failed here: the backend probe and the syscall_errno fault.
@@ -395,7 +323,7 @@ pub fn probe(
         },
     });
 
-    match Ebpf::load(net::ebpf_object()) {
+    match Ebpf::load(kernel::ebpf_object()) {
         Ok(mut ebpf) => {
             probes.push(result("cgroup_sock_addr", probe_sock_addr(&mut ebpf, mount)));
             probes.push(result("lsm", probe_lsm(&mut ebpf)));
@@ -415,12 +343,12 @@ pub fn probe(
     }
     probes.push(result(
         "fmod_ret_security",
-        tracing::fmod_ret("security_file_open")
+        kernel::tracing::fmod_ret("security_file_open")
             .map(|()| "fmod_ret on security_file_open loaded and attached".into()),
     ));
     probes.push(result(
         "fmod_ret_syscall",
-        tracing::fmod_ret("__x64_sys_openat")
+        kernel::tracing::fmod_ret("__x64_sys_openat")
             .map(|()| "fmod_ret on __x64_sys_openat loaded and attached".into()),
     ));
     probes.push(result(
@@ -442,8 +370,12 @@ pub fn probe(
             Err(e) => Err(format!("probe failed: {}", chain(&e))),
         },
     ));
-    probes.push(probe_qdisc("sch_fq", "fq", rtnl::fq_options(10_000, 1000, 10_000_000)));
-    probes.push(probe_qdisc("sch_netem", "netem", rtnl::netem_options(1000)));
+    probes.push(probe_qdisc(
+        "sch_fq",
+        "fq",
+        crate::kernel::rtnl::fq_options(10_000, 1000, 10_000_000),
+    ));
+    probes.push(probe_qdisc("sch_netem", "netem", crate::kernel::rtnl::netem_options(1000)));
     let lsm_list = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     probes.push(Probe {
         name: "bpf_lsm_active",

@@ -20,7 +20,7 @@ use crate::{
             is_ancestor_path,
         },
     },
-    target::runtime,
+    targets::runtime,
 };
 
 /// The file as written; every key is optional.
@@ -65,10 +65,10 @@ impl Default for Policy {
 }
 
 impl Policy {
-    pub fn load(path: &Path) -> anyhow::Result<Policy> {
+    pub fn load(path: &Path) -> std::result::Result<Policy, String> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading policy {}: {e}", path.display()))?;
-        Policy::parse(&text).map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))
+            .map_err(|e| format!("reading policy {}: {e}", path.display()))?;
+        Policy::parse(&text).map_err(|e| format!("policy {}: {e}", path.display()))
     }
 
     pub fn parse(text: &str) -> std::result::Result<Policy, String> {
@@ -89,7 +89,7 @@ impl Policy {
         }
         if let Some(v) = f.max_stress_memory {
             p.max_stress_memory =
-                Some(crate::cli::parse_bytes(&v).map_err(|e| format!("max_stress_memory: {e}"))?);
+                Some(crate::units::parse_bytes(&v).map_err(|e| format!("max_stress_memory: {e}"))?);
         }
         if let Some(v) = f.protected_cgroups {
             for c in &v {

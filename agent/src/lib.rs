@@ -1,15 +1,8 @@
-//! The faultline agent and CLI as a library: the binary (src/main.rs) is a thin entry point,
-//! and the fuzz targets (fuzz/) reach request validation and the journal reader through it.
+//! The faultline agent's front ends: the gRPC service (`api`), the command line (`cli`),
+//! telemetry (Prometheus, logs) and `serve`, which wires the core (crate faultline-core) to
+//! them. The binary (src/main.rs) is a thin entry point.
 
 pub mod api;
 pub mod cli;
-pub mod engine;
-pub mod errno;
-pub mod faults;
-pub mod kernel;
-pub mod policy;
 pub mod serve;
-pub mod target;
 pub mod telemetry;
-#[cfg(test)]
-mod testutil;

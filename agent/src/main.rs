@@ -1,7 +1,8 @@
 //! `faultline`: the agent (`faultline serve`) and its command-line client, in one binary.
 
 use clap::Parser as _;
-use faultline::{cli, faults, serve};
+use faultline::{cli, serve};
+use faultline_core::faults;
 
 fn main() -> std::process::ExitCode {
     // A stress worker the agent started: no CLI parsing, no runtime.

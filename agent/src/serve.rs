@@ -6,19 +6,19 @@ use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::{
-    api::{self, validate::Limits},
-    cli::ServeArgs,
+use faultline_core::{
+    caps,
     engine::Engine,
     faults::{
         Drivers,
         net::{NetDriver, devices::Devices, dns::Responders, fq::FqManager, ifb::Ifbs},
         sys::SysDriver,
     },
-    kernel,
-    target::Resolver,
-    telemetry,
+    targets::Resolver,
+    wire::validate::Limits,
 };
+
+use crate::{api, cli::ServeArgs, telemetry};
 
 /// Holds an exclusive flock on the state dir so two agents never share one.
 fn lock_state_dir(args: &ServeArgs) -> anyhow::Result<File> {
@@ -108,15 +108,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         warn!("not running as root: loading eBPF programs will likely fail");
     }
     let mut policy = match &args.config {
-        Some(path) => crate::policy::Policy::load(path)?,
-        None => crate::policy::Policy::default(),
+        Some(path) => faultline_core::policy::Policy::load(path).map_err(anyhow::Error::msg)?,
+        None => faultline_core::policy::Policy::default(),
     };
     if let Some(d) = args.max_duration {
         policy.max_duration = d;
     }
     let _lock = lock_state_dir(&args)?;
     let resolver = Resolver::from_host().map_err(|e| anyhow::anyhow!("{e}"))?;
-    info!(cgroup2 = %resolver.mount().display(), kernel = %kernel::kernel_release(), "starting");
+    info!(cgroup2 = %resolver.mount().display(), kernel = %caps::kernel_release(), "starting");
 
     // tc filters a previous agent attached over netlink outlive it: remove them first.
     Devices::recover(&args.state_dir);
@@ -129,12 +129,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     fq.recover();
     let ifbs = Arc::new(Ifbs::new(&args.state_dir));
     ifbs.recover();
-    let stress = Arc::new(crate::faults::stress::StressDriver::new(
+    let stress = Arc::new(faultline_core::faults::stress::StressDriver::new(
         &args.state_dir,
         policy.max_stress_memory,
     ));
     stress.recover();
-    let process = Arc::new(crate::faults::process::ProcessDriver::new(&args.state_dir));
+    let process = Arc::new(faultline_core::faults::process::ProcessDriver::new(&args.state_dir));
     // Cgroups a crashed agent left frozen are thawed before anything else is served.
     process.recover();
     let sys = SysDriver::load().map(Arc::new);
@@ -150,7 +150,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stress,
         process,
     });
-    let journal = crate::engine::journal::Journal::new(&args.state_dir);
+    let journal = faultline_core::engine::journal::Journal::new(&args.state_dir);
     let engine = Engine::new(drivers, resolver.clone(), policy, Some(journal));
     // After the drivers undid what a dead agent left in the kernel: its experiments.
     let r = engine.recover(!args.no_resume).await;
@@ -175,7 +175,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let mount = resolver.mount().to_path_buf();
-    let caps: api::service::CapsFn = Arc::new(move || kernel::probe(&mount, &net, &sys));
+    let caps: api::service::CapsFn = Arc::new(move || caps::probe(&mount, &net, &sys));
 
     let (tx, rx) = watch::channel(false);
     tokio::spawn(signalled(tx));

@@ -5,7 +5,7 @@
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
-use faultline::{api::validate, engine::journal};
+use faultline_core::{engine::journal, wire::validate};
 use faultline_proto::v1::{self as pb, fault::Kind as F, target::Kind as T};
 use prost::Message as _;
 

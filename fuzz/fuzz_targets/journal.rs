@@ -4,7 +4,7 @@
 //! are reached by most inputs rather than by the few that pass a random CRC.
 #![no_main]
 
-use faultline::engine::journal;
+use faultline_core::engine::journal;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! trip (converted, framed, read back and validated again to the same spec).
 #![no_main]
 
-use faultline::api::validate;
+use faultline_core::wire::validate;
 use faultline_proto::v1 as pb;
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;

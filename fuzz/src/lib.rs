@@ -5,9 +5,9 @@
 
 use std::time::SystemTime;
 
-use faultline::{
-    api::{convert, validate},
+use faultline_core::{
     engine::{Snapshot, journal, model::ExperimentSpec, model::State},
+    wire::{convert, validate},
 };
 use faultline_proto::v1 as pb;
 

@@ -2,7 +2,7 @@
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("faultline.v1");
+    include!(concat!(env!("OUT_DIR"), "/faultline.v1.rs"));
 
     /// Encoded FileDescriptorSet of faultline.v1, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

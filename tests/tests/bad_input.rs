@@ -151,6 +151,26 @@ async fn grpc_refusals_name_the_field() {
         ),
         ("zero duration", request(&cg, loss(10.0, None), 0), Code::InvalidArgument, "duration"),
         (
+            "nanos beyond a second",
+            pb::InjectRequest {
+                duration: dur(1, 1_500_000_000),
+                ..request(&cg, loss(10.0, None), 1)
+            },
+            Code::InvalidArgument,
+            "duration.nanos",
+        ),
+        (
+            "NUL in a cgroup path",
+            pb::InjectRequest {
+                target: Some(pb::Target {
+                    kind: Some(pb::target::Kind::CgroupPath(format!("{}\0x", cg.rel))),
+                }),
+                ..request(&cg, loss(10.0, None), 30)
+            },
+            Code::InvalidArgument,
+            "target.cgroup_path",
+        ),
+        (
             "over the policy's max",
             request(&cg, loss(10.0, None), 3601),
             Code::PermissionDenied,

@@ -62,20 +62,6 @@ pub fn brief(s: &str) -> String {
     out
 }
 
-impl From<Error> for tonic::Status {
-    fn from(e: Error) -> Self {
-        let msg = e.to_string();
-        match e {
-            Error::InvalidArgument { .. } => tonic::Status::invalid_argument(msg),
-            Error::NotFound(_) => tonic::Status::not_found(msg),
-            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
-            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
-            Error::PermissionDenied(_) => tonic::Status::permission_denied(msg),
-            Error::Internal(_) => tonic::Status::internal(msg),
-        }
-    }
-}
-
 pub type Result<T> = std::result::Result<T, Error>;
 
 #[cfg(test)]

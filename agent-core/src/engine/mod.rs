@@ -17,7 +17,7 @@ use std::{
 use tokio::{sync::broadcast, task::JoinHandle, time::Instant};
 use tracing::{info, warn};
 
-use crate::{policy::Policy, target::Resolver};
+use crate::{policy::Policy, targets::Resolver};
 use driver::{FaultDriver, FaultHandle, monotonic_ns};
 use error::{Error, Result};
 use model::{Counters, ExperimentSpec, Resolved, State};
@@ -230,7 +230,7 @@ impl Engine {
             let mut e = self.lock().records.get(&id).map(|r| r.snap.clone())?;
             e.started_at = Some(started_wall);
             e.deadline = Some(deadline_wall);
-            Some((j, crate::api::convert::experiment(&e)))
+            Some((j, crate::wire::convert::experiment(&e)))
         });
         let driver = self.driver.clone();
         let fault = spec.fault.clone();
@@ -350,7 +350,7 @@ impl Engine {
         for e in entries {
             let id = e.id.clone();
             let req = journal::request_of(&e);
-            let spec = match crate::api::validate::inject(&req, &Default::default()) {
+            let spec = match crate::wire::validate::inject(&req, &Default::default()) {
                 Ok(s) => s,
                 Err(err) => {
                     warn!(experiment = %id, error = %err, "journaled experiment no longer valid, dropped");

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use faultline_proto::v1 as pb;
 
 use crate::{
+    caps::Capabilities,
     engine::{
         Snapshot,
         model::{
@@ -12,7 +13,6 @@ use crate::{
             LossModel, NamePattern, PacketFilter, Protocol, Resolved, State, TargetSpec,
         },
     },
-    kernel::Capabilities,
 };
 
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
@@ -194,7 +194,7 @@ fn fault(f: &FaultSpec) -> pb::Fault {
             }),
         }),
         FaultSpec::ProcessKill(k) => pb::fault::Kind::ProcessKill(pb::ProcessKill {
-            signal: crate::api::validate_process::signal_name(k.signal),
+            signal: crate::wire::validate_process::signal_name(k.signal),
             mode: match k.mode {
                 KillMode::All => pb::KillMode::All,
                 KillMode::RandomOne => pb::KillMode::RandomOne,

@@ -95,6 +95,9 @@ fn target(t: Option<&pb::Target>) -> Result<TargetSpec> {
         Some(pb::target::Kind::CgroupPath(p)) if p.trim().is_empty() => {
             Err(Error::invalid("target.cgroup_path", "must not be empty"))
         }
+        Some(pb::target::Kind::CgroupPath(p)) if p.contains('\0') => {
+            Err(Error::invalid("target.cgroup_path", "must not contain a NUL byte"))
+        }
         Some(pb::target::Kind::CgroupPath(p)) => Ok(TargetSpec::CgroupPath(p.clone())),
         Some(pb::target::Kind::Pid(0)) => Err(Error::invalid("target.pid", "must be > 0")),
         Some(pb::target::Kind::Pid(p)) => Ok(TargetSpec::Pid(*p)),
@@ -102,7 +105,7 @@ fn target(t: Option<&pb::Target>) -> Result<TargetSpec> {
             Ok(TargetSpec::Container(container_id(c, "target.container_id")?))
         }
         Some(pb::target::Kind::Pod(p)) => {
-            let uid = crate::target::runtime::normalize_uid(&p.uid).ok_or_else(|| {
+            let uid = crate::targets::runtime::normalize_uid(&p.uid).ok_or_else(|| {
                 Error::invalid(
                     "target.pod.uid",
                     format!("{:?} is not a pod uid (8-4-4-4-12 hex digits)", p.uid),
@@ -277,16 +280,27 @@ pub const MIN_RATE_BPS: u64 = 8_000;
 pub const MAX_RATE_BPS: u64 = 100_000_000_000;
 pub const MAX_BURST_BYTES: u64 = 1 << 30;
 
-/// A non-negative protobuf Duration (absent is zero).
-fn non_negative(d: Option<&prost_types::Duration>, field: &str) -> Result<Duration> {
-    let Some(d) = d else { return Ok(Duration::ZERO) };
+/// A non-negative, normalised protobuf Duration: seconds >= 0 and nanos in 0..=999,999,999
+/// (a larger nanos would silently carry into the seconds).
+pub(super) fn proto_duration(d: &prost_types::Duration, field: &str) -> Result<Duration> {
     if d.seconds < 0 || d.nanos < 0 {
         return Err(Error::invalid(
             field,
             format!("must not be negative, got {}s {}ns", d.seconds, d.nanos),
         ));
     }
+    if d.nanos > 999_999_999 {
+        return Err(Error::invalid(
+            format!("{field}.nanos"),
+            format!("must be 0..=999999999 (the rest belongs in seconds), got {}", d.nanos),
+        ));
+    }
     Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// A non-negative protobuf Duration (absent is zero).
+pub(super) fn non_negative(d: Option<&prost_types::Duration>, field: &str) -> Result<Duration> {
+    d.map_or(Ok(Duration::ZERO), |d| proto_duration(d, field))
 }
 
 /// Egress unless the filter asks for ingress too (EDT faults default to what the target sends).
@@ -562,7 +576,7 @@ fn duration(d: Option<&prost_types::Duration>, limits: &Limits) -> Result<Durati
             format!("must be > 0 and <= {max}, got {}s {}ns", d.seconds, d.nanos),
         ));
     }
-    let dur = Duration::new(d.seconds as u64, d.nanos as u32);
+    let dur = proto_duration(d, "duration")?;
     if dur > limits.max_duration {
         return Err(Error::invalid(
             "duration",
@@ -652,6 +666,26 @@ mod tests {
         }
         assert!(inject(&req(100.0), &l).is_ok());
         assert!(inject(&req(0.001), &l).is_ok());
+    }
+
+    #[test]
+    fn unnormalised_durations_are_refused_by_field() {
+        let l = Limits { max_duration: Duration::from_secs(60) };
+        let mut r = req(30.0);
+        r.duration = Some(prost_types::Duration { seconds: 1, nanos: 1_000_000_000 });
+        let e = inject(&r, &l).unwrap_err().to_string();
+        assert!(e.contains("duration.nanos") && e.contains("0..=999999999"), "{e}");
+        r.duration = Some(prost_types::Duration { seconds: 1, nanos: 999_999_999 });
+        assert!(inject(&r, &l).is_ok());
+    }
+
+    #[test]
+    fn nul_in_a_cgroup_path_is_invalid() {
+        let mut r = req(30.0);
+        r.target = Some(pb::Target { kind: Some(pb::target::Kind::CgroupPath("/a\0b".into())) });
+        let e = inject(&r, &Limits::default()).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+        assert!(e.to_string().contains("target.cgroup_path"), "{e}");
     }
 
     #[test]

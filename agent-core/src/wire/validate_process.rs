@@ -83,8 +83,8 @@ pub fn kill(k: &pb::ProcessKill, field: &str) -> Result<ProcessKill> {
         None => None,
         Some(d) if d.seconds == 0 && d.nanos == 0 => None,
         Some(d) => {
-            let ms = d.seconds.saturating_mul(1000).saturating_add(i64::from(d.nanos) / 1_000_000);
-            if d.seconds < 0 || d.nanos < 0 || ms < 100 {
+            let interval = super::validate::proto_duration(d, &format!("{field}.interval"))?;
+            if interval < std::time::Duration::from_millis(100) {
                 return Err(Error::invalid(
                     format!("{field}.interval"),
                     format!(
@@ -93,7 +93,7 @@ pub fn kill(k: &pb::ProcessKill, field: &str) -> Result<ProcessKill> {
                     ),
                 ));
             }
-            Some(std::time::Duration::new(d.seconds as u64, d.nanos as u32))
+            Some(interval)
         }
     };
     Ok(ProcessKill { signal, mode, interval })

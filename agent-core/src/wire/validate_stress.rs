@@ -68,13 +68,7 @@ pub fn memory(m: &pb::MemoryStress, field: &str) -> Result<MemoryStress> {
             Amount::Percent(percent(p, &format!("{field}.percent"))?)
         }
     };
-    let ramp = match &m.ramp {
-        None => Duration::ZERO,
-        Some(d) if d.seconds < 0 || d.nanos < 0 => {
-            return Err(Error::invalid(format!("{field}.ramp"), "must not be negative"));
-        }
-        Some(d) => Duration::new(d.seconds as u64, d.nanos as u32),
-    };
+    let ramp = super::validate::non_negative(m.ramp.as_ref(), &format!("{field}.ramp"))?;
     if ramp > MAX_RAMP {
         return Err(Error::invalid(
             format!("{field}.ramp"),

@@ -4,12 +4,8 @@
 
 pub mod audit;
 pub mod auth;
-pub mod convert;
 pub mod service;
-pub mod validate;
-pub mod validate_process;
-pub mod validate_stress;
-pub mod validate_sys;
+pub mod status;
 
 use std::{
     net::SocketAddr,
@@ -25,7 +21,7 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 use tracing::{info, warn};
 
-use crate::engine::Engine;
+use faultline_core::engine::Engine;
 
 pub struct Listen {
     pub socket: PathBuf,
@@ -68,7 +64,7 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
 /// Serves until `shutdown` turns true, then stops accepting and returns.
 pub async fn serve(
     engine: Arc<Engine>,
-    limits: validate::Limits,
+    limits: faultline_core::wire::validate::Limits,
     caps: service::CapsFn,
     listen: Listen,
     metrics: Arc<crate::telemetry::metrics::Metrics>,

@@ -8,14 +8,16 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+use faultline_core::{
+    caps::Capabilities,
+    engine::{Engine, EventKind, ListFilter, model::State},
+    wire::{convert, validate},
+};
+
 use super::{
     audit::{Audit, refusal},
     auth::client_of,
-    convert, validate,
-};
-use crate::{
-    engine::{Engine, EventKind, ListFilter, model::State},
-    kernel::Capabilities,
+    status::status,
 };
 
 pub type CapsFn = Arc<dyn Fn() -> Capabilities + Send + Sync>;
@@ -72,10 +74,12 @@ impl FaultService for Service {
     ) -> Result<Response<pb::InjectResponse>, Status> {
         let (who, what) = (client_of(&req), inject_summary(req.get_ref()));
         let result = async {
-            let spec = validate::inject(req.get_ref(), &self.limits).inspect_err(|e| {
-                info!(error = %e, "inject refused");
-            })?;
-            Ok::<_, Status>(self.engine.inject(spec).await?)
+            let spec = validate::inject(req.get_ref(), &self.limits)
+                .inspect_err(|e| {
+                    info!(error = %e, "inject refused");
+                })
+                .map_err(status)?;
+            self.engine.inject(spec).await.map_err(status)
         }
         .await;
         match result {
@@ -93,7 +97,7 @@ impl FaultService for Service {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Experiment>, Status> {
-        let snap = self.engine.get(id_field(&req.get_ref().id)?).await?;
+        let snap = self.engine.get(id_field(&req.get_ref().id)?).await.map_err(status)?;
         Ok(Response::new(convert::experiment(&snap)))
     }
 
@@ -107,7 +111,8 @@ impl FaultService for Service {
             .iter()
             .enumerate()
             .map(|(i, s)| validate::state(*s, &format!("states[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(status)?;
         let filter = ListFilter {
             states,
             labels: r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -123,8 +128,7 @@ impl FaultService for Service {
         let who = client_of(&req);
         let what = format!("cancel {}", req.get_ref().id);
         let result =
-            async { Ok::<_, Status>(self.engine.cancel(id_field(&req.get_ref().id)?).await?) }
-                .await;
+            async { self.engine.cancel(id_field(&req.get_ref().id)?).await.map_err(status) }.await;
         self.audit.record(
             &who,
             &what,
@@ -159,7 +163,7 @@ impl FaultService for Service {
             let all = self.engine.list(&ListFilter::default()).await;
             all.into_iter().filter(|s| id.is_empty() || s.id == id).collect()
         } else if !id.is_empty() {
-            vec![self.engine.get(&id).await?]
+            vec![self.engine.get(&id).await.map_err(status)?]
         } else {
             Vec::new()
         };
@@ -167,7 +171,7 @@ impl FaultService for Service {
         let mut shutdown = self.shutdown.clone();
         let engine = self.engine.clone();
         tokio::spawn(async move {
-            let event = |s: &crate::engine::Snapshot, kind: pb::EventType| {
+            let event = |s: &faultline_core::engine::Snapshot, kind: pb::EventType| {
                 Ok(pb::WatchEvent {
                     experiment: Some(convert::experiment(s)),
                     time: Some(convert::timestamp(std::time::SystemTime::now())),

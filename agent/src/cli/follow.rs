@@ -20,7 +20,7 @@ use super::{
     term::{self, Screen, Signals, Wake},
     view,
 };
-use crate::api::convert;
+use faultline_core::wire::convert;
 
 /// A connection to the agent that is made again after it broke.
 struct Agent {

@@ -8,13 +8,16 @@ pub mod stress;
 mod term;
 pub mod view;
 
+pub use faultline_core::units::{parse_bytes, parse_duration, parse_rate};
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use faultline_proto::v1 as pb;
 
-use crate::{api::convert, telemetry::LogFormat};
+use faultline_core::wire::convert;
+
+use crate::telemetry::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -397,36 +400,6 @@ impl EdtFilterArgs {
     }
 }
 
-/// "8mbit", "512kbit", "1gbit", "100000" (bits per second).
-pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix("/s").or_else(|| t.strip_suffix("ps")).unwrap_or(&t).to_string();
-    let (num, mult) = [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)]
-        .iter()
-        .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n.to_string(), *m)))
-        .unwrap_or((t.clone(), 1.0));
-    num.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(|v| (v * mult).round() as u64)
-        .ok_or_else(|| format!("{s:?} is not a rate (e.g. 8mbit, 512kbit, 1gbit)"))
-}
-
-/// "64kb", "1mb", "1500" (bytes; k/m/g are powers of 1024).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t).trim_end_matches('i').to_string();
-    let (num, mult) = [("k", 1u64 << 10), ("m", 1 << 20), ("g", 1 << 30)]
-        .iter()
-        .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n.to_string(), *m)))
-        .unwrap_or((t.clone(), 1));
-    num.trim()
-        .parse::<u64>()
-        .map(|v| v.saturating_mul(mult))
-        .map_err(|_| format!("{s:?} is not a size (e.g. 64kb, 1mb)"))
-}
-
 #[derive(Args, Debug)]
 pub struct RejectArgs {
     #[command(flatten)]
@@ -609,10 +582,6 @@ pub enum StateArg {
     Expired,
     Cancelled,
     Failed,
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 250ms, 5m)"))
 }
 
 /// Only the syntax is checked here; the agent checks the values and names the field.

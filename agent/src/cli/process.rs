@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use faultline_proto::v1 as pb;
 
 use super::{CommonArgs, TargetArgs, parse_duration, parse_label};
-use crate::api::convert::duration as convert_duration;
+use faultline_core::wire::convert::duration as convert_duration;
 
 #[derive(Subcommand, Debug)]
 pub enum ProcessCommand {

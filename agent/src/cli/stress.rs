@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use faultline_proto::v1 as pb;
 
 use super::{CommonArgs, TargetArgs, parse_bytes, parse_duration};
-use crate::api::convert::duration as convert_duration;
+use faultline_core::wire::convert::duration as convert_duration;
 
 #[derive(Subcommand, Debug)]
 pub enum StressCommand {

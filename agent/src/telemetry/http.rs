@@ -11,7 +11,7 @@ use tokio::{
 use tracing::{debug, info};
 
 use super::metrics::{Metrics, own_links};
-use crate::engine::{Engine, ListFilter};
+use faultline_core::engine::{Engine, ListFilter};
 
 /// A request head larger than this is refused: scrapers send a few hundred bytes.
 const MAX_HEAD: usize = 8192;

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::engine::{
+use faultline_core::engine::{
     Snapshot,
     model::{Counters, FaultSpec, State},
 };
@@ -62,7 +62,7 @@ impl Metrics {
         grace: Duration,
     ) -> String {
         let mut out = String::new();
-        let kernel = crate::kernel::kernel_release();
+        let kernel = faultline_core::caps::kernel_release();
         family(
             &mut out,
             "faultline_build_info",

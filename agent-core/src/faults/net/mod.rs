@@ -44,11 +44,6 @@ use devices::{Device, Devices};
 pub const BACKEND: &str = "cgroup_skb";
 pub const BACKEND_TC: &str = "tc";
 
-/// The eBPF object with every kernel program of faultline.
-pub fn ebpf_object() -> &'static [u8] {
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultline-ebpf"))
-}
-
 pub struct NetDriver {
     state: Arc<Mutex<NetState>>,
     /// connect() can fail with any errno (bpf_set_retval), not only EPERM.
@@ -130,12 +125,12 @@ impl NetDriver {
         let tc_helper = |h| is_helper_supported(ProgramType::SchedClassifier, h).unwrap_or(false);
         let has_set_tstamp = tc_helper(BpfHelper::BPF_FUNC_skb_set_tstamp);
         let has_tc_sk_storage = tc_helper(BpfHelper::BPF_FUNC_sk_storage_get);
-        let ifb_redirect = crate::kernel::probe_ifb_redirect();
+        let ifb_redirect = crate::kernel::probes::probe_ifb_redirect();
         let has_ingress_edt = has_set_tstamp && has_tc_sk_storage && ifb_redirect.is_ok();
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_HAS_SET_RETVAL, &u32::from(has_set_retval), true)
             .override_global(GLOBAL_HAS_INGRESS_EDT, &u32::from(has_ingress_edt), true)
-            .load(ebpf_object())
+            .load(crate::kernel::ebpf_object())
             .map_err(|e| format!("loading eBPF object: {}", chain(&e)))?;
         for name in [PROG_EGRESS, PROG_INGRESS] {
             let prog: &mut CgroupSkb = ebpf

@@ -22,7 +22,7 @@ use crate::{
         error::{Error, Result},
         model::{Counters, KillMode, ProcessKill, ResolvedCgroup, is_ancestor_path},
     },
-    target::cgroup_v2_path,
+    targets::cgroup_v2_path,
 };
 
 pub struct KillHandle {

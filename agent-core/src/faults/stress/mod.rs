@@ -24,7 +24,6 @@ use shared::Shared;
 use tracing::{debug, warn};
 
 use crate::{
-    api::validate_stress::host_memory,
     engine::{
         driver::{FaultDriver, FaultHandle, monotonic_ns},
         error::{Error, Result},
@@ -34,6 +33,7 @@ use crate::{
         },
     },
     faults::spawn,
+    wire::validate_stress::host_memory,
 };
 
 /// How often the supervisor samples the cgroup and the workers.

@@ -37,7 +37,8 @@ use crate::{
         error::{Error, Result, chain},
         model::{Counters, ResolvedCgroup, SyscallErrno},
     },
-    faults::net::{attach::topmost, ebpf_object},
+    faults::net::attach::topmost,
+    kernel::ebpf_object,
 };
 
 pub const BACKEND_CGROUP: &str = "cgroup_sock";
@@ -121,7 +122,7 @@ impl SysDriver {
         let has_set_retval =
             is_helper_supported(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval)
                 .unwrap_or(false);
-        let exact = crate::kernel::probe_atomic_fetch().is_ok();
+        let exact = crate::kernel::probes::probe_atomic_fetch().is_ok();
         let f_path = crate::kernel::btf::member_offset("file", "f_path");
         let task = |m| crate::kernel::btf::member_offset("task_struct", m);
         let fork = task("pid").and_then(|p| task("tgid").map(|t| (p, t)));

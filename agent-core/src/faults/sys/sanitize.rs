@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn the_real_object_loses_its_fetch_adds_and_nothing_else() {
-        let elf = crate::faults::net::ebpf_object();
+        let elf = crate::kernel::ebpf_object();
         // Only instructions count: data and debug sections may hold the same bytes.
         let fetches = |b: &[u8]| {
             let code = code_sections(b).expect("an ELF64 object");
