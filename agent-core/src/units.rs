@@ -55,6 +55,9 @@ mod tests {
     fn rates_are_bits_per_second() {
         assert_eq!(parse_rate("8mbit"), Ok(8_000_000));
         assert_eq!(parse_rate("512kbit/s"), Ok(512_000));
+        assert_eq!(parse_rate("1.5Mbit/s"), Ok(1_500_000));
+        assert_eq!(parse_rate("1000"), Ok(1000));
+        assert!(parse_rate("fast").is_err());
         assert!(parse_rate("-1mbit").is_err());
     }
 

@@ -1,10 +1,11 @@
 //! Connecting to an agent: a Unix socket path, or an http:// or https:// URL (TLS, with a
-//! client certificate for mutual TLS, and a bearer token when the agent asks for one).
+//! client certificate for mutual TLS, and a bearer token when the agent asks for one); for
+//! the commands that keep running, a connection that is made again after it broke.
 
-use std::{path::PathBuf, sync::OnceLock};
+use std::{path::PathBuf, sync::OnceLock, time::Duration};
 
 use anyhow::Context as _;
-use faultline_proto::v1::fault_service_client::FaultServiceClient;
+use faultline_proto::v1::{self as pb, fault_service_client::FaultServiceClient};
 use hyper_util::rt::TokioIo;
 use tonic::{
     service::interceptor::InterceptedService,
@@ -84,4 +85,96 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Client> {
         None => None,
     };
     Ok(FaultServiceClient::with_interceptor(channel, Token(token)))
+}
+
+/// gRPC errors become one line: "<code>: <message>".
+pub fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// A connection to the agent that is made again after it broke.
+pub struct Agent {
+    endpoint: String,
+    /// The connection; None after a failed call, so the next call makes a new one.
+    pub(super) client: Option<Client>,
+    /// Longest wait for a connection or an answer.
+    timeout: Duration,
+}
+
+/// Why a call to the agent did not give an answer.
+pub enum Failure {
+    /// The agent said no such experiment.
+    NotFound(String),
+    /// Not reachable, or an error worth retrying: the text for the status line.
+    Retry(String),
+}
+
+impl Agent {
+    pub fn new(endpoint: &str, interval: Duration) -> Agent {
+        Agent {
+            endpoint: endpoint.to_string(),
+            client: None,
+            timeout: interval.max(Duration::from_secs(3)),
+        }
+    }
+
+    async fn client(&mut self) -> Result<Client, Failure> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let c = match tokio::time::timeout(self.timeout, connect(&self.endpoint)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(self.unreachable(&e.root_cause().to_string())),
+            Err(_) => return Err(self.unreachable("no answer")),
+        };
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+
+    fn unreachable(&self, why: &str) -> Failure {
+        Failure::Retry(format!("agent unreachable at {}: {why}", self.endpoint))
+    }
+
+    /// Runs one call; a failed one drops the connection, so the next call makes a new one.
+    pub async fn call<T>(
+        &mut self,
+        f: impl AsyncFnOnce(Client) -> Result<T, tonic::Status>,
+    ) -> Result<T, Failure> {
+        let c = self.client().await?;
+        let r = tokio::time::timeout(self.timeout, f(c)).await;
+        let s = match r {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(s)) => s,
+            Err(_) => tonic::Status::deadline_exceeded("no answer"),
+        };
+        self.client = None;
+        use tonic::Code;
+        Err(match s.code() {
+            Code::NotFound => Failure::NotFound(format!("{:?}: {}", s.code(), s.message())),
+            Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
+                self.unreachable(s.message())
+            }
+            code => Failure::Retry(format!("agent error: {code:?}: {}", s.message())),
+        })
+    }
+
+    pub async fn list(&mut self) -> Result<Vec<pb::Experiment>, Failure> {
+        self.call(async |mut c| {
+            c.list(pb::ListRequest::default()).await.map(|r| r.into_inner().experiments)
+        })
+        .await
+    }
+
+    pub async fn get(&mut self, id: &str) -> Result<pb::Experiment, Failure> {
+        let req = pb::GetRequest { id: id.to_string() };
+        self.call(async |mut c| c.get(req).await.map(|r| r.into_inner())).await
+    }
+}
+
+impl Failure {
+    pub fn text(self) -> String {
+        match self {
+            Failure::NotFound(s) | Failure::Retry(s) => s,
+        }
+    }
 }

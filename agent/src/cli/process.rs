@@ -5,7 +5,11 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use faultline_proto::v1 as pb;
 
-use super::{CommonArgs, TargetArgs, parse_duration, parse_label};
+use super::{
+    args::{LabelArgs, RunArgs, TargetArgs},
+    inject::Injection,
+    parse::parse_duration,
+};
 use faultline_core::wire::convert::duration as convert_duration;
 
 #[derive(Subcommand, Debug)]
@@ -39,9 +43,8 @@ pub struct KillArgs {
     /// How long the fault lasts (with --every: how long it keeps signalling).
     #[arg(long = "for", value_parser = parse_duration, default_value = "1s")]
     pub duration: Duration,
-    /// key=value label (repeatable).
-    #[arg(long = "label", value_parser = parse_label)]
-    pub labels: Vec<(String, String)>,
+    #[command(flatten)]
+    pub labels: LabelArgs,
 }
 
 #[derive(Args, Debug)]
@@ -49,11 +52,11 @@ pub struct PauseArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub run: RunArgs,
 }
 
 impl ProcessCommand {
-    pub fn into_pb(self) -> (pb::Target, pb::fault::Kind, CommonArgs) {
+    pub fn into_pb(self) -> Injection {
         match self {
             ProcessCommand::Kill(a) => (
                 a.target.to_pb(),
@@ -65,10 +68,10 @@ impl ProcessCommand {
                     } as i32,
                     interval: a.every.map(convert_duration),
                 }),
-                CommonArgs { duration: a.duration, labels: a.labels },
+                RunArgs { duration: a.duration, labels: a.labels },
             ),
             ProcessCommand::Pause(a) => {
-                (a.target.to_pb(), pb::fault::Kind::ProcessPause(pb::ProcessPause {}), a.common)
+                (a.target.to_pb(), pb::fault::Kind::ProcessPause(pb::ProcessPause {}), a.run)
             }
         }
     }

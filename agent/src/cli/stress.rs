@@ -3,7 +3,11 @@
 use clap::{Args, Subcommand};
 use faultline_proto::v1 as pb;
 
-use super::{CommonArgs, TargetArgs, parse_bytes, parse_duration};
+use super::{
+    args::{RunArgs, TargetArgs},
+    inject::Injection,
+    parse::{parse_bytes, parse_duration},
+};
 use faultline_core::wire::convert::duration as convert_duration;
 
 #[derive(Subcommand, Debug)]
@@ -50,7 +54,7 @@ pub struct IoArgs {
     #[arg(long, value_parser = parse_bytes)]
     pub rate: Option<u64>,
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -65,7 +69,7 @@ pub struct CpuArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub load: u32,
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -88,7 +92,7 @@ pub struct MemArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub oom_score_adj: Option<i32>,
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -105,11 +109,11 @@ pub struct DiskArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub percent: Option<f64>,
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub run: RunArgs,
 }
 
 impl StressCommand {
-    pub fn into_pb(self) -> (pb::Target, pb::fault::Kind, CommonArgs) {
+    pub fn into_pb(self) -> Injection {
         match self {
             StressCommand::Cpu(a) => (
                 a.target.to_pb(),
@@ -117,7 +121,7 @@ impl StressCommand {
                     workers: a.workers,
                     load_percent: a.load,
                 }),
-                a.common,
+                a.run,
             ),
             StressCommand::Mem(a) => (
                 a.target.to_pb(),
@@ -131,7 +135,7 @@ impl StressCommand {
                     ramp: a.ramp.map(convert_duration),
                     oom_score_adj: a.oom_score_adj,
                 }),
-                a.common,
+                a.run,
             ),
             StressCommand::Io(a) => (
                 a.target.to_pb(),
@@ -151,7 +155,7 @@ impl StressCommand {
                         (None, None) => None,
                     },
                 }),
-                a.common,
+                a.run,
             ),
             StressCommand::Disk(a) => (
                 a.target.to_pb(),
@@ -163,7 +167,7 @@ impl StressCommand {
                         (None, None) => None,
                     },
                 }),
-                a.common,
+                a.run,
             ),
         }
     }

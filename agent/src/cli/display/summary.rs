@@ -1,26 +1,10 @@
-//! Rendering experiments and capabilities: a readable table, or JSON for scripts.
+//! A fault and a target in words ("loss 30% egress tcp to 10.0.0.0/8 port 6379",
+//! "pod u1 container c1"), and a fault's kind and parameters as JSON.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use faultline_proto::v1 as pb;
-use serde::Serialize;
 use serde_json::{Value, json};
-
-pub fn time(t: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
-    t.map(|t| {
-        SystemTime::UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32)
-    })
-}
-
-pub fn rfc3339(t: Option<&prost_types::Timestamp>) -> Option<String> {
-    time(t).map(|t| humantime::format_rfc3339_millis(t).to_string())
-}
-
-pub fn state_name(s: i32) -> String {
-    pb::State::try_from(s)
-        .map(|s| s.as_str_name().trim_start_matches("STATE_").to_ascii_lowercase())
-        .unwrap_or_else(|_| format!("unknown({s})"))
-}
 
 fn enum_name(s: &str, prefix: &str) -> String {
     s.trim_start_matches(prefix).to_ascii_lowercase()
@@ -61,7 +45,7 @@ fn filter_summary(f: Option<&pb::PacketFilter>, with_direction: bool) -> String 
 }
 
 /// (kind, parameters, one-line summary) of a fault.
-fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
+pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
     match f.and_then(|f| f.kind.as_ref()) {
         Some(pb::fault::Kind::NetLoss(l)) => {
             let model = if l.every_nth > 0 {
@@ -264,7 +248,6 @@ fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
     }
 }
 
-/// 8000000 -> "8Mbit/s".
 /// Bytes in powers of 1024: "256MiB", "1.5GiB".
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
@@ -276,7 +259,7 @@ pub fn human_bytes(b: u64) -> String {
     }
     if v.fract() == 0.0 { format!("{v}{}", UNITS[u]) } else { format!("{v:.1}{}", UNITS[u]) }
 }
-
+/// 8000000 -> "8Mbit/s".
 pub fn human_rate(bps: u64) -> String {
     for (unit, div) in [("Gbit/s", 1_000_000_000u64), ("Mbit/s", 1_000_000), ("kbit/s", 1_000)] {
         if bps >= div && bps.is_multiple_of(div / 10) {
@@ -317,257 +300,6 @@ pub fn target_summary(e: &pb::Experiment) -> String {
     }
 }
 
-#[derive(Serialize)]
-pub struct ExperimentJson {
-    id: String,
-    state: String,
-    reason: String,
-    fault: String,
-    parameters: Value,
-    target: Value,
-    resolved_cgroup: Option<String>,
-    cgroup_id: Option<u64>,
-    /// What the resolver found for container and pod targets.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    container: Option<Value>,
-    backend: String,
-    duration_ms: u128,
-    labels: std::collections::BTreeMap<String, String>,
-    created_at: Option<String>,
-    started_at: Option<String>,
-    deadline: Option<String>,
-    ended_at: Option<String>,
-    /// When the fault first acted (not only installed); None until then.
-    first_hit_at: Option<String>,
-    counters: Value,
-}
-
-pub fn experiment_json(e: &pb::Experiment) -> ExperimentJson {
-    let (fault, parameters, _) = fault_info(e.fault.as_ref());
-    let c = e.counters.unwrap_or_default();
-    ExperimentJson {
-        id: e.id.clone(),
-        state: state_name(e.state),
-        reason: e.reason.clone(),
-        fault,
-        parameters,
-        target: match e.target.as_ref().and_then(|t| t.kind.as_ref()) {
-            Some(pb::target::Kind::CgroupPath(p)) => json!({ "cgroup_path": p }),
-            Some(pb::target::Kind::Pid(p)) => json!({ "pid": p }),
-            Some(pb::target::Kind::Interface(i)) => {
-                json!({ "interface": i.name, "netns": i.netns })
-            }
-            Some(pb::target::Kind::ContainerId(c)) => json!({ "container_id": c }),
-            Some(pb::target::Kind::Pod(p)) => {
-                json!({ "pod_uid": p.uid, "container_id": p.container_id })
-            }
-            Some(pb::target::Kind::Host(h)) => json!({ "host": h }),
-            None => Value::Null,
-        },
-        container: e
-            .resolved_target
-            .as_ref()
-            .filter(|r| !r.container_id.is_empty() || !r.pod_uid.is_empty())
-            .map(|r| json!({ "id": r.container_id, "runtime": r.runtime, "pod_uid": r.pod_uid })),
-        resolved_cgroup: e
-            .resolved_target
-            .as_ref()
-            .filter(|r| r.interface.is_empty())
-            .map(|r| r.cgroup_path.clone()),
-        cgroup_id: e.resolved_target.as_ref().map(|r| r.cgroup_id),
-        backend: e.backend.clone(),
-        duration_ms: e
-            .duration
-            .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32).as_millis())
-            .unwrap_or_default(),
-        labels: e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        created_at: rfc3339(e.created_at.as_ref()),
-        started_at: rfc3339(e.started_at.as_ref()),
-        deadline: rfc3339(e.deadline.as_ref()),
-        ended_at: rfc3339(e.ended_at.as_ref()),
-        first_hit_at: rfc3339(e.first_hit_at.as_ref()),
-        counters: json!({ "packets_matched": c.packets_matched, "packets_dropped": c.packets_dropped,
-                          "packets_delayed": c.packets_delayed, "packets_corrupted": c.packets_corrupted,
-                          "packets_duplicated": c.packets_duplicated, "calls_seen": c.calls_seen,
-                          "calls_failed": c.calls_failed, "cpu_usage_usec": c.cpu_usage_usec,
-                          "bytes_resident": c.bytes_resident, "bytes_filled": c.bytes_filled,
-                          "bytes_written": c.bytes_written, "bytes_read": c.bytes_read,
-                          "processes_signalled": c.processes_signalled,
-                          "processes_frozen": c.processes_frozen }),
-    }
-}
-
-/// Time left for an active experiment, else when it ended.
-fn remaining(e: &pb::Experiment) -> String {
-    let now = SystemTime::now();
-    if e.state == pb::State::Active as i32
-        && let Some(d) = time(e.deadline.as_ref())
-    {
-        let left = d.duration_since(now).unwrap_or_default();
-        return format!("{}s left", left.as_secs_f64().ceil() as u64);
-    }
-    match time(e.ended_at.as_ref()) {
-        Some(t) => format!("ended {}s ago", now.duration_since(t).unwrap_or_default().as_secs()),
-        None => "-".into(),
-    }
-}
-
-/// Left-aligned columns separated by two spaces.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                s += c;
-            } else {
-                s += &format!("{c:<w$}  ");
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        out += &line(r.clone());
-    }
-    out
-}
-
-pub fn experiments_table(list: &[pb::Experiment]) -> String {
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|e| {
-            let c = e.counters.unwrap_or_default();
-            // Faults on calls count calls; the others count packets (the changed ones).
-            let stress = matches!(
-                e.fault.as_ref().and_then(|f| f.kind.as_ref()),
-                Some(
-                    pb::fault::Kind::CpuStress(_)
-                        | pb::fault::Kind::MemoryStress(_)
-                        | pb::fault::Kind::DiskFill(_)
-                        | pb::fault::Kind::IoStress(_)
-                )
-            );
-            let (matched, hit) = if stress {
-                // What stress achieved: CPU time, or bytes held.
-                let held = c.bytes_resident + c.bytes_filled + c.bytes_written + c.bytes_read;
-                let done = if held > 0 {
-                    human_bytes(held)
-                } else {
-                    format!("{:.1}s cpu", c.cpu_usage_usec as f64 / 1e6)
-                };
-                ("-".to_string(), done)
-            } else if c.calls_seen > 0 || c.calls_failed > 0 {
-                (c.calls_seen.to_string(), c.calls_failed.to_string())
-            } else {
-                let changed = c.packets_dropped
-                    + c.packets_delayed
-                    + c.packets_corrupted
-                    + c.packets_duplicated;
-                (c.packets_matched.to_string(), changed.to_string())
-            };
-            vec![
-                e.id.clone(),
-                state_name(e.state),
-                fault_summary(e.fault.as_ref()),
-                target_summary(e),
-                matched,
-                hit,
-                remaining(e),
-            ]
-        })
-        .collect();
-    table(&["ID", "STATE", "FAULT", "TARGET", "MATCHED", "HIT", "TIME"], &rows)
-}
-
-pub fn experiment_detail(e: &pb::Experiment) -> String {
-    let j = experiment_json(e);
-    let c = e.counters.unwrap_or_default();
-    let mut rows = vec![
-        ("id", j.id),
-        (
-            "state",
-            if j.reason.is_empty() { j.state } else { format!("{} ({})", j.state, j.reason) },
-        ),
-        ("fault", fault_summary(e.fault.as_ref())),
-        ("target", target_summary(e)),
-        ("cgroup id", j.cgroup_id.map(|i| i.to_string()).unwrap_or_default()),
-        ("backend", j.backend),
-        (
-            "duration",
-            humantime::format_duration(Duration::from_millis(j.duration_ms as u64)).to_string(),
-        ),
-        ("created", j.created_at.unwrap_or_default()),
-        ("started", j.started_at.unwrap_or_default()),
-        (
-            "first hit",
-            // When, and how long after the start; "not yet" while live, "never" after.
-            match (j.first_hit_at, super::live::first_hit(e)) {
-                (Some(t), after) if after.starts_with('+') => format!("{t} ({after})"),
-                (Some(t), _) => t,
-                (None, words) => words,
-            },
-        ),
-        ("deadline", j.deadline.unwrap_or_default()),
-        ("ended", j.ended_at.unwrap_or_default()),
-        ("packets matched", c.packets_matched.to_string()),
-        ("packets dropped", c.packets_dropped.to_string()),
-        ("packets delayed", c.packets_delayed.to_string()),
-        ("packets corrupted", c.packets_corrupted.to_string()),
-        ("packets duplicated", c.packets_duplicated.to_string()),
-        ("calls seen", c.calls_seen.to_string()),
-        ("calls failed", c.calls_failed.to_string()),
-        ("cpu used", format!("{:.2}s", c.cpu_usage_usec as f64 / 1e6)),
-        ("bytes resident", human_bytes(c.bytes_resident)),
-        ("bytes filled", human_bytes(c.bytes_filled)),
-        ("bytes written", human_bytes(c.bytes_written)),
-        ("bytes read", human_bytes(c.bytes_read)),
-    ];
-    if !j.labels.is_empty() {
-        let l: Vec<String> = j.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        rows.push(("labels", l.join(",")));
-    }
-    rows.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{k:<16} {v}\n")).collect()
-}
-
-pub fn caps_table(c: &pb::CapabilitiesResponse) -> String {
-    let mut out = format!(
-        "kernel {}  cgroup2 {}  btf {}  agent {}\n\n",
-        c.kernel_release,
-        c.cgroup2_mount,
-        if c.btf { "yes" } else { "no" },
-        c.agent_version
-    );
-    let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
-    let probes: Vec<Vec<String>> =
-        c.probes.iter().map(|p| vec![p.name.clone(), yes(p.supported), p.detail.clone()]).collect();
-    out += &table(&["PROBE", "SUPPORTED", "DETAIL"], &probes);
-    out += "\n";
-    let faults: Vec<Vec<String>> = c
-        .faults
-        .iter()
-        .map(|f| vec![f.fault.clone(), yes(f.supported), f.backend.clone(), f.reason.clone()])
-        .collect();
-    out += &table(&["FAULT", "SUPPORTED", "BACKEND", "REASON"], &faults);
-    out
-}
-
-pub fn caps_json(c: &pb::CapabilitiesResponse) -> Value {
-    json!({
-        "agent_version": c.agent_version,
-        "kernel_release": c.kernel_release,
-        "cgroup2_mount": c.cgroup2_mount,
-        "btf": c.btf,
-        "probes": c.probes.iter().map(|p| json!({"name": p.name, "supported": p.supported, "detail": p.detail})).collect::<Vec<_>>(),
-        "faults": c.faults.iter().map(|f| json!({"fault": f.fault, "supported": f.supported, "backend": f.backend, "reason": f.reason})).collect::<Vec<_>>(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,12 +310,6 @@ mod tests {
         assert_eq!(human_rate(1_500_000), "1.5Mbit/s");
         assert_eq!(human_rate(1_000_000_000), "1Gbit/s");
         assert_eq!(human_rate(8_001), "8001bit/s");
-    }
-
-    #[test]
-    fn table_aligns_columns() {
-        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
-        assert_eq!(t, "A    BB\nxxx  y\n");
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! What the live views show, as plain text: the rows of `faultline watch`, the frame of
-//! `faultline get ID --watch`, the lines of `faultline events`. No terminal I/O here: every
-//! function takes the time and the width, so the tests can pin them.
+//! What the live views show, as plain text: the table and screen of `faultline watch`, the
+//! screen of `faultline get ID --watch`. No terminal I/O here: every function takes the time
+//! and the width, so the tests can pin them.
 
 use std::time::{Duration, SystemTime};
 
 use faultline_proto::v1 as pb;
 
-use super::view::{self, fault_summary, human_bytes, state_name, target_summary, time};
+use super::{
+    experiment::{self, state_name, time},
+    progress::{TimeLeft, bar, ceil_secs, compact, counters_text, first_hit, is_live, time_left},
+    summary::{fault_summary, target_summary},
+};
 
 /// `watch --all` also shows experiments that ended this recently.
 pub const RECENT: Duration = Duration::from_secs(600);
@@ -19,11 +23,6 @@ const BAR_MIN: usize = 5;
 const BAR_MAX: usize = 40;
 /// Fault and target text never shrink below this.
 const TEXT_MIN: usize = 12;
-
-pub fn is_live(e: &pb::Experiment) -> bool {
-    e.state == pb::State::Pending as i32 || e.state == pb::State::Active as i32
-}
-
 /// The experiments a `watch` frame shows: live ones (oldest first), then with `all` those
 /// that ended within RECENT (latest first).
 pub fn select(list: &[pb::Experiment], all: bool, now: SystemTime) -> Vec<pb::Experiment> {
@@ -43,145 +42,6 @@ pub fn select(list: &[pb::Experiment], all: bool, now: SystemTime) -> Vec<pb::Ex
     }
     live
 }
-
-/// The counters that say what this kind of fault did, as (label, value).
-pub fn counters(e: &pb::Experiment) -> Vec<(&'static str, String)> {
-    use pb::fault::Kind;
-    let c = e.counters.unwrap_or_default();
-    let n = |v: u64| v.to_string();
-    match e.fault.as_ref().and_then(|f| f.kind.as_ref()) {
-        Some(Kind::NetLoss(_) | Kind::NetPartition(_)) => {
-            vec![("matched", n(c.packets_matched)), ("dropped", n(c.packets_dropped))]
-        }
-        Some(Kind::NetDelay(_) | Kind::NetBandwidth(_)) => {
-            vec![("matched", n(c.packets_matched)), ("delayed", n(c.packets_delayed))]
-        }
-        Some(Kind::NetCorrupt(_)) => {
-            vec![("matched", n(c.packets_matched)), ("corrupted", n(c.packets_corrupted))]
-        }
-        Some(Kind::NetDuplicate(_)) => {
-            vec![("matched", n(c.packets_matched)), ("duplicated", n(c.packets_duplicated))]
-        }
-        Some(Kind::NetDns(_)) => vec![("queries", n(c.calls_seen)), ("failed", n(c.calls_failed))],
-        Some(Kind::NetReject(_)) => {
-            vec![("connects", n(c.calls_seen)), ("failed", n(c.calls_failed))]
-        }
-        Some(Kind::SyscallErrno(_)) => {
-            vec![("calls", n(c.calls_seen)), ("failed", n(c.calls_failed))]
-        }
-        Some(Kind::CpuStress(_)) => vec![("cpu", format!("{:.1}s", c.cpu_usage_usec as f64 / 1e6))],
-        Some(Kind::MemoryStress(_)) => vec![("resident", human_bytes(c.bytes_resident))],
-        Some(Kind::IoStress(s)) => {
-            let mut v = Vec::new();
-            let mode = pb::IoMode::try_from(s.mode).unwrap_or(pb::IoMode::Unspecified);
-            if mode != pb::IoMode::Read {
-                v.push(("written", human_bytes(c.bytes_written)));
-            }
-            if matches!(mode, pb::IoMode::Read | pb::IoMode::Mixed) {
-                v.push(("read", human_bytes(c.bytes_read)));
-            }
-            v
-        }
-        Some(Kind::DiskFill(_)) => vec![("filled", human_bytes(c.bytes_filled))],
-        Some(Kind::ProcessKill(_)) => vec![("signalled", n(c.processes_signalled))],
-        Some(Kind::ProcessPause(_)) => vec![("frozen", n(c.processes_frozen))],
-        None => Vec::new(),
-    }
-}
-
-/// "matched 1000 dropped 503".
-pub fn counters_text(e: &pb::Experiment) -> String {
-    let parts: Vec<String> = counters(e).iter().map(|(k, v)| format!("{k} {v}")).collect();
-    if parts.is_empty() { "-".into() } else { parts.join(" ") }
-}
-
-/// 42s, 90s, 12m05s, 1h02m.
-pub fn compact(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 100 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
-    }
-}
-
-/// Whole seconds, rounded up: 0.2s left shows as 1s, not 0s.
-fn ceil_secs(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
-}
-
-/// When the fault first acted, counted from its start: "+0.3s", "+12s"; "not yet" while it is
-/// live and has done nothing, "never" after.
-pub fn first_hit(e: &pb::Experiment) -> String {
-    match (time(e.first_hit_at.as_ref()), time(e.started_at.as_ref())) {
-        (Some(hit), Some(start)) => {
-            let d = hit.duration_since(start).unwrap_or_default();
-            if d < Duration::from_secs(10) {
-                format!("+{:.1}s", d.as_secs_f64())
-            } else {
-                format!("+{}", compact(d))
-            }
-        }
-        (Some(_), None) => "yes".into(),
-        (None, _) if is_live(e) => "not yet".into(),
-        (None, _) => "never".into(),
-    }
-}
-
-/// The time column of one experiment: a bar while it is active, words otherwise.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TimeLeft {
-    Bar { left: Duration, total: Duration },
-    Text(String),
-}
-
-pub fn time_left(e: &pb::Experiment, now: SystemTime) -> TimeLeft {
-    let deadline = time(e.deadline.as_ref());
-    if e.state == pb::State::Active as i32
-        && let Some(deadline) = deadline
-    {
-        let left = deadline.duration_since(now).unwrap_or_default();
-        let total = e
-            .duration
-            .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
-            .filter(|d| !d.is_zero())
-            .or_else(|| time(e.started_at.as_ref()).and_then(|s| deadline.duration_since(s).ok()))
-            .unwrap_or(left);
-        return TimeLeft::Bar { left, total };
-    }
-    if e.state == pb::State::Pending as i32 {
-        return TimeLeft::Text("pending".into());
-    }
-    match time(e.ended_at.as_ref()) {
-        Some(t) => TimeLeft::Text(format!(
-            "ended {} ago",
-            compact(now.duration_since(t).unwrap_or_default())
-        )),
-        None => TimeLeft::Text("-".into()),
-    }
-}
-
-/// In words, for lines: "42s left", "ended 3s ago".
-pub fn time_left_text(e: &pb::Experiment, now: SystemTime) -> String {
-    match time_left(e, now) {
-        TimeLeft::Bar { left, .. } => format!("{} left", compact(ceil_secs(left))),
-        TimeLeft::Text(t) => t,
-    }
-}
-
-/// `[#######---] 42s`: `cells` marks, one `#` for each share of the time still left.
-pub fn bar(left: Duration, total: Duration, cells: usize) -> String {
-    let frac = if total.is_zero() {
-        0.0
-    } else {
-        (left.as_secs_f64() / total.as_secs_f64()).clamp(0.0, 1.0)
-    };
-    let filled = ((frac * cells as f64).ceil() as usize).min(cells);
-    format!("[{}{}] {}", "#".repeat(filled), "-".repeat(cells - filled), compact(ceil_secs(left)))
-}
-
 /// Column widths that fit `width`: columns above their minimum give up one character at a
 /// time, the one with the most to spare first. May still exceed `width` when every column is
 /// at its minimum (the caller cuts the lines).
@@ -420,104 +280,15 @@ pub fn detail_frame(
             TimeLeft::Text(t) => t,
         };
         lines.push(format!("{:<16} {left}", "time left"));
-        lines.extend(view::experiment_detail(e).lines().map(str::to_string));
+        lines.extend(experiment::experiment_detail(e).lines().map(str::to_string));
     }
     fit_frame(lines, cols, rows)
-}
-
-/// What an event is: "state", "snapshot", "first-hit" (an agent that sends no type only
-/// sends state changes).
-pub fn event_name(t: i32) -> &'static str {
-    match pb::EventType::try_from(t) {
-        Ok(pb::EventType::Snapshot) => "snapshot",
-        Ok(pb::EventType::FirstHit) => "first-hit",
-        _ => "state",
-    }
-}
-
-/// One line per event: time, type, and the experiment in words.
-pub fn event_line(
-    kind: &str,
-    at: Option<&prost_types::Timestamp>,
-    e: &pb::Experiment,
-    now: SystemTime,
-) -> String {
-    let at = time(at).unwrap_or(now);
-    [
-        humantime::format_rfc3339_millis(at).to_string(),
-        format!("{kind:<9}"),
-        e.id.clone(),
-        format!("{:<9}", state_name(e.state)),
-        fault_summary(e.fault.as_ref()),
-        target_summary(e),
-        format!("first hit {}", first_hit(e)),
-        counters_text(e),
-        time_left_text(e, now),
-    ]
-    .join("  ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ts(t: SystemTime) -> prost_types::Timestamp {
-        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
-    }
-
-    fn t0() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
-    }
-
-    fn loss(id: &str, state: pb::State, started: SystemTime, secs: i64) -> pb::Experiment {
-        pb::Experiment {
-            id: id.into(),
-            state: state as i32,
-            target: Some(pb::Target {
-                kind: Some(pb::target::Kind::CgroupPath("/checkout".into())),
-            }),
-            fault: Some(pb::Fault {
-                kind: Some(pb::fault::Kind::NetLoss(pb::NetLoss {
-                    percent: 50.0,
-                    ..Default::default()
-                })),
-            }),
-            duration: Some(prost_types::Duration { seconds: secs, nanos: 0 }),
-            created_at: Some(ts(started)),
-            started_at: Some(ts(started)),
-            deadline: Some(ts(started + Duration::from_secs(secs as u64))),
-            counters: Some(pb::Counters {
-                packets_matched: 1000,
-                packets_dropped: 503,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn with_kind(kind: pb::fault::Kind, c: pb::Counters) -> pb::Experiment {
-        pb::Experiment {
-            fault: Some(pb::Fault { kind: Some(kind) }),
-            counters: Some(c),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn bars_drain_with_the_time_left() {
-        let m = Duration::from_secs(60);
-        assert_eq!(bar(m, m, 10), "[##########] 60s");
-        assert_eq!(bar(Duration::from_secs(42), m, 10), "[#######---] 42s");
-        assert_eq!(bar(Duration::from_millis(41_200), m, 10), "[#######---] 42s");
-        // Any time left shows at least one mark, and none once it is over.
-        assert_eq!(bar(Duration::from_millis(300), m, 10), "[#---------] 1s");
-        assert_eq!(bar(Duration::ZERO, m, 5), "[-----] 0s");
-        assert_eq!(bar(Duration::from_secs(90), m, 4), "[####] 90s");
-        assert_eq!(compact(Duration::from_secs(125)), "2m05s");
-        assert_eq!(bar(m, Duration::ZERO, 3), "[---] 60s");
-        assert_eq!(compact(Duration::from_secs(3725)), "1h02m");
-    }
+    use crate::cli::display::fixtures::{loss, t0, ts};
 
     #[test]
     fn fitting_shrinks_the_roomiest_column_and_stops_at_minimums() {
@@ -531,53 +302,6 @@ mod tests {
         assert_eq!(cut("abcdefgh", 8), "abcdefgh");
         assert_eq!(cut("abcdefgh", 3), "abc");
     }
-
-    #[test]
-    fn counters_follow_the_kind_of_fault() {
-        use pb::fault::Kind;
-        let c = pb::Counters {
-            packets_matched: 10,
-            packets_dropped: 4,
-            packets_delayed: 6,
-            calls_seen: 7,
-            calls_failed: 2,
-            cpu_usage_usec: 1_500_000,
-            bytes_resident: 1 << 20,
-            bytes_written: 2048,
-            bytes_read: 1024,
-            processes_signalled: 3,
-            processes_frozen: 5,
-            ..Default::default()
-        };
-        let text = |k: Kind| counters_text(&with_kind(k, c));
-        assert_eq!(text(Kind::NetLoss(Default::default())), "matched 10 dropped 4");
-        assert_eq!(text(Kind::NetPartition(Default::default())), "matched 10 dropped 4");
-        assert_eq!(text(Kind::NetDelay(Default::default())), "matched 10 delayed 6");
-        assert_eq!(text(Kind::SyscallErrno(Default::default())), "calls 7 failed 2");
-        assert_eq!(text(Kind::NetReject(Default::default())), "connects 7 failed 2");
-        assert_eq!(text(Kind::NetDns(Default::default())), "queries 7 failed 2");
-        assert_eq!(text(Kind::CpuStress(Default::default())), "cpu 1.5s");
-        assert_eq!(text(Kind::MemoryStress(Default::default())), "resident 1MiB");
-        assert_eq!(text(Kind::IoStress(Default::default())), "written 2KiB");
-        let mixed = pb::IoStress { mode: pb::IoMode::Mixed as i32, ..Default::default() };
-        assert_eq!(text(Kind::IoStress(mixed)), "written 2KiB read 1KiB");
-        assert_eq!(text(Kind::ProcessKill(Default::default())), "signalled 3");
-        assert_eq!(text(Kind::ProcessPause(Default::default())), "frozen 5");
-        assert_eq!(counters_text(&pb::Experiment::default()), "-");
-    }
-
-    #[test]
-    fn first_hit_from_the_start() {
-        let mut e = loss("a", pb::State::Active, t0(), 60);
-        assert_eq!(first_hit(&e), "not yet");
-        e.first_hit_at = Some(ts(t0() + Duration::from_millis(300)));
-        assert_eq!(first_hit(&e), "+0.3s");
-        e.first_hit_at = Some(ts(t0() + Duration::from_secs(125)));
-        assert_eq!(first_hit(&e), "+2m05s");
-        let ended = loss("b", pb::State::Expired, t0(), 60);
-        assert_eq!(first_hit(&ended), "never");
-    }
-
     #[test]
     fn table_fits_the_terminal_and_lines_up_bars() {
         let now = t0() + Duration::from_secs(18);
@@ -657,16 +381,5 @@ mod tests {
         assert_eq!(ids(select(&list, false, now)), vec!["live"]);
         assert_eq!(ids(select(&list, true, now)), vec!["live", "recent"]);
         assert!(watch_table(&select(&list, true, now), now, None).contains("ended 5s ago"));
-    }
-
-    #[test]
-    fn event_lines_name_the_type() {
-        let now = t0() + Duration::from_secs(18);
-        let e = loss("aaaaaaaaaaaa", pb::State::Active, t0(), 60);
-        let l = event_line(event_name(pb::EventType::Snapshot as i32), None, &e, now);
-        assert!(l.contains("  snapshot   aaaaaaaaaaaa  active"), "{l}");
-        assert!(l.ends_with("matched 1000 dropped 503  42s left"), "{l}");
-        assert_eq!(event_name(0), "state");
-        assert_eq!(event_name(pb::EventType::FirstHit as i32), "first-hit");
     }
 }

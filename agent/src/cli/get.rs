@@ -1,0 +1,150 @@
+//! `faultline get ID`: one experiment with its counters; with --watch, followed until it
+//! ends: a live screen on a terminal, a line for each change when piped.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Args;
+use faultline_proto::v1 as pb;
+use tokio_stream::StreamExt as _;
+
+use super::{
+    Output,
+    client::{self, Agent, Failure, status},
+    display::{self, emit, events::event_text, live, progress::is_live, terminal},
+    live_view::{self, Step},
+    parse::parse_interval,
+};
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// Experiment id.
+    pub id: String,
+    /// Follow the experiment: redraw it every interval on a terminal (a line for each
+    /// change when piped) until it ends or Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// How often --watch redraws, e.g. 1s, 500ms (at least 100ms).
+    #[arg(long, requires = "watch", value_parser = parse_interval, default_value = "1s")]
+    pub interval: Duration,
+}
+
+pub async fn run(endpoint: &str, output: Output, a: GetArgs) -> anyhow::Result<()> {
+    if a.watch {
+        return if output == Output::Table && terminal::stdout_is_terminal() {
+            watch_live(endpoint, output, &a.id, a.interval).await
+        } else {
+            watch_lines(endpoint, output, &a.id, a.interval).await
+        };
+    }
+    let mut c = client::connect(endpoint).await?;
+    let e = c.get(pb::GetRequest { id: a.id }).await.map_err(status)?.into_inner();
+    display::print_experiment(output, &e)
+}
+
+fn gone(id: &str) -> anyhow::Error {
+    anyhow!("NotFound: experiment {id} is gone: the agent no longer knows it (restarted?)")
+}
+
+/// On a terminal: the detail under a bar for the time left, until the experiment ends (then
+/// its final state is printed on the shell's screen).
+async fn watch_live(
+    endpoint: &str,
+    output: Output,
+    id: &str,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let ended = live_view::run(
+        endpoint,
+        interval,
+        async |agent: &mut Agent, shown| match agent.get(id).await {
+            Ok(e) if !is_live(&e) => Step::End(Ok(e)),
+            Ok(e) => Step::Show(e),
+            Err(Failure::NotFound(_)) if shown => Step::End(Err(gone(id))),
+            Err(Failure::NotFound(s)) => Step::End(Err(anyhow!("{s}"))),
+            Err(f) => Step::Retry(f.text()),
+        },
+        |now, seen, error, size| live::detail_frame(id, interval, now, seen, error, size),
+    )
+    .await?;
+    match ended {
+        Some(e) => display::print_experiment(output, &e?),
+        None => Ok(()),
+    }
+}
+
+/// Piped: a line for each change (state, first hit) until the experiment ends; a broken
+/// connection is made again and only what changed meanwhile is printed.
+async fn watch_lines(
+    endpoint: &str,
+    output: Output,
+    id: &str,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let mut agent = Agent::new(endpoint, interval);
+    let mut sigs = terminal::Signals::install()?;
+    // The first look decides whether there is anything to follow.
+    let mut c = client::connect(endpoint).await?;
+    c.get(pb::GetRequest { id: id.to_string() }).await.map_err(status)?;
+    agent.client = Some(c);
+    let mut last: Option<(i32, bool)> = None;
+    let mut outage = false;
+    loop {
+        let stream = sigs
+            .unless_stopped(agent.call(async |mut c| {
+                let req = pb::WatchRequest {
+                    id: id.to_string(),
+                    send_initial: true,
+                    snapshot_interval: None,
+                };
+                // Only the initial state is checked for existence: a later NotFound means
+                // the agent forgot the experiment.
+                c.get(pb::GetRequest { id: id.to_string() }).await?;
+                c.watch(req).await.map(|r| r.into_inner())
+            }))
+            .await;
+        let mut stream = match stream {
+            None => return Ok(()),
+            Some(Ok(s)) => s,
+            Some(Err(Failure::NotFound(_))) => return Err(gone(id)),
+            Some(Err(Failure::Retry(why))) => {
+                if !outage {
+                    eprintln!("{why}; retrying every {}", humantime::format_duration(interval));
+                    outage = true;
+                }
+                if sigs.sleep(interval).await == terminal::Wake::Stop {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        if outage {
+            eprintln!("agent reachable again");
+            outage = false;
+        }
+        loop {
+            let Some(ev) = sigs.unless_stopped(stream.next()).await else { return Ok(()) };
+            let ev = match ev {
+                Some(Ok(ev)) => ev,
+                // The agent went away: connect again.
+                Some(Err(_)) | None => break,
+            };
+            let Some(e) = ev.experiment else { continue };
+            if ev.r#type == pb::EventType::Snapshot as i32 {
+                continue;
+            }
+            let key = (e.state, e.first_hit_at.is_some());
+            if last != Some(key) {
+                last = Some(key);
+                let kind = display::events::event_name(ev.r#type);
+                if !emit(&event_text(output, kind, ev.time.as_ref(), &e))? {
+                    return Ok(());
+                }
+            }
+            if !is_live(&e) {
+                return Ok(());
+            }
+        }
+        agent.client = None;
+    }
+}

@@ -1,0 +1,33 @@
+//! Sending a fault to the agent: where every inject verb (net, sys, stress, process) ends,
+//! printing the experiment the agent made of it.
+
+use anyhow::Context as _;
+use faultline_proto::v1 as pb;
+
+use super::{
+    Output,
+    args::RunArgs,
+    client::{self, status},
+    display,
+};
+use faultline_core::wire::convert;
+
+/// What an inject verb asks for: who, which fault, for how long with which labels.
+pub type Injection = (pb::Target, pb::fault::Kind, RunArgs);
+
+pub async fn run(
+    endpoint: &str,
+    output: Output,
+    (target, kind, run): Injection,
+) -> anyhow::Result<()> {
+    let mut c = client::connect(endpoint).await?;
+    let req = pb::InjectRequest {
+        target: Some(target),
+        fault: Some(pb::Fault { kind: Some(kind) }),
+        duration: Some(convert::duration(run.duration)),
+        labels: run.labels.labels.into_iter().collect(),
+    };
+    let resp = c.inject(req).await.map_err(status)?.into_inner();
+    let e = resp.experiment.context("agent returned no experiment")?;
+    display::print_experiment(output, &e)
+}
