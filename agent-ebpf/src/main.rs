@@ -9,6 +9,8 @@ mod atomics;
 #[cfg(target_arch = "bpf")]
 mod levels;
 #[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
 mod net;
 #[cfg(target_arch = "bpf")]
 mod normal;

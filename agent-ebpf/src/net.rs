@@ -11,29 +11,27 @@ use aya_ebpf::{
         bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_ancestor_cgroup_id,
         bpf_skb_set_tstamp,
     },
-    macros::{cgroup_skb, map},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    macros::cgroup_skb,
+    maps::lpm_trie::Key,
     programs::SkBuffContext,
 };
 use faultline_common::net::{
-    ACTION_DELAY, ACTION_DROP, ACTION_RATE, CIDR_INCLUDE, CIDR_KEY_HEADER_BITS, CgroupRules,
-    CidrKey, DIR_EGRESS, DIR_INGRESS, DIST_NORMAL, DnsClient, FAMILY_V4, MAX_CIDR_ENTRIES,
-    MAX_PORT_ENTRIES, MAX_RULES, MAX_RULES_PER_CGROUP, MODEL_GE, MODEL_NTH, NetConfig, NetCounters,
-    NetRule, PORT_KEY_HEADER_BITS, PROB_ONE, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP,
-    PortKey, RULE_F_CIDRS, RULE_F_PORTS, RULE_F_SEEDED, RuleState,
+    ACTION_DELAY, ACTION_DROP, ACTION_RATE, CIDR_INCLUDE, CIDR_KEY_HEADER_BITS, CidrKey,
+    DIR_EGRESS, DIR_INGRESS, DIST_NORMAL, DnsClient, FAMILY_V4, MAX_RULES_PER_CGROUP, MODEL_GE,
+    MODEL_NTH, NetCounters, NetRule, PORT_KEY_HEADER_BITS, PROB_ONE, PROTO_ANY, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_UDP, PortKey, RULE_F_CIDRS, RULE_F_PORTS, RULE_F_SEEDED, RuleState,
 };
 
 use crate::{
-    levels, normal,
+    levels,
+    maps::{
+        FL_DNS_CLIENTS, FL_DNS_ORIG, FL_HAS_INGRESS_EDT, FL_NET_CGROUPS, FL_NET_CIDRS,
+        FL_NET_CONFIG, FL_NET_COUNTERS, FL_NET_PORTS, FL_NET_RULES, FL_NET_STATE,
+    },
+    normal,
     packet::{Packet, parse},
-    sockaddr::{FL_DNS_CLIENTS, FL_DNS_ORIG},
     sockcg::fl_sock_note,
 };
-
-/// Set by user space at load (`GLOBAL_HAS_INGRESS_EDT`); when 0 the helper calls it guards
-/// are dead code, so the programs load on kernels without them.
-#[unsafe(no_mangle)]
-pub static FL_HAS_INGRESS_EDT: u32 = 0;
 
 /// BPF_SKB_TSTAMP_DELIVERY_MONO (BPF_SKB_CLOCK_MONOTONIC since 6.11): the time is a
 /// departure time on the monotonic clock, which a redirect from ingress keeps.
@@ -42,27 +40,6 @@ const SKB_TSTAMP_MONO: u32 = 1;
 /// An ingress tstamp further ahead than this is a receive time on the wall clock, not a
 /// departure time an earlier rule set.
 const MAX_INGRESS_HOLD_NS: u64 = 3_600_000_000_000;
-
-#[map(name = "FL_NET_RULES")]
-pub static FL_NET_RULES: HashMap<u32, NetRule> = HashMap::with_max_entries(MAX_RULES, 0);
-
-#[map(name = "FL_NET_CGROUPS")]
-pub static FL_NET_CGROUPS: HashMap<u64, CgroupRules> = HashMap::with_max_entries(MAX_RULES, 0);
-
-#[map(name = "FL_NET_CIDRS")]
-static FL_NET_CIDRS: LpmTrie<CidrKey, u32> = LpmTrie::with_max_entries(MAX_CIDR_ENTRIES, 0);
-
-#[map(name = "FL_NET_PORTS")]
-static FL_NET_PORTS: LpmTrie<PortKey, u32> = LpmTrie::with_max_entries(MAX_PORT_ENTRIES, 0);
-
-#[map(name = "FL_NET_STATE")]
-pub static FL_NET_STATE: HashMap<u32, RuleState> = HashMap::with_max_entries(MAX_RULES, 0);
-
-#[map(name = "FL_NET_COUNTERS")]
-pub static FL_NET_COUNTERS: PerCpuArray<NetCounters> = PerCpuArray::with_max_entries(MAX_RULES, 0);
-
-#[map(name = "FL_NET_CONFIG")]
-pub static FL_NET_CONFIG: Array<NetConfig> = Array::with_max_entries(1, 0);
 
 const PASS: i32 = 1;
 const DROP: i32 = 0;

@@ -8,34 +8,22 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_set_retval,
     },
-    macros::{cgroup_sock_addr, map},
-    maps::LruHashMap,
+    macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use faultline_common::net::{
-    ACTION_DNS, ACTION_REJECT, DnsClient, DnsOrig, FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP,
-    PROTO_UDP,
+    ACTION_DNS, ACTION_REJECT, DnsOrig, FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, PROTO_UDP,
 };
 
 use crate::{
     levels,
-    net::{
-        FL_NET_CGROUPS, FL_NET_CONFIG, FL_NET_COUNTERS, FL_NET_RULES, FL_NET_STATE, chance, matches,
+    maps::{
+        FL_DNS_ORIG, FL_HAS_SET_RETVAL, FL_NET_CGROUPS, FL_NET_CONFIG, FL_NET_COUNTERS,
+        FL_NET_RULES, FL_NET_STATE,
     },
+    net::{chance, matches},
     packet::Packet,
 };
-
-/// Set by user space at load (`GLOBAL_HAS_SET_RETVAL`). When 0 the verifier sees the
-/// bpf_set_retval call as dead code, so the program still loads on kernels without it
-/// (and a rejected connect() fails with EPERM there).
-#[unsafe(no_mangle)]
-pub static FL_HAS_SET_RETVAL: u32 = 0;
-
-#[map(name = "FL_DNS_ORIG")]
-pub static FL_DNS_ORIG: LruHashMap<u64, DnsOrig> = LruHashMap::with_max_entries(16384, 0);
-
-#[map(name = "FL_DNS_CLIENTS")]
-pub static FL_DNS_CLIENTS: LruHashMap<DnsClient, DnsOrig> = LruHashMap::with_max_entries(16384, 0);
 
 const ALLOW: i32 = 1;
 const REJECT: i32 = 0;

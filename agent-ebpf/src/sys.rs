@@ -9,55 +9,23 @@ use aya_ebpf::{
         bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid,
         bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_set_retval,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, fentry, lsm, map, raw_tracepoint},
-    maps::{Array, HashMap, LruHashMap},
+    macros::{cgroup_sock, cgroup_sock_addr, fentry, lsm, raw_tracepoint},
     programs::{FEntryContext, LsmContext, RawTracePointContext, SockAddrContext, SockContext},
 };
 use faultline_common::sys::{
     HOOK_BIND, HOOK_CONNECT, HOOK_EXEC, HOOK_FORK, HOOK_MKDIR, HOOK_MMAP, HOOK_OPEN, HOOK_READ,
-    HOOK_RENAME, HOOK_SENDMSG, HOOK_SOCKET, HOOK_UNLINK, HOOK_WRITE, MAX_SYS_RULES,
-    MAX_SYS_RULES_PER_TARGET, SYS_F_SEEDED, SysConfig, SysRule, SysSlots, SysState,
+    HOOK_RENAME, HOOK_SENDMSG, HOOK_SOCKET, HOOK_UNLINK, HOOK_WRITE, MAX_SYS_RULES_PER_TARGET,
+    SYS_F_SEEDED, SysConfig, SysRule, SysSlots, SysState,
 };
 
-use crate::{atomics, levels, sockaddr::FL_HAS_SET_RETVAL};
-
-#[map(name = "FL_SYS_RULES")]
-static FL_SYS_RULES: HashMap<u32, SysRule> = HashMap::with_max_entries(MAX_SYS_RULES, 0);
-
-#[map(name = "FL_SYS_STATE")]
-static FL_SYS_STATE: Array<SysState> = Array::with_max_entries(MAX_SYS_RULES, 0);
-
-#[map(name = "FL_SYS_CGROUPS")]
-static FL_SYS_CGROUPS: HashMap<u64, SysSlots> = HashMap::with_max_entries(1024, 0);
-
-/// By tgid; the fork tracepoint adds children of processes whose rules follow them.
-#[map(name = "FL_SYS_PIDS")]
-static FL_SYS_PIDS: HashMap<u32, SysSlots> = HashMap::with_max_entries(65536, 0);
-
-#[map(name = "FL_SYS_CONFIG")]
-static FL_SYS_CONFIG: Array<SysConfig> = Array::with_max_entries(1, 0);
-
-/// struct file address -> bit set of the rule slots whose path prefix the file's path
-/// matched when a targeted task opened it (read and write hooks see no path).
-#[map(name = "FL_SYS_FILES")]
-static FL_SYS_FILES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
-
-/// Hash of a path prefix (FNV-1a, 64-bit) -> bit set of the rule slots with that prefix.
-#[map(name = "FL_SYS_PATHS")]
-static FL_SYS_PATHS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SYS_RULES, 0);
-
-/// `.rodata`, set by user space at load (see faultline_common::sys::GLOBAL_*).
-#[unsafe(no_mangle)]
-static FL_SYS_AGENT_TGID: u32 = 0;
-#[unsafe(no_mangle)]
-static FL_SYS_FILE_F_PATH: u32 = 0;
-#[unsafe(no_mangle)]
-static FL_SYS_HAS_FETCH: u32 = 0;
-/// offsetof(struct task_struct, pid) and (.., tgid), from the kernel's BTF.
-#[unsafe(no_mangle)]
-static FL_SYS_TASK_PID: u32 = 0;
-#[unsafe(no_mangle)]
-static FL_SYS_TASK_TGID: u32 = 0;
+use crate::{
+    atomics, levels,
+    maps::{
+        FL_HAS_SET_RETVAL, FL_SYS_AGENT_TGID, FL_SYS_CGROUPS, FL_SYS_CONFIG, FL_SYS_FILE_F_PATH,
+        FL_SYS_FILES, FL_SYS_HAS_FETCH, FL_SYS_PATHS, FL_SYS_PIDS, FL_SYS_RULES, FL_SYS_STATE,
+        FL_SYS_TASK_PID, FL_SYS_TASK_TGID,
+    },
+};
 
 use faultline_common::sys::{FNV_OFFSET, FNV_PRIME};
 

@@ -8,31 +8,22 @@ use aya_ebpf::{
         bpf_clone_redirect, bpf_ktime_get_ns, bpf_redirect, bpf_sk_lookup_tcp, bpf_sk_lookup_udp,
         bpf_sk_release, bpf_skb_ancestor_cgroup_id,
     },
-    macros::{classifier, map},
-    maps::{Array, HashMap},
+    macros::classifier,
     programs::{SkBuffContext, TcContext},
 };
 use faultline_common::net::{
     ACTION_CORRUPT, ACTION_DELAY, ACTION_DROP, ACTION_DUPLICATE, ACTION_RATE, DEV_F_NETLINK,
-    DIR_EGRESS, DIR_INGRESS, DUP_MARK, DevInfo, FAMILY_V4, HEARTBEAT_TIMEOUT_NS, IFACE_KEY,
+    DIR_EGRESS, DIR_INGRESS, DUP_MARK, FAMILY_V4, HEARTBEAT_TIMEOUT_NS, IFACE_KEY,
     MAX_RULES_PER_CGROUP, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
     levels,
-    net::{
-        FL_HAS_INGRESS_EDT, FL_NET_CGROUPS, FL_NET_CONFIG, applicable, bit, chance, depart, draw,
-        drop_verdict,
-    },
+    maps::{FL_HAS_INGRESS_EDT, FL_HEARTBEAT, FL_NET_CGROUPS, FL_NET_CONFIG, FL_TC_DEVS},
+    net::{applicable, bit, chance, depart, draw, drop_verdict},
     packet::{parse, payload},
     sockcg::noted_cgroup,
 };
-
-#[map(name = "FL_TC_DEVS")]
-static FL_TC_DEVS: HashMap<u32, DevInfo> = HashMap::with_max_entries(1024, 0);
-
-#[map(name = "FL_HEARTBEAT")]
-static FL_HEARTBEAT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Continue with the next program, or the device's default action.
 const NEXT: i32 = -1;

@@ -1,0 +1,110 @@
+//! Every map and load-time global of the kernel programs, in one module that the programs
+//! import (no program module defines a map another one uses). User-space owners: the net
+//! maps belong to agent-core/src/faults/net, the sys maps to agent-core/src/faults/sys; their
+//! names are consts in agent-common.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+};
+use faultline_common::{
+    net::{
+        CgroupRules, CidrKey, DevInfo, DnsClient, DnsOrig, MAX_CIDR_ENTRIES, MAX_PORT_ENTRIES,
+        MAX_RULES, NetConfig, NetCounters, NetRule, PortKey, RuleState,
+    },
+    sys::{MAX_SYS_RULES, SysConfig, SysRule, SysSlots, SysState},
+};
+
+// ---- cgroup_skb packet faults (net.rs), shared by sock_addr (sockaddr.rs) and tc (tc.rs)
+
+/// Set by user space at load (`GLOBAL_HAS_INGRESS_EDT`); when 0 the helper calls it guards
+/// are dead code, so the programs load on kernels without them.
+#[unsafe(no_mangle)]
+pub static FL_HAS_INGRESS_EDT: u32 = 0;
+
+#[map(name = "FL_NET_RULES")]
+pub static FL_NET_RULES: HashMap<u32, NetRule> = HashMap::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "FL_NET_CGROUPS")]
+pub static FL_NET_CGROUPS: HashMap<u64, CgroupRules> = HashMap::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "FL_NET_CIDRS")]
+pub static FL_NET_CIDRS: LpmTrie<CidrKey, u32> = LpmTrie::with_max_entries(MAX_CIDR_ENTRIES, 0);
+
+#[map(name = "FL_NET_PORTS")]
+pub static FL_NET_PORTS: LpmTrie<PortKey, u32> = LpmTrie::with_max_entries(MAX_PORT_ENTRIES, 0);
+
+#[map(name = "FL_NET_STATE")]
+pub static FL_NET_STATE: HashMap<u32, RuleState> = HashMap::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "FL_NET_COUNTERS")]
+pub static FL_NET_COUNTERS: PerCpuArray<NetCounters> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "FL_NET_CONFIG")]
+pub static FL_NET_CONFIG: Array<NetConfig> = Array::with_max_entries(1, 0);
+
+// ---- sock_addr: connect reject and DNS steering (sockaddr.rs)
+
+/// Set by user space at load (`GLOBAL_HAS_SET_RETVAL`). When 0 the verifier sees the
+/// bpf_set_retval call as dead code, so the program still loads on kernels without it
+/// (and a rejected connect() fails with EPERM there).
+#[unsafe(no_mangle)]
+pub static FL_HAS_SET_RETVAL: u32 = 0;
+
+#[map(name = "FL_DNS_ORIG")]
+pub static FL_DNS_ORIG: LruHashMap<u64, DnsOrig> = LruHashMap::with_max_entries(16384, 0);
+
+#[map(name = "FL_DNS_CLIENTS")]
+pub static FL_DNS_CLIENTS: LruHashMap<DnsClient, DnsOrig> = LruHashMap::with_max_entries(16384, 0);
+
+// ---- system-call faults (sys.rs)
+
+#[map(name = "FL_SYS_RULES")]
+pub static FL_SYS_RULES: HashMap<u32, SysRule> = HashMap::with_max_entries(MAX_SYS_RULES, 0);
+
+#[map(name = "FL_SYS_STATE")]
+pub static FL_SYS_STATE: Array<SysState> = Array::with_max_entries(MAX_SYS_RULES, 0);
+
+#[map(name = "FL_SYS_CGROUPS")]
+pub static FL_SYS_CGROUPS: HashMap<u64, SysSlots> = HashMap::with_max_entries(1024, 0);
+
+/// By tgid; the fork tracepoint adds children of processes whose rules follow them.
+#[map(name = "FL_SYS_PIDS")]
+pub static FL_SYS_PIDS: HashMap<u32, SysSlots> = HashMap::with_max_entries(65536, 0);
+
+#[map(name = "FL_SYS_CONFIG")]
+pub static FL_SYS_CONFIG: Array<SysConfig> = Array::with_max_entries(1, 0);
+
+/// struct file address -> bit set of the rule slots whose path prefix the file's path
+/// matched when a targeted task opened it (read and write hooks see no path).
+#[map(name = "FL_SYS_FILES")]
+pub static FL_SYS_FILES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Hash of a path prefix (FNV-1a, 64-bit) -> bit set of the rule slots with that prefix.
+#[map(name = "FL_SYS_PATHS")]
+pub static FL_SYS_PATHS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SYS_RULES, 0);
+
+/// `.rodata`, set by user space at load (see faultline_common::sys::GLOBAL_*).
+#[unsafe(no_mangle)]
+pub static FL_SYS_AGENT_TGID: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub static FL_SYS_FILE_F_PATH: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub static FL_SYS_HAS_FETCH: u32 = 0;
+
+/// offsetof(struct task_struct, pid) and (.., tgid), from the kernel's BTF.
+#[unsafe(no_mangle)]
+pub static FL_SYS_TASK_PID: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub static FL_SYS_TASK_TGID: u32 = 0;
+
+// ---- tc/tcx device programs (tc.rs)
+
+#[map(name = "FL_TC_DEVS")]
+pub static FL_TC_DEVS: HashMap<u32, DevInfo> = HashMap::with_max_entries(1024, 0);
+
+#[map(name = "FL_HEARTBEAT")]
+pub static FL_HEARTBEAT: Array<u64> = Array::with_max_entries(1, 0);
