@@ -11,7 +11,9 @@ use faultline_core::{
     engine::Engine,
     faults::{
         Drivers,
-        net::{NetDriver, devices::Devices, dns::Responders, fq::FqManager, ifb::Ifbs},
+        net::{
+            NetDriver, devices::Devices, dns::Responders, fq::FqManager, ifb::Ifbs, plan::NetFaults,
+        },
         sys::SysDriver,
     },
     targets::Resolver,
@@ -142,10 +144,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         warn!(error = %e, "system-call faults unavailable");
     }
     let drivers = Arc::new(Drivers {
-        net: net.clone(),
-        fq,
-        dns: Responders::new(),
-        ifbs,
+        net: Arc::new(NetFaults { net: net.clone(), fq, dns: Responders::new(), ifbs }),
         sys: sys.clone(),
         stress,
         process,

@@ -1,4 +1,5 @@
-//! Fault drivers, one module per family; each owns its kernel objects.
+//! Fault drivers, one module per family; each owns its kernel objects and implements
+//! `FaultDriver`. `Drivers` only routes a fault to its family.
 
 pub mod net;
 pub mod process;
@@ -8,201 +9,41 @@ pub mod sys;
 
 use std::sync::Arc;
 
-use faultline_common::net::{ACTION_CORRUPT, ACTION_DUPLICATE};
-
-use crate::{
-    engine::{
-        driver::{FaultDriver, FaultHandle},
-        error::{Error, Result},
-        model::{Direction, FaultSpec, PacketFilter, Resolved, ResolvedCgroup},
-    },
-    kernel::{netns::Netns, rtnl::Netlink},
+use crate::engine::{
+    driver::{FaultDriver, FaultHandle},
+    error::{Error, Result},
+    model::{FaultSpec, Resolved},
 };
-use net::{Extras, devices::Device, rules};
 
 /// Routes each fault to the driver of its family. A family whose kernel objects failed to
 /// load answers every request with the reason, as "unsupported: ...".
 pub struct Drivers {
-    pub net: std::result::Result<Arc<net::NetDriver>, String>,
-    /// fq on egress devices for delay and bandwidth, with its journal.
-    pub fq: Arc<net::fq::FqManager>,
-    pub dns: net::dns::Responders,
-    /// ifb devices for ingress delay and pacing, with their journal.
-    pub ifbs: Arc<net::ifb::Ifbs>,
+    pub net: Arc<net::plan::NetFaults>,
     pub sys: std::result::Result<Arc<sys::SysDriver>, String>,
     pub stress: Arc<stress::StressDriver>,
     pub process: Arc<process::ProcessDriver>,
 }
 
-/// A DNS fault: the steering rule plus its place in the namespace's responder.
-struct DnsHandle {
-    // Field order matters: the rule goes first, then the responder registration.
-    rule: Box<dyn FaultHandle>,
-    reg: net::dns::Registration,
-}
-
-impl FaultHandle for DnsHandle {
-    fn backend(&self) -> &'static str {
-        "cgroup_sock_addr+responder"
-    }
-
-    fn counters(&self) -> crate::engine::model::Counters {
-        use std::sync::atomic::Ordering;
-        let mut c = self.rule.counters();
-        c.calls_seen = self.reg.fault.seen.load(Ordering::Relaxed);
-        c.calls_failed = self.reg.fault.faulted.load(Ordering::Relaxed);
-        c
-    }
-}
-
-/// Faults that act only on sent packets for cgroup targets refuse an ingress direction.
-fn egress_only(filter: &PacketFilter, field: &str, what: &str) -> Result<()> {
-    if filter.direction == Direction::Egress {
-        return Ok(());
-    }
-    Err(Error::FailedPrecondition(format!("unsupported: {field}.filter.direction: {what}")))
-}
-
-/// The devices a cgroup target's packets leave by, in its network namespace: those named,
-/// else those routing the filter's CIDRs, else every device that is up.
-fn egress_devices(
-    target: &ResolvedCgroup,
-    filter: &PacketFilter,
-    names: &[String],
-    field: &str,
-) -> Result<(Netns, Vec<Device>)> {
-    let netns = Netns::of_cgroup(&target.fs_path())
-        .map_err(|e| Error::internal("opening the target's network namespace", e))?;
-    let mut nl = Netlink::open_in(&netns.file)
-        .map_err(|e| Error::internal("netlink in the target's network namespace", e))?;
-    let links = nl.links().map_err(|e| Error::internal("listing devices", e))?;
-    let mut picked = Vec::new();
-    if !names.is_empty() {
-        for (i, name) in names.iter().enumerate() {
-            let Some(l) = links.iter().find(|l| &l.name == name) else {
-                let have: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
-                return Err(Error::invalid(
-                    format!("{field}.devices[{i}]"),
-                    format!(
-                        "no device {name} in the target's network namespace (it has {})",
-                        have.join(", ")
-                    ),
-                ));
-            };
-            picked.push(l.clone());
-        }
-    } else if !filter.remote.is_empty() {
-        for net in &filter.remote {
-            let oif =
-                nl.route_oif(net.network()).map_err(|e| Error::internal("route lookup", e))?;
-            picked.extend(links.iter().filter(|l| Some(l.ifindex) == oif).cloned());
-        }
-    } else {
-        picked = links.iter().filter(|l| l.up).cloned().collect();
-    }
-    picked.sort_by_key(|l| l.ifindex);
-    picked.dedup_by_key(|l| l.ifindex);
-    if picked.is_empty() {
-        return Err(Error::FailedPrecondition(format!(
-            "{field}: no egress device found in the target's network namespace; name one in devices"
-        )));
-    }
-    let devices = picked
-        .into_iter()
-        .map(|l| Device {
-            netns_path: netns_reopen_path(&netns, target),
-            netns_ino: netns.ino,
-            ifindex: l.ifindex,
-            name: l.name.clone(),
-            l2_len: l.l2_len(),
-            ifb: 0,
-        })
-        .collect();
-    Ok((netns, devices))
-}
-
-/// A path that opens the cgroup's namespace again (through one of its processes), or the
-/// agent's own.
-fn netns_reopen_path(netns: &Netns, target: &ResolvedCgroup) -> std::path::PathBuf {
-    let own = Netns::own().map(|n| n.ino).unwrap_or(0);
-    if netns.ino == own {
-        return std::path::PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
-    }
-    Netns::pid_in_cgroup(&target.fs_path())
-        .map(|pid| std::path::PathBuf::from(format!("/proc/{pid}/ns/net")))
-        .unwrap_or_else(|| std::path::PathBuf::from("/proc/self/ns/net"))
-}
-
 impl Drivers {
-    fn net(&self) -> Result<&Arc<net::NetDriver>> {
-        self.net.as_ref().map_err(|why| Error::FailedPrecondition(format!("unsupported: {why}")))
-    }
-
-    /// The target's device as the tc programs need it.
-    fn interface_device(i: &crate::engine::model::ResolvedInterface) -> Device {
-        Device {
-            netns_path: i.netns_path.clone(),
-            netns_ino: i.netns_ino,
-            ifindex: i.ifindex,
-            name: i.name.clone(),
-            l2_len: i.l2_len,
-            ifb: 0,
-        }
-    }
-
-    /// What a delay or pacing fault holds: fq on the devices packets leave by (egress), and
-    /// for ingress an ifb with fq plus the tc programs on the devices packets arrive by.
-    /// Interface targets: that device for both.
-    fn edt(
-        &self,
-        target: &Resolved,
-        filter: &PacketFilter,
-        names: &[String],
-        field: &str,
-    ) -> Result<Extras> {
-        let egress = filter.direction != Direction::Ingress;
-        let ingress = filter.direction != Direction::Egress;
-        let net = self.net()?;
-        if ingress {
-            let missing = if !net.has_set_tstamp {
-                Some("bpf_skb_set_tstamp in tc programs (kernel 5.18+)".to_string())
-            } else if !net.has_tc_sk_storage {
-                Some("bpf_sk_storage_get in tc programs".to_string())
-            } else {
-                net.ifb_redirect.as_ref().err().map(|e| format!("a working ifb redirect: {e}"))
-            };
-            if let Some(missing) = missing {
-                return Err(Error::FailedPrecondition(format!(
-                    "unsupported: delaying or pacing received packets needs {missing}; \
-                     on this kernel use direction EGRESS"
-                )));
-            }
-        }
-        let (netns, mut devices) = match target {
-            Resolved::Cgroup(cg) => egress_devices(cg, filter, names, field)?,
-            Resolved::Interface(i) => {
-                let netns = Netns::open(&i.netns_path)
-                    .map_err(|e| Error::internal("opening the namespace", e))?;
-                (netns, vec![Self::interface_device(i)])
-            }
-        };
-        let mut extras = Extras::default();
-        if egress {
-            let ifindexes: Vec<i32> = devices.iter().map(|d| d.ifindex).collect();
-            extras.fq = Some(self.fq.acquire(&netns, &ifindexes)?);
-        }
-        if ingress {
-            let ifb = self.ifbs.acquire(&netns)?;
-            for d in &mut devices {
-                d.ifb = ifb.ifindex as u32;
-            }
-            extras.ifb = Some(ifb);
-        }
-        // Cgroup targets need the tc programs only for ingress; interfaces always.
-        if ingress || matches!(target, Resolved::Interface(_)) {
-            extras.devices = devices;
-        }
-        Ok(extras)
+    fn family(&self, fault: &FaultSpec) -> Result<&dyn FaultDriver> {
+        Ok(match fault {
+            FaultSpec::NetLoss(_)
+            | FaultSpec::NetPartition(_)
+            | FaultSpec::NetDelay(_)
+            | FaultSpec::NetBandwidth(_)
+            | FaultSpec::NetCorrupt(_)
+            | FaultSpec::NetDuplicate(_)
+            | FaultSpec::NetDns(_)
+            | FaultSpec::NetReject(_) => self.net.as_ref(),
+            FaultSpec::SyscallErrno(_) => self.sys.as_deref().map_err(|why| {
+                Error::FailedPrecondition(format!("unsupported: system-call faults: {why}"))
+            })?,
+            FaultSpec::CpuStress(_)
+            | FaultSpec::MemoryStress(_)
+            | FaultSpec::DiskFill(_)
+            | FaultSpec::IoStress(_) => self.stress.as_ref(),
+            FaultSpec::ProcessKill(_) | FaultSpec::ProcessPause => self.process.as_ref(),
+        })
     }
 }
 
@@ -213,125 +54,6 @@ impl FaultDriver for Drivers {
         fault: &FaultSpec,
         expires: u64,
     ) -> Result<Box<dyn FaultHandle>> {
-        // Cgroup targets: cgroup programs only. Interface targets: the device's tc programs.
-        let iface_devices = || match target {
-            Resolved::Interface(i) => vec![Self::interface_device(i)],
-            Resolved::Cgroup(_) => Vec::new(),
-        };
-        match fault {
-            FaultSpec::NetLoss(loss) => self.net()?.apply(
-                target,
-                expires,
-                |s, e| rules::compile_loss(loss, s, e),
-                Extras { devices: iface_devices(), ..Default::default() },
-            ),
-            FaultSpec::NetPartition(f) => self.net()?.apply(
-                target,
-                expires,
-                |s, e| rules::compile_partition(f, s, e),
-                Extras { devices: iface_devices(), ..Default::default() },
-            ),
-            FaultSpec::NetDelay(d) => {
-                let net = self.net()?;
-                let extras = self.edt(target, &d.filter, &d.devices, "fault.net_delay")?;
-                net.apply(target, expires, |s, e| rules::compile_delay(d, s, e), extras)
-            }
-            FaultSpec::NetBandwidth(b) => {
-                let net = self.net()?;
-                let extras = self.edt(target, &b.filter, &b.devices, "fault.net_bandwidth")?;
-                net.apply(target, expires, |s, e| rules::compile_rate(b, s, e), extras)
-            }
-            FaultSpec::NetCorrupt(m) | FaultSpec::NetDuplicate(m) => {
-                let net = self.net()?;
-                let (action, field) = match fault {
-                    FaultSpec::NetCorrupt(_) => (ACTION_CORRUPT, "fault.net_corrupt"),
-                    _ => (ACTION_DUPLICATE, "fault.net_duplicate"),
-                };
-                let devices = match target {
-                    Resolved::Cgroup(cg) => {
-                        egress_only(
-                            &m.filter,
-                            field,
-                            "on a cgroup target only EGRESS; use an interface target",
-                        )?;
-                        egress_devices(cg, &m.filter, &m.devices, field)?.1
-                    }
-                    Resolved::Interface(i) => vec![Self::interface_device(i)],
-                };
-                net.apply(
-                    target,
-                    expires,
-                    |s, e| rules::compile_mangle(m, action, s, e),
-                    Extras { devices, ..Default::default() },
-                )
-            }
-            FaultSpec::NetDns(d) => {
-                let Resolved::Cgroup(cg) = target else {
-                    return Err(Error::invalid(
-                        "target",
-                        "net_dns acts on the target's queries: use a cgroup or pid target",
-                    ));
-                };
-                let net = self.net()?;
-                let netns = Netns::of_cgroup(&cg.fs_path())
-                    .map_err(|e| Error::internal("opening the target's network namespace", e))?;
-                let responder = self.dns.get(&netns, net)?;
-                let slot = std::cell::Cell::new(0);
-                let rule = net.apply(
-                    target,
-                    expires,
-                    |s, e| {
-                        slot.set(s);
-                        rules::compile_dns(d, responder.port4, responder.port6, s, e)
-                    },
-                    Extras::default(),
-                )?;
-                let fault = net::dns::DnsFault {
-                    names: d.names.clone(),
-                    answer: d.answer,
-                    share: d.percent / 100.0,
-                    seen: Default::default(),
-                    faulted: Default::default(),
-                };
-                let reg = responder.register(slot.get(), fault);
-                Ok(Box::new(DnsHandle { rule, reg }))
-            }
-            FaultSpec::SyscallErrno(s) => {
-                let Resolved::Cgroup(cg) = target else {
-                    return Err(Error::invalid(
-                        "target",
-                        "syscall_errno acts on a task's calls: use a cgroup or pid target",
-                    ));
-                };
-                let driver = self.sys.as_ref().map_err(|why| {
-                    Error::FailedPrecondition(format!("unsupported: system-call faults: {why}"))
-                })?;
-                driver.apply(cg, s, expires)
-            }
-            FaultSpec::CpuStress(_)
-            | FaultSpec::MemoryStress(_)
-            | FaultSpec::DiskFill(_)
-            | FaultSpec::IoStress(_) => self.stress.apply(target, fault, expires),
-            FaultSpec::ProcessKill(_) | FaultSpec::ProcessPause => {
-                self.process.apply(target, fault, expires)
-            }
-            FaultSpec::NetReject(r) => {
-                if matches!(target, Resolved::Interface(_)) {
-                    return Err(Error::invalid(
-                        "target",
-                        "net_reject acts on connect() calls: use a cgroup or pid target",
-                    ));
-                }
-                let net = self.net()?;
-                if r.errno != libc::EPERM && !net.has_set_retval {
-                    return Err(Error::FailedPrecondition(format!(
-                        "unsupported: failing connect() with {} needs bpf_set_retval in cgroup sock_addr \
-                         programs (kernel 5.18+); this kernel can only fail it with EPERM",
-                        crate::errno::name(r.errno)
-                    )));
-                }
-                net.apply(target, expires, |s, e| rules::compile_reject(r, s, e), Extras::default())
-            }
-        }
+        self.family(fault)?.apply(target, fault, expires)
     }
 }

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod dnsname;
 pub mod fq;
 pub mod ifb;
+pub mod plan;
 pub mod rules;
 
 use std::{

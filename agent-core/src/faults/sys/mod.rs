@@ -33,9 +33,9 @@ use tracing::{info, warn};
 use self::attach::{Attachments, FileBackend};
 use crate::{
     engine::{
-        driver::FaultHandle,
+        driver::{FaultDriver, FaultHandle},
         error::{Error, Result, chain},
-        model::{Counters, ResolvedCgroup, SyscallErrno},
+        model::{Counters, FaultSpec, Resolved, ResolvedCgroup, SyscallErrno},
     },
     faults::net::attach::topmost,
     kernel::ebpf_object,
@@ -198,7 +198,7 @@ impl SysDriver {
         })
     }
 
-    pub fn apply(
+    fn apply_errno(
         &self,
         target: &ResolvedCgroup,
         spec: &SyscallErrno,
@@ -477,5 +477,25 @@ impl Drop for SysHandle {
         if let Err(e) = st.reconcile() {
             warn!(error = %e, "detaching system-call programs");
         }
+    }
+}
+
+impl FaultDriver for SysDriver {
+    fn apply(
+        &self,
+        target: &Resolved,
+        fault: &FaultSpec,
+        expires: u64,
+    ) -> Result<Box<dyn FaultHandle>> {
+        let FaultSpec::SyscallErrno(spec) = fault else {
+            return Err(Error::Internal(format!("the syscall family was handed {}", fault.kind())));
+        };
+        let Resolved::Cgroup(cg) = target else {
+            return Err(Error::invalid(
+                "target",
+                "syscall_errno acts on a task's calls: use a cgroup or pid target",
+            ));
+        };
+        self.apply_errno(cg, spec, expires)
     }
 }
