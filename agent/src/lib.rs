@@ -9,6 +9,7 @@ pub mod faults;
 pub mod kernel;
 pub mod policy;
 pub mod serve;
+pub mod store;
 pub mod target;
 pub mod telemetry;
 #[cfg(test)]
