@@ -8,6 +8,7 @@ pub mod errno;
 pub mod faults;
 pub mod kernel;
 pub mod policy;
+pub mod store;
 pub mod targets;
 #[cfg(test)]
 mod testutil;

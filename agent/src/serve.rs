@@ -11,11 +11,10 @@ use faultline_core::{
     engine::Engine,
     faults::{
         Drivers,
-        net::{
-            NetDriver, devices::Devices, dns::Responders, fq::FqManager, ifb::Ifbs, plan::NetFaults,
-        },
+        net::{NetDriver, devices, dns::Responders, fq::FqManager, ifb::Ifbs, plan::NetFaults},
         sys::SysDriver,
     },
+    store::Recoverer,
     targets::Resolver,
     wire::validate::Limits,
 };
@@ -120,48 +119,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let resolver = Resolver::from_host().map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(cgroup2 = %resolver.mount().display(), kernel = %caps::kernel_release(), "starting");
 
-    // tc filters a previous agent attached over netlink outlive it: remove them first.
-    Devices::recover(&args.state_dir);
     let net = NetDriver::load(&args.state_dir).map(Arc::new);
     if let Err(e) = &net {
         warn!(error = %e, "network faults unavailable");
     }
     let fq = Arc::new(FqManager::new(&args.state_dir));
-    // A previous agent that died with fq installed left a journal: put the qdiscs back.
-    fq.recover();
     let ifbs = Arc::new(Ifbs::new(&args.state_dir));
-    ifbs.recover();
     let stress = Arc::new(faultline_core::faults::stress::StressDriver::new(
         &args.state_dir,
         policy.max_stress_memory,
     ));
-    stress.recover();
     let process = Arc::new(faultline_core::faults::process::ProcessDriver::new(&args.state_dir));
-    // Cgroups a crashed agent left frozen are thawed before anything else is served.
-    process.recover();
     let sys = SysDriver::load().map(Arc::new);
     if let Err(e) = &sys {
         warn!(error = %e, "system-call faults unavailable");
     }
     let drivers = Arc::new(Drivers {
-        net: Arc::new(NetFaults { net: net.clone(), fq, dns: Responders::new(), ifbs }),
+        net: Arc::new(NetFaults {
+            net: net.clone(),
+            fq: fq.clone(),
+            dns: Responders::new(),
+            ifbs: ifbs.clone(),
+        }),
         sys: sys.clone(),
-        stress,
-        process,
+        stress: stress.clone(),
+        process: process.clone(),
     });
     let journal = faultline_core::engine::journal::Journal::new(&args.state_dir);
     let engine = Engine::new(drivers, resolver.clone(), policy, Some(journal));
-    // After the drivers undid what a dead agent left in the kernel: its experiments.
-    let r = engine.recover(!args.no_resume).await;
-    if r != Default::default() {
-        info!(
-            resumed = r.resumed,
-            expired = r.expired,
-            not_resumed = r.not_resumed,
-            failed = r.failed,
-            unreadable = r.corrupt,
-            "journal recovered"
-        );
+    // What a killed agent left, kind by kind, before anything is served: the tc filters it
+    // attached over netlink, the qdiscs it replaced with fq, its ifb devices, the v1 cgroups
+    // it created and the cgroups it froze are undone; after that (the kernel clean again)
+    // its experiments are resumed or recorded as ended.
+    let resume =
+        faultline_core::engine::journal::Resume { engine: engine.clone(), resume: !args.no_resume };
+    let tc = devices::Leftovers::new(&args.state_dir);
+    let kinds: [&dyn Recoverer; 6] = [&tc, &*fq, &*ifbs, &*stress, &*process, &resume];
+    for kind in kinds {
+        kind.run(&args.state_dir).await;
     }
     // Loading parsed the eBPF object and the kernel's BTF more than once: tens of MiB that
     // are free now but stay in the heap unless handed back.

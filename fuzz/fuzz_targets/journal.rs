@@ -1,6 +1,6 @@
 //! The journal reader. The input is read twice: as a whole entry (the frame checks:
-//! magic, length, CRC), and as the body of an entry framed with the right length and CRC, so
-//! that the message decoding, the id check and the restart path (re-validation, timestamps)
+//! magic, kind, version, length, CRC), and as the body of an entry framed with the right
+//! header and CRC, so that the message decoding, the id check and the restart path (re-validation, timestamps)
 //! are reached by most inputs rather than by the few that pass a random CRC.
 #![no_main]
 

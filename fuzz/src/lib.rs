@@ -11,13 +11,22 @@ use faultline_core::{
 };
 use faultline_proto::v1 as pb;
 
-/// A journal entry around `body`: `FLJ1` | length (u32 LE) | body | CRC-32 (u32 LE).
+/// The kind and format version of experiment records in the agent's record store.
+const KIND: &[u8] = b"experiments";
+const VERSION: u32 = 1;
+
+/// A journal entry around `body`: `FLR1` | kind length (u8) | kind | version (u32 LE) |
+/// length (u32 LE) | body | CRC-32 of everything before it (u32 LE).
 pub fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 12);
-    out.extend_from_slice(b"FLJ1");
+    let mut out = Vec::with_capacity(body.len() + KIND.len() + 17);
+    out.extend_from_slice(b"FLR1");
+    out.push(KIND.len() as u8);
+    out.extend_from_slice(KIND);
+    out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(body);
-    out.extend_from_slice(&crc32(body).to_le_bytes());
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 

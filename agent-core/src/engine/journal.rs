@@ -1,85 +1,67 @@
-//! The experiment journal: one file per experiment in effect, written (and fsync'd) before
+//! The experiment journal: one record per experiment in effect, written (and fsync'd) before
 //! the fault is applied and removed once it is reverted. What a killed agent leaves here is
 //! what the next start resumes, or records as ended.
 //!
-//! An entry is the experiment in its wire form (the proto is the one stable encoding the
-//! project keeps), framed so that truncation and corruption are detected:
-//! `FLJ1` | length (u32 LE) | pb::Experiment | CRC-32 of the message (u32 LE).
+//! A record is the experiment in its wire form (the proto is the one stable encoding the
+//! project keeps), in the store's framing (crate::store).
 
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-};
+use std::sync::Arc;
 
 use faultline_proto::v1 as pb;
 use prost::Message as _;
+use tracing::info;
 
-const MAGIC: &[u8; 4] = b"FLJ1";
-/// No experiment comes near this; a larger length field is corruption.
-const MAX_ENTRY: usize = 1 << 20;
+use super::Engine;
+use crate::store::{self, BoxFuture, Record, Recover, Store};
 
-pub struct Journal {
-    dir: PathBuf,
+pub type Journal = Store<pb::Experiment>;
+
+/// The experiments' step at start, after every driver undid what a killed agent left in the
+/// kernel: each journaled experiment is resumed for what remains of it (or, without
+/// `resume`, recorded as cancelled), or recorded as expired.
+pub struct Resume {
+    pub engine: Arc<Engine>,
+    pub resume: bool,
 }
 
-/// An entry that could not be read, moved aside as `<id>.corrupt`.
-#[derive(Debug)]
-pub struct Corrupt {
-    pub path: PathBuf,
-    pub why: String,
+impl Recover for Resume {
+    type Record = pb::Experiment;
+
+    fn recover(&self, records: Vec<pb::Experiment>) -> BoxFuture<'_> {
+        Box::pin(async move {
+            let r = self.engine.recover(records, self.resume).await;
+            if r != Default::default() {
+                info!(
+                    resumed = r.resumed,
+                    expired = r.expired,
+                    not_resumed = r.not_resumed,
+                    failed = r.failed,
+                    invalid = r.corrupt,
+                    "journal recovered"
+                );
+            }
+        })
+    }
 }
 
-impl Journal {
-    pub fn new(state_dir: &Path) -> Journal {
-        Journal { dir: state_dir.join("experiments") }
+impl Record for pb::Experiment {
+    const KIND: &'static str = "experiments";
+    const VERSION: u32 = 1;
+
+    fn key(&self) -> String {
+        self.id.clone()
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.exp"))
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        Ok(self.encode_to_vec())
     }
 
-    /// Writes the entry durably: a temporary file, fsync, rename, fsync of the directory.
-    pub fn record(&self, e: &pb::Experiment) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join(format!(".{}.tmp", e.id));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&encode(e))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.path(&e.id))?;
-        std::fs::File::open(&self.dir)?.sync_all()
-    }
-
-    pub fn remove(&self, id: &str) {
-        let _ = std::fs::remove_file(self.path(id));
-    }
-
-    /// Every entry: the readable ones, and the others moved aside with the reason.
-    pub fn load(&self) -> (Vec<pb::Experiment>, Vec<Corrupt>) {
-        let (mut good, mut bad) = (Vec::new(), Vec::new());
-        let Ok(dir) = std::fs::read_dir(&self.dir) else { return (good, bad) };
-        let mut paths: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
-        paths.sort();
-        for path in paths {
-            let name =
-                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if name.starts_with('.') && name.ends_with(".tmp") {
-                // A write that never completed: the fault was never applied.
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            if !name.ends_with(".exp") {
-                continue;
-            }
-            match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| decode(&b)) {
-                Ok(e) => good.push(e),
-                Err(why) => {
-                    let aside = path.with_extension("corrupt");
-                    let _ = std::fs::rename(&path, &aside);
-                    bad.push(Corrupt { path: aside, why });
-                }
-            }
+    fn decode(payload: &[u8]) -> Result<Self, String> {
+        let e = <pb::Experiment as prost::Message>::decode(payload).map_err(|e| e.to_string())?;
+        if e.id.is_empty() || !e.id.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("bad experiment id {:?}", e.id));
         }
-        (good, bad)
+        Ok(e)
     }
 }
 
@@ -101,47 +83,15 @@ pub fn time_of(t: &Option<prost_types::Timestamp>) -> Option<std::time::SystemTi
     })
 }
 
+/// The journal file of `e`.
 pub fn encode(e: &pb::Experiment) -> Vec<u8> {
-    let body = e.encode_to_vec();
-    let mut out = Vec::with_capacity(body.len() + 12);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_le_bytes());
-    out
+    // The protobuf encoding cannot fail, and no experiment nears the size limit.
+    store::encode(e).unwrap_or_default()
 }
 
-/// Reads one entry; never panics, whatever the bytes.
+/// Reads one journal file; never panics, whatever the bytes.
 pub fn decode(b: &[u8]) -> Result<pb::Experiment, String> {
-    if b.len() < 12 || &b[..4] != MAGIC {
-        return Err(format!("not a journal entry ({} bytes, no FLJ1 header)", b.len()));
-    }
-    let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize;
-    if len > MAX_ENTRY || b.len() != 12 + len {
-        return Err(format!("truncated or padded: {} bytes for a {len}-byte entry", b.len()));
-    }
-    let body = &b[8..8 + len];
-    let want = u32::from_le_bytes([b[8 + len], b[9 + len], b[10 + len], b[11 + len]]);
-    if crc32(body) != want {
-        return Err("checksum mismatch".into());
-    }
-    let e = pb::Experiment::decode(body).map_err(|e| format!("undecodable: {e}"))?;
-    if e.id.is_empty() || !e.id.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("bad experiment id {:?}", e.id));
-    }
-    Ok(e)
-}
-
-/// CRC-32 (IEEE), bitwise: entries are small and written once per experiment.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
+    store::decode(b)
 }
 
 #[cfg(test)]
@@ -151,11 +101,6 @@ mod tests {
 
     fn exp(id: &str) -> pb::Experiment {
         pb::Experiment { id: id.into(), reason: "r".into(), ..Default::default() }
-    }
-
-    #[test]
-    fn crc_matches_the_standard_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
     #[test]
@@ -174,21 +119,28 @@ mod tests {
     }
 
     #[test]
-    fn load_moves_corrupt_entries_aside_and_keeps_the_rest() {
+    fn ids_that_are_not_hex_are_refused() {
+        for id in ["", "../x", "zz"] {
+            let b = store::encode(&exp(id)).unwrap();
+            assert!(decode(&b).unwrap_err().contains("bad experiment id"), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn replay_moves_corrupt_entries_aside_and_keeps_the_rest() {
         let d = TempDir::new();
         let j = Journal::new(d.path());
-        j.record(&exp("aaaa")).unwrap();
-        j.record(&exp("bbbb")).unwrap();
-        let bad = j.path("bbbb");
+        j.put(&exp("aaaa")).unwrap();
+        j.put(&exp("bbbb")).unwrap();
+        let bad = j.dir().join("bbbb.rec");
         let len = std::fs::metadata(&bad).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&bad).unwrap().set_len(len - 3).unwrap();
-        std::fs::write(j.dir.join(".cccc.tmp"), b"half").unwrap();
-        let (good, corrupt) = j.load();
-        assert_eq!(good.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["aaaa"]);
-        assert_eq!(corrupt.len(), 1);
-        assert!(corrupt[0].path.ends_with("bbbb.corrupt") && corrupt[0].why.contains("truncated"));
-        assert!(!j.dir.join(".cccc.tmp").exists());
+        let r = j.replay();
+        assert_eq!(r.records.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["aaaa"]);
+        assert_eq!(r.aside.len(), 1);
+        assert!(r.aside[0].path.ends_with("experiments/bbbb.corrupt"));
+        assert!(r.aside[0].why.contains("truncated"), "{}", r.aside[0].why);
         j.remove("aaaa");
-        assert_eq!(j.load().0.len(), 0);
+        assert_eq!(j.replay().records.len(), 0);
     }
 }

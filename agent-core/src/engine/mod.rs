@@ -53,6 +53,7 @@ pub struct Recovered {
     pub expired: usize,
     pub not_resumed: usize,
     pub failed: usize,
+    /// Read intact, but no longer a valid request.
     pub corrupt: usize,
 }
 
@@ -241,7 +242,7 @@ impl Engine {
         let applied = tokio::task::spawn_blocking(move || {
             let _in = span.enter();
             if let Some((j, e)) = &entry {
-                j.record(e).map_err(|err| Error::internal("journaling the experiment", err))?;
+                j.put(e).map_err(|err| Error::internal("journaling the experiment", err))?;
             }
             driver.apply(&target, &fault, expires).map(|h| {
                 let c = h.counters();
@@ -339,14 +340,14 @@ impl Engine {
     /// Reads what a previous agent journaled: experiments whose deadline passed are recorded
     /// as expired, the others resumed for their remaining time (or, without `resume`,
     /// recorded as cancelled). Kernel leftovers were undone by the drivers before this.
-    pub async fn recover(&self, resume: bool) -> Recovered {
+    /// `entries` are the journal's intact records (the store moved the others aside).
+    pub async fn recover(
+        &self,
+        entries: Vec<faultline_proto::v1::Experiment>,
+        resume: bool,
+    ) -> Recovered {
         let mut out = Recovered::default();
         let Some(j) = &self.journal else { return out };
-        let (entries, corrupt) = j.load();
-        for c in &corrupt {
-            warn!(path = %c.path.display(), why = %c.why, "unreadable journal entry, moved aside");
-        }
-        out.corrupt = corrupt.len();
         for e in entries {
             let id = e.id.clone();
             let req = journal::request_of(&e);

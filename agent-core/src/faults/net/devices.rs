@@ -10,7 +10,6 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -32,6 +31,7 @@ use crate::{
         netns::{Netns, in_netns},
         rtnl::Netlink,
     },
+    store::{self, BoxFuture, Recover, Store},
 };
 
 /// clsact's handle and parent.
@@ -84,7 +84,7 @@ struct Dev {
 
 /// Journal entry of a netlink attachment.
 #[derive(Debug, Serialize, Deserialize)]
-struct Record {
+pub struct Record {
     netns_ino: u64,
     /// How the namespace was opened (tried first at recovery, then a scan of /proc).
     netns_path: PathBuf,
@@ -93,18 +93,35 @@ struct Record {
     added_clsact: bool,
 }
 
-pub struct Devices {
-    by_ifindex: HashMap<i32, Dev>,
-    dir: PathBuf,
+impl store::Record for Record {
+    const KIND: &'static str = "tc";
+    const VERSION: u32 = 1;
+
+    fn key(&self) -> String {
+        key_of(self.netns_ino, self.ifindex)
+    }
+
+    fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        store::json::encode(self)
+    }
+
+    fn decode(payload: &[u8]) -> std::result::Result<Self, String> {
+        store::json::decode(payload)
+    }
 }
 
-fn journal_path(dir: &Path, netns_ino: u64, ifindex: i32) -> PathBuf {
-    dir.join(format!("{netns_ino}-{ifindex}.json"))
+pub struct Devices {
+    by_ifindex: HashMap<i32, Dev>,
+    journal: Store<Record>,
+}
+
+fn key_of(netns_ino: u64, ifindex: i32) -> String {
+    format!("{netns_ino}-{ifindex}")
 }
 
 impl Devices {
     pub fn new(state_dir: &Path) -> Self {
-        Devices { by_ifindex: HashMap::new(), dir: state_dir.join("tc") }
+        Devices { by_ifindex: HashMap::new(), journal: Store::new(state_dir) }
     }
 
     /// Whether some device uses netlink attachments (the heartbeat matters then).
@@ -197,30 +214,33 @@ impl Devices {
         {
             warn!(device = %name, error = %e, "removing the clsact qdisc we added");
         }
-        let _ = std::fs::remove_file(journal_path(&self.dir, netns_ino, ifindex));
+        self.journal.remove(&key_of(netns_ino, ifindex));
     }
 
     fn journal(&self, r: &Record) -> Result<()> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| Error::internal("creating the tc journal dir", e))?;
-        let data = serde_json::to_vec(r).map_err(|e| Error::internal("encoding journal", e))?;
-        let mut f = File::create(journal_path(&self.dir, r.netns_ino, r.ifindex))
-            .map_err(|e| Error::internal("writing journal", e))?;
-        f.write_all(&data)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::internal("writing journal", e))
+        self.journal.put(r).map_err(|e| Error::internal("writing the tc journal", e))
     }
+}
+
+/// What a previous agent attached over netlink: its filters (and the clsact qdiscs it added)
+/// outlive it.
+pub struct Leftovers {
+    journal: Store<Record>,
+}
+
+impl Leftovers {
+    pub fn new(state_dir: &Path) -> Self {
+        Leftovers { journal: Store::new(state_dir) }
+    }
+}
+
+impl Recover for Leftovers {
+    type Record = Record;
 
     /// Removes the netlink filters (and the clsact qdiscs we added) a previous agent left.
-    pub fn recover(state_dir: &Path) {
-        let dir = state_dir.join("tc");
-        let Ok(entries) = std::fs::read_dir(&dir) else { return };
-        for e in entries.filter_map(std::result::Result::ok) {
-            let path = e.path();
-            if let Some(r) =
-                std::fs::read(&path).ok().and_then(|d| serde_json::from_slice::<Record>(&d).ok())
-                && let Some(ns) = Netns::find(r.netns_ino, &r.netns_path)
-            {
+    fn recover(&self, records: Vec<Record>) -> BoxFuture<'_> {
+        for r in records {
+            if let Some(ns) = Netns::find(r.netns_ino, &r.netns_path) {
                 let name = r.name.clone();
                 let detached = in_netns(&ns.file, move || {
                     for (ty, prog) in [
@@ -241,8 +261,9 @@ impl Devices {
                     }
                 }
             }
-            let _ = std::fs::remove_file(&path);
+            self.journal.remove(&key_of(r.netns_ino, r.ifindex));
         }
+        Box::pin(std::future::ready(()))
     }
 }
 

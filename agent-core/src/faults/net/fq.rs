@@ -10,7 +10,6 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::Write as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -22,6 +21,7 @@ use crate::kernel::rtnl::{self, Netlink, Qdisc, TC_H_ROOT};
 use crate::{
     engine::error::{Error, Result},
     kernel::netns::Netns,
+    store::{self, BoxFuture, Recover, Store},
 };
 
 /// fq sized so a delay does not turn into loss: per-flow and total packet limits far above
@@ -63,6 +63,23 @@ pub struct Record {
     pub ifindex: i32,
     pub ifname: String,
     pub original: Original,
+}
+
+impl store::Record for Record {
+    const KIND: &'static str = "qdisc";
+    const VERSION: u32 = 1;
+
+    fn key(&self) -> String {
+        key_of((self.netns_ino, self.ifindex))
+    }
+
+    fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        store::json::encode(self)
+    }
+
+    fn decode(payload: &[u8]) -> std::result::Result<Self, String> {
+        store::json::decode(payload)
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -128,7 +145,7 @@ struct Device {
 }
 
 pub struct FqManager {
-    dir: PathBuf,
+    journal: Store<Record>,
     devices: Mutex<HashMap<(u64, i32), Device>>,
 }
 
@@ -146,8 +163,8 @@ impl Drop for FqLease {
     }
 }
 
-fn journal_path(dir: &Path, key: (u64, i32)) -> PathBuf {
-    dir.join(format!("{}-{}.json", key.0, key.1))
+fn key_of(key: (u64, i32)) -> String {
+    format!("{}-{}", key.0, key.1)
 }
 
 fn nl_err(what: String) -> impl Fn(std::io::Error) -> Error {
@@ -156,7 +173,7 @@ fn nl_err(what: String) -> impl Fn(std::io::Error) -> Error {
 
 impl FqManager {
     pub fn new(state_dir: &Path) -> Self {
-        FqManager { dir: state_dir.join("qdisc"), devices: Mutex::new(HashMap::new()) }
+        FqManager { journal: Store::new(state_dir), devices: Mutex::new(HashMap::new()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, i32), Device>> {
@@ -208,7 +225,7 @@ impl FqManager {
         };
         if let Err(e) = installed {
             let _ = restore(&mut nl, &record);
-            let _ = std::fs::remove_file(journal_path(&self.dir, (netns.ino, ifindex)));
+            self.journal.remove(&key_of((netns.ino, ifindex)));
             return Err(Error::FailedPrecondition(format!(
                 "unsupported: adding the fq qdisc to {ifname}: {e} (sch_fq missing from this kernel?)"
             )));
@@ -220,19 +237,7 @@ impl FqManager {
 
     /// Written and fsync'd before the device is touched.
     fn journal(&self, record: &Record) -> Result<()> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| Error::internal("creating the qdisc journal dir", e))?;
-        let path = journal_path(&self.dir, (record.netns_ino, record.ifindex));
-        let data =
-            serde_json::to_vec(record).map_err(|e| Error::internal("encoding journal", e))?;
-        let mut f = File::create(&path).map_err(|e| Error::internal("writing journal", e))?;
-        f.write_all(&data)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::internal("writing journal", e))?;
-        if let Ok(d) = File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        self.journal.put(record).map_err(|e| Error::internal("writing the qdisc journal", e))
     }
 
     fn release(&self, key: (u64, i32)) {
@@ -248,38 +253,34 @@ impl FqManager {
             Ok(()) => info!(device = %d.record.ifname, "original qdisc restored"),
             Err(e) => warn!(device = %d.record.ifname, error = %e, "restoring the original qdisc"),
         }
-        let _ = std::fs::remove_file(journal_path(&self.dir, key));
+        self.journal.remove(&key_of(key));
     }
+}
+
+impl Recover for FqManager {
+    type Record = Record;
 
     /// Restores what a previous agent left in the journal (it died with fq installed).
-    pub fn recover(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
-        for e in entries.filter_map(std::result::Result::ok) {
-            let path = e.path();
-            let record: Option<Record> =
-                std::fs::read(&path).ok().and_then(|d| serde_json::from_slice(&d).ok());
-            match record {
-                Some(r) => match Netns::find(r.netns_ino, &r.netns_path) {
-                    Some(ns) => {
-                        match Netlink::open_in(&ns.file).and_then(|mut nl| restore(&mut nl, &r)) {
-                            Ok(()) => {
-                                info!(device = %r.ifname, "restored the qdisc a previous agent replaced")
-                            }
-                            Err(err) => {
-                                warn!(device = %r.ifname, error = %err, "could not restore a journaled qdisc")
-                            }
+    fn recover(&self, records: Vec<Record>) -> BoxFuture<'_> {
+        for r in records {
+            match Netns::find(r.netns_ino, &r.netns_path) {
+                Some(ns) => {
+                    match Netlink::open_in(&ns.file).and_then(|mut nl| restore(&mut nl, &r)) {
+                        Ok(()) => {
+                            info!(device = %r.ifname, "restored the qdisc a previous agent replaced")
+                        }
+                        Err(err) => {
+                            warn!(device = %r.ifname, error = %err, "could not restore a journaled qdisc")
                         }
                     }
-                    None => {
-                        info!(device = %r.ifname, "journaled namespace is gone, and its qdiscs with it")
-                    }
-                },
+                }
                 None => {
-                    warn!(file = %path.display(), "unreadable qdisc journal entry; removing it")
+                    info!(device = %r.ifname, "journaled namespace is gone, and its qdiscs with it")
                 }
             }
-            let _ = std::fs::remove_file(&path);
+            self.journal.remove(&key_of((r.netns_ino, r.ifindex)));
         }
+        Box::pin(std::future::ready(()))
     }
 }
 

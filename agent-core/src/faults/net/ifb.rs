@@ -10,7 +10,6 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::Write as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -25,14 +24,32 @@ use crate::{
         netns::Netns,
         rtnl::{self, Netlink, Qdisc, TC_H_ROOT},
     },
+    store::{self, BoxFuture, Recover, Store},
 };
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Record {
+pub struct Record {
     netns_ino: u64,
     netns_path: PathBuf,
     name: String,
     ifindex: i32,
+}
+
+impl store::Record for Record {
+    const KIND: &'static str = "ifb";
+    const VERSION: u32 = 1;
+
+    fn key(&self) -> String {
+        self.netns_ino.to_string()
+    }
+
+    fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        store::json::encode(self)
+    }
+
+    fn decode(payload: &[u8]) -> std::result::Result<Self, String> {
+        store::json::decode(payload)
+    }
 }
 
 struct Ifb {
@@ -42,7 +59,7 @@ struct Ifb {
 }
 
 pub struct Ifbs {
-    dir: PathBuf,
+    journal: Store<Record>,
     by_netns: Mutex<HashMap<u64, Ifb>>,
 }
 
@@ -59,13 +76,9 @@ impl Drop for IfbLease {
     }
 }
 
-fn journal_path(dir: &Path, ino: u64) -> PathBuf {
-    dir.join(format!("{ino}.json"))
-}
-
 impl Ifbs {
     pub fn new(state_dir: &Path) -> Self {
-        Ifbs { dir: state_dir.join("ifb"), by_netns: Mutex::new(HashMap::new()) }
+        Ifbs { journal: Store::new(state_dir), by_netns: Mutex::new(HashMap::new()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Ifb>> {
@@ -111,7 +124,7 @@ impl Ifbs {
                 {
                     let _ = nl.del_link(l.ifindex);
                 }
-                let _ = std::fs::remove_file(journal_path(&self.dir, netns.ino));
+                self.journal.remove(&netns.ino.to_string());
                 return Err(Error::FailedPrecondition(format!(
                     "unsupported: ingress delay needs an ifb device with an fq qdisc: {e} (ifb or sch_fq missing?)"
                 )));
@@ -138,28 +151,21 @@ impl Ifbs {
         {
             warn!(device = %i.record.name, error = %e, "deleting the ifb");
         }
-        let _ = std::fs::remove_file(journal_path(&self.dir, ino));
+        self.journal.remove(&ino.to_string());
     }
 
     fn journal(&self, r: &Record) -> Result<()> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| Error::internal("creating the ifb journal dir", e))?;
-        let data = serde_json::to_vec(r).map_err(|e| Error::internal("encoding journal", e))?;
-        let mut f = File::create(journal_path(&self.dir, r.netns_ino))
-            .map_err(|e| Error::internal("writing journal", e))?;
-        f.write_all(&data)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::internal("writing journal", e))
+        self.journal.put(r).map_err(|e| Error::internal("writing the ifb journal", e))
     }
+}
+
+impl Recover for Ifbs {
+    type Record = Record;
 
     /// Deletes the ifb devices a previous agent left.
-    pub fn recover(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
-        for e in entries.filter_map(std::result::Result::ok) {
-            let path = e.path();
-            if let Some(r) =
-                std::fs::read(&path).ok().and_then(|d| serde_json::from_slice::<Record>(&d).ok())
-                && let Some(ns) = Netns::find(r.netns_ino, &r.netns_path)
+    fn recover(&self, records: Vec<Record>) -> BoxFuture<'_> {
+        for r in records {
+            if let Some(ns) = Netns::find(r.netns_ino, &r.netns_path)
                 && let Ok(mut nl) = Netlink::open_in(&ns.file)
                 && let Some(l) =
                     nl.links().ok().and_then(|ls| ls.into_iter().find(|l| l.name == r.name))
@@ -171,7 +177,8 @@ impl Ifbs {
                     }
                 }
             }
-            let _ = std::fs::remove_file(&path);
+            self.journal.remove(&r.netns_ino.to_string());
         }
+        Box::pin(std::future::ready(()))
     }
 }

@@ -7,13 +7,13 @@
 //! journal entry, written before freezing, lets the next start thaw what both missed.
 
 use std::{
-    io::Write as _,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Child,
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::{
@@ -23,15 +23,40 @@ use crate::{
         model::{Counters, ResolvedCgroup},
     },
     faults::spawn,
+    store::{self, Store},
 };
 
 /// How long Inject waits for the kernel to report the cgroup frozen.
 const SETTLE: Duration = Duration::from_secs(2);
 
+/// The journal entry of a freeze: the cgroup, by inode and path.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Frozen {
+    ino: u64,
+    dir: PathBuf,
+}
+
+impl store::Record for Frozen {
+    const KIND: &'static str = "frozen";
+    const VERSION: u32 = 1;
+
+    fn key(&self) -> String {
+        self.ino.to_string()
+    }
+
+    fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        store::json::encode(self)
+    }
+
+    fn decode(payload: &[u8]) -> std::result::Result<Self, String> {
+        store::json::decode(payload)
+    }
+}
+
 pub struct FreezeHandle {
     dir: PathBuf,
     ino: u64,
-    journal: PathBuf,
+    journal: Store<Frozen>,
     frozen: u64,
     guard: Option<Child>,
 }
@@ -53,13 +78,13 @@ impl Drop for FreezeHandle {
             let _ = g.kill();
             let _ = g.wait();
         }
-        let _ = std::fs::remove_file(&self.journal);
+        self.journal.remove(&self.ino.to_string());
     }
 }
 
 pub fn freeze(
     cg: &ResolvedCgroup,
-    journal_dir: &Path,
+    journal: &Store<Frozen>,
     expires: u64,
 ) -> Result<Box<dyn FaultHandle>> {
     let dir = cg.fs_path();
@@ -76,8 +101,10 @@ pub fn freeze(
             cg.path
         )));
     }
-    let journal = journal_dir.join(cg.id.to_string());
-    write_journal(&journal, &dir).map_err(|e| Error::internal("journaling the freeze", e))?;
+    journal
+        .put(&Frozen { ino: cg.id, dir: dir.clone() })
+        .map_err(|e| Error::internal("journaling the freeze", e))?;
+    let journal = journal.clone();
     let mut handle = FreezeHandle { dir: dir.clone(), ino: cg.id, journal, frozen: 0, guard: None };
     handle.guard = Some(
         spawn::spawn(spawn::Spec {
@@ -110,13 +137,6 @@ fn events_frozen(dir: &Path) -> bool {
         .is_ok_and(|t| t.lines().any(|l| l.trim() == "frozen 1"))
 }
 
-fn write_journal(path: &Path, dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
-    let mut f = std::fs::File::create(path)?;
-    writeln!(f, "{}", dir.display())?;
-    f.sync_all()
-}
-
 /// Thaws `dir` if it is still the cgroup that was frozen (same inode).
 fn thaw(dir: &Path, ino: u64) {
     if std::fs::metadata(dir).is_ok_and(|m| m.ino() == ino)
@@ -127,16 +147,11 @@ fn thaw(dir: &Path, ino: u64) {
 }
 
 /// Thaws every cgroup journaled by an earlier agent.
-pub fn recover(journal_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(journal_dir) else { return };
-    for e in entries.flatten() {
-        let ino = e.file_name().to_string_lossy().parse::<u64>().ok();
-        let dir = std::fs::read_to_string(e.path()).ok().map(|t| PathBuf::from(t.trim()));
-        if let (Some(ino), Some(dir)) = (ino, dir) {
-            info!(cgroup = %dir.display(), "thawing a cgroup an earlier agent froze");
-            thaw(&dir, ino);
-        }
-        let _ = std::fs::remove_file(e.path());
+pub fn recover(journal: &Store<Frozen>, records: Vec<Frozen>) {
+    for r in records {
+        info!(cgroup = %r.dir.display(), "thawing a cgroup an earlier agent froze");
+        thaw(&r.dir, r.ino);
+        journal.remove(&r.ino.to_string());
     }
 }
 

@@ -3,29 +3,37 @@
 mod freeze;
 mod kill;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::engine::{
-    driver::{FaultDriver, FaultHandle},
-    error::{Error, Result},
-    model::{FaultSpec, Resolved},
+use crate::{
+    engine::{
+        driver::{FaultDriver, FaultHandle},
+        error::{Error, Result},
+        model::{FaultSpec, Resolved},
+    },
+    store::{BoxFuture, Recover, Store},
 };
 
 pub use freeze::guard_main;
 
 /// Journals the cgroups it freezes (state dir), so a crash leaves none frozen.
 pub struct ProcessDriver {
-    journal_dir: PathBuf,
+    journal: Store<freeze::Frozen>,
 }
 
 impl ProcessDriver {
     pub fn new(state_dir: &Path) -> ProcessDriver {
-        ProcessDriver { journal_dir: state_dir.join("frozen") }
+        ProcessDriver { journal: Store::new(state_dir) }
     }
+}
+
+impl Recover for ProcessDriver {
+    type Record = freeze::Frozen;
 
     /// Thaws the cgroups an earlier agent froze and did not thaw (it crashed).
-    pub fn recover(&self) {
-        freeze::recover(&self.journal_dir);
+    fn recover(&self, records: Vec<freeze::Frozen>) -> BoxFuture<'_> {
+        freeze::recover(&self.journal, records);
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -44,7 +52,7 @@ impl FaultDriver for ProcessDriver {
         };
         match fault {
             FaultSpec::ProcessKill(k) => kill::start(cg, k, expires),
-            FaultSpec::ProcessPause => freeze::freeze(cg, &self.journal_dir, expires),
+            FaultSpec::ProcessPause => freeze::freeze(cg, &self.journal, expires),
             other => Err(Error::Internal(format!("{} is not a process fault", other.kind()))),
         }
     }

@@ -33,6 +33,7 @@ use crate::{
         },
     },
     faults::spawn,
+    store::{BoxFuture, Recover, Store},
     wire::validate_stress::host_memory,
 };
 
@@ -43,19 +44,24 @@ const HORIZON_S: f64 = 1.0;
 
 /// Journals the v1 cgroups it creates alongside (state dir), so a crash leaves none behind.
 pub struct StressDriver {
-    journal_dir: PathBuf,
+    journal: Store<placement::Created>,
     /// The policy's max_stress_memory: a percent size is only known in bytes here.
     max_memory: Option<u64>,
 }
 
 impl StressDriver {
     pub fn new(state_dir: &std::path::Path, max_memory: Option<u64>) -> StressDriver {
-        StressDriver { journal_dir: state_dir.join("stress"), max_memory }
+        StressDriver { journal: Store::new(state_dir), max_memory }
     }
+}
+
+impl Recover for StressDriver {
+    type Record = placement::Created;
 
     /// Removes the v1 cgroups an earlier agent created and did not remove (it crashed).
-    pub fn recover(&self) {
-        placement::recover(&self.journal_dir);
+    fn recover(&self, records: Vec<placement::Created>) -> BoxFuture<'_> {
+        placement::recover(&self.journal, records);
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -272,7 +278,7 @@ impl FaultDriver for StressDriver {
         let Resolved::Cgroup(cg) = target else {
             return Err(Error::invalid("target", "stress needs a cgroup or pid target"));
         };
-        let placement = Placement::new(cg, &self.journal_dir)
+        let placement = Placement::new(cg, &self.journal)
             .map_err(|e| Error::internal("placing workers in the target's cgroups", e))?;
         let plan = match fault {
             FaultSpec::CpuStress(c) => cpu_plan(c, &placement),

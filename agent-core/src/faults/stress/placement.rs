@@ -11,7 +11,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::engine::model::ResolvedCgroup;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    engine::model::ResolvedCgroup,
+    store::{self, Store},
+};
 
 /// v1 controllers workers join on a hybrid host (cpuset and freezer need set-up or would
 /// change the target's state, so they are left alone).
@@ -34,25 +39,50 @@ pub struct Placement {
     pub member: Option<u32>,
     /// Directories created alongside, deepest last (removed in reverse).
     created: Vec<PathBuf>,
-    /// Where `created` is journaled before each directory is made.
-    journal: PathBuf,
+    /// Where `created` is journaled before each directory is made, under `key`.
+    journal: Store<Created>,
+    key: String,
 }
 
-/// Removes what journals in `dir` list (deepest first), then the journals.
-pub fn recover(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let text = fs::read_to_string(e.path()).unwrap_or_default();
-        for d in text.lines().rev() {
+/// The journal entry of one placement: the directories it created, deepest last.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Created {
+    key: String,
+    dirs: Vec<PathBuf>,
+}
+
+impl store::Record for Created {
+    const KIND: &'static str = "stress";
+    const VERSION: u32 = 1;
+
+    fn key(&self) -> String {
+        self.key.clone()
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        store::json::encode(self)
+    }
+
+    fn decode(payload: &[u8]) -> Result<Self, String> {
+        store::json::decode(payload)
+    }
+}
+
+/// Removes what the journal entries list (deepest first), then the entries.
+pub fn recover(journal: &Store<Created>, records: Vec<Created>) {
+    for r in records {
+        for d in r.dirs.iter().rev() {
             match fs::remove_dir(d) {
-                Ok(()) => tracing::info!(cgroup = d, "removed a v1 cgroup left by a crashed agent"),
+                Ok(()) => {
+                    tracing::info!(cgroup = %d.display(), "removed a v1 cgroup left by a crashed agent")
+                }
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!(cgroup = d, error = %err, "could not remove a journaled v1 cgroup")
+                    tracing::warn!(cgroup = %d.display(), error = %err, "could not remove a journaled v1 cgroup")
                 }
                 Err(_) => {}
             }
         }
-        let _ = fs::remove_file(e.path());
+        journal.remove(&r.key);
     }
 }
 
@@ -89,7 +119,7 @@ fn v1_path(proc_cgroup: &str, controllers: &[String]) -> Option<String> {
 }
 
 impl Placement {
-    pub fn new(target: &ResolvedCgroup, journal_dir: &Path) -> std::io::Result<Placement> {
+    pub fn new(target: &ResolvedCgroup, journal: &Store<Created>) -> std::io::Result<Placement> {
         let v2 = target.fs_path();
         let in_v2 = fs::read_to_string(target.mount.join("cgroup.controllers")).unwrap_or_default();
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
@@ -99,8 +129,10 @@ impl Placement {
         let proc_cgroup = member.and_then(|p| fs::read_to_string(format!("/proc/{p}/cgroup")).ok());
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let journal = journal_dir.join(format!("{}-{seq}", std::process::id()));
-        let mut placement = Placement { v2, v1: Vec::new(), member, created: Vec::new(), journal };
+        let key = format!("{}-{seq}", std::process::id());
+        let journal = journal.clone();
+        let mut placement =
+            Placement { v2, v1: Vec::new(), member, created: Vec::new(), journal, key };
         for (mount, controllers) in v1_mounts(&mountinfo) {
             if controllers.iter().all(|c| in_v2.split_whitespace().any(|v| v == c)) {
                 continue;
@@ -135,12 +167,7 @@ impl Placement {
     }
 
     fn write_journal(&self) -> std::io::Result<()> {
-        use std::io::Write as _;
-        fs::create_dir_all(self.journal.parent().unwrap_or(Path::new("/")))?;
-        let text: String = self.created.iter().map(|d| format!("{}\n", d.display())).collect();
-        let mut f = fs::File::create(&self.journal)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()
+        self.journal.put(&Created { key: self.key.clone(), dirs: self.created.clone() })
     }
 
     /// The cgroup.procs files a worker writes itself into.
@@ -251,7 +278,7 @@ impl Drop for Placement {
             }
         }
         if !self.created.is_empty() && all_gone {
-            let _ = fs::remove_file(&self.journal);
+            self.journal.remove(&self.key);
         }
     }
 }
