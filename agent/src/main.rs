@@ -48,7 +48,8 @@ fn main() -> std::process::ExitCode {
     // freed (the kernel's BTF, parsed at start), after which such blocks stay in an arena's
     // top, resident for good (19 MiB of an idle agent's 29 MiB).
     #[cfg(target_env = "gnu")]
-    // SAFETY: plain mallopt calls before any other thread exists.
+    // SAFETY: (no nix wrapper: glibc only) mallopt calls with valid parameters, before any
+    // other thread exists that could be allocating.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);

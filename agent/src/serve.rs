@@ -1,8 +1,9 @@
 //! The daemon: wires drivers, engine and gRPC together, and removes every fault on exit.
 
-use std::{fs::File, os::fd::AsRawFd as _, sync::Arc, time::Duration};
+use std::{fs::File, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
+use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -22,16 +23,15 @@ use faultline_core::{
 use crate::{api, cli::ServeArgs, telemetry};
 
 /// Holds an exclusive flock on the state dir so two agents never share one.
-fn lock_state_dir(args: &ServeArgs) -> anyhow::Result<File> {
+fn lock_state_dir(args: &ServeArgs) -> anyhow::Result<Flock<File>> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating state dir {}", args.state_dir.display()))?;
     let path = args.state_dir.join("agent.lock");
     let f = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("another agent holds {}", path.display());
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err(_) => bail!("another agent holds {}", path.display()),
     }
-    Ok(f)
 }
 
 /// The TCP listener's settings: TLS unless the operator explicitly asked for plain text.
@@ -80,7 +80,8 @@ fn tcp_listener(args: &ServeArgs) -> anyhow::Result<Option<api::Tcp>> {
 /// the agent's RSS follows what it holds, not what it once held (a few ms on a large heap).
 fn release_free_heap() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim takes the allocator's own locks.
+    // SAFETY: (no nix wrapper: glibc only) malloc_trim takes the allocator's own locks and
+    // touches only free memory.
     unsafe {
         libc::malloc_trim(0);
     }
@@ -104,8 +105,7 @@ async fn signalled(tx: watch::Sender<bool>) {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
-    // SAFETY: plain geteuid call.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         warn!("not running as root: loading eBPF programs will likely fail");
     }
     let mut policy = match &args.config {

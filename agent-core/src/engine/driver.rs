@@ -31,8 +31,8 @@ pub trait FaultHandle: Send + Sync {
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of bpf_ktime_get_ns.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    use nix::time::{ClockId, clock_gettime};
+    // CLOCK_MONOTONIC always exists; 0 if it ever failed.
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |ts| ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
 }

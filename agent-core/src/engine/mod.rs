@@ -609,7 +609,7 @@ async fn with_live_counters(items: Vec<(Snapshot, LiveHandle)>) -> Vec<Snapshot>
 /// 12 hex digits from the kernel's random pool: unique enough per node and easy to type.
 fn new_id() -> String {
     let mut b = [0u8; 6];
-    // SAFETY: writes at most b.len() bytes into b.
+    // SAFETY: (nix has no getrandom) writes at most b.len() bytes into b, a live local.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     if n != b.len() as isize {
         // getrandom cannot fail for 6 bytes after boot; fall back to time anyway.

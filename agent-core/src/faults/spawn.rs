@@ -9,10 +9,23 @@
 use std::{
     ffi::CString,
     io,
-    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    os::{
+        fd::{AsRawFd as _, BorrowedFd, IntoRawFd as _},
+        unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    },
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Mutex, OnceLock, mpsc},
+};
+
+use nix::{
+    fcntl::{FcntlArg, FdFlag, OFlag, fcntl, open},
+    sys::{
+        prctl::set_pdeathsig,
+        signal::{SigSet, SigmaskHow, Signal, sigprocmask},
+        stat::Mode,
+    },
+    unistd::{Pid, dup2_raw, getppid, write},
 };
 
 use super::stress::shared::WORKER_FD;
@@ -66,65 +79,62 @@ fn cstr(p: &std::path::Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)
 }
 
-/// Writes `data` to the file at `path` with raw syscalls (safe between fork and exec).
+/// Writes `data` to the file at `path` with plain syscalls and no allocation (safe between
+/// fork and exec); the descriptor closes on return.
 fn write_file(path: &std::ffi::CStr, data: &[u8]) -> io::Result<()> {
-    // SAFETY: valid NUL-terminated path; plain syscalls.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = libc::write(fd, data.as_ptr().cast(), data.len());
-        let err = io::Error::last_os_error();
-        libc::close(fd);
-        if n < 0 {
-            return Err(err);
-        }
-    }
+    let fd = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+    write(&fd, data)?;
     Ok(())
 }
 
 fn fork(spec: Spec) -> io::Result<Child> {
     let procs: Vec<CString> = spec.procs.iter().map(|p| cstr(p)).collect::<io::Result<_>>()?;
     let adj = spec.oom_score_adj.map(|a| a.to_string().into_bytes());
-    let agent = std::process::id() as i32;
-    let (shm, death) = (spec.shm_fd, spec.death_signal as libc::c_ulong);
+    let agent = Pid::this();
+    let shm = spec.shm_fd;
+    let death = Signal::try_from(spec.death_signal)?;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.args(&spec.args);
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
-    // SAFETY: the closure only makes async-signal-safe syscalls on data prepared before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            // A death signal the child handles (not SIGKILL) is blocked from here on: the mask
-            // survives exec, so the signal waits as pending until the child is ready for it
-            // rather than killing it during its start-up.
-            if death != libc::SIGKILL as libc::c_ulong {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, death as libc::c_int);
-                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    // Runs in the child between fork and exec: only async-signal-safe syscalls (nix's wrappers
+    // are thin and do not allocate for a &CStr path) on data prepared before fork.
+    let setup = move || -> io::Result<()> {
+        // A death signal the child handles (not SIGKILL) is blocked from here on: the mask
+        // survives exec, so the signal waits as pending until the child is ready for it
+        // rather than killing it during its start-up.
+        if death != Signal::SIGKILL {
+            let mut set = SigSet::empty();
+            set.add(death);
+            let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+        }
+        if set_pdeathsig(death).is_err() || getppid() != agent {
+            return Err(io::Error::other("the agent is gone"));
+        }
+        // "0" moves the writing process itself.
+        for p in &procs {
+            write_file(p, b"0")?;
+        }
+        if let Some(adj) = &adj {
+            write_file(c"/proc/self/oom_score_adj", adj)?;
+        }
+        if let Some(fd) = shm {
+            // SAFETY: fd is the memfd of the caller's Shared, which stays open for the whole
+            // spawn, so the child's copy of it is open here too.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            if fd.as_raw_fd() == WORKER_FD {
+                // dup2 onto itself keeps close-on-exec: clear it then.
+                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+            } else {
+                // SAFETY: in the forked child nothing but this closure runs before exec, so no
+                // owner of whatever WORKER_FD held sees it replaced (as libc's dup2 would do it
+                // too); the copy is left open (into_raw_fd) for the worker to inherit.
+                let _ = unsafe { dup2_raw(fd, WORKER_FD) }?.into_raw_fd();
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, death, 0, 0, 0) < 0 || libc::getppid() != agent {
-                return Err(io::Error::other("the agent is gone"));
-            }
-            // "0" moves the writing process itself.
-            for p in &procs {
-                write_file(p, b"0")?;
-            }
-            if let Some(adj) = &adj {
-                write_file(c"/proc/self/oom_score_adj", adj)?;
-            }
-            // dup2 onto itself keeps close-on-exec: clear it then.
-            let placed = match shm {
-                None => 0,
-                Some(fd) if fd == WORKER_FD => libc::fcntl(fd, libc::F_SETFD, 0),
-                Some(fd) => libc::dup2(fd, WORKER_FD),
-            };
-            if placed < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+        }
+        Ok(())
+    };
+    // SAFETY: `setup` only makes async-signal-safe syscalls on data prepared before fork
+    // (see above), so it is sound in the single-threaded child of a multi-threaded parent.
+    unsafe { cmd.pre_exec(setup) };
     cmd.spawn()
 }

@@ -1,6 +1,8 @@
 //! A scratch network namespace for probes that must create or attach something on a device
 //! without touching the node's own interfaces.
 
+use nix::sched::{CloneFlags, setns, unshare};
+
 /// Runs `f` on a new thread that has unshared into a fresh network namespace (only `lo`,
 /// down). The namespace disappears with the thread. Never run on a pooled thread: the
 /// unshare would stick to it.
@@ -8,9 +10,9 @@ pub fn in_scratch_netns<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     std::thread::spawn(move || {
-        // SAFETY: affects only the calling thread's namespaces.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
+        // Affects only the calling thread's namespaces.
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+            return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::from(e)));
         }
         Ok(f())
     })
@@ -104,14 +106,10 @@ fn first_pid(dir: &std::path::Path, depth: u32) -> Option<u32> {
 /// Runs `f` on a scoped thread that has joined the network namespace `ns` (so it may
 /// borrow from the caller). The thread ends with `f`, and the namespace switch with it.
 pub fn in_netns<T: Send>(ns: &std::fs::File, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
-    use std::os::fd::AsRawFd as _;
-    let fd = ns.as_raw_fd();
     std::thread::scope(|s| {
         s.spawn(move || {
-            // SAFETY: setns on this scoped thread only.
-            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            // On this scoped thread only.
+            setns(ns, CloneFlags::CLONE_NEWNET)?;
             Ok(f())
         })
         .join()

@@ -30,12 +30,13 @@ pub fn probe_atomic_fetch() -> Result<(), String> {
     attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
     attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    // SAFETY: BPF_PROG_LOAD (5) with a zero-padded attr of the size we pass.
+    // SAFETY: (nix has no bpf(2)) BPF_PROG_LOAD (5) with a zero-padded attr of the size we
+    // pass; the pointers in it (insns, license) are to locals that outlive the call.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_mut_ptr(), attr.len()) };
     if fd < 0 {
         return Err(format!("atomic fetch-and-add refused: {}", std::io::Error::last_os_error()));
     }
-    // SAFETY: closing the descriptor the kernel just returned.
+    // SAFETY: closing the descriptor the kernel just returned, which nothing else owns.
     unsafe { libc::close(fd as i32) };
     Ok(())
 }

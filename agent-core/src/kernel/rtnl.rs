@@ -4,7 +4,15 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
+};
+
+use nix::{
+    sched::{CloneFlags, setns},
+    sys::socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
+        socket,
+    },
 };
 
 const RTM_NEWLINK: u16 = 16;
@@ -93,10 +101,8 @@ impl Netlink {
     pub fn open_in(netns: &std::fs::File) -> io::Result<Self> {
         let fd = netns.try_clone()?;
         std::thread::spawn(move || {
-            // SAFETY: setns on this thread only; the thread ends right after.
-            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // On this thread only; the thread ends right after.
+            setns(&fd, CloneFlags::CLONE_NEWNET)?;
             Netlink::open()
         })
         .join()
@@ -104,15 +110,12 @@ impl Netlink {
     }
 
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the fd is owned right after.
-        let fd = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
         Ok(Netlink { fd, seq: 1 })
     }
 
@@ -127,32 +130,13 @@ impl Netlink {
         msg.extend_from_slice(&self.seq.to_ne_bytes());
         msg.extend_from_slice(&0u32.to_ne_bytes());
         msg.extend_from_slice(body);
-        // SAFETY: sending our own buffer on our socket (to the kernel: zeroed sockaddr_nl).
-        let sent = unsafe {
-            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-            sa.nl_family = libc::AF_NETLINK as u16;
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // To the kernel: port id 0, no groups.
+        sendto(self.fd.as_raw_fd(), &msg, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 65536];
         loop {
-            // SAFETY: receiving into our own buffer.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut rest = &buf[..n as usize];
+            let n = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+            let mut rest = &buf[..n];
             while rest.len() >= 16 {
                 let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
                 let mty = u16::from_ne_bytes([rest[4], rest[5]]);

@@ -11,12 +11,13 @@ use aya_obj::{
 };
 
 fn sys_bpf(cmd: u32, attr: &mut [u8; 128]) -> Result<OwnedFd, std::io::Error> {
-    // SAFETY: bpf(2) with a zero-padded attr of the size we pass.
+    // SAFETY: (nix has no bpf(2)) a zero-padded attr of the size we pass; the callers'
+    // pointers in it (insns, license, name, log) are to buffers that outlive the call.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: the kernel returned a new descriptor we now own.
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }
 

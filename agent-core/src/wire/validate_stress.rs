@@ -35,17 +35,14 @@ pub fn cpu(c: &pb::CpuStress, field: &str) -> Result<CpuStress> {
     })
 }
 
-/// Host memory in bytes (MemTotal).
+/// Host memory in bytes (MemTotal); u64::MAX when the host does not say.
 pub fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
+    use sysinfo::{MemoryRefreshKind, RefreshKind, System};
+    let ram = RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram());
+    System::new_with_specifics(ram)
+        .map(|s| s.total_memory())
         .ok()
-        .and_then(|m| {
-            m.lines().find_map(|l| {
-                let kb = l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim();
-                kb.parse::<u64>().ok()
-            })
-        })
-        .map(|kb| kb * 1024)
+        .filter(|&b| b > 0)
         .unwrap_or(u64::MAX)
 }
 

@@ -250,7 +250,7 @@ fn chance(share: f64) -> bool {
         return true;
     }
     let mut b = [0u8; 8];
-    // SAFETY: writes at most b.len() bytes into b.
+    // SAFETY: (nix has no getrandom) writes at most b.len() bytes into b, a live local.
     unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     (u64::from_ne_bytes(b) as f64 / u64::MAX as f64) < share
 }

@@ -13,6 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::sys::{
+    signal::{SigSet, SigmaskHow, Signal, sigprocmask},
+    time::TimeSpec,
+};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -164,26 +168,21 @@ pub fn guard_main(args: &[String]) -> i32 {
     else {
         return libc::EINVAL;
     };
-    // SAFETY: plain signal-mask calls on a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    loop {
+        let left = deadline.saturating_sub(monotonic_ns());
+        if left == 0 {
+            break;
         }
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        loop {
-            let left = deadline.saturating_sub(monotonic_ns());
-            if left == 0 {
-                break;
-            }
-            let ts = libc::timespec {
-                tv_sec: (left / 1_000_000_000) as _,
-                tv_nsec: (left % 1_000_000_000) as libc::c_long,
-            };
-            if libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) > 0 {
-                break;
-            }
+        let ts = TimeSpec::new((left / 1_000_000_000) as _, (left % 1_000_000_000) as _);
+        // SAFETY: (nix has no sigtimedwait) both pointers are to live locals of the right
+        // types; a null siginfo is allowed (the signal's details are not wanted).
+        if unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts.as_ref()) } > 0 {
+            break;
         }
     }
     match std::fs::write(file, "0") {

@@ -119,7 +119,7 @@ fn round(cg: &ResolvedCgroup, k: &ProcessKill) -> Result<u64> {
 /// Signals `pid` if, checked through a pidfd, it is still in `cgroup` or below. Ok(false)
 /// when it has exited or moved.
 fn signal_member(pid: i32, cgroup: &str, signal: i32) -> Result<bool> {
-    // SAFETY: plain syscall; a returned fd is owned below.
+    // SAFETY: (nix has no pidfd_open) integer arguments only; a returned fd is owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         let e = std::io::Error::last_os_error();
@@ -131,7 +131,7 @@ fn signal_member(pid: i32, cgroup: &str, signal: i32) -> Result<bool> {
             _ => Err(Error::internal(&format!("pidfd_open({pid})"), e)),
         };
     }
-    // SAFETY: fd was just returned to us by pidfd_open.
+    // SAFETY: fd was just returned to us by pidfd_open and nothing else owns it.
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     // With the pidfd open, the pid cannot be reused: /proc/PID is this process, or gone.
     let inside = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
@@ -141,7 +141,8 @@ fn signal_member(pid: i32, cgroup: &str, signal: i32) -> Result<bool> {
     if !inside {
         return Ok(false);
     }
-    // SAFETY: valid pidfd; a null siginfo means a plain kill().
+    // SAFETY: (nix has no pidfd_send_signal) a pidfd we hold open; a null siginfo is allowed
+    // and means a plain kill().
     let rc = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
@@ -163,7 +164,7 @@ fn signal_member(pid: i32, cgroup: &str, signal: i32) -> Result<bool> {
 
 fn random_index(n: usize) -> usize {
     let mut b = [0u8; 8];
-    // SAFETY: writes at most 8 bytes into b.
+    // SAFETY: (nix has no getrandom) writes at most b.len() bytes into b, a live local.
     unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     (u64::from_le_bytes(b) % n as u64) as usize
 }

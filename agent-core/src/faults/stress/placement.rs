@@ -192,8 +192,11 @@ impl Placement {
 
     /// CPUs the cgroup may use: its (and its ancestors') quota, the cpuset, the host.
     pub fn allowed_cpus(&self) -> f64 {
-        // SAFETY: sysconf has no preconditions.
-        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as f64;
+        let online = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+            .max(1) as f64;
         let cpuset = fs::read_to_string(self.v2.join("cpuset.cpus.effective"))
             .ok()
             .and_then(|s| count_cpu_list(&s))

@@ -3,8 +3,18 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    num::NonZeroUsize,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+    ptr::NonNull,
     sync::atomic::{AtomicU64, Ordering},
+};
+
+use nix::{
+    sys::{
+        memfd::{MFdFlags, memfd_create},
+        mman::{MapFlags, ProtFlags, mmap, munmap},
+    },
+    unistd::ftruncate,
 };
 
 /// Workers per experiment at most (the API allows no more).
@@ -44,7 +54,7 @@ pub struct Totals {
 
 pub struct Shared {
     fd: OwnedFd,
-    page: *mut Page,
+    page: NonNull<Page>,
 }
 
 // SAFETY: the mapping lives as long as Shared; every field is atomic.
@@ -52,47 +62,43 @@ unsafe impl Send for Shared {}
 // SAFETY: as above.
 unsafe impl Sync for Shared {}
 
-fn map(fd: RawFd) -> io::Result<*mut Page> {
-    // SAFETY: a fresh shared mapping of a file at least size_of::<Page>() long.
+const PAGE_LEN: NonZeroUsize = match NonZeroUsize::new(size_of::<Page>()) {
+    Some(n) => n,
+    None => panic!("Page is not empty"),
+};
+
+fn map(fd: impl AsFd) -> io::Result<NonNull<Page>> {
+    // SAFETY: a fresh shared mapping at an address the kernel picks (so it overlaps nothing of
+    // ours) of a file at least size_of::<Page>() long; the memory is only ever reached through
+    // atomics, so the other process writing it races with nothing.
     let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size_of::<Page>(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
+        mmap(
+            None,
+            PAGE_LEN,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
             fd,
             0,
         )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    }?;
     Ok(p.cast())
 }
 
 impl Shared {
     /// A new zeroed page (the agent's side).
     pub fn create() -> io::Result<Shared> {
-        // SAFETY: a constant NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(c"faultline-stress".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd was just created and is owned here.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: valid fd; the size of the page.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), size_of::<Page>() as libc::off_t) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let page = map(fd.as_raw_fd())?;
+        let fd = memfd_create(c"faultline-stress", MFdFlags::MFD_CLOEXEC)?;
+        ftruncate(&fd, size_of::<Page>() as libc::off_t)?;
+        let page = map(&fd)?;
         Ok(Shared { fd, page })
     }
 
     /// The page a worker inherited at WORKER_FD.
     pub fn inherited() -> io::Result<Shared> {
-        // SAFETY: the agent placed the memfd at WORKER_FD before exec; owned from now on.
+        // SAFETY: the agent placed the memfd at WORKER_FD before exec and nothing else in this
+        // process claims that fd; owned from now on.
         let fd = unsafe { OwnedFd::from_raw_fd(WORKER_FD) };
-        let page = map(fd.as_raw_fd())?;
+        let page = map(&fd)?;
         Ok(Shared { fd, page })
     }
 
@@ -101,8 +107,9 @@ impl Shared {
     }
 
     pub fn page(&self) -> &Page {
-        // SAFETY: mapped for the life of self; all fields are atomics.
-        unsafe { &*self.page }
+        // SAFETY: mapped for the life of self, aligned (page-aligned mapping) and initialized
+        // (zero-filled, a valid Page); all fields are atomics, so shared references suffice.
+        unsafe { self.page.as_ref() }
     }
 
     pub fn slot(&self, i: usize) -> &Slot {
@@ -136,6 +143,6 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         // SAFETY: mapped in create/inherited with this size; no references outlive self.
-        unsafe { libc::munmap(self.page.cast(), size_of::<Page>()) };
+        let _ = unsafe { munmap(self.page.cast(), size_of::<Page>()) };
     }
 }

@@ -2,7 +2,20 @@
 //! inside the target's cgroups, reports through the shared page, and exits on its own at the
 //! deadline (CLOCK_MONOTONIC), so a stalled agent cannot make it overstay.
 
-use std::{hint::black_box, sync::atomic::Ordering, time::Duration};
+use std::{
+    hint::black_box, num::NonZeroUsize, os::unix::fs::FileExt as _, sync::atomic::Ordering,
+    time::Duration,
+};
+
+use nix::{
+    fcntl::{FallocateFlags, PosixFadviseAdvice, fallocate, posix_fadvise},
+    sys::{
+        mman::{MapFlags, ProtFlags, mmap_anonymous},
+        statvfs::statvfs,
+        time::TimeSpec,
+    },
+    time::{ClockId, ClockNanosleepFlags, clock_nanosleep},
+};
 
 use super::shared::Shared;
 use crate::engine::driver::monotonic_ns;
@@ -11,14 +24,9 @@ use crate::engine::driver::monotonic_ns;
 const PERIOD: Duration = Duration::from_millis(20);
 
 fn sleep_until(mono_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (mono_ns / 1_000_000_000) as _,
-        tv_nsec: (mono_ns % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: valid timespec; absolute sleep on CLOCK_MONOTONIC (EINTR just returns early).
-    unsafe {
-        libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut())
-    };
+    let ts = TimeSpec::new((mono_ns / 1_000_000_000) as _, (mono_ns % 1_000_000_000) as _);
+    // Absolute sleep on CLOCK_MONOTONIC (EINTR just returns early).
+    let _ = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME, &ts);
 }
 
 fn hold_until(deadline: u64) {
@@ -47,20 +55,21 @@ fn cpu(shared: &Shared, deadline: u64) {
 
 fn memory(shared: &Shared, index: usize, deadline: u64, bytes: u64, ramp_ns: u64) -> i32 {
     let len = bytes as usize;
-    // SAFETY: a fresh private anonymous mapping; only this function touches it.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
+    // mmap(2) refuses a zero length with EINVAL.
+    let Some(size) = NonZeroUsize::new(len) else { return libc::EINVAL };
+    // SAFETY: a fresh private anonymous mapping at an address the kernel picks, so it
+    // overlaps nothing of ours; only this function touches it, and it is never unmapped.
+    let p = match unsafe {
+        mmap_anonymous(
+            None,
+            size,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
         )
+    } {
+        Ok(p) => p,
+        Err(e) => return e as i32,
     };
-    if p == libc::MAP_FAILED {
-        return std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM);
-    }
     let page = 4096usize;
     let pages = len.div_ceil(page);
     let slot = shared.slot(index);
@@ -71,7 +80,8 @@ fn memory(shared: &Shared, index: usize, deadline: u64, bytes: u64, ramp_ns: u64
         let from = pages * step / STEPS;
         let to = pages * (step + 1) / STEPS;
         for i in from..to {
-            // SAFETY: i * page < len; a write makes the page resident.
+            // SAFETY: i < pages, so i * page < len: inside the mapping, which is readable and
+            // writable and aliased by no reference. A write makes the page resident.
             unsafe { p.cast::<u8>().add(i * page).write_volatile(1) };
         }
         slot.resident.store((to * page).min(len) as u64, Ordering::Relaxed);
@@ -89,16 +99,10 @@ fn memory(shared: &Shared, index: usize, deadline: u64, bytes: u64, ramp_ns: u64
 
 /// Bytes to take so that df's used share, used / (used + available), reaches `percent`.
 fn fill_target(dir: &str, percent: f64) -> std::io::Result<u64> {
-    let c = std::ffi::CString::new(dir).map_err(std::io::Error::other)?;
-    // SAFETY: zeroed statvfs is valid; the path is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = st.f_frsize as u64;
-    let used = (st.f_blocks as u64 - st.f_bfree as u64) * frsize;
-    let avail = st.f_bavail as u64 * frsize;
+    let st = statvfs(dir)?;
+    let frsize = st.fragment_size() as u64;
+    let used = (st.blocks() as u64 - st.blocks_free() as u64) * frsize;
+    let avail = st.blocks_available() as u64 * frsize;
     let want = ((used + avail) as f64 * percent / 100.0).ceil() as u64;
     // One more block so df's rounding lands at or above the ask.
     Ok(want.saturating_sub(used).saturating_add(frsize).min(avail))
@@ -130,7 +134,6 @@ fn open_unnamed(dir: &str) -> std::io::Result<std::fs::File> {
 }
 
 fn fill(shared: &Shared, index: usize, deadline: u64, dir: &str, amount: &str) -> i32 {
-    use std::os::fd::AsRawFd as _;
     let bytes = match amount.strip_prefix("pct:") {
         Some(p) => match p.parse::<f64>().map(|p| fill_target(dir, p)) {
             Ok(Ok(b)) => b,
@@ -149,10 +152,8 @@ fn fill(shared: &Shared, index: usize, deadline: u64, dir: &str, amount: &str) -
     let mut done = 0u64;
     while done < bytes {
         let n = STEP.min(bytes - done);
-        // SAFETY: valid fd; plain syscall.
-        let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, done as i64, n as i64) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+        if let Err(e) = fallocate(&f, FallocateFlags::empty(), done as i64, n as i64) {
+            let e = e as i32;
             if e != libc::ENOSPC || done == 0 {
                 slot.error.store(e as u64, Ordering::Relaxed);
             }
@@ -170,30 +171,28 @@ fn fill(shared: &Shared, index: usize, deadline: u64, dir: &str, amount: &str) -
     0
 }
 
-/// A block-aligned buffer (O_DIRECT needs the memory aligned too).
+/// A block-aligned buffer (O_DIRECT needs the memory aligned too): `len` bytes from the
+/// first 4 KiB boundary of a vector one alignment longer.
 struct Aligned {
-    ptr: *mut u8,
-    layout: std::alloc::Layout,
+    buf: Vec<u8>,
+    at: usize,
 }
 
 impl Aligned {
-    fn new(len: usize) -> Option<Aligned> {
-        let layout = std::alloc::Layout::from_size_align(len, 4096).ok()?;
-        // SAFETY: non-zero size (the API refuses blocks under 4 KiB).
-        let ptr = unsafe { std::alloc::alloc(layout) };
-        if ptr.is_null() {
-            return None;
-        }
-        // SAFETY: freshly allocated len bytes; a non-zero pattern so nothing compresses it away.
-        unsafe { std::ptr::write_bytes(ptr, 0xa5, len) };
-        Some(Aligned { ptr, layout })
-    }
-}
+    const ALIGN: usize = 4096;
 
-impl Drop for Aligned {
-    fn drop(&mut self) {
-        // SAFETY: allocated in new with this layout.
-        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    fn new(len: usize) -> Option<Aligned> {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len.checked_add(Self::ALIGN)?).ok()?;
+        // A non-zero pattern so nothing compresses it away.
+        buf.resize(len + Self::ALIGN, 0xa5);
+        let at = (Self::ALIGN - buf.as_ptr() as usize % Self::ALIGN) % Self::ALIGN;
+        Some(Aligned { buf, at })
+    }
+
+    /// The first `len` aligned bytes.
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        &mut self.buf[self.at..self.at + len]
     }
 }
 
@@ -228,7 +227,6 @@ fn io(
     direct: bool,
     amount: &str,
 ) -> i32 {
-    use std::os::fd::AsRawFd as _;
     let slot = shared.slot(index);
     let (kind, value) = amount.split_once(':').unwrap_or(("u", "0"));
     let value: u64 = value.parse().unwrap_or(0);
@@ -236,8 +234,7 @@ fn io(
         Ok(x) => x,
         Err(e) => return e.raw_os_error().unwrap_or(libc::EIO),
     };
-    let fd = f.as_raw_fd();
-    let Some(buf) = Aligned::new(block as usize) else { return libc::ENOMEM };
+    let Some(mut buf) = Aligned::new(block as usize) else { return libc::ENOMEM };
     let span = if kind == "b" { value.min(SPAN) } else { SPAN }.div_ceil(block).max(1) * block;
     let fail = |e: i32| {
         slot.error.store(e as u64, Ordering::Relaxed);
@@ -247,11 +244,11 @@ fn io(
     if mode != "write" {
         let mut off = 0;
         while off < span {
-            // SAFETY: buf holds block bytes; valid fd.
-            let n = unsafe { libc::pwrite(fd, buf.ptr.cast(), block as usize, off as i64) };
-            if n <= 0 {
-                return fail(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
-            }
+            let n = match f.write_at(buf.get(block as usize), off) {
+                Ok(0) => return fail(libc::EIO),
+                Ok(n) => n,
+                Err(e) => return fail(e.raw_os_error().unwrap_or(libc::EIO)),
+            };
             off += n as u64;
             slot.written.fetch_add(n as u64, Ordering::Relaxed);
         }
@@ -274,18 +271,13 @@ fn io(
             _ => true,
         };
         turn += 1;
-        // SAFETY: buf holds at least len bytes (len <= block); valid fd.
-        let n = unsafe {
-            if write {
-                libc::pwrite(fd, buf.ptr.cast(), len as usize, pos as i64)
-            } else {
-                libc::pread(fd, buf.ptr.cast(), len as usize, pos as i64)
-            }
+        // len <= block: the buffer holds it.
+        let data = buf.get(len as usize);
+        let n = match if write { f.write_at(data, pos) } else { f.read_at(data, pos) } {
+            Ok(0) => return fail(libc::EIO),
+            Ok(n) => n as u64,
+            Err(e) => return fail(e.raw_os_error().unwrap_or(libc::EIO)),
         };
-        if n <= 0 {
-            return fail(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
-        }
-        let n = n as u64;
         done += n;
         let counter = if write { &slot.written } else { &slot.read };
         counter.fetch_add(n, Ordering::Relaxed);
@@ -295,11 +287,8 @@ fn io(
             if !direct {
                 // Through the page cache: push the writes out and drop the cache, so the
                 // next pass reaches the disk again.
-                // SAFETY: valid fd; plain syscalls.
-                unsafe {
-                    libc::fdatasync(fd);
-                    libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
-                }
+                let _ = f.sync_data();
+                let _ = posix_fadvise(&f, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
             }
         }
         if kind == "r" && value > 0 {

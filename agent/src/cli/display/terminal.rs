@@ -29,7 +29,8 @@ pub fn stdout_is_terminal() -> bool {
 /// (columns, rows) of the terminal on stdout; 80x24 when it does not say.
 pub fn size() -> (usize, usize) {
     let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass.
+    // SAFETY: (nix has no safe TIOCGWINSZ) the ioctl writes one winsize into the live local we
+    // pass, and nothing else.
     let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
     let cols = if r == 0 && ws.ws_col > 0 { ws.ws_col as usize } else { 80 };
     let rows = if r == 0 && ws.ws_row > 0 { ws.ws_row as usize } else { 24 };
@@ -83,8 +84,8 @@ impl Screen {
     /// again once continued.
     pub fn suspend(&mut self) {
         write_out(LEAVE);
-        // SAFETY: stops this process, as the default action of SIGTSTP would have.
-        unsafe { libc::raise(libc::SIGSTOP) };
+        // Stops this process, as the default action of SIGTSTP would have.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
         write_out(ENTER);
     }
 }
