@@ -237,4 +237,17 @@ mod tests {
         assert_eq!(field_of(disk_fill(&d("/tmp", A::Percent(150.0)), "f")), "f.percent");
         assert!(disk_fill(&d("/tmp", A::Percent(90.0)), "f").is_ok());
     }
+
+    #[test]
+    fn host_memory_is_memtotal_in_bytes() {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(host_memory(), kib * 1024);
+    }
 }

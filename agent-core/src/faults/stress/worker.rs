@@ -337,3 +337,19 @@ pub fn main(args: &[String]) -> i32 {
         _ => libc::EINVAL,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Aligned;
+
+    #[test]
+    fn aligned_buffers_start_on_a_4k_boundary_and_hold_the_pattern() {
+        for len in [4096, 4096 * 3, 1 << 20] {
+            let mut a = Aligned::new(len).unwrap();
+            let b = a.get(len);
+            assert_eq!(b.len(), len);
+            assert_eq!(b.as_ptr() as usize % 4096, 0, "len {len}");
+            assert!(b.iter().all(|&x| x == 0xa5));
+        }
+    }
+}
