@@ -222,6 +222,25 @@ impl FaultSpec {
         matches!(self, FaultSpec::ProcessKill(_))
     }
 
+    /// Every kind's API name, as `kind` returns it.
+    pub const KINDS: [&'static str; 15] = [
+        "net_loss",
+        "net_partition",
+        "net_reject",
+        "net_delay",
+        "net_bandwidth",
+        "net_corrupt",
+        "net_duplicate",
+        "net_dns",
+        "syscall_errno",
+        "cpu_stress",
+        "memory_stress",
+        "disk_fill",
+        "io_stress",
+        "process_kill",
+        "process_pause",
+    ];
+
     /// The name of the fault as the API spells it (the Fault oneof field).
     pub fn kind(&self) -> &'static str {
         match self {
