@@ -15,8 +15,11 @@ use std::{
 };
 
 use faultline_host::{cgroup, netns};
+#[cfg(feature = "grpc")]
 use faultline_proto::v1::fault_service_client::FaultServiceClient;
+#[cfg(feature = "grpc")]
 use hyper_util::rt::TokioIo;
+#[cfg(feature = "grpc")]
 use tonic::transport::{Channel, Endpoint};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -323,10 +326,12 @@ impl Agent {
         self.cli_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    #[cfg(feature = "grpc")]
     pub async fn client(&self) -> FaultServiceClient<Channel> {
         FaultServiceClient::new(self.channel().await)
     }
 
+    #[cfg(feature = "grpc")]
     pub async fn channel(&self) -> Channel {
         let path = self.socket.clone();
         Endpoint::from_static("http://localhost")
