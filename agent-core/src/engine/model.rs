@@ -225,20 +225,20 @@ impl FaultSpec {
     /// Every kind's API name, as `kind` returns it.
     pub const KINDS: [&'static str; 15] = [
         "net_loss",
-        "net_partition",
-        "net_reject",
         "net_delay",
         "net_bandwidth",
+        "net_reject",
+        "net_partition",
         "net_corrupt",
         "net_duplicate",
         "net_dns",
+        "process_kill",
+        "process_pause",
         "syscall_errno",
         "cpu_stress",
         "memory_stress",
-        "disk_fill",
         "io_stress",
-        "process_kill",
-        "process_pause",
+        "disk_fill",
     ];
 
     /// The name of the fault as the API spells it (the Fault oneof field).
