@@ -332,6 +332,14 @@ pub enum Resolved {
 }
 
 impl Resolved {
+    /// The cgroup of a fault that acts on tasks; an interface target is refused with `why`.
+    pub fn cgroup(&self, why: &str) -> super::error::Result<&ResolvedCgroup> {
+        match self {
+            Resolved::Cgroup(cg) => Ok(cg),
+            Resolved::Interface(_) => Err(super::error::Error::invalid("target", why)),
+        }
+    }
+
     /// "/a/b" for cgroups, "eth0@ns" for interfaces: for logs.
     pub fn describe(&self) -> String {
         match self {

@@ -490,12 +490,8 @@ impl FaultDriver for SysDriver {
         let FaultSpec::SyscallErrno(spec) = fault else {
             return Err(Error::Internal(format!("the syscall family was handed {}", fault.kind())));
         };
-        let Resolved::Cgroup(cg) = target else {
-            return Err(Error::invalid(
-                "target",
-                "syscall_errno acts on a task's calls: use a cgroup or pid target",
-            ));
-        };
+        let cg =
+            target.cgroup("syscall_errno acts on a task's calls: use a cgroup or pid target")?;
         self.apply_errno(cg, spec, expires)
     }
 }
