@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod net;
+pub mod serial;
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -72,6 +73,8 @@ pub struct Agent {
     pub dir: TempDir,
     pub socket: PathBuf,
     extra: Vec<String>,
+    /// This test's turn on the host: tests that run alone wait for it (`serial`).
+    _turn: serial::Shared,
 }
 
 impl Agent {
@@ -87,6 +90,7 @@ impl Agent {
             dir,
             socket,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            _turn: serial::shared(),
         };
         agent.spawn();
         agent
