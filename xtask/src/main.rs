@@ -205,7 +205,7 @@ fn task(task: Task) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|k| vm::Guest::with_lsm(k, lsm.as_deref(), &filter, timeout))
                 .collect();
-            vm::vm_test(&guests, test_threads)
+            vm::vm_test(&guests, test_threads, None)
         }
         Task::VmRun { kernel, lsm, timeout, cmd } => {
             setup::all()?;
@@ -217,6 +217,9 @@ fn task(task: Task) -> anyhow::Result<()> {
             let mut clock = Stages::start();
             setup::all()?;
             clock.done("setup");
+            // The VM tier's static binaries build in the time the host stages leave idle.
+            let guest_build =
+                (!host_only && is_root()).then(vm::build_in_background).transpose()?;
             if !no_lint {
                 run(cargo().args(["fmt", "--all", "--check"]))?;
                 run(cargo().args([
@@ -234,9 +237,11 @@ fn task(task: Task) -> anyhow::Result<()> {
                     .args(["run", "nightly", "cargo", "clippy", "--target", "bpfel-unknown-none"])
                     .args(["-Z", "build-std=core", "--release", "--", "-D", "warnings"]))?;
                 // The fuzz crate is outside the workspace: an agent API change must not
-                // break it unseen.
+                // break it unseen. In the workspace's target dir, it reuses what clippy just
+                // checked (the same dependencies) instead of checking them all again.
                 run(cargo()
                     .args(["check", "--manifest-path", "fuzz/Cargo.toml", "--all-targets"])
+                    .env("CARGO_TARGET_DIR", root().join("target"))
                     .current_dir(root()))?;
             }
             clock.done("lint");
@@ -274,7 +279,7 @@ fn task(task: Task) -> anyhow::Result<()> {
                     Duration::from_secs(600),
                 ));
             }
-            let vm = vm::vm_test(&guests, vm::GUEST_TEST_THREADS);
+            let vm = vm::vm_test(&guests, vm::GUEST_TEST_THREADS, guest_build);
             clock.done("VM tier");
             vm
         }

@@ -35,10 +35,6 @@ pub fn cache() -> PathBuf {
     root().join("target/vm")
 }
 
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-}
-
 /// Kernel names from a --kernel value ("all" or one name).
 pub fn kernel_names(arg: &str) -> anyhow::Result<Vec<&'static str>> {
     if arg == "all" {
@@ -47,32 +43,69 @@ pub fn kernel_names(arg: &str) -> anyhow::Result<Vec<&'static str>> {
     Ok(vec![kernels::spec(arg)?.name])
 }
 
+/// Where the guests' static binaries are built: a target dir of their own (a musl release
+/// build shares nothing with the host's debug one), so that it can run next to other cargo
+/// commands on the workspace (`build_in_background`).
+fn guest_target() -> PathBuf {
+    root().join("target/guest")
+}
+
 /// Static binaries for the guest: (guest path, host path).
-fn build_binaries() -> anyhow::Result<Vec<(String, PathBuf)>> {
-    run(cargo().args([
-        "build",
-        "--release",
-        "--target",
-        MUSL,
-        "--package",
-        "faultline",
-        "--package",
-        "faultline-tests",
-        "--bins",
-    ]))?;
-    let out = root().join("target").join(MUSL).join("release");
+pub type Files = Vec<(String, PathBuf)>;
+
+/// Builds the static binaries for the guest. `idle`: at idle CPU priority (SCHED_IDLE, the
+/// compiler gets only the time nothing else wants), quiet, its output in `log`.
+fn build_binaries_with(idle: Option<(&Path, &Running)>) -> anyhow::Result<Files> {
+    let command = |args: &[&str]| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut c = match idle {
+            Some(_) => {
+                let mut c = Command::new("chrt");
+                c.args(["--idle", "0"]).arg(cargo);
+                c
+            }
+            None => Command::new(cargo),
+        };
+        c.args(args).env("CARGO_TARGET_DIR", guest_target()).current_dir(root());
+        c
+    };
+    let log = |out: &std::process::Output| -> anyhow::Result<()> {
+        if let Some((log, _)) = idle {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+            f.write_all(&out.stdout)?;
+            f.write_all(&out.stderr)?;
+        }
+        Ok(())
+    };
+    let bins = ["build", "--release", "--target", MUSL, "--package", "faultline"];
+    let mut bins = command(&bins);
+    bins.args(["--package", "faultline-tests", "--bins"]);
+    if let Some((_, running)) = idle {
+        let out = running.output(&mut bins).context("building the guest binaries")?;
+        log(&out)?;
+        if !out.status.success() {
+            bail!("building the guest binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+    } else {
+        run(&mut bins)?;
+    }
+    let out = guest_target().join(MUSL).join("release");
     let mut files = vec![
         ("/bin/faultline".to_string(), out.join("faultline")),
         ("/bin/fl-probe".to_string(), out.join("fl-probe")),
     ];
     // One test binary, `kernel`: the host-only tests (Python, promtool, tmux, the load test)
     // are another binary, never built for the guests.
-    let build = cargo()
-        .args(["test", "--release", "--target", MUSL, "--package", "faultline-tests"])
-        .args(["--test", GUEST_TESTS, "--no-run", "--message-format=json"])
-        .current_dir(root())
-        .output()
-        .context("building the integration tests for the guest")?;
+    let mut build =
+        command(&["test", "--release", "--target", MUSL, "--package", "faultline-tests"]);
+    build.args(["--test", GUEST_TESTS, "--no-run", "--message-format=json"]);
+    let build = match idle {
+        Some((_, running)) => running.output(&mut build),
+        None => build.output().map_err(anyhow::Error::from),
+    }
+    .context("building the integration tests for the guest")?;
+    log(&build)?;
     if !build.status.success() {
         bail!("building tests failed:\n{}", String::from_utf8_lossy(&build.stderr));
     }
@@ -89,6 +122,82 @@ fn build_binaries() -> anyhow::Result<Vec<(String, PathBuf)>> {
         bail!("cargo built no executable for the {GUEST_TESTS} tests");
     }
     Ok(files)
+}
+
+fn build_binaries() -> anyhow::Result<Files> {
+    build_binaries_with(None)
+}
+
+/// The cargo command a background build runs, so that a failed `cargo xtask test` can stop it.
+#[derive(Default)]
+struct Running(std::sync::Mutex<(Option<u32>, bool)>);
+
+impl Running {
+    /// Runs `cmd` in a process group of its own (unless stopped already), capturing its output.
+    fn output(&self, cmd: &mut Command) -> anyhow::Result<std::process::Output> {
+        use std::os::unix::process::CommandExt as _;
+        let child = {
+            let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if g.1 {
+                bail!("stopped");
+            }
+            let child = cmd
+                .process_group(0)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .with_context(|| format!("spawning {cmd:?}"))?;
+            g.0 = Some(child.id());
+            child
+        };
+        let out = child.wait_with_output()?;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0 = None;
+        Ok(out)
+    }
+
+    /// Stops the running command (its whole process group) and any later one.
+    fn stop(&self) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = true;
+        if let Some(pgid) = g.0 {
+            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+        }
+    }
+}
+
+/// The guests' binaries, building at idle priority while the host stages run (they leave a
+/// core idle much of the time: single-crate compiles, linking, tests waiting on the clock).
+/// Dropped without `wait` (a host stage failed), it stops the build.
+pub struct GuestBuild {
+    thread: Option<std::thread::JoinHandle<anyhow::Result<Files>>>,
+    running: std::sync::Arc<Running>,
+}
+
+pub fn build_in_background() -> anyhow::Result<GuestBuild> {
+    std::fs::create_dir_all(cache())?;
+    let log = cache().join("guest-build.log");
+    std::fs::write(&log, "")?;
+    println!("== building the guests' binaries in the background (log {})", log.display());
+    let running = std::sync::Arc::new(Running::default());
+    let r = running.clone();
+    let thread = std::thread::spawn(move || build_binaries_with(Some((&log, &r))));
+    Ok(GuestBuild { thread: Some(thread), running })
+}
+
+impl GuestBuild {
+    pub fn wait(mut self) -> anyhow::Result<Files> {
+        let thread = self.thread.take().context("waited twice")?;
+        thread.join().map_err(|_| anyhow::anyhow!("the guest build thread panicked"))?
+    }
+}
+
+impl Drop for GuestBuild {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.running.stop();
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Busybox-static from Debian's archive, unpacked (never installed).
@@ -250,8 +359,11 @@ fn shell_quote(s: &str) -> String {
 /// Runs the integration tests in every guest, side by side: as many at once as the host has
 /// cores (each guest has one vCPU), in the order given (longest first keeps the tail short).
 /// Tests inside a guest run `threads` at a time.
-pub fn vm_test(guests: &[Guest], threads: usize) -> anyhow::Result<()> {
-    let files = build_binaries()?;
+pub fn vm_test(guests: &[Guest], threads: usize, built: Option<GuestBuild>) -> anyhow::Result<()> {
+    let files = match built {
+        Some(b) => b.wait()?,
+        None => build_binaries()?,
+    };
     let p = prepare()?;
     let mut staged = Vec::new();
     for g in guests {
