@@ -105,3 +105,37 @@ impl Drop for Alone {
         CHANGED.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::mpsc,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    #[test]
+    fn alone_waits_for_the_others_turns_and_holds_new_ones_back() {
+        let held = shared();
+        let (tx, rx) = mpsc::channel();
+        let other = std::thread::spawn(move || {
+            let _alone = alone();
+            tx.send("alone").unwrap();
+            // Its own agents take their turns at once.
+            let _agent = shared();
+            std::thread::sleep(Duration::from_millis(300));
+            tx.send("done").unwrap();
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "ran next to a turn");
+        // A second turn of a thread that holds one does not wait behind the waiting test.
+        drop(shared());
+        drop(held);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("alone"));
+        let t0 = Instant::now();
+        let _turn = shared();
+        assert_eq!(rx.try_recv(), Ok("done"), "a turn was given while a test ran alone");
+        assert!(t0.elapsed() >= Duration::from_millis(200), "{:?}", t0.elapsed());
+        other.join().unwrap();
+    }
+}
