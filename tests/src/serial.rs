@@ -2,7 +2,9 @@
 //! at a time on a two-core machine); most touch only the cgroups, namespaces and agents they
 //! create. A few measure or change the whole host: the stress tests read the CPU, memory and
 //! disk of the machine's share, the host target attaches to the root cgroup, the load test
-//! measures the agent's CPU and latency. Those call [`alone`], which waits until no other
+//! measures the agent's CPU and latency, and the delay, bandwidth and reject tests measure
+//! time to a few milliseconds (a neighbour starting an agent takes the one vCPU of a VM
+//! guest for seconds). Those call [`alone`], which waits until no other
 //! test holds an agent and keeps other tests from starting one until it is done; every
 //! [`crate::Agent`] holds a [`Shared`] turn.
 //!
