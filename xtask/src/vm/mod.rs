@@ -128,9 +128,35 @@ fn build_binaries() -> anyhow::Result<Files> {
     build_binaries_with(None)
 }
 
-/// The cargo command a background build runs, so that a failed `cargo xtask test` can stop it.
+/// The cargo command a background build runs, so that `cargo xtask test` can stop it (a host
+/// stage failed) or give it normal priority (the VM tier waits for it).
 #[derive(Default)]
-struct Running(std::sync::Mutex<(Option<u32>, bool)>);
+struct Running(std::sync::Mutex<RunState>);
+
+#[derive(Default)]
+struct RunState {
+    /// The process group of the running command.
+    pgid: Option<u32>,
+    stopped: bool,
+    promoted: bool,
+}
+
+/// Every process of group `pgid` back to the normal scheduling policy.
+fn promote(pgid: u32) {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for pid in
+        procs.filter_map(Result::ok).filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so count from its ')'.
+        let pgrp = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(2));
+        if pgrp == Some(&pgid.to_string()) {
+            let _ = Command::new("chrt")
+                .args(["--other", "--all-tasks", "--pid", "0", &pid.to_string()])
+                .status();
+        }
+    }
+}
 
 impl Running {
     /// Runs `cmd` in a process group of its own (unless stopped already), capturing its output.
@@ -138,7 +164,7 @@ impl Running {
         use std::os::unix::process::CommandExt as _;
         let child = {
             let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if g.1 {
+            if g.stopped {
                 bail!("stopped");
             }
             let child = cmd
@@ -147,20 +173,32 @@ impl Running {
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .with_context(|| format!("spawning {cmd:?}"))?;
-            g.0 = Some(child.id());
+            g.pgid = Some(child.id());
+            if g.promoted {
+                promote(child.id());
+            }
             child
         };
         let out = child.wait_with_output()?;
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).0 = None;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pgid = None;
         Ok(out)
     }
 
     /// Stops the running command (its whole process group) and any later one.
     fn stop(&self) {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.1 = true;
-        if let Some(pgid) = g.0 {
+        g.stopped = true;
+        if let Some(pgid) = g.pgid {
             let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+        }
+    }
+
+    /// Normal priority for the running command and any later one: the host stages are done.
+    fn promote(&self) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.promoted = true;
+        if let Some(pgid) = g.pgid {
+            promote(pgid);
         }
     }
 }
@@ -185,8 +223,13 @@ pub fn build_in_background() -> anyhow::Result<GuestBuild> {
 }
 
 impl GuestBuild {
+    /// Waits for the build, at normal priority from now on (nothing else runs any more).
     pub fn wait(mut self) -> anyhow::Result<Files> {
         let thread = self.thread.take().context("waited twice")?;
+        if !thread.is_finished() {
+            println!("== waiting for the guests' binaries");
+            self.running.promote();
+        }
         thread.join().map_err(|_| anyhow::anyhow!("the guest build thread panicked"))?
     }
 }
