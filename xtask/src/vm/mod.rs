@@ -97,9 +97,11 @@ fn build_binaries_with(idle: Option<(&Path, &Running)>) -> anyhow::Result<Files>
     ];
     // One test binary, `kernel`: the host-only tests (Python, promtool, tmux, the load test)
     // are another binary, never built for the guests.
-    let mut build =
-        command(&["test", "--release", "--target", MUSL, "--package", "faultline-tests"]);
-    build.args(["--test", GUEST_TESTS, "--no-run", "--message-format=json"]);
+    // The same packages as the build above: features unify the same way, nothing is built
+    // twice.
+    let mut build = command(&["test", "--release", "--target", MUSL, "--package", "faultline"]);
+    build.args(["--package", "faultline-tests", "--test", GUEST_TESTS, "--no-run"]);
+    build.arg("--message-format=json");
     let build = match idle {
         Some((_, running)) => running.output(&mut build),
         None => build.output().map_err(anyhow::Error::from),
