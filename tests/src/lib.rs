@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod net;
+pub mod serial;
 
 use std::{
     path::{Path, PathBuf},
@@ -97,6 +98,8 @@ pub struct Agent {
     log_level: Option<String>,
     /// The cgroup the process runs in, when it has one of its own (removed after it ends).
     cgroup: Option<Cgroup>,
+    /// This test's turn on the host: tests that run alone wait for it (`serial`).
+    _turn: serial::Shared,
 }
 
 /// How to start an agent: `Agent::builder()....start()`.
@@ -136,6 +139,7 @@ impl AgentBuilder {
             extra: self.extra,
             log_level: self.log_level,
             cgroup: self.cgroup,
+            _turn: serial::shared(),
         };
         agent.spawn()?;
         Ok(agent)

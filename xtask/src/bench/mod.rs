@@ -141,7 +141,7 @@ fn number(line: &str, before: &str, after: &str) -> Option<f64> {
     rest[..rest.find(after)?].trim().parse().ok()
 }
 
-/// The load test (tests/tests/load.rs), full size (quick: CI size, 2 rounds); its summary
+/// The load test (tests/tests/host_only/load.rs), full size (quick: CI size, 2 rounds); its summary
 /// lines go into the report.
 fn load(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     const H: &str = "Load";
@@ -152,8 +152,8 @@ fn load(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     };
     println!("== load: {what} (release build)");
     let mut cmd = cargo();
-    cmd.args(["test", "--release", "--package", "faultline-tests", "--test", "load"])
-        .args(["--", "--nocapture"])
+    cmd.args(["test", "--release", "--package", "faultline-tests", "--test", "host_only"])
+        .args(["--", "--nocapture", "load::"])
         .env("FAULTLINE_BIN", &env.bin)
         .current_dir(root())
         .stderr(Stdio::piped());
@@ -162,7 +162,7 @@ fn load(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     } else {
         cmd.env("FAULTLINE_LOAD", "full");
     }
-    let mut child = cmd.spawn().context("cargo test --test load")?;
+    let mut child = cmd.spawn().context("cargo test --test host_only load::")?;
     let stderr = child.stderr.take().context("stderr")?;
     let mut lines = Vec::new();
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {

@@ -11,12 +11,10 @@ use std::{
 
 use faultline_tests::{Agent, Cgroup, TempDir, cgroup2_mount, one_line_error};
 
-/// The tests here measure CPU and memory of the whole machine's share: one at a time, so
-/// that one test's workers do not take the CPU another one measures.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// The tests here measure CPU, memory and disk of the whole machine's share: each runs alone,
+/// so that no other test's workers or traffic take the CPU or the device it measures.
+fn serial() -> faultline_tests::serial::Alone {
+    faultline_tests::serial::alone()
 }
 
 /// Whether cgroup2 carries the cpu and memory controllers (pure v2), after asking the root
