@@ -16,6 +16,7 @@ use faultline_common::net::{
 };
 
 use crate::{
+    dlog::dlog,
     levels,
     maps::{
         FL_DNS_ORIG, FL_HAS_SET_RETVAL, FL_NET_CGROUPS, FL_NET_CONFIG, FL_NET_COUNTERS,
@@ -99,6 +100,12 @@ fn steer(ctx: &SockAddrContext, v6: bool, slot: u32, hi: u64, lo: u64, meta: u64
             (*sa).user_port = ((rule.redirect_port4 as u16).to_be()) as u32;
         }
     }
+    dlog!(
+        "sock_addr: rule {} matched: DNS to port {} steered to the responder (v6 {})",
+        slot,
+        meta as u16,
+        v6 as u8
+    );
 }
 
 #[inline(always)]
@@ -220,7 +227,7 @@ fn connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     // A sentinel, not an Option: 5.10's verifier cannot follow LLVM's split of an Option
     // into a flag and a conditionally written stack slot.
     let mut dns = NO_SLOT;
-    walk(|slot| {
+    let hit = walk(|slot| {
         errno = fl_sock_rule(slot, hi, lo, meta);
         if errno > 0 {
             return true;
@@ -231,6 +238,12 @@ fn connect(ctx: &SockAddrContext, v6: bool) -> i32 {
         false
     });
     if errno > 0 {
+        dlog!(
+            "sock_addr: rule {} matched: connect to port {} rejected with errno {}",
+            hit.unwrap_or(NO_SLOT),
+            meta as u16,
+            errno
+        );
         // SAFETY: reading our own .rodata, frozen by the loader.
         if unsafe { core::ptr::read_volatile(&FL_HAS_SET_RETVAL) } != 0 {
             // SAFETY: helper with a scalar argument.
