@@ -227,7 +227,7 @@ fn connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     // A sentinel, not an Option: 5.10's verifier cannot follow LLVM's split of an Option
     // into a flag and a conditionally written stack slot.
     let mut dns = NO_SLOT;
-    let hit = walk(|slot| {
+    walk(|slot| {
         errno = fl_sock_rule(slot, hi, lo, meta);
         if errno > 0 {
             return true;
@@ -238,12 +238,6 @@ fn connect(ctx: &SockAddrContext, v6: bool) -> i32 {
         false
     });
     if errno > 0 {
-        dlog!(
-            "sock_addr: rule {} matched: connect to port {} rejected with errno {}",
-            hit.unwrap_or(NO_SLOT),
-            meta as u16,
-            errno
-        );
         // SAFETY: reading our own .rodata, frozen by the loader.
         if unsafe { core::ptr::read_volatile(&FL_HAS_SET_RETVAL) } != 0 {
             // SAFETY: helper with a scalar argument.
@@ -341,5 +335,12 @@ pub extern "C" fn fl_sock_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
         unsafe { (*c).dropped += 1 };
     }
     // Bounded for the verifier: an errno is 1..=4095.
-    if rule.errno == 0 || rule.errno > 4095 { 1 } else { rule.errno as i32 }
+    let errno = if rule.errno == 0 || rule.errno > 4095 { 1 } else { rule.errno as i32 };
+    dlog!(
+        "sock_addr: rule {} matched: connect to port {} rejected with errno {}",
+        slot,
+        meta as u16,
+        errno
+    );
+    errno
 }
