@@ -43,7 +43,7 @@ enum Inner {
     Forwarding(JoinHandle<()>),
     /// Forwarding could not start: the buffer is kept open for the programs all the same.
     Idle {
-        _logger: EbpfLogger<&'static dyn log::Log>,
+        _logger: Box<EbpfLogger<&'static dyn log::Log>>,
     },
 }
 
@@ -68,7 +68,7 @@ pub fn forward(ebpf: &mut Ebpf, what: &'static str) -> Option<BpfLog> {
     };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         warn!(object = what, "eBPF debug log unavailable: no async runtime");
-        return Some(BpfLog { inner: Inner::Idle { _logger: logger } });
+        return Some(BpfLog { inner: Inner::Idle { _logger: Box::new(logger) } });
     };
     let _entered = runtime.enter();
     // SAFETY: the logger owns the ring buffer's file descriptor (an OwnedFd in its map),
@@ -78,7 +78,7 @@ pub fn forward(ebpf: &mut Ebpf, what: &'static str) -> Option<BpfLog> {
         Err(e) => {
             let (logger, e) = e.into_parts();
             warn!(object = what, error = %e, "eBPF debug log unavailable");
-            return Some(BpfLog { inner: Inner::Idle { _logger: logger } });
+            return Some(BpfLog { inner: Inner::Idle { _logger: Box::new(logger) } });
         }
     };
     let task = runtime.spawn(async move {
