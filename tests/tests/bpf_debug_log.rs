@@ -40,12 +40,31 @@ fn debug_bpf_forwards_the_programs_log_lines() {
     let server = TcpEcho::start("127.0.0.1:0").unwrap();
     let sink = UdpSink::bind("127.0.0.1:0");
     let (tcp, _) = reject_and_loss(&agent, &cg, &server, &sink);
+    // And a system call failed (the sys object, loaded on its own).
+    let sys_cg = Cgroup::new("bpflog-sys");
+    agent.cli_json(&[
+        "sys",
+        "fail",
+        "--cgroup",
+        &sys_cg.rel,
+        "--syscall",
+        "connect",
+        "--errno",
+        "EPERM",
+        "--for",
+        "60s",
+    ]);
+    let r = probe(Some(&sys_cg), &["calls", "connect", &server.addr().to_string(), "3"]);
+    eprintln!("connect from the sys cgroup: {r}");
     let rejected = format!("connect to port {tcp} rejected with errno");
     let dropped = "cgroup_skb egress: rule";
+    let failed = "the call fails with errno 1";
     wait_for("the programs' log lines in the agent's log", Duration::from_secs(10), || {
         let log = agent.log();
-        log.lines().any(|l| l.contains(TARGET) && l.contains(&rejected))
-            && log.lines().any(|l| l.contains(TARGET) && l.contains(dropped) && l.contains("loss"))
+        let has = |f: &dyn Fn(&str) -> bool| log.lines().any(|l| l.contains(TARGET) && f(l));
+        has(&|l| l.contains(&rejected))
+            && has(&|l| l.contains(dropped) && l.contains("loss"))
+            && has(&|l| l.contains("sys: rule") && l.contains(failed))
     });
     let log = agent.log();
     for l in log.lines().filter(|l| l.contains(TARGET)).take(4) {

@@ -123,8 +123,19 @@ fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
 
 impl NetDriver {
     /// Loads the programs and takes ownership of their maps. `state_dir` holds the journal
-    /// of netlink tc attachments; `debug` turns the programs' debug log lines on.
+    /// of netlink tc attachments; `debug` turns the programs' debug log lines on (if the
+    /// kernel refuses the programs with them, they are loaded without).
     pub fn load(state_dir: &Path, debug: bool) -> std::result::Result<Self, String> {
+        match Self::load_with(state_dir, debug) {
+            Err(e) if debug => {
+                warn!(error = %e, "network programs refused with --debug-bpf: loading them without");
+                Self::load_with(state_dir, false)
+            }
+            loaded => loaded,
+        }
+    }
+
+    fn load_with(state_dir: &Path, debug: bool) -> std::result::Result<Self, String> {
         let has_set_retval =
             is_helper_supported(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval)
                 .unwrap_or(false);

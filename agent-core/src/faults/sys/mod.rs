@@ -124,8 +124,30 @@ fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
 
 impl SysDriver {
     /// Loads the programs (the file ones attach with the first rule that needs them);
-    /// `debug` turns the programs' debug log lines on.
+    /// `debug` turns the programs' debug log lines on (if the kernel refuses the programs
+    /// with them, they are loaded without).
     pub fn load(debug: bool) -> std::result::Result<Self, String> {
+        let loaded = match Self::load_with(debug) {
+            Err(e) if debug => {
+                warn!(error = %e, "system-call programs refused with --debug-bpf: loading them without");
+                return Self::load_with(false);
+            }
+            loaded => loaded?,
+        };
+        // The file programs are loaded here too: if only the debug lines kept them out,
+        // file calls are worth more than the lines.
+        if debug
+            && loaded.files.is_err()
+            && let Ok(plain) = Self::load_with(false)
+            && plain.files.is_ok()
+        {
+            warn!("file system-call programs refused with --debug-bpf: loaded without");
+            return Ok(plain);
+        }
+        Ok(loaded)
+    }
+
+    fn load_with(debug: bool) -> std::result::Result<Self, String> {
         let has_set_retval =
             is_helper_supported(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval)
                 .unwrap_or(false);
