@@ -5,6 +5,7 @@
 
 mod api;
 mod bad_input;
+mod bpf_debug_log;
 mod lifecycle;
 mod metrics;
 mod net_devices;
