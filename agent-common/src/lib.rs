@@ -30,3 +30,7 @@ mod pod {
     unsafe impl aya::Pod for crate::sys::SysSlots {}
     unsafe impl aya::Pod for crate::sys::SysConfig {}
 }
+
+/// `.rodata` flag of every program, set by user space at load (`faultline serve
+/// --debug-bpf`): the programs write their debug log lines (aya-log) only when it is 1.
+pub const GLOBAL_DEBUG: &str = "FL_DEBUG";

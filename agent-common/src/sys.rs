@@ -1,5 +1,5 @@
 //! System-call faults: the rules that the LSM (or fmod_ret) programs and the cgroup socket
-//! hooks check when a targeted task makes a call. User-space owner: agent/src/faults/sys.
+//! hooks check when a targeted task makes a call. User-space owner: agent-core/src/faults/sys.
 
 pub const MAP_SYS_RULES: &str = "FL_SYS_RULES";
 pub const MAP_SYS_STATE: &str = "FL_SYS_STATE";

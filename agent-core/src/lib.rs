@@ -3,6 +3,7 @@
 //! command line (clap): the agent crate's `api` and `cli` sit above it.
 
 pub mod caps;
+pub mod counters;
 pub mod engine;
 pub mod errno;
 pub mod faults;

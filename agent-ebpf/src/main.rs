@@ -7,6 +7,8 @@
 #[cfg(target_arch = "bpf")]
 mod atomics;
 #[cfg(target_arch = "bpf")]
+mod dlog;
+#[cfg(target_arch = "bpf")]
 mod levels;
 #[cfg(target_arch = "bpf")]
 mod maps;

@@ -15,6 +15,13 @@ use faultline_common::{
     sys::{MAX_SYS_RULES, SysConfig, SysRule, SysSlots, SysState},
 };
 
+// ---- every program: debug log lines (dlog.rs)
+
+/// Set by user space at load (`GLOBAL_DEBUG`, `faultline serve --debug-bpf`): when 0 the
+/// verifier sees every debug log call as dead code, so the programs run as without them.
+#[unsafe(no_mangle)]
+pub static FL_DEBUG: u32 = 0;
+
 // ---- cgroup_skb packet faults (net.rs), shared by sock_addr (sockaddr.rs) and tc (tc.rs)
 
 /// Set by user space at load (`GLOBAL_HAS_INGRESS_EDT`); when 0 the helper calls it guards

@@ -1,5 +1,5 @@
 //! cgroup_skb ingress/egress: packet faults for targeted cgroups.
-//! User-space owner of these maps: agent/src/faults/net.
+//! User-space owner of these maps: agent-core/src/faults/net.
 //!
 //! One attachment per targeted cgroup tree serves every experiment on it: the program looks
 //! up the packet's ancestor cgroup at each level that holds a target, then walks that
@@ -23,6 +23,7 @@ use faultline_common::net::{
 };
 
 use crate::{
+    dlog::{dir_name, dlog},
     levels,
     maps::{
         FL_DNS_CLIENTS, FL_DNS_ORIG, FL_HAS_INGRESS_EDT, FL_NET_CGROUPS, FL_NET_CIDRS,
@@ -116,10 +117,14 @@ pub extern "C" fn fl_net_rule(skb: *mut __sk_buff, slot: u32, dir: u32) -> i32 {
         return 0;
     };
     if m.rule.action == ACTION_DROP {
-        return drop_verdict(m.rule, m.st, m.counters);
+        let dropped = drop_verdict(m.rule, m.st, m.counters);
+        dlog!("cgroup_skb {}: rule {} matched: loss, dropped {}", dir_name(dir), slot, dropped);
+        return dropped;
     }
     if chance(m.rule, m.st, m.rule.threshold) {
         depart(skb, m.rule, m.st, m.now, ctx.len(), m.counters, false);
+        let what = if m.rule.action == ACTION_RATE { "rate" } else { "delay" };
+        dlog!("cgroup_skb {}: rule {} matched: {}, departure moved", dir_name(dir), slot, what);
     }
     0
 }

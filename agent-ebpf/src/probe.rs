@@ -1,5 +1,5 @@
 //! Trivial programs the capability probe loads and attaches to learn what the kernel allows.
-//! Each one lets everything through. User-space owner: agent/src/kernel.
+//! Each one lets everything through. User-space owner: agent-core/src/caps.rs.
 
 use aya_ebpf::{
     helpers::bpf_redirect,

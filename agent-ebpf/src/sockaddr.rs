@@ -2,7 +2,7 @@
 //! with the rule's errno (ACTION_REJECT). connect4/6 and sendmsg4/6: UDP to a resolver that
 //! a DNS rule matches is steered to the agent's responder (ACTION_DNS); recvmsg4/6 and
 //! getpeername4/6 then show the resolver's address, not the responder's. Shares the rule maps
-//! of net.rs. User-space owner: agent/src/faults/net.
+//! of net.rs. User-space owner: agent-core/src/faults/net.
 
 use aya_ebpf::{
     helpers::{
@@ -16,6 +16,7 @@ use faultline_common::net::{
 };
 
 use crate::{
+    dlog::dlog,
     levels,
     maps::{
         FL_DNS_ORIG, FL_HAS_SET_RETVAL, FL_NET_CGROUPS, FL_NET_CONFIG, FL_NET_COUNTERS,
@@ -99,6 +100,12 @@ fn steer(ctx: &SockAddrContext, v6: bool, slot: u32, hi: u64, lo: u64, meta: u64
             (*sa).user_port = ((rule.redirect_port4 as u16).to_be()) as u32;
         }
     }
+    dlog!(
+        "sock_addr: rule {} matched: DNS to port {} steered to the responder (v6 {})",
+        slot,
+        meta as u16,
+        v6 as u8
+    );
 }
 
 #[inline(always)]
@@ -328,5 +335,12 @@ pub extern "C" fn fl_sock_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
         unsafe { (*c).dropped += 1 };
     }
     // Bounded for the verifier: an errno is 1..=4095.
-    if rule.errno == 0 || rule.errno > 4095 { 1 } else { rule.errno as i32 }
+    let errno = if rule.errno == 0 || rule.errno > 4095 { 1 } else { rule.errno as i32 };
+    dlog!(
+        "sock_addr: rule {} matched: connect to port {} rejected with errno {}",
+        slot,
+        meta as u16,
+        errno
+    );
+    errno
 }

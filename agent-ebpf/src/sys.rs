@@ -2,7 +2,7 @@
 //! BPF LSM hooks (the same programs load as fmod_ret on the security_* functions where the
 //! bpf LSM is built but not active); socket calls through cgroup hooks. A task is targeted
 //! by its cgroup (FL_SYS_CGROUPS, by ancestor level) or its process (FL_SYS_PIDS, by tgid).
-//! User-space owner: agent/src/faults/sys.
+//! User-space owner: agent-core/src/faults/sys.
 
 use aya_ebpf::{
     helpers::{
@@ -19,7 +19,9 @@ use faultline_common::sys::{
 };
 
 use crate::{
-    atomics, levels,
+    atomics,
+    dlog::dlog,
+    levels,
     maps::{
         FL_HAS_SET_RETVAL, FL_SYS_AGENT_TGID, FL_SYS_CGROUPS, FL_SYS_CONFIG, FL_SYS_FILE_F_PATH,
         FL_SYS_FILES, FL_SYS_HAS_FETCH, FL_SYS_PATHS, FL_SYS_PIDS, FL_SYS_RULES, FL_SYS_STATE,
@@ -208,7 +210,16 @@ fn decide(hook: u32, path: Path) -> u32 {
                 return 0;
             }
         }
-        judge(slot, rule)
+        let errno = judge(slot, rule);
+        if errno != 0 {
+            dlog!(
+                "sys: rule {} matched (hook {}): the call fails with errno {}",
+                slot,
+                hook,
+                errno
+            );
+        }
+        errno
     })
 }
 

@@ -1,6 +1,6 @@
 //! tc programs on devices (tcx where the kernel has it, clsact + cls_bpf before): every
 //! action for interface targets, and for cgroup targets what a cgroup_skb program cannot do
-//! (change or copy a packet). User-space owner: agent/src/faults/net.
+//! (change or copy a packet). User-space owner: agent-core/src/faults/net.
 
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_F_INGRESS, TC_ACT_SHOT, bpf_sock_tuple},
@@ -18,6 +18,7 @@ use faultline_common::net::{
 };
 
 use crate::{
+    dlog::{dir_name, dlog},
     levels,
     maps::{FL_HAS_INGRESS_EDT, FL_HEARTBEAT, FL_NET_CGROUPS, FL_NET_CONFIG, FL_TC_DEVS},
     net::{applicable, bit, chance, depart, draw, drop_verdict},
@@ -230,6 +231,7 @@ pub extern "C" fn fl_tc_rule(skb: *mut __sk_buff, slot: u32, dir_flags: u32, l3:
         return 0;
     };
     let action = m.rule.action;
+    dlog!("tc {}: rule {} matched: action {}", dir_name(dir), slot, action);
     if action == ACTION_DROP {
         return drop_verdict(m.rule, m.st, m.counters) * VERDICT_DROP;
     }

@@ -104,7 +104,7 @@ async fn signalled(tx: watch::Sender<bool>) {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format);
+    telemetry::init(args.log_format, args.debug_bpf);
     if !nix::unistd::geteuid().is_root() {
         warn!("not running as root: loading eBPF programs will likely fail");
     }
@@ -119,7 +119,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let resolver = Resolver::from_host().map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(cgroup2 = %resolver.mount().display(), kernel = %caps::kernel_release(), "starting");
 
-    let net = NetDriver::load(&args.state_dir).map(Arc::new);
+    let net = NetDriver::load(&args.state_dir, args.debug_bpf).map(Arc::new);
     if let Err(e) = &net {
         warn!(error = %e, "network faults unavailable");
     }
@@ -130,7 +130,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policy.max_stress_memory,
     ));
     let process = Arc::new(faultline_core::faults::process::ProcessDriver::new(&args.state_dir));
-    let sys = SysDriver::load().map(Arc::new);
+    let sys = SysDriver::load(args.debug_bpf).map(Arc::new);
     if let Err(e) = &sys {
         warn!(error = %e, "system-call faults unavailable");
     }

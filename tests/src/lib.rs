@@ -3,17 +3,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod net;
+pub mod serial;
 
 use std::{
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
+use faultline_host::{cgroup, netns};
+#[cfg(feature = "grpc")]
 use faultline_proto::v1::fault_service_client::FaultServiceClient;
+#[cfg(feature = "grpc")]
 use hyper_util::rt::TokioIo;
+#[cfg(feature = "grpc")]
 use tonic::transport::{Channel, Endpoint};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -22,8 +29,20 @@ fn unique(tag: &str) -> String {
     format!("{tag}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The agent and fl-probe binaries, when a program other than a test (the bench) set them.
+static BINARIES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+
+/// Makes `faultline_bin` and `probe_bin` these binaries (for a caller that is not a test
+/// executable in target/<profile>/deps, such as xtask's bench). The first call wins.
+pub fn use_binaries(faultline: PathBuf, probe: PathBuf) {
+    let _ = BINARIES.set((faultline, probe));
+}
+
 /// The agent binary: $FAULTLINE_BIN, or target/<profile>/faultline next to this test.
 pub fn faultline_bin() -> PathBuf {
+    if let Some((p, _)) = BINARIES.get() {
+        return p.clone();
+    }
     if let Some(p) = std::env::var_os("FAULTLINE_BIN") {
         return p.into();
     }
@@ -32,6 +51,9 @@ pub fn faultline_bin() -> PathBuf {
 
 /// The traffic probe: $FL_PROBE_BIN or target/<profile>/fl-probe.
 pub fn probe_bin() -> PathBuf {
+    if let Some((_, p)) = BINARIES.get() {
+        return p.clone();
+    }
     if let Some(p) = std::env::var_os("FL_PROBE_BIN") {
         return p.into();
     }
@@ -72,6 +94,60 @@ pub struct Agent {
     pub dir: TempDir,
     pub socket: PathBuf,
     extra: Vec<String>,
+    /// FAULTLINE_LOG for the process (None: inherited).
+    log_level: Option<String>,
+    /// The cgroup the process runs in, when it has one of its own (removed after it ends).
+    cgroup: Option<Cgroup>,
+    /// This test's turn on the host: tests that run alone wait for it (`serial`).
+    _turn: serial::Shared,
+}
+
+/// How to start an agent: `Agent::builder()....start()`.
+pub struct AgentBuilder {
+    extra: Vec<String>,
+    log_level: Option<String>,
+    cgroup: Option<Cgroup>,
+}
+
+impl AgentBuilder {
+    /// More arguments of `faultline serve`.
+    pub fn args(mut self, extra: &[&str]) -> Self {
+        self.extra.extend(extra.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// FAULTLINE_LOG ("debug" unless set; None: the caller's environment decides).
+    pub fn log_level(mut self, level: Option<&str>) -> Self {
+        self.log_level = level.map(str::to_string);
+        self
+    }
+
+    /// Runs the agent in a cgroup of its own (so its CPU use is that cgroup's cpu.stat).
+    pub fn in_cgroup(mut self, cg: Cgroup) -> Self {
+        self.cgroup = Some(cg);
+        self
+    }
+
+    /// Starts it and waits until it serves; the error holds its log.
+    pub fn try_start(self) -> Result<Agent, String> {
+        let dir = TempDir::new("agent");
+        let socket = dir.path().join("faultline.sock");
+        let mut agent = Agent {
+            child: None,
+            dir,
+            socket,
+            extra: self.extra,
+            log_level: self.log_level,
+            cgroup: self.cgroup,
+            _turn: serial::shared(),
+        };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    pub fn start(self) -> Agent {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 impl Agent {
@@ -80,16 +156,16 @@ impl Agent {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
-        let dir = TempDir::new("agent");
-        let socket = dir.path().join("faultline.sock");
-        let mut agent = Agent {
-            child: None,
-            dir,
-            socket,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        agent.spawn();
-        agent
+        Self::builder().args(extra).start()
+    }
+
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder { extra: Vec::new(), log_level: Some("debug".into()), cgroup: None }
+    }
+
+    /// The agent's own cgroup, when it was started in one.
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.as_ref()
     }
 
     /// Starts the agent process again (after it exited or was killed), with the same socket
@@ -99,16 +175,23 @@ impl Agent {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.spawn();
+        self.spawn().unwrap_or_else(|e| panic!("{e}"));
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("agent.log"))
-            .unwrap();
-        let child = Command::new(faultline_bin())
+            .map_err(|e| format!("agent.log: {e}"))?;
+        let mut cmd = match &self.cgroup {
+            Some(cg) => cg.command(faultline_bin()),
+            None => Command::new(faultline_bin()),
+        };
+        if let Some(level) = &self.log_level {
+            cmd.env("FAULTLINE_LOG", level);
+        }
+        let child = cmd
             .arg("serve")
             .arg("--socket")
             .arg(&self.socket)
@@ -122,25 +205,26 @@ impl Agent {
                     .flatten(),
             )
             .args(&self.extra)
-            .env("FAULTLINE_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawning faultline serve");
+            .map_err(|e| format!("spawning faultline serve: {e}"))?;
         self.child = Some(child);
-        let agent = self;
         let start = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&agent.socket).is_err() {
-            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("agent exited with {status} before serving:\n{}", agent.log());
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            let exited = match self.child.as_mut() {
+                Some(c) => c.try_wait().map_err(|e| e.to_string())?,
+                None => None,
+            };
+            if let Some(status) = exited {
+                return Err(format!("agent exited with {status} before serving:\n{}", self.log()));
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "agent not serving:\n{}",
-                agent.log()
-            );
+            if start.elapsed() >= Duration::from_secs(30) {
+                return Err(format!("agent not serving:\n{}", self.log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// Where this agent serves metrics, from its log line (the latest start's).
@@ -246,10 +330,12 @@ impl Agent {
         self.cli_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    #[cfg(feature = "grpc")]
     pub async fn client(&self) -> FaultServiceClient<Channel> {
         FaultServiceClient::new(self.channel().await)
     }
 
+    #[cfg(feature = "grpc")]
     pub async fn channel(&self) -> Channel {
         let path = self.socket.clone();
         Endpoint::from_static("http://localhost")
@@ -286,14 +372,7 @@ impl Drop for Agent {
 
 /// The cgroup2 mount point, from mountinfo.
 pub fn cgroup2_mount() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-        })
-        .expect("no cgroup2 mount")
+    cgroup::cgroup2_mount().unwrap()
 }
 
 /// A fresh cgroup v2 directory, removed (with its processes killed) on drop.
@@ -301,21 +380,52 @@ pub struct Cgroup {
     pub fs: PathBuf,
     /// Path relative to the cgroup2 mount, as the API takes it.
     pub rel: String,
+    /// v1 cgroups at the same path that processes started here join too (a CPU quota on a
+    /// hybrid host); removed after the cgroup2 one.
+    v1: Vec<PathBuf>,
 }
 
 impl Cgroup {
     pub fn new(tag: &str) -> Self {
         let name = format!("faultline-it-{}", unique(tag));
         let fs = cgroup2_mount().join(&name);
-        std::fs::create_dir(&fs).unwrap();
-        Cgroup { fs, rel: format!("/{name}") }
+        cgroup::create(&fs).unwrap();
+        Cgroup { fs, rel: format!("/{name}"), v1: Vec::new() }
     }
 
     /// A child cgroup of this one (removed before its parent, as fields drop in order).
     pub fn child(&self, name: &str) -> Cgroup {
         let fs = self.fs.join(name);
-        std::fs::create_dir(&fs).unwrap();
-        Cgroup { rel: format!("{}/{name}", self.rel), fs }
+        cgroup::create(&fs).unwrap();
+        Cgroup { rel: format!("{}/{name}", self.rel), fs, v1: Vec::new() }
+    }
+
+    /// A fresh cgroup limited to `cpus` CPUs: cpu.max where cgroup2 has the cpu controller,
+    /// else cpu.cfs_quota_us in a v1 cpu cgroup at the same path, which the processes
+    /// started here join as well.
+    pub fn with_cpu_quota(tag: &str, cpus: f64) -> Self {
+        let mut cg = Cgroup::new(tag);
+        let quota = (cpus * 100_000.0) as u64;
+        let _ = std::fs::write(cgroup2_mount().join("cgroup.subtree_control"), "+cpu");
+        if std::fs::write(cg.fs.join("cpu.max"), format!("{quota} 100000")).is_err() {
+            let v1 = cgroup::v1_mount("cpu").unwrap().expect("no cpu controller in cgroup2 or v1");
+            let dir = cgroup::dir(&v1, &cg.rel);
+            cgroup::create(&dir).unwrap();
+            cg.v1.push(dir.clone());
+            std::fs::write(dir.join("cpu.cfs_period_us"), "100000").unwrap();
+            std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).unwrap();
+        }
+        cg
+    }
+
+    /// CPU seconds the cgroup has used (cgroup2's cpu.stat, there without controllers too).
+    pub fn cpu_usage_s(&self) -> f64 {
+        let s = std::fs::read_to_string(self.fs.join("cpu.stat")).unwrap();
+        let usec: u64 = s
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
+            .expect("usage_usec in cpu.stat");
+        usec as f64 / 1e6
     }
 
     /// Number of programs attached directly to this cgroup for `attach_type`
@@ -349,7 +459,6 @@ impl Cgroup {
     }
 
     /// A command that starts inside this cgroup (moved there before exec).
-    /// A command that starts inside this cgroup (moved there before exec).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         self.command_in(program, None)
     }
@@ -361,54 +470,29 @@ impl Cgroup {
         netns: Option<&Netns>,
     ) -> Command {
         let mut cmd = Command::new(program);
-        let procs =
-            std::ffi::CString::new(self.fs.join("cgroup.procs").as_os_str().as_encoded_bytes())
-                .unwrap();
-        let ns = netns.map(|n| n.file());
-        // SAFETY: only async-signal-safe calls (setns, open, write, close) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                use std::os::fd::AsRawFd as _;
-                if let Some(ns) = &ns
-                    && libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                libc::close(fd);
-                if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-            });
+        // The namespace first: the hooks run in the order they were added.
+        if let Some(ns) = netns {
+            netns::enter_before_exec(&mut cmd, ns.file());
         }
+        let dirs: Vec<PathBuf> = std::iter::once(self.fs.clone()).chain(self.v1.clone()).collect();
+        cgroup::enter_before_exec(&mut cmd, &dirs).unwrap();
         cmd
     }
 
     pub fn procs(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.fs.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        cgroup::procs(&self.fs)
     }
 }
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        for _ in 0..100 {
-            let procs = self.procs();
-            if procs.is_empty() && std::fs::remove_dir(&self.fs).is_ok() {
-                return;
-            }
-            for p in procs {
-                // SAFETY: killing test processes we placed in our own cgroup.
-                unsafe { libc::kill(p, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        // Kills what is left of the test's processes in its own cgroup.
+        if let Err(e) = cgroup::kill_and_remove(&self.fs, Duration::from_secs(2)) {
+            eprintln!("warning: {e}");
         }
-        eprintln!("warning: could not remove cgroup {}", self.fs.display());
+        for d in &self.v1 {
+            let _ = cgroup::remove(d);
+        }
     }
 }
 
@@ -515,33 +599,28 @@ fn ip(args: &[&str]) -> Output {
 impl Netns {
     pub fn new(tag: &str) -> Self {
         let name = format!("fl{}", unique(tag)).chars().take(30).collect::<String>();
-        ip(&["netns", "add", &name]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        netns::create(&name).unwrap();
         Netns { name }
     }
 
     pub fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
+        netns::path(&self.name)
     }
 
     pub fn file(&self) -> std::fs::File {
-        std::fs::File::open(self.path()).unwrap()
+        netns::open(&self.name).unwrap()
     }
 
     /// Runs `ip -n NAME args...`.
     pub fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["-n", &self.name];
-        full.extend_from_slice(args);
-        String::from_utf8_lossy(&ip(&full).stdout).to_string()
+        netns::ip_in(&self.name, args).unwrap()
     }
 
     /// Runs `f` on a thread inside this namespace: sockets it creates stay in it.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let ns = self.file();
         std::thread::spawn(move || {
-            use std::os::fd::AsRawFd as _;
-            // SAFETY: setns on this short-lived thread only.
-            assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+            netns::enter_thread(&ns).unwrap();
             f()
         })
         .join()
@@ -551,17 +630,7 @@ impl Netns {
     /// A command that runs inside this namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
-        let ns = self.file();
-        // SAFETY: setns only between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                use std::os::fd::AsRawFd as _;
-                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        netns::enter_before_exec(&mut cmd, self.file());
         cmd
     }
 
@@ -617,7 +686,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = netns::delete(&self.name);
     }
 }
 

@@ -13,8 +13,11 @@ use std::{
 };
 
 fn big_rcvbuf(s: &UdpSocket) {
+    set_rcvbuf(s, 8 << 20);
+}
+
+fn set_rcvbuf(s: &UdpSocket, v: libc::c_int) {
     use std::os::fd::AsRawFd as _;
-    let v: libc::c_int = 8 << 20;
     // SAFETY: setsockopt with a valid int option; SO_RCVBUFFORCE works as root.
     unsafe {
         libc::setsockopt(
@@ -81,6 +84,60 @@ impl UdpSink {
             }
         }
         seen
+    }
+}
+
+/// Counts the datagrams that reach a local port as they arrive, in a thread (so that the
+/// socket's buffer never limits a long run).
+pub struct UdpCounter {
+    pub addr: SocketAddr,
+    count: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpCounter {
+    pub fn start() -> std::io::Result<UdpCounter> {
+        let s = UdpSocket::bind("127.0.0.1:0")?;
+        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        // 4 MiB of receive buffer: the sender is paced, only the fault may drop.
+        set_rcvbuf(&s, 4 << 20);
+        let addr = s.local_addr()?;
+        let (count, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let thread = {
+            let (count, stop) = (count.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if s.recv(&mut buf).is_ok() {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Ok(UdpCounter { addr, count, stop, thread: Some(thread) })
+    }
+
+    /// Datagrams received so far, after a quiet period of 200 ms.
+    pub fn settle(&self) -> usize {
+        let mut last = self.count.load(Ordering::Relaxed);
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.count.load(Ordering::Relaxed);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+}
+
+impl Drop for UdpCounter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

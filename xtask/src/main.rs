@@ -19,7 +19,7 @@ mod vm;
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -64,7 +64,10 @@ enum Task {
         /// Kill a guest that runs longer than this many seconds.
         #[arg(long, default_value_t = 1500)]
         timeout: u64,
-        /// Test name filter passed to every test binary.
+        /// Tests run at once inside each guest.
+        #[arg(long, default_value_t = vm::GUEST_TEST_THREADS)]
+        test_threads: usize,
+        /// Test name filter passed to the guest's test binary.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         filter: Vec<String>,
     },
@@ -135,6 +138,39 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)
 }
 
+/// Wall time of each stage of `cargo xtask test`, printed as each ends and all at the end.
+struct Stages {
+    start: Instant,
+    last: Instant,
+    lines: Vec<String>,
+}
+
+impl Stages {
+    fn start() -> Stages {
+        let now = Instant::now();
+        Stages { start: now, last: now, lines: Vec::new() }
+    }
+
+    fn done(&mut self, stage: &str) {
+        let now = Instant::now();
+        let line = format!("{stage:<30} {:>6.0}s", (now - self.last).as_secs_f64());
+        println!("== {line}");
+        self.lines.push(line);
+        self.last = now;
+    }
+}
+
+impl Drop for Stages {
+    fn drop(&mut self) {
+        println!(
+            "== stage times\n{}\n{:<30} {:>6.0}s",
+            self.lines.join("\n"),
+            "total",
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     if let Err(e) = task(Cli::parse().task) {
         eprintln!("error: {e:#}");
@@ -158,13 +194,18 @@ fn task(task: Task) -> anyhow::Result<()> {
             let err = Command::new(&bin).arg("serve").args(args).exec();
             bail!("exec {}: {err}", bin.display())
         }
-        Task::VmTest { kernel, lsm, timeout, filter } => {
+        Task::VmTest { kernel, lsm, timeout, test_threads, filter } => {
             setup::all()?;
             let kernels = match &kernel {
                 Some(k) => vm::kernel_names(k)?,
                 None => vm::DEFAULT_KERNELS.to_vec(),
             };
-            vm::vm_test(&kernels, lsm.as_deref(), &filter, Duration::from_secs(timeout))
+            let timeout = Duration::from_secs(timeout);
+            let guests: Vec<vm::Guest> = kernels
+                .into_iter()
+                .map(|k| vm::Guest::with_lsm(k, lsm.as_deref(), &filter, timeout))
+                .collect();
+            vm::vm_test(&guests, test_threads, None)
         }
         Task::VmRun { kernel, lsm, timeout, cmd } => {
             setup::all()?;
@@ -173,7 +214,12 @@ fn task(task: Task) -> anyhow::Result<()> {
             std::process::exit(rc)
         }
         Task::Test { no_lint, host_only, args } => {
+            let mut clock = Stages::start();
             setup::all()?;
+            clock.done("setup");
+            // The VM tier's static binaries build in the time the host stages leave idle.
+            let guest_build =
+                (!host_only && is_root()).then(vm::build_in_background).transpose()?;
             if !no_lint {
                 run(cargo().args(["fmt", "--all", "--check"]))?;
                 run(cargo().args([
@@ -191,46 +237,55 @@ fn task(task: Task) -> anyhow::Result<()> {
                     .args(["run", "nightly", "cargo", "clippy", "--target", "bpfel-unknown-none"])
                     .args(["-Z", "build-std=core", "--release", "--", "-D", "warnings"]))?;
                 // The fuzz crate is outside the workspace: an agent API change must not
-                // break it unseen.
+                // break it unseen. In the workspace's target dir, it reuses what clippy just
+                // checked (the same dependencies) instead of checking them all again.
                 run(cargo()
                     .args(["check", "--manifest-path", "fuzz/Cargo.toml", "--all-targets"])
+                    .env("CARGO_TARGET_DIR", root().join("target"))
                     .current_dir(root()))?;
             }
+            clock.done("lint");
             // Kubernetes schemas (strict), Containerfile and systemd unit, all offline.
             println!("== deploy manifests");
             run(Command::new(setup::venv_python()).arg(root().join("deploy/check.py")))?;
             println!("== unit tests");
-            run(cargo().args(["test", "--workspace", "--exclude", "faultline-tests"]))?;
+            // Every cargo command of the host stages selects the whole workspace, so that
+            // features unify the same way each time and no dependency is built twice; the
+            // targets pick what runs (the integration tests wait for root below).
+            run(cargo().args(["test", "--workspace", "--lib", "--bins"]))?;
+            run(cargo().args(["test", "--workspace", "--doc"]))?;
+            clock.done("deploy checks and unit tests");
             if !is_root() {
                 bail!("the integration tests load eBPF programs and make cgroups: run as root");
             }
             println!("== integration tests (real kernel, as root)");
-            run(cargo().args(["build", "--package", "faultline"]))?;
+            run(cargo().args(["build", "--workspace", "--bin", "faultline", "--bin", "fl-probe"]))?;
             run(cargo()
-                .args(["test", "--package", "faultline-tests", "--"])
+                .args(["test", "--workspace", "--test", "kernel", "--test", "host_only", "--"])
                 .args(&args)
                 .env("FAULTLINE_BIN", root().join("target/debug/faultline")))?;
+            clock.done("host integration tests");
             if host_only {
                 return Ok(());
             }
-            println!("== VM tier: {:?}", vm::DEFAULT_KERNELS);
-            let all = vm::vm_test(vm::DEFAULT_KERNELS, None, &args, Duration::from_secs(2100));
-            if !args.is_empty() {
-                return all;
+            // Every kernel, and 6.12 booted as Ubuntu ships it (bpf missing from the LSM list,
+            // so file faults take fmod_ret), side by side: one summary at the end.
+            let mut guests: Vec<vm::Guest> = vm::DEFAULT_KERNELS
+                .iter()
+                .map(|k| vm::Guest::new(k, &args, Duration::from_secs(2100)))
+                .collect();
+            if args.is_empty() {
+                guests.push(vm::Guest::with_lsm(
+                    "debian-6.12",
+                    Some(vm::NO_BPF_LSM),
+                    &["openat_", "write_fails", "read_fails", "unlink_mkdir", "file_calls_"]
+                        .map(String::from),
+                    Duration::from_secs(600),
+                ));
             }
-            // Ubuntu-like boot: bpf missing from the LSM list, so file faults take fmod_ret.
-            println!("== VM tier: debian-6.12 booted with lsm={}", vm::NO_BPF_LSM);
-            let no_lsm = vm::vm_test(
-                &["debian-6.12"],
-                Some(vm::NO_BPF_LSM),
-                &["openat_", "write_fails", "read_fails", "unlink_mkdir", "file_calls_"]
-                    .map(String::from),
-                Duration::from_secs(600),
-            );
-            match (all, no_lsm) {
-                (Err(a), Err(b)) => Err(anyhow::anyhow!("{a:#}\n{b:#}")),
-                (a, b) => a.and(b),
-            }
+            let vm = vm::vm_test(&guests, vm::GUEST_TEST_THREADS, guest_build);
+            clock.done("VM tier");
+            vm
         }
     }
 }

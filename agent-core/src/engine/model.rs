@@ -222,6 +222,25 @@ impl FaultSpec {
         matches!(self, FaultSpec::ProcessKill(_))
     }
 
+    /// Every kind's API name, as `kind` returns it.
+    pub const KINDS: [&'static str; 15] = [
+        "net_loss",
+        "net_delay",
+        "net_bandwidth",
+        "net_reject",
+        "net_partition",
+        "net_corrupt",
+        "net_duplicate",
+        "net_dns",
+        "process_kill",
+        "process_pause",
+        "syscall_errno",
+        "cpu_stress",
+        "memory_stress",
+        "io_stress",
+        "disk_fill",
+    ];
+
     /// The name of the fault as the API spells it (the Fault oneof field).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -313,6 +332,14 @@ pub enum Resolved {
 }
 
 impl Resolved {
+    /// The cgroup of a fault that acts on tasks; an interface target is refused with `why`.
+    pub fn cgroup(&self, why: &str) -> super::error::Result<&ResolvedCgroup> {
+        match self {
+            Resolved::Cgroup(cg) => Ok(cg),
+            Resolved::Interface(_) => Err(super::error::Error::invalid("target", why)),
+        }
+    }
+
     /// "/a/b" for cgroups, "eth0@ns" for interfaces: for logs.
     pub fn describe(&self) -> String {
         match self {

@@ -1,6 +1,7 @@
 //! The kernel side as user space sees it: the compiled eBPF object, BTF offsets, netlink
 //! (rtnl), network namespaces, tracefs, and the probes drivers run before they load.
 
+pub mod bpflog;
 pub mod btf;
 pub mod netns;
 pub mod object;

@@ -11,6 +11,8 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
+use faultline_host::mountinfo;
+
 use crate::engine::{
     error::{Error, Result},
     model::{Resolved, ResolvedCgroup, ResolvedInterface, TargetSpec},
@@ -29,11 +31,11 @@ pub struct Resolver {
 impl Resolver {
     /// The running host: /proc and the cgroup2 mount from /proc/self/mountinfo.
     pub fn from_host() -> Result<Self> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| Error::internal("reading /proc/self/mountinfo", e))?;
-        let mount = find_cgroup2_mount(&mountinfo).ok_or_else(|| {
-            Error::FailedPrecondition("unsupported: no cgroup2 filesystem is mounted".into())
-        })?;
+        let mounts = mountinfo::read().map_err(|e| Error::internal("mountinfo", e))?;
+        let mount =
+            mountinfo::cgroup2(&mounts).map(|m| m.mount_point.clone()).ok_or_else(|| {
+                Error::FailedPrecondition("unsupported: no cgroup2 filesystem is mounted".into())
+            })?;
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| Error::internal("reading /proc/self/cgroup", e))?;
         let own_cgroup = cgroup_v2_path(&own).unwrap_or_else(|| "/".to_string());
@@ -335,39 +337,6 @@ fn interface_gone(i: &ResolvedInterface) -> Option<String> {
     }
 }
 
-/// The mount point of the first cgroup2 filesystem in a mountinfo text.
-pub fn find_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // Fields: id parent major:minor root mountpoint options [optional...] - fstype source super
-        let (left, right) = line.split_once(" - ")?;
-        if right.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        left.split_whitespace().nth(4).map(|m| PathBuf::from(unescape_mountinfo(m)))
-    })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A process's start time in clock ticks after boot (field 22 of /proc/PID/stat).
 fn start_time(proc_dir: &Path) -> Option<u64> {
     let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
@@ -375,41 +344,14 @@ fn start_time(proc_dir: &Path) -> Option<u64> {
     stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The cgroup v2 path ("0::/path" line) of a /proc/PID/cgroup text.
-pub fn cgroup_v2_path(proc_cgroup: &str) -> Option<String> {
-    proc_cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|p| p.trim_end_matches(" (deleted)").to_string())
-}
+/// The cgroup v2 path ("0::/path" line) of a /proc/PID/cgroup text (the parser and its
+/// tests are faultline-host's).
+pub use faultline_host::cgroup::v2_path as cgroup_v2_path;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
-
-    const HYBRID: &str = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-    const PURE: &str = "25 30 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate
-";
-
-    #[test]
-    fn finds_cgroup2_mount_in_hybrid_and_pure_layouts() {
-        assert_eq!(find_cgroup2_mount(HYBRID), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        assert_eq!(find_cgroup2_mount(PURE), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(find_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
-        let escaped = "41 31 0:38 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(find_cgroup2_mount(escaped), Some(PathBuf::from("/mnt/my cg")));
-    }
-
-    #[test]
-    fn reads_v2_line_of_proc_cgroup() {
-        let hybrid = "9:name=systemd:/\n4:memory:/x\n0::/kubepods/pod1/abc\n";
-        assert_eq!(cgroup_v2_path(hybrid).as_deref(), Some("/kubepods/pod1/abc"));
-        assert_eq!(cgroup_v2_path("4:memory:/x\n"), None);
-    }
 
     fn fixture() -> (TempDir, Resolver) {
         let d = TempDir::new();

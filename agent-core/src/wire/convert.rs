@@ -9,8 +9,8 @@ use crate::{
     engine::{
         Snapshot,
         model::{
-            Amount, Direction, Distribution, DnsAnswer, FaultSpec, IoAmount, IoMode, KillMode,
-            LossModel, NamePattern, PacketFilter, Protocol, Resolved, State, TargetSpec,
+            Amount, Counters, Direction, Distribution, DnsAnswer, FaultSpec, IoAmount, IoMode,
+            KillMode, LossModel, NamePattern, PacketFilter, Protocol, Resolved, State, TargetSpec,
         },
     },
 };
@@ -238,23 +238,69 @@ pub fn experiment(s: &Snapshot) -> pb::Experiment {
         deadline: s.deadline.map(timestamp),
         ended_at: s.ended_at.map(timestamp),
         first_hit_at: s.first_hit_at.map(timestamp),
-        counters: Some(pb::Counters {
-            packets_matched: s.counters.packets_matched,
-            packets_dropped: s.counters.packets_dropped,
-            packets_delayed: s.counters.packets_delayed,
-            calls_seen: s.counters.calls_seen,
-            calls_failed: s.counters.calls_failed,
-            packets_corrupted: s.counters.packets_corrupted,
-            packets_duplicated: s.counters.packets_duplicated,
-            cpu_usage_usec: s.counters.cpu_usage_usec,
-            bytes_resident: s.counters.bytes_resident,
-            bytes_filled: s.counters.bytes_filled,
-            bytes_written: s.counters.bytes_written,
-            bytes_read: s.counters.bytes_read,
-            processes_signalled: s.counters.processes_signalled,
-            processes_frozen: s.counters.processes_frozen,
-        }),
+        counters: Some(counters(&s.counters)),
     }
+}
+
+pub fn counters(c: &Counters) -> pb::Counters {
+    pb::Counters {
+        packets_matched: c.packets_matched,
+        packets_dropped: c.packets_dropped,
+        packets_delayed: c.packets_delayed,
+        calls_seen: c.calls_seen,
+        calls_failed: c.calls_failed,
+        packets_corrupted: c.packets_corrupted,
+        packets_duplicated: c.packets_duplicated,
+        cpu_usage_usec: c.cpu_usage_usec,
+        bytes_resident: c.bytes_resident,
+        bytes_filled: c.bytes_filled,
+        bytes_written: c.bytes_written,
+        bytes_read: c.bytes_read,
+        processes_signalled: c.processes_signalled,
+        processes_frozen: c.processes_frozen,
+    }
+}
+
+/// The counters a client received, as the core's declarations (crate::counters) read them.
+pub fn counters_from_pb(c: &pb::Counters) -> Counters {
+    Counters {
+        packets_matched: c.packets_matched,
+        packets_dropped: c.packets_dropped,
+        packets_delayed: c.packets_delayed,
+        calls_seen: c.calls_seen,
+        calls_failed: c.calls_failed,
+        packets_corrupted: c.packets_corrupted,
+        packets_duplicated: c.packets_duplicated,
+        cpu_usage_usec: c.cpu_usage_usec,
+        bytes_resident: c.bytes_resident,
+        bytes_filled: c.bytes_filled,
+        bytes_written: c.bytes_written,
+        bytes_read: c.bytes_read,
+        processes_signalled: c.processes_signalled,
+        processes_frozen: c.processes_frozen,
+    }
+}
+
+/// A received fault's kind by its API name (`FaultSpec::kind` of the same fault).
+pub fn fault_kind(f: Option<&pb::Fault>) -> Option<&'static str> {
+    use pb::fault::Kind;
+    Some(match f?.kind.as_ref()? {
+        Kind::NetLoss(_) => "net_loss",
+        Kind::NetPartition(_) => "net_partition",
+        Kind::NetReject(_) => "net_reject",
+        Kind::NetDelay(_) => "net_delay",
+        Kind::NetBandwidth(_) => "net_bandwidth",
+        Kind::NetCorrupt(_) => "net_corrupt",
+        Kind::NetDuplicate(_) => "net_duplicate",
+        Kind::NetDns(_) => "net_dns",
+        Kind::SyscallErrno(_) => "syscall_errno",
+        Kind::CpuStress(_) => "cpu_stress",
+        Kind::MemoryStress(_) => "memory_stress",
+        Kind::DiskFill(_) => "disk_fill",
+        Kind::IoStress(_) => "io_stress",
+        Kind::ProcessKill(_) => "process_kill",
+        Kind::ProcessPause(_) => "process_pause",
+    })
 }
 
 pub fn capabilities(c: &Capabilities) -> pb::CapabilitiesResponse {

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod validate;
+pub mod validate_net;
 pub mod validate_process;
 pub mod validate_stress;
 pub mod validate_sys;

@@ -3,17 +3,15 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use faultline_common::net::MAX_PORT_RANGES;
 use faultline_proto::v1 as pb;
-use ipnet::IpNet;
 
+use super::validate_net as net;
+pub use super::validate_net::{
+    MAX_BURST_BYTES, MAX_DELAY, MAX_DNS_NAMES, MAX_RATE_BPS, MIN_RATE_BPS, filter, parse_cidr,
+};
 use crate::engine::{
     error::{Error, Result},
-    model::{
-        Direction, Distribution, DnsAnswer, ExperimentSpec, FaultSpec, LossModel, NetBandwidth,
-        NetDelay, NetDns, NetLoss, NetMangle, NetReject, PacketFilter, PortRange, Protocol, State,
-        TargetSpec,
-    },
+    model::{Direction, ExperimentSpec, FaultSpec, State, TargetSpec},
 };
 
 pub const MAX_CIDRS: usize = 256;
@@ -32,7 +30,7 @@ impl Default for Limits {
     }
 }
 
-fn fmt_dur(d: Duration) -> String {
+pub(super) fn fmt_dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
@@ -138,31 +136,37 @@ fn container_id(raw: &str, field: &str) -> Result<String> {
 
 fn fault(f: Option<&pb::Fault>) -> Result<FaultSpec> {
     match f.and_then(|f| f.kind.as_ref()) {
-        None => {
-            Err(Error::invalid("fault", format!("required: one of {}", FAULT_KINDS.join(", "))))
+        None => Err(Error::invalid(
+            "fault",
+            format!("required: one of {}", FaultSpec::KINDS.join(", ")),
+        )),
+        Some(pb::fault::Kind::NetLoss(l)) => {
+            Ok(FaultSpec::NetLoss(net::net_loss(l, "fault.net_loss")?))
         }
-        Some(pb::fault::Kind::NetLoss(l)) => Ok(FaultSpec::NetLoss(net_loss(l, "fault.net_loss")?)),
         Some(pb::fault::Kind::NetPartition(p)) => {
-            let mut f = filter(p.filter.as_ref(), "fault.net_partition.filter")?;
+            let mut f = net::filter(p.filter.as_ref(), "fault.net_partition.filter")?;
             f.direction = Direction::Both;
             Ok(FaultSpec::NetPartition(f))
         }
         Some(pb::fault::Kind::NetReject(r)) => {
-            Ok(FaultSpec::NetReject(net_reject(r, "fault.net_reject")?))
+            Ok(FaultSpec::NetReject(net::net_reject(r, "fault.net_reject")?))
         }
         Some(pb::fault::Kind::NetDelay(d)) => {
-            Ok(FaultSpec::NetDelay(net_delay(d, "fault.net_delay")?))
+            Ok(FaultSpec::NetDelay(net::net_delay(d, "fault.net_delay")?))
         }
         Some(pb::fault::Kind::NetBandwidth(b)) => {
-            Ok(FaultSpec::NetBandwidth(net_bandwidth(b, "fault.net_bandwidth")?))
+            Ok(FaultSpec::NetBandwidth(net::net_bandwidth(b, "fault.net_bandwidth")?))
         }
-        Some(pb::fault::Kind::NetCorrupt(c)) => Ok(FaultSpec::NetCorrupt(NetMangle {
-            filter: edt_filter(c.filter.as_ref(), "fault.net_corrupt.filter")?,
-            percent: percent(c.percent, "fault.net_corrupt.percent")?,
-            seed: c.seed,
-            devices: devices(&c.devices, "fault.net_corrupt.devices")?,
-        })),
-        Some(pb::fault::Kind::NetDns(d)) => Ok(FaultSpec::NetDns(net_dns(d, "fault.net_dns")?)),
+        Some(pb::fault::Kind::NetCorrupt(c)) => Ok(FaultSpec::NetCorrupt(net::mangle(
+            c.filter.as_ref(),
+            c.percent,
+            c.seed,
+            &c.devices,
+            "fault.net_corrupt",
+        )?)),
+        Some(pb::fault::Kind::NetDns(d)) => {
+            Ok(FaultSpec::NetDns(net::net_dns(d, "fault.net_dns")?))
+        }
         Some(pb::fault::Kind::SyscallErrno(s)) => Ok(FaultSpec::SyscallErrno(
             super::validate_sys::syscall_errno(s, "fault.syscall_errno")?,
         )),
@@ -182,12 +186,13 @@ fn fault(f: Option<&pb::Fault>) -> Result<FaultSpec> {
             Ok(FaultSpec::ProcessKill(super::validate_process::kill(k, "fault.process_kill")?))
         }
         Some(pb::fault::Kind::ProcessPause(_)) => Ok(FaultSpec::ProcessPause),
-        Some(pb::fault::Kind::NetDuplicate(d)) => Ok(FaultSpec::NetDuplicate(NetMangle {
-            filter: edt_filter(d.filter.as_ref(), "fault.net_duplicate.filter")?,
-            percent: percent(d.percent, "fault.net_duplicate.percent")?,
-            seed: None,
-            devices: devices(&d.devices, "fault.net_duplicate.devices")?,
-        })),
+        Some(pb::fault::Kind::NetDuplicate(d)) => Ok(FaultSpec::NetDuplicate(net::mangle(
+            d.filter.as_ref(),
+            d.percent,
+            None,
+            &d.devices,
+            "fault.net_duplicate",
+        )?)),
     }
 }
 
@@ -206,79 +211,6 @@ fn on_devices(f: &FaultSpec) -> bool {
             | FaultSpec::ProcessPause
     )
 }
-
-pub const MAX_DNS_NAMES: usize = 64;
-
-fn net_dns(d: &pb::NetDns, field: &str) -> Result<NetDns> {
-    let mut filter = filter(d.filter.as_ref(), &format!("{field}.filter"))?;
-    if filter.protocol == Protocol::Tcp || filter.protocol == Protocol::Icmp {
-        return Err(Error::invalid(
-            format!("{field}.filter.protocol"),
-            "DNS queries are intercepted over UDP: UDP or unset",
-        ));
-    }
-    filter.protocol = Protocol::Udp;
-    filter.direction = Direction::Egress;
-    if filter.ports.is_empty() {
-        filter.ports.push(PortRange { first: 53, last: 53 });
-    }
-    if d.names.is_empty() || d.names.len() > MAX_DNS_NAMES {
-        return Err(Error::invalid(
-            format!("{field}.names"),
-            format!("1 to {MAX_DNS_NAMES} name patterns, got {}", d.names.len()),
-        ));
-    }
-    let names = d
-        .names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            crate::faults::net::dnsname::parse(n)
-                .map_err(|e| Error::invalid(format!("{field}.names[{i}]"), format!("{n:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let answer = match pb::DnsAnswer::try_from(d.answer) {
-        Ok(pb::DnsAnswer::Unspecified | pb::DnsAnswer::Nxdomain) => DnsAnswer::NxDomain,
-        Ok(pb::DnsAnswer::Servfail) => DnsAnswer::ServFail,
-        Ok(pb::DnsAnswer::Drop) => DnsAnswer::Drop,
-        Err(_) => {
-            return Err(Error::invalid(
-                format!("{field}.answer"),
-                format!("must be NXDOMAIN, SERVFAIL or DROP, got {}", d.answer),
-            ));
-        }
-    };
-    let percent = match d.percent {
-        None => 100.0,
-        Some(p) => percent(p, &format!("{field}.percent"))?,
-    };
-    Ok(NetDns { filter, names, answer, percent })
-}
-
-/// The Fault oneof members, for error messages.
-pub const FAULT_KINDS: &[&str] = &[
-    "net_loss",
-    "net_delay",
-    "net_bandwidth",
-    "net_reject",
-    "net_partition",
-    "net_corrupt",
-    "net_duplicate",
-    "net_dns",
-    "process_kill",
-    "process_pause",
-    "syscall_errno",
-    "cpu_stress",
-    "memory_stress",
-    "io_stress",
-    "disk_fill",
-];
-
-/// Longest latency + jitter a delay may ask for (fq's horizon is set well above it).
-pub const MAX_DELAY: Duration = Duration::from_secs(30);
-pub const MIN_RATE_BPS: u64 = 8_000;
-pub const MAX_RATE_BPS: u64 = 100_000_000_000;
-pub const MAX_BURST_BYTES: u64 = 1 << 30;
 
 /// A non-negative, normalised protobuf Duration: seconds >= 0 and nanos in 0..=999,999,999
 /// (a larger nanos would silently carry into the seconds).
@@ -303,104 +235,6 @@ pub(super) fn non_negative(d: Option<&prost_types::Duration>, field: &str) -> Re
     d.map_or(Ok(Duration::ZERO), |d| proto_duration(d, field))
 }
 
-/// Egress unless the filter asks for ingress too (EDT faults default to what the target sends).
-fn edt_filter(f: Option<&pb::PacketFilter>, field: &str) -> Result<PacketFilter> {
-    let mut filter = filter(f, field)?;
-    if f.is_none_or(|f| f.direction == pb::Direction::Unspecified as i32) {
-        filter.direction = Direction::Egress;
-    }
-    Ok(filter)
-}
-
-fn devices(list: &[String], field: &str) -> Result<Vec<String>> {
-    for (i, d) in list.iter().enumerate() {
-        if d.is_empty() || d.len() > 15 || d.contains('/') || d.contains(char::is_whitespace) {
-            return Err(Error::invalid(
-                format!("{field}[{i}]"),
-                format!("{d:?} is not a device name (1-15 characters)"),
-            ));
-        }
-    }
-    Ok(list.to_vec())
-}
-
-fn net_delay(d: &pb::NetDelay, field: &str) -> Result<NetDelay> {
-    let filter = edt_filter(d.filter.as_ref(), &format!("{field}.filter"))?;
-    let latency = non_negative(d.latency.as_ref(), &format!("{field}.latency"))?;
-    let jitter = non_negative(d.jitter.as_ref(), &format!("{field}.jitter"))?;
-    if latency.is_zero() && jitter.is_zero() {
-        return Err(Error::invalid(format!("{field}.latency"), "must be > 0 (or give a jitter)"));
-    }
-    if jitter > latency {
-        return Err(Error::invalid(
-            format!("{field}.jitter"),
-            format!("must be <= latency ({}), got {}", fmt_dur(latency), fmt_dur(jitter)),
-        ));
-    }
-    if latency + jitter > MAX_DELAY {
-        return Err(Error::invalid(
-            format!("{field}.latency"),
-            format!(
-                "latency + jitter must be <= {}, got {}",
-                fmt_dur(MAX_DELAY),
-                fmt_dur(latency + jitter)
-            ),
-        ));
-    }
-    let c = d.correlation;
-    if !(c.is_finite() && (0.0..=100.0).contains(&c)) {
-        return Err(Error::invalid(
-            format!("{field}.correlation"),
-            format!("must be 0-100, got {c}"),
-        ));
-    }
-    let distribution = match pb::Distribution::try_from(d.distribution) {
-        Ok(pb::Distribution::Unspecified | pb::Distribution::Uniform) => Distribution::Uniform,
-        Ok(pb::Distribution::Normal) => Distribution::Normal,
-        Err(_) => {
-            return Err(Error::invalid(
-                format!("{field}.distribution"),
-                format!("must be UNIFORM or NORMAL, got {}", d.distribution),
-            ));
-        }
-    };
-    let percent = match d.percent {
-        None => 100.0,
-        Some(p) => percent(p, &format!("{field}.percent"))?,
-    };
-    let devices = devices(&d.devices, &format!("{field}.devices"))?;
-    Ok(NetDelay {
-        filter,
-        latency,
-        jitter,
-        correlation: c,
-        distribution,
-        percent,
-        seed: d.seed,
-        devices,
-    })
-}
-
-fn net_bandwidth(b: &pb::NetBandwidth, field: &str) -> Result<NetBandwidth> {
-    let filter = edt_filter(b.filter.as_ref(), &format!("{field}.filter"))?;
-    let rate = b.rate_bps;
-    if !(MIN_RATE_BPS..=MAX_RATE_BPS).contains(&rate) {
-        return Err(Error::invalid(
-            format!("{field}.rate_bps"),
-            format!("must be {MIN_RATE_BPS}-{MAX_RATE_BPS} bits per second, got {rate}"),
-        ));
-    }
-    if b.burst_bytes > MAX_BURST_BYTES {
-        return Err(Error::invalid(
-            format!("{field}.burst_bytes"),
-            format!("must be at most {MAX_BURST_BYTES}, got {}", b.burst_bytes),
-        ));
-    }
-    let burst_bytes = if b.burst_bytes == 0 { (rate / 8 / 100).max(1514) } else { b.burst_bytes };
-    let devices = devices(&b.devices, &format!("{field}.devices"))?;
-    Ok(NetBandwidth { filter, rate_bps: rate, burst_bytes, devices })
-}
-
 /// An errno name or number; empty means `default`.
 pub fn errno(s: &str, default: i32, field: &str) -> Result<i32> {
     if s.trim().is_empty() {
@@ -414,155 +248,11 @@ pub fn errno(s: &str, default: i32, field: &str) -> Result<i32> {
     })
 }
 
-fn net_reject(r: &pb::NetReject, field: &str) -> Result<NetReject> {
-    let mut filter = filter(r.filter.as_ref(), &format!("{field}.filter"))?;
-    if filter.protocol == Protocol::Icmp {
-        return Err(Error::invalid(
-            format!("{field}.filter.protocol"),
-            "connect() is TCP or UDP: must be TCP, UDP or unset",
-        ));
-    }
-    filter.direction = Direction::Egress;
-    let errno = errno(&r.errno, libc::ECONNREFUSED, &format!("{field}.errno"))?;
-    let percent = match r.percent {
-        None => 100.0,
-        Some(p) => percent(p, &format!("{field}.percent"))?,
-    };
-    Ok(NetReject { filter, errno, percent })
-}
-
 pub fn percent(p: f64, field: &str) -> Result<f64> {
     if !(p.is_finite() && p > 0.0 && p <= 100.0) {
         return Err(Error::invalid(field, format!("must be > 0 and <= 100, got {p}")));
     }
     Ok(p)
-}
-
-fn net_loss(l: &pb::NetLoss, field: &str) -> Result<NetLoss> {
-    let filter = filter(l.filter.as_ref(), &format!("{field}.filter"))?;
-    let seed = l.seed;
-    if l.every_nth > 0 {
-        if l.percent != 0.0 || l.burst_length != 0.0 {
-            return Err(Error::invalid(
-                format!("{field}.every_nth"),
-                "drops exactly every Nth packet: leave percent and burst_length unset",
-            ));
-        }
-        let model = LossModel::EveryNth(l.every_nth);
-        return Ok(NetLoss { filter, percent: 100.0 / f64::from(l.every_nth), model, seed });
-    }
-    let p = percent(l.percent, &format!("{field}.percent"))?;
-    let model = if l.burst_length == 0.0 {
-        LossModel::Random
-    } else {
-        let b = l.burst_length;
-        // The chain's chance to enter the bad state is p/(1-p)/b, which must stay <= 1.
-        let min = p / (100.0 - p);
-        if !(b.is_finite() && b >= 1.0 && b >= min && p < 100.0) {
-            return Err(Error::invalid(
-                format!("{field}.burst_length"),
-                format!(
-                    "must be >= 1 and >= percent/(100-percent) (= {min:.2} here), with percent < 100; got {b}"
-                ),
-            ));
-        }
-        LossModel::GilbertElliott { burst: b }
-    };
-    Ok(NetLoss { filter, percent: p, model, seed })
-}
-
-pub fn filter(f: Option<&pb::PacketFilter>, field: &str) -> Result<PacketFilter> {
-    let Some(f) = f else { return Ok(PacketFilter::default()) };
-    let direction = match pb::Direction::try_from(f.direction) {
-        Ok(pb::Direction::Unspecified | pb::Direction::Both) => Direction::Both,
-        Ok(pb::Direction::Ingress) => Direction::Ingress,
-        Ok(pb::Direction::Egress) => Direction::Egress,
-        Err(_) => {
-            return Err(Error::invalid(
-                format!("{field}.direction"),
-                format!("must be INGRESS, EGRESS or BOTH, got {}", f.direction),
-            ));
-        }
-    };
-    let protocol = match pb::Protocol::try_from(f.protocol) {
-        Ok(pb::Protocol::Unspecified) => Protocol::Any,
-        Ok(pb::Protocol::Tcp) => Protocol::Tcp,
-        Ok(pb::Protocol::Udp) => Protocol::Udp,
-        Ok(pb::Protocol::Icmp) => Protocol::Icmp,
-        Err(_) => {
-            return Err(Error::invalid(
-                format!("{field}.protocol"),
-                format!("must be TCP, UDP, ICMP or unset (any), got {}", f.protocol),
-            ));
-        }
-    };
-    let remote = cidrs(&f.remote_cidrs, &format!("{field}.remote_cidrs"))?;
-    let exclude = cidrs(&f.exclude_cidrs, &format!("{field}.exclude_cidrs"))?;
-    let ports = ports(&f.remote_ports, &format!("{field}.remote_ports"))?;
-    Ok(PacketFilter { direction, protocol, remote, exclude, ports })
-}
-
-/// Parses "10.0.0.0/8", "::1/128" or a bare address. Host bits are cleared ("10.1.2.3/8" is 10.0.0.0/8).
-pub fn parse_cidr(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Some(net.trunc());
-    }
-    s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
-}
-
-fn cidrs(list: &[String], field: &str) -> Result<Vec<IpNet>> {
-    if list.len() > MAX_CIDRS {
-        return Err(Error::invalid(
-            field,
-            format!("at most {MAX_CIDRS} entries, got {}", list.len()),
-        ));
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            parse_cidr(s).ok_or_else(|| {
-                Error::invalid(
-                    format!("{field}[{i}]"),
-                    format!("{s:?} is not an address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)"),
-                )
-            })
-        })
-        .collect()
-}
-
-fn ports(list: &[pb::PortRange], field: &str) -> Result<Vec<PortRange>> {
-    if list.len() > MAX_PORT_RANGES {
-        return Err(Error::invalid(
-            field,
-            format!("at most {MAX_PORT_RANGES} ranges, got {}", list.len()),
-        ));
-    }
-    let mut out = Vec::with_capacity(list.len());
-    for (i, r) in list.iter().enumerate() {
-        let f = format!("{field}[{i}]");
-        if r.first == 0 || r.first > 65535 {
-            return Err(Error::invalid(
-                format!("{f}.first"),
-                format!("must be 1-65535, got {}", r.first),
-            ));
-        }
-        let last = if r.last == 0 { r.first } else { r.last };
-        if last > 65535 {
-            return Err(Error::invalid(
-                format!("{f}.last"),
-                format!("must be 1-65535, got {last}"),
-            ));
-        }
-        if last < r.first {
-            return Err(Error::invalid(
-                f,
-                format!("reversed range {}-{last}: last must be >= first", r.first),
-            ));
-        }
-        out.push(PortRange { first: r.first as u16, last: last as u16 });
-    }
-    Ok(out)
 }
 
 fn duration(d: Option<&prost_types::Duration>, limits: &Limits) -> Result<Duration> {
@@ -621,6 +311,7 @@ pub fn state(s: i32, field: &str) -> Result<State> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::model::{LossModel, PortRange};
 
     fn req(percent: f64) -> pb::InjectRequest {
         pb::InjectRequest {

@@ -67,4 +67,8 @@ pub struct ServeArgs {
     /// How long an ended experiment's series stay in the metrics.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub metrics_grace: Duration,
+    /// Debug log lines from the kernel programs (a rule matched, its action) in this log,
+    /// at debug level under the target faultline_ebpf. Off: they cost nothing.
+    #[arg(long)]
+    pub debug_bpf: bool,
 }

@@ -12,9 +12,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use faultline_core::engine::{
-    Snapshot,
-    model::{Counters, FaultSpec, State},
+use faultline_core::{
+    counters,
+    engine::{Snapshot, model::State},
 };
 
 /// Upper bounds (seconds) of the gRPC latency histogram.
@@ -137,10 +137,14 @@ impl Metrics {
                 left.as_secs_f64()
             );
         }
-        for m in PER_EXPERIMENT {
-            family(&mut out, m.name, m.kind, m.help);
-            for s in shown.iter().filter(|s| (m.applies)(&s.spec.fault)) {
-                let _ = writeln!(out, "{}{{{}}} {}", m.name, labels(s), (m.value)(&s.counters));
+        // Every counter of an experiment's group (faultline_core::counters declares them).
+        for m in counters::ALL {
+            family(&mut out, m.metric, m.metric_type.as_str(), m.help);
+            let keeps =
+                |s: &&&Snapshot| counters::of_kind(s.spec.fault.kind()).group() == Some(m.group);
+            for s in shown.iter().filter(keeps) {
+                let _ =
+                    writeln!(out, "{}{{{}}} {}", m.metric, labels(s), m.metric_value(&s.counters));
             }
         }
 
@@ -209,146 +213,6 @@ impl Metrics {
     }
 }
 
-struct PerExperiment {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    applies: fn(&FaultSpec) -> bool,
-    value: fn(&Counters) -> String,
-}
-
-fn is_packet(f: &FaultSpec) -> bool {
-    matches!(
-        f,
-        FaultSpec::NetLoss(_)
-            | FaultSpec::NetPartition(_)
-            | FaultSpec::NetDelay(_)
-            | FaultSpec::NetBandwidth(_)
-            | FaultSpec::NetCorrupt(_)
-            | FaultSpec::NetDuplicate(_)
-    )
-}
-
-fn is_call(f: &FaultSpec) -> bool {
-    matches!(f, FaultSpec::NetReject(_) | FaultSpec::NetDns(_) | FaultSpec::SyscallErrno(_))
-}
-
-fn is_stress(f: &FaultSpec) -> bool {
-    matches!(
-        f,
-        FaultSpec::CpuStress(_)
-            | FaultSpec::MemoryStress(_)
-            | FaultSpec::IoStress(_)
-            | FaultSpec::DiskFill(_)
-    )
-}
-
-fn is_process(f: &FaultSpec) -> bool {
-    matches!(f, FaultSpec::ProcessKill(_) | FaultSpec::ProcessPause)
-}
-
-/// The counters each kind of fault keeps, under Prometheus names (base units, `_total`).
-const PER_EXPERIMENT: &[PerExperiment] = &[
-    PerExperiment {
-        name: "faultline_experiment_packets_matched_total",
-        kind: "counter",
-        help: "Packets the experiment's filter matched.",
-        applies: is_packet,
-        value: |c| c.packets_matched.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_packets_dropped_total",
-        kind: "counter",
-        help: "Packets dropped.",
-        applies: is_packet,
-        value: |c| c.packets_dropped.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_packets_delayed_total",
-        kind: "counter",
-        help: "Packets whose departure a delay or bandwidth fault moved.",
-        applies: is_packet,
-        value: |c| c.packets_delayed.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_packets_corrupted_total",
-        kind: "counter",
-        help: "Packets with a flipped bit.",
-        applies: is_packet,
-        value: |c| c.packets_corrupted.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_packets_duplicated_total",
-        kind: "counter",
-        help: "Packets sent twice.",
-        applies: is_packet,
-        value: |c| c.packets_duplicated.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_calls_seen_total",
-        kind: "counter",
-        help: "Calls (system calls, connect(), DNS queries) the experiment matched.",
-        applies: is_call,
-        value: |c| c.calls_seen.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_calls_failed_total",
-        kind: "counter",
-        help: "Calls the experiment failed.",
-        applies: is_call,
-        value: |c| c.calls_failed.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_cpu_seconds_total",
-        kind: "counter",
-        help: "CPU time the target cgroup used while a stress fault ran.",
-        applies: is_stress,
-        value: |c| format!("{:.6}", c.cpu_usage_usec as f64 / 1e6),
-    },
-    PerExperiment {
-        name: "faultline_experiment_resident_bytes",
-        kind: "gauge",
-        help: "Memory the stress workers hold resident.",
-        applies: is_stress,
-        value: |c| c.bytes_resident.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_filled_bytes",
-        kind: "gauge",
-        help: "Disk space a disk fill holds.",
-        applies: is_stress,
-        value: |c| c.bytes_filled.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_written_bytes_total",
-        kind: "counter",
-        help: "Bytes IO stress wrote.",
-        applies: is_stress,
-        value: |c| c.bytes_written.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_read_bytes_total",
-        kind: "counter",
-        help: "Bytes IO stress read.",
-        applies: is_stress,
-        value: |c| c.bytes_read.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_processes_signalled_total",
-        kind: "counter",
-        help: "Signals a kill fault delivered.",
-        applies: is_process,
-        value: |c| c.processes_signalled.to_string(),
-    },
-    PerExperiment {
-        name: "faultline_experiment_frozen_processes",
-        kind: "gauge",
-        help: "Processes a pause fault froze.",
-        applies: is_process,
-        value: |c| c.processes_frozen.to_string(),
-    },
-];
-
 /// Every metric family the agent exports.
 #[cfg(test)]
 fn family_names() -> Vec<&'static str> {
@@ -361,7 +225,7 @@ fn family_names() -> Vec<&'static str> {
         "faultline_grpc_requests_total",
         "faultline_grpc_request_duration_seconds",
     ];
-    v.extend(PER_EXPERIMENT.iter().map(|m| m.name));
+    v.extend(counters::ALL.iter().map(|m| m.metric));
     v
 }
 

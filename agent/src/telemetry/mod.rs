@@ -12,9 +12,18 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init(format: LogFormat) {
-    let filter =
+/// The kernel programs' debug log lines (agent-ebpf/src/dlog.rs).
+const BPF_DIRECTIVE: &str = "faultline_ebpf=debug";
+
+/// `debug_bpf`: the kernel programs' debug log lines (`serve --debug-bpf`, target
+/// faultline_ebpf) are shown whatever FAULTLINE_LOG says. They come through the `log` crate,
+/// which tracing-subscriber bridges into tracing (its tracing-log feature).
+pub fn init(format: LogFormat, debug_bpf: bool) {
+    let mut filter =
         EnvFilter::try_from_env("FAULTLINE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if debug_bpf && let Ok(directive) = BPF_DIRECTIVE.parse() {
+        filter = filter.add_directive(directive);
+    }
     use std::io::IsTerminal as _;
     let builder = fmt()
         .with_env_filter(filter)

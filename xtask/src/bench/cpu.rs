@@ -5,15 +5,16 @@
 use std::{process::Stdio, time::Duration};
 
 use anyhow::{Context as _, bail};
+use faultline_tests::{Agent, Cgroup};
 
 use super::{
-    host::{Agent, Cg, Env, alternate, median, proc_cpu_s, series},
+    host::{AgentExt as _, Env, Proc, alternate, median, proc_cpu_s, series, start_agent},
     report::{Better, Figure, Goal, Report},
 };
 
 const ACC: &str = "Accuracy";
 
-fn stress_ng_in(cg: &Cg, load: u32, secs: u64) -> anyhow::Result<()> {
+fn stress_ng_in(cg: &Cgroup, load: u32, secs: u64) -> anyhow::Result<()> {
     let status = cg
         .command("stress-ng")
         .args(["--cpu", "1", "--cpu-load", &load.to_string(), "--timeout"])
@@ -28,7 +29,7 @@ fn stress_ng_in(cg: &Cg, load: u32, secs: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn faultline_in(agent: &Agent, cg: &Cg, load: u32, secs: u64) -> anyhow::Result<()> {
+fn faultline_in(agent: &Agent, cg: &Cgroup, load: u32, secs: u64) -> anyhow::Result<()> {
     let (load, dur) = (load.to_string(), format!("{secs}s"));
     agent.inject(&[
         "stress",
@@ -51,7 +52,7 @@ fn faultline_in(agent: &Agent, cg: &Cg, load: u32, secs: u64) -> anyhow::Result<
 /// competing process's), and the cgroup's whole usage, per second of the run.
 fn measure(
     env: &Env,
-    cg: &Cg,
+    cg: &Cgroup,
     compete: bool,
     secs: u64,
     run: impl FnOnce() -> anyhow::Result<()>,
@@ -63,14 +64,14 @@ fn measure(
             .stdout(Stdio::null())
             .spawn()?;
         std::thread::sleep(Duration::from_millis(300));
-        Some(super::host::Proc(c))
+        Some(Proc(c))
     } else {
         None
     };
-    let other = |p: &Option<super::host::Proc>| p.as_ref().map_or(Ok(0.0), |p| proc_cpu_s(p.pid()));
-    let (u0, c0) = (cg.usage_s()?, other(&competitor)?);
+    let other = |p: &Option<Proc>| p.as_ref().map_or(Ok(0.0), |p| proc_cpu_s(p.pid()));
+    let (u0, c0) = (cg.cpu_usage_s(), other(&competitor)?);
     run()?;
-    let (u1, c1) = (cg.usage_s()?, other(&competitor)?);
+    let (u1, c1) = (cg.cpu_usage_s(), other(&competitor)?);
     let s = secs as f64;
     Ok((((u1 - u0) - (c1 - c0)) / s, (u1 - u0) / s))
 }
@@ -83,7 +84,7 @@ pub fn cpu(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     let secs = env.pick(3, 10);
     let rounds = env.pick(1, 2);
     println!("== CPU load accuracy: 1 worker, {secs} s runs, faultline vs stress-ng");
-    let agent = Agent::start(env, None)?;
+    let agent = start_agent(None)?;
     let rows: [(u32, Option<f64>, bool); 7] = [
         (25, None, false),
         (50, None, false),
@@ -98,11 +99,11 @@ pub fn cpu(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     );
     for (load, quota, compete) in rows {
         let cg = |tag: &str| match quota {
-            None => Cg::new(&env.mount, &format!("{tag}{load}{}", if compete { "c" } else { "" })),
-            Some(q) => Cg::with_quota(&env.mount, &format!("{tag}{load}q"), q),
+            None => Cgroup::new(&format!("bench-{tag}{load}{}", if compete { "c" } else { "" })),
+            Some(q) => Cgroup::with_cpu_quota(&format!("bench-{tag}{load}q"), q),
         };
         let samples = alternate(rounds, 2, |_, v| {
-            let c = cg(if v == 0 { "fl" } else { "ng" })?;
+            let c = cg(if v == 0 { "fl" } else { "ng" });
             if v == 0 {
                 measure(env, &c, compete, secs, || faultline_in(&agent, &c, load, secs))
             } else {

@@ -1,26 +1,21 @@
-//! What the host sections share: cgroups, an agent process, fl-probe and other tools run
-//! inside a cgroup, small servers, and statistics.
+//! What the host sections share besides the tests' harness (faultline-tests: the agent
+//! process, cgroups, fl-probe, the UDP counter): the agent as the bench drives it, servers'
+//! processes, ports, and statistics.
 
 use std::{
-    net::{SocketAddr, TcpListener, UdpSocket},
-    os::unix::process::CommandExt as _,
+    net::{TcpListener, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use faultline_tests::{Agent, Cgroup};
 use serde_json::Value;
 
 /// Binaries and places of one bench run.
 pub struct Env {
     pub bin: PathBuf,
     pub probe: PathBuf,
-    pub mount: PathBuf,
     pub dir: PathBuf,
     pub quick: bool,
 }
@@ -29,118 +24,6 @@ impl Env {
     /// `quick` in --quick mode, `full` otherwise.
     pub fn pick<T>(&self, quick: T, full: T) -> T {
         if self.quick { quick } else { full }
-    }
-}
-
-pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    info.lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-        })
-        .context("no cgroup2 mount")
-}
-
-/// The v1 cpu hierarchy's mount point, if the host has one.
-fn v1_cpu_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        let mut r = right.split_whitespace();
-        (r.next()? == "cgroup" && r.nth(1)?.split(',').any(|o| o == "cpu"))
-            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-    })
-}
-
-/// A cgroup2 directory and, on a hybrid host with a quota, the v1 cpu cgroup at the same
-/// path (where the quota lives there). Removed, with its processes killed, on drop.
-pub struct Cg {
-    pub path: PathBuf,
-    pub rel: String,
-    v1: Option<PathBuf>,
-}
-
-impl Cg {
-    pub fn new(mount: &Path, name: &str) -> anyhow::Result<Cg> {
-        let p = mount.join(format!("faultline-bench-{name}-{}", std::process::id()));
-        Cg::at(mount, p)
-    }
-
-    fn at(mount: &Path, p: PathBuf) -> anyhow::Result<Cg> {
-        if !p.exists() {
-            std::fs::create_dir(&p).with_context(|| format!("mkdir {}", p.display()))?;
-        }
-        let rel = format!("/{}", p.strip_prefix(mount)?.display());
-        Ok(Cg { path: p, rel, v1: None })
-    }
-
-    pub fn child(&self, mount: &Path, name: &str) -> anyhow::Result<Cg> {
-        Cg::at(mount, self.path.join(name))
-    }
-
-    /// A quota of `cpus` CPUs: cpu.max on pure v2, cpu.cfs_quota_us on a hybrid host.
-    pub fn with_quota(mount: &Path, name: &str, cpus: f64) -> anyhow::Result<Cg> {
-        let mut cg = Cg::new(mount, name)?;
-        let quota = format!("{} 100000", (cpus * 100_000.0) as u64);
-        let _ = std::fs::write(mount.join("cgroup.subtree_control"), "+cpu");
-        if std::fs::write(cg.path.join("cpu.max"), &quota).is_err() {
-            let v1 = v1_cpu_mount().context("no cpu controller in cgroup2 or v1")?;
-            let dir = v1.join(cg.path.strip_prefix(mount)?);
-            std::fs::create_dir(&dir)?;
-            std::fs::write(dir.join("cpu.cfs_period_us"), "100000")?;
-            std::fs::write(dir.join("cpu.cfs_quota_us"), ((cpus * 100_000.0) as u64).to_string())?;
-            cg.v1 = Some(dir);
-        }
-        Ok(cg)
-    }
-
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        let mut v = vec![self.path.join("cgroup.procs")];
-        v.extend(self.v1.iter().map(|d| d.join("cgroup.procs")));
-        v
-    }
-
-    /// CPU seconds the cgroup has used (cgroup2's cpu.stat, present without controllers).
-    pub fn usage_s(&self) -> anyhow::Result<f64> {
-        let s = std::fs::read_to_string(self.path.join("cpu.stat"))?;
-        let u: u64 = s
-            .lines()
-            .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
-            .context("usage_usec")?;
-        Ok(u as f64 / 1e6)
-    }
-
-    /// A command that starts inside this cgroup (moved there between fork and exec).
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new(program);
-        let procs = self.procs_files();
-        // SAFETY: only file writes between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || procs.iter().try_for_each(|p| std::fs::write(p, "0")));
-        }
-        cmd
-    }
-
-    fn has_procs(&self) -> bool {
-        std::fs::read_to_string(self.path.join("cgroup.procs")).is_ok_and(|s| !s.trim().is_empty())
-    }
-}
-
-impl Drop for Cg {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if !self.has_procs() {
-                break;
-            }
-            let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = std::fs::remove_dir(&self.path);
-        if let Some(d) = &self.v1 {
-            let _ = std::fs::remove_dir(d);
-        }
     }
 }
 
@@ -178,116 +61,84 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// fl-probe in `cg`: its JSON line.
-pub fn probe(env: &Env, cg: &Cg, args: &[&str]) -> anyhow::Result<Value> {
-    let out = output(cg.command(&env.probe).args(args))?;
-    let line = out.lines().last().unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("fl-probe {args:?} printed {out:?}"))
+/// `faultline serve` from the tests' harness, in a cgroup of its own (so its CPU use is the
+/// cgroup's cpu.stat), without metrics, logging at its default level; the agent is stopped
+/// (SIGTERM, so it removes its faults; SIGKILL after 10 s) and its cgroup removed on drop.
+pub fn start_agent(config: Option<&Path>) -> anyhow::Result<Agent> {
+    let mut args = vec!["--no-metrics".to_string()];
+    if let Some(c) = config {
+        args.extend(["--config".to_string(), c.display().to_string()]);
+    }
+    Agent::builder()
+        .args(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .log_level(None)
+        .in_cgroup(Cgroup::new("bench-agent"))
+        .try_start()
+        .map_err(anyhow::Error::msg)
 }
 
-/// A `faultline serve` in a cgroup of its own (so its CPU use is the cgroup's cpu.stat).
-pub struct Agent {
-    proc: Option<Proc>,
-    pub socket: PathBuf,
-    bin: PathBuf,
-    pub cg: Cg,
-}
-
-impl Agent {
-    pub fn start(env: &Env, config: Option<&Path>) -> anyhow::Result<Agent> {
-        let cg = Cg::new(&env.mount, "agent")?;
-        let dir = env.dir.join(format!("agent-{}", unique()));
-        std::fs::create_dir_all(&dir)?;
-        let socket = dir.join("faultline.sock");
-        let mut cmd = cg.command(&env.bin);
-        cmd.arg("serve").arg("--socket").arg(&socket).arg("--state-dir").arg(dir.join("state"));
-        cmd.arg("--no-metrics");
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
-        let log = std::fs::File::create(dir.join("agent.log"))?;
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?;
-        let mut agent = Agent { proc: Some(Proc(child)), socket, bin: env.bin.clone(), cg };
-        let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&agent.socket).is_err() {
-            if let Some(p) = agent.proc.as_mut()
-                && let Some(st) = p.0.try_wait()?
-            {
-                bail!("the agent exited with {st}: see {}", dir.join("agent.log").display());
-            }
-            if t0.elapsed() > Duration::from_secs(30) {
-                bail!("the agent did not start in 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(agent)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.proc.as_ref().map_or(0, Proc::pid)
-    }
-
+/// What the bench asks of the agent, as errors rather than the tests' panics.
+pub trait AgentExt {
     /// A CLI command with -o json.
-    pub fn cli(&self, args: &[&str]) -> anyhow::Result<Value> {
-        let out = output(
-            Command::new(&self.bin)
-                .arg("--endpoint")
-                .arg(&self.socket)
-                .args(["-o", "json"])
-                .args(args),
-        )?;
-        Ok(serde_json::from_str(&out)?)
-    }
+    fn json(&self, args: &[&str]) -> anyhow::Result<Value>;
 
     /// Injects; returns the experiment id.
-    pub fn inject(&self, args: &[&str]) -> anyhow::Result<String> {
-        let v = self.cli(args)?;
+    fn inject(&self, args: &[&str]) -> anyhow::Result<String> {
+        let v = self.json(args)?;
         if v["state"] != "active" {
             bail!("{args:?}: not active: {v}");
         }
         Ok(v["id"].as_str().context("no id")?.to_string())
     }
 
-    pub fn cancel(&self, id: &str) -> anyhow::Result<()> {
-        self.cli(&["cancel", id]).map(drop)
+    fn cancel(&self, id: &str) -> anyhow::Result<()> {
+        self.json(&["cancel", id]).map(drop)
     }
 
+    /// The agent's process id.
+    fn process(&self) -> u32;
+
+    /// CPU seconds of the agent's own cgroup.
+    fn cpu_s(&self) -> anyhow::Result<f64>;
+
     /// A KiB field of /proc/PID/status (VmRSS, RssAnon, RssFile).
-    pub fn status_kib(&self, key: &str) -> anyhow::Result<u64> {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+    fn status_kib(&self, key: &str) -> anyhow::Result<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.process()))?;
         s.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("{key} in /proc/PID/status"))
     }
+}
 
-    /// SIGTERM (the agent removes its faults), then SIGKILL after 10 s.
-    pub fn stop(mut self) {
-        self.terminate();
-    }
-
-    fn terminate(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            let _ = Command::new("kill").args(["-TERM", &p.pid().to_string()]).status();
-            let t0 = Instant::now();
-            while p.0.try_wait().ok().flatten().is_none() && t0.elapsed() < Duration::from_secs(10)
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+impl AgentExt for Agent {
+    fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        let out = self.cli(&full);
+        if !out.status.success() {
+            bail!(
+                "faultline {args:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    fn process(&self) -> u32 {
+        self.pid() as u32
+    }
+
+    fn cpu_s(&self) -> anyhow::Result<f64> {
+        Ok(self.cgroup().context("the agent has no cgroup of its own")?.cpu_usage_s())
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-fn unique() -> u64 {
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+/// fl-probe in `cg`: its JSON line (the harness's, which fails loudly).
+pub fn probe(cg: &Cgroup, args: &[&str]) -> anyhow::Result<Value> {
+    Ok(faultline_tests::probe(Some(cg), args))
 }
 
 /// A free local port (TCP and UDP both free at the time of asking).
@@ -299,74 +150,6 @@ pub fn free_port() -> anyhow::Result<u16> {
             return Ok(port);
         }
     }
-}
-
-/// Counts the datagrams that reach a local port.
-pub struct UdpSink {
-    pub addr: SocketAddr,
-    count: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl UdpSink {
-    pub fn start() -> anyhow::Result<UdpSink> {
-        let s = UdpSocket::bind("127.0.0.1:0")?;
-        s.set_read_timeout(Some(Duration::from_millis(50)))?;
-        // 4 MiB of receive buffer: the sender is paced, only the fault may drop.
-        let _ = set_rcvbuf(&s, 4 << 20);
-        let addr = s.local_addr()?;
-        let (count, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-        let thread = {
-            let (count, stop) = (count.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 2048];
-                while !stop.load(Ordering::Relaxed) {
-                    if s.recv(&mut buf).is_ok() {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        };
-        Ok(UdpSink { addr, count, stop, thread: Some(thread) })
-    }
-
-    /// Datagrams received so far, after a short quiet period.
-    pub fn settle(&self) -> u64 {
-        let mut last = self.count.load(Ordering::Relaxed);
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            let now = self.count.load(Ordering::Relaxed);
-            if now == last {
-                return now;
-            }
-            last = now;
-        }
-    }
-}
-
-impl Drop for UdpSink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn set_rcvbuf(s: &UdpSocket, bytes: i32) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    unsafe extern "C" {
-        fn setsockopt(fd: i32, level: i32, name: i32, val: *const i32, len: u32) -> i32;
-    }
-    // SOL_SOCKET = 1, SO_RCVBUFFORCE = 33 (root), falling back to SO_RCVBUF = 8.
-    for name in [33, 8] {
-        // SAFETY: setsockopt on our own socket with a local int.
-        if unsafe { setsockopt(s.as_raw_fd(), 1, name, &bytes, 4) } == 0 {
-            return Ok(());
-        }
-    }
-    Err(std::io::Error::last_os_error())
 }
 
 pub fn median(v: &[f64]) -> f64 {

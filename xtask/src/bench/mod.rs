@@ -73,15 +73,17 @@ pub fn bench(o: Opts) -> anyhow::Result<()> {
     let env = Env {
         bin: root().join("target/release/faultline"),
         probe: root().join("target/release/fl-probe"),
-        mount: host::cgroup2_mount()?,
         dir: dir.clone(),
         quick: o.quick,
     };
+    // The tests' harness (agent, cgroups, fl-probe) runs these release builds.
+    faultline_tests::use_binaries(env.bin.clone(), env.probe.clone());
     let out = root().join("target/bench");
     let mut rep = Report { quick: o.quick, sections: sections.clone(), ..Default::default() };
     let t0 = Instant::now();
     for s in &sections {
-        let r = match s.as_str() {
+        // The harness fails by panicking (it is the tests'): a section that panics failed.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match s.as_str() {
             "datapath" => net::datapath(&env, &mut rep),
             "syscall" => net::syscall(&env, &mut rep),
             "latency" => net::latency(&env, &mut rep),
@@ -90,7 +92,15 @@ pub fn bench(o: Opts) -> anyhow::Result<()> {
             "vm" => vm::vm(&env, &mut rep),
             "load" => load(&env, &mut rep),
             _ => Ok(()),
-        };
+        }))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(anyhow::anyhow!("panicked: {msg}"))
+        });
         if let Err(e) = r {
             println!("== {s} FAILED: {e:#}");
             rep.failures.push(format!("{s}: {e:#}"));
@@ -131,7 +141,7 @@ fn number(line: &str, before: &str, after: &str) -> Option<f64> {
     rest[..rest.find(after)?].trim().parse().ok()
 }
 
-/// The load test (tests/tests/load.rs), full size (quick: CI size, 2 rounds); its summary
+/// The load test (tests/tests/host_only/load.rs), full size (quick: CI size, 2 rounds); its summary
 /// lines go into the report.
 fn load(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     const H: &str = "Load";
@@ -142,8 +152,8 @@ fn load(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     };
     println!("== load: {what} (release build)");
     let mut cmd = cargo();
-    cmd.args(["test", "--release", "--package", "faultline-tests", "--test", "load"])
-        .args(["--", "--nocapture"])
+    cmd.args(["test", "--release", "--package", "faultline-tests", "--test", "host_only"])
+        .args(["--", "--nocapture", "load::"])
         .env("FAULTLINE_BIN", &env.bin)
         .current_dir(root())
         .stderr(Stdio::piped());
@@ -152,7 +162,7 @@ fn load(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     } else {
         cmd.env("FAULTLINE_LOAD", "full");
     }
-    let mut child = cmd.spawn().context("cargo test --test load")?;
+    let mut child = cmd.spawn().context("cargo test --test host_only load::")?;
     let stderr = child.stderr.take().context("stderr")?;
     let mut lines = Vec::new();
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {

@@ -4,12 +4,13 @@
 use std::{process::Command, time::Duration};
 
 use anyhow::{Context as _, bail};
+use faultline_tests::{Agent, Cgroup, net::UdpCounter};
 use serde_json::Value;
 
 use super::{
     host::{
-        Agent, BpfStats, Cg, Env, Proc, UdpSink, alternate, free_port, median, output,
-        paired_ratio, probe, series, spread,
+        AgentExt as _, BpfStats, Env, Proc, alternate, free_port, median, output, paired_ratio,
+        probe, series, spread, start_agent,
     },
     report::{Better, Figure, Goal, Report},
 };
@@ -47,20 +48,20 @@ pub struct Servers {
     pub iperf: u16,
     pub sockperf: u16,
     _procs: Vec<Proc>,
-    cg: Cg,
+    cg: Cgroup,
     cpu: String,
 }
 
 /// `program` on CPU `cpu`, started in `cg`.
-fn pinned(cg: &Cg, cpu: &str, program: &str) -> Command {
+fn pinned(cg: &Cgroup, cpu: &str, program: &str) -> Command {
     let mut c = cg.command("taskset");
     c.args(["-c", cpu, program]);
     c
 }
 
 impl Servers {
-    pub fn start(env: &Env) -> anyhow::Result<Servers> {
-        let cg = Cg::new(&env.mount, "servers")?;
+    pub fn start() -> anyhow::Result<Servers> {
+        let cg = Cgroup::new("bench-servers");
         let cpu = std::thread::available_parallelism().map_or(0, |n| n.get() - 1).to_string();
         let (iperf, sockperf) = (free_port()?, free_port()?);
         let procs = vec![
@@ -77,12 +78,12 @@ impl Servers {
         Ok(Servers { iperf, sockperf, _procs: procs, cg, cpu })
     }
 
-    fn cpu(&self, client: &Cg) -> anyhow::Result<f64> {
-        Ok(client.usage_s()? + self.cg.usage_s()?)
+    fn cpu(&self, client: &Cgroup) -> anyhow::Result<f64> {
+        Ok(client.cpu_usage_s() + self.cg.cpu_usage_s())
     }
 
     /// TCP throughput: one iperf3 run from `cg` (work in bytes).
-    pub fn tcp(&self, cg: &Cg, secs: u64) -> anyhow::Result<Run> {
+    pub fn tcp(&self, cg: &Cgroup, secs: u64) -> anyhow::Result<Run> {
         let c0 = self.cpu(cg)?;
         let out = output(pinned(cg, &self.cpu, "iperf3").args([
             "-c",
@@ -102,7 +103,7 @@ impl Servers {
     }
 
     /// UDP request/response: one sockperf ping-pong run from `cg` (work in round trips).
-    pub fn rr(&self, cg: &Cg, secs: u64) -> anyhow::Result<Run> {
+    pub fn rr(&self, cg: &Cgroup, secs: u64) -> anyhow::Result<Run> {
         let c0 = self.cpu(cg)?;
         let out = pinned(cg, &self.cpu, "sockperf")
             .args(["ping-pong", "-i", "127.0.0.1", "-p", &self.sockperf.to_string()])
@@ -137,9 +138,9 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 /// A no agent, B agent with a fault on another cgroup, C a matching near-0% rule here.
 pub fn datapath(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     println!("== datapath cost: iperf3 and sockperf from a cgroup, A/B/C alternated");
-    let cg = Cg::new(&env.mount, "dp")?;
-    let other = Cg::new(&env.mount, "dp-other")?;
-    let servers = Servers::start(env)?;
+    let cg = Cgroup::new("bench-dp");
+    let other = Cgroup::new("bench-dp-other");
+    let servers = Servers::start()?;
     let (rounds, secs) = env.pick((3, 1), (9, 3));
     let mut agent: Option<Agent> = None;
     let mut matching: Option<String> = None;
@@ -147,13 +148,13 @@ pub fn datapath(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
         if v == 0 {
             matching = None;
             if let Some(a) = agent.take() {
-                a.stop();
+                drop(a);
                 // What the kernel does after the agent left (programs freed) settles too.
                 std::thread::sleep(SETTLE);
             }
         } else {
             if agent.is_none() {
-                let a = Agent::start(env, None)?;
+                let a = start_agent(None)?;
                 std::thread::sleep(SETTLE);
                 a.inject(&[
                     "net",
@@ -192,7 +193,7 @@ pub fn datapath(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     let prog = match (&agent, &matching) {
         (Some(a), Some(_)) => {
             let stats = BpfStats::enable()?;
-            Some(stats.per_op(a.pid(), || Ok(servers.rr(&cg, secs)?.work))?)
+            Some(stats.per_op(a.process(), || Ok(servers.rr(&cg, secs)?.work))?)
         }
         _ => None,
     };
@@ -324,10 +325,10 @@ pub fn syscall(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     println!(
         "== syscall path cost (host): connect() with the connect hooks attached, not matching"
     );
-    let cg = Cg::new(&env.mount, "sys")?;
+    let cg = Cgroup::new("bench-sys");
     // A port nobody listens on: each TCP connect() is SYN, RST, ECONNREFUSED.
     let addr = format!("127.0.0.1:{}", free_port()?);
-    let agent = Agent::start(env, None)?;
+    let agent = start_agent(None)?;
     std::thread::sleep(SETTLE);
     let (rounds, secs) = env.pick((3, "1"), (9, "2"));
     let mut hook: Option<String> = None;
@@ -341,8 +342,8 @@ pub fn syscall(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
             }
             _ => {}
         }
-        let tcp = probe(env, &cg, &["rate", "connect-refused", &addr, secs])?;
-        let udp = probe(env, &cg, &["rate", "udp-connect", &addr, secs])?;
+        let tcp = probe(&cg, &["rate", "connect-refused", &addr, secs])?;
+        let udp = probe(&cg, &["rate", "udp-connect", &addr, secs])?;
         let f = |v: &Value, k: &str| v[k].as_f64().with_context(|| format!("{k}: {v}"));
         Ok([f(&tcp, "per_s")?, f(&tcp, "per_cpu_s")?, f(&udp, "per_s")?, f(&udp, "per_cpu_s")?])
     })?;
@@ -353,8 +354,8 @@ pub fn syscall(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     }
     let names = ["fl_connect4", "fl_skb_egress", "fl_skb_ingress"];
     let stats = BpfStats::enable()?;
-    let ns = stats.ns_per_run(agent.pid(), &names, || {
-        probe(env, &cg, &["rate", "connect-refused", &addr, secs]).map(drop)
+    let ns = stats.ns_per_run(agent.process(), &names, || {
+        probe(&cg, &["rate", "connect-refused", &addr, secs]).map(drop)
     })?;
     drop(stats);
     let figs = [
@@ -430,12 +431,12 @@ const LAT: &str = "Inject-to-effect latency";
 pub fn latency(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     let n = env.pick(20, 200);
     println!("== inject-to-effect latency: {n} injects, cold and warm");
-    let agent = Agent::start(env, None)?;
+    let agent = start_agent(None)?;
     std::thread::sleep(SETTLE);
     let sock = agent.socket.display().to_string();
     for mode in ["cold", "warm"] {
-        let cg = Cg::new(&env.mount, &format!("lat-{mode}"))?;
-        let v = probe(env, &cg, &["inject-latency", &sock, &cg.rel, &n.to_string(), mode, "100"])?;
+        let cg = Cgroup::new(&format!("bench-lat-{mode}"));
+        let v = probe(&cg, &["inject-latency", &sock, &cg.rel, &n.to_string(), mode, "100"])?;
         let f = |k: &str, q: &str| v[k][q].as_f64().unwrap_or(f64::NAN);
         let what = if mode == "cold" {
             "first experiment on the cgroup (programs attached by the call)"
@@ -515,12 +516,12 @@ pub fn loss(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     const COUNT: u64 = 10_000;
     let rounds = env.pick(1, 3);
     println!("== loss accuracy: 30% of {COUNT} UDP datagrams, faultline vs iptables statistic");
-    let cg = Cg::new(&env.mount, "loss")?;
-    let agent = Agent::start(env, None)?;
+    let cg = Cgroup::new("bench-loss");
+    let agent = start_agent(None)?;
     let samples = alternate(rounds, 2, |_, v| {
-        let sink = UdpSink::start()?;
+        let sink = UdpCounter::start()?;
         let port = sink.addr.port().to_string();
-        let send = || probe(env, &cg, &["udp-send", &sink.addr.to_string(), &COUNT.to_string()]);
+        let send = || probe(&cg, &["udp-send", &sink.addr.to_string(), &COUNT.to_string()]);
         if v == 0 {
             let id = agent.inject(&[
                 "net",

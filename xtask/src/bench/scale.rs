@@ -3,8 +3,12 @@
 
 use std::time::Duration;
 
+use faultline_tests::{Agent, Cgroup};
+
 use super::{
-    host::{Agent, BpfStats, Cg, Env, alternate, median, paired_ratio, series, spread},
+    host::{
+        AgentExt as _, BpfStats, Env, alternate, median, paired_ratio, series, spread, start_agent,
+    },
     net::{NEAR_ZERO, Servers},
     report::{Better, Figure, Goal, Report},
 };
@@ -14,9 +18,9 @@ const H: &str = "Scale";
 /// The agent's resident memory (MiB), CPU (% of one CPU) over `window`, and what the
 /// memory is (anonymous: heap and stacks; file: the mapped binary and libraries).
 fn footprint(agent: &Agent, window: Duration) -> anyhow::Result<(f64, f64, String)> {
-    let u0 = agent.cg.usage_s()?;
+    let u0 = agent.cpu_s()?;
     std::thread::sleep(window);
-    let cpu = (agent.cg.usage_s()? - u0) / window.as_secs_f64() * 100.0;
+    let cpu = (agent.cpu_s()? - u0) / window.as_secs_f64() * 100.0;
     let mib = |k| agent.status_kib(k).map(|v| v as f64 / 1024.0);
     let what =
         format!("anonymous {:.1} MiB, file-backed {:.1} MiB", mib("RssAnon")?, mib("RssFile")?);
@@ -29,16 +33,16 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     println!("== scale: per-packet cost with 1, 100, 1,000 experiments; agent RSS and CPU");
     let policy = env.dir.join("scale-policy.toml");
     std::fs::write(&policy, "max_concurrent = 2000\n")?;
-    let agent = Agent::start(env, Some(&policy))?;
+    let agent = start_agent(Some(&policy))?;
     // Idle: started, nothing asked of it yet, settled.
     std::thread::sleep(Duration::from_secs(3));
     let (rss_idle, cpu_idle, mem_idle) = footprint(&agent, window)?;
-    let t = Cg::new(&env.mount, "scale-t")?;
-    let r = Cg::new(&env.mount, "scale-r")?;
-    let servers = Servers::start(env)?;
+    let t = Cgroup::new("bench-scale-t");
+    let r = Cgroup::new("bench-scale-r");
+    let servers = Servers::start()?;
     agent.inject(&["net", "loss", "--cgroup", &t.rel, "--percent", NEAR_ZERO, "--for", "1h"])?;
-    let parent = Cg::new(&env.mount, "scale-n")?;
-    let mut children: Vec<Cg> = Vec::new();
+    let parent = Cgroup::new("bench-scale-n");
+    let mut children: Vec<Cgroup> = Vec::new();
     let mut ratios = Vec::new();
     let mut prog_ns = Vec::new();
     let mut at_1000 = (0.0, 0.0, String::new());
@@ -47,14 +51,14 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
         let t0 = std::time::Instant::now();
         let want = level - 1; // the rule on T counts as one
         let start = children.len();
-        let made: anyhow::Result<Vec<Vec<Cg>>> = std::thread::scope(|s| {
+        let made: anyhow::Result<Vec<Vec<Cgroup>>> = std::thread::scope(|s| {
             let threads: Vec<_> = (0..4)
                 .map(|k| {
                     let (agent, parent) = (&agent, &parent);
-                    s.spawn(move || -> anyhow::Result<Vec<Cg>> {
+                    s.spawn(move || -> anyhow::Result<Vec<Cgroup>> {
                         let mut mine = Vec::new();
                         for i in (start..want).filter(|i| i % 4 == k) {
-                            let c = parent.child(&env.mount, &format!("c{i}"))?;
+                            let c = parent.child(&format!("c{i}"));
                             agent.inject(&[
                                 "net",
                                 "loss",
@@ -101,7 +105,7 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for _ in 0..3 {
             runs.push(stats.ns_per_run(
-                agent.pid(),
+                agent.process(),
                 &["fl_skb_egress", "fl_skb_ingress"],
                 || servers.rr(&t, secs).map(drop),
             )?);
@@ -198,7 +202,7 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
             notes.join("; ")
         ),
     );
-    agent.stop();
+    drop(agent);
     drop(children);
     Ok(())
 }

@@ -35,10 +35,13 @@ use faultline_common::net::{
 };
 use tracing::{debug, warn};
 
-use crate::engine::{
-    driver::{FaultHandle, monotonic_ns},
-    error::{Error, Result, chain},
-    model::{Counters, Resolved, ResolvedCgroup},
+use crate::{
+    engine::{
+        driver::{FaultHandle, monotonic_ns},
+        error::{Error, Result, chain},
+        model::{Counters, Resolved, ResolvedCgroup},
+    },
+    kernel::bpflog::{self, BpfLog},
 };
 use devices::{Device, Devices};
 
@@ -90,6 +93,8 @@ impl Target {
 
 struct NetState {
     ebpf: Ebpf,
+    /// The programs' debug log lines, forwarded while they live (`--debug-bpf`).
+    _log: Option<BpfLog>,
     rules: HashMap<MapData, u32, NetRule>,
     cgroups: HashMap<MapData, u64, CgroupRules>,
     cidrs: LpmTrie<MapData, CidrKey, u32>,
@@ -118,8 +123,19 @@ fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
 
 impl NetDriver {
     /// Loads the programs and takes ownership of their maps. `state_dir` holds the journal
-    /// of netlink tc attachments.
-    pub fn load(state_dir: &Path) -> std::result::Result<Self, String> {
+    /// of netlink tc attachments; `debug` turns the programs' debug log lines on (if the
+    /// kernel refuses the programs with them, they are loaded without).
+    pub fn load(state_dir: &Path, debug: bool) -> std::result::Result<Self, String> {
+        match Self::load_with(state_dir, debug) {
+            Err(e) if debug => {
+                warn!(error = %e, "network programs refused with --debug-bpf: loading them without");
+                Self::load_with(state_dir, false)
+            }
+            loaded => loaded,
+        }
+    }
+
+    fn load_with(state_dir: &Path, debug: bool) -> std::result::Result<Self, String> {
         let has_set_retval =
             is_helper_supported(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval)
                 .unwrap_or(false);
@@ -128,11 +144,18 @@ impl NetDriver {
         let has_tc_sk_storage = tc_helper(BpfHelper::BPF_FUNC_sk_storage_get);
         let ifb_redirect = crate::kernel::probes::probe_ifb_redirect();
         let has_ingress_edt = has_set_tstamp && has_tc_sk_storage && ifb_redirect.is_ok();
-        let mut ebpf = EbpfLoader::new()
-            .override_global(GLOBAL_HAS_SET_RETVAL, &u32::from(has_set_retval), true)
-            .override_global(GLOBAL_HAS_INGRESS_EDT, &u32::from(has_ingress_edt), true)
+        let (retval, ingress_edt) = (u32::from(has_set_retval), u32::from(has_ingress_edt));
+        let mut loader = EbpfLoader::new();
+        loader.override_global(GLOBAL_HAS_SET_RETVAL, &retval, true).override_global(
+            GLOBAL_HAS_INGRESS_EDT,
+            &ingress_edt,
+            true,
+        );
+        bpflog::configure(&mut loader, debug);
+        let mut ebpf = loader
             .load(crate::kernel::ebpf_object())
             .map_err(|e| format!("loading eBPF object: {}", chain(&e)))?;
+        let log = if debug { bpflog::forward(&mut ebpf, "net") } else { None };
         for name in [PROG_EGRESS, PROG_INGRESS] {
             let prog: &mut CgroupSkb = ebpf
                 .program_mut(name)
@@ -198,6 +221,7 @@ impl NetDriver {
             heartbeat: heartbeat.try_into().map_err(|e| format!("{MAP_HEARTBEAT}: {e}"))?,
             devices: Devices::new(state_dir),
             ebpf,
+            _log: log,
             free: (0..MAX_RULES).collect(),
             targets: BTreeMap::new(),
             ncpus,

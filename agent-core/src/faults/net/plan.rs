@@ -259,12 +259,8 @@ impl FaultDriver for NetFaults {
                 )
             }
             FaultSpec::NetDns(d) => {
-                let Resolved::Cgroup(cg) = target else {
-                    return Err(Error::invalid(
-                        "target",
-                        "net_dns acts on the target's queries: use a cgroup or pid target",
-                    ));
-                };
+                let cg = target
+                    .cgroup("net_dns acts on the target's queries: use a cgroup or pid target")?;
                 let net = self.net()?;
                 let netns = Netns::of_cgroup(&cg.fs_path())
                     .map_err(|e| Error::internal("opening the target's network namespace", e))?;

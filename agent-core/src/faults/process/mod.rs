@@ -44,12 +44,7 @@ impl FaultDriver for ProcessDriver {
         fault: &FaultSpec,
         expires: u64,
     ) -> Result<Box<dyn FaultHandle>> {
-        let Resolved::Cgroup(cg) = target else {
-            return Err(Error::invalid(
-                "target",
-                "process faults need a cgroup, pid, container or pod",
-            ));
-        };
+        let cg = target.cgroup("process faults need a cgroup, pid, container or pod")?;
         match fault {
             FaultSpec::ProcessKill(k) => kill::start(cg, k, expires),
             FaultSpec::ProcessPause => freeze::freeze(cg, &self.journal, expires),

@@ -275,9 +275,7 @@ impl FaultDriver for StressDriver {
         fault: &FaultSpec,
         expires: u64,
     ) -> Result<Box<dyn FaultHandle>> {
-        let Resolved::Cgroup(cg) = target else {
-            return Err(Error::invalid("target", "stress needs a cgroup or pid target"));
-        };
+        let cg = target.cgroup("stress needs a cgroup or pid target")?;
         let placement = Placement::new(cg, &self.journal)
             .map_err(|e| Error::internal("placing workers in the target's cgroups", e))?;
         let plan = match fault {

@@ -11,6 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use faultline_host::{cgroup, mountinfo};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -86,43 +87,26 @@ pub fn recover(journal: &Store<Created>, records: Vec<Created>) {
     }
 }
 
-/// v1 cgroup mounts: (mount point, controllers) from a mountinfo text.
-fn v1_mounts(mountinfo: &str) -> Vec<(PathBuf, Vec<String>)> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mut r = right.split_whitespace();
-            if r.next()? != "cgroup" {
-                return None;
-            }
-            let opts = r.nth(1)?;
-            let controllers: Vec<String> = opts
-                .split(',')
-                .filter(|o| V1_CONTROLLERS.contains(o))
-                .map(str::to_string)
+/// v1 cgroup mounts whose controllers workers join: (mount point, those controllers).
+fn v1_mounts(mounts: &[mountinfo::Mount]) -> Vec<(PathBuf, Vec<String>)> {
+    mountinfo::v1_hierarchies(mounts)
+        .into_iter()
+        .filter_map(|h| {
+            let controllers: Vec<String> = h
+                .controllers
+                .into_iter()
+                .filter(|c| V1_CONTROLLERS.contains(&c.as_str()))
                 .collect();
-            let mount = left.split_whitespace().nth(4)?;
-            (!controllers.is_empty()).then(|| (PathBuf::from(mount), controllers))
+            (!controllers.is_empty()).then_some((h.mount, controllers))
         })
         .collect()
-}
-
-/// The path of hierarchy `controllers` in a /proc/PID/cgroup text ("3:cpu,cpuacct:/a/b").
-fn v1_path(proc_cgroup: &str, controllers: &[String]) -> Option<String> {
-    proc_cgroup.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, names, path) = (f.next()?, f.next()?, f.next()?);
-        let names: Vec<&str> = names.split(',').collect();
-        controllers.iter().all(|c| names.contains(&c.as_str())).then(|| path.to_string())
-    })
 }
 
 impl Placement {
     pub fn new(target: &ResolvedCgroup, journal: &Store<Created>) -> std::io::Result<Placement> {
         let v2 = target.fs_path();
         let in_v2 = fs::read_to_string(target.mount.join("cgroup.controllers")).unwrap_or_default();
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+        let mounts = mountinfo::read().map_err(std::io::Error::other)?;
         let member = target.pid.or_else(|| {
             fs::read_to_string(v2.join("cgroup.procs")).ok()?.lines().next()?.parse().ok()
         });
@@ -133,13 +117,13 @@ impl Placement {
         let journal = journal.clone();
         let mut placement =
             Placement { v2, v1: Vec::new(), member, created: Vec::new(), journal, key };
-        for (mount, controllers) in v1_mounts(&mountinfo) {
+        for (mount, controllers) in v1_mounts(&mounts) {
             if controllers.iter().all(|c| in_v2.split_whitespace().any(|v| v == c)) {
                 continue;
             }
             let rel = proc_cgroup
                 .as_deref()
-                .and_then(|t| v1_path(t, &controllers))
+                .and_then(|t| cgroup::v1_path(t, &controllers))
                 .unwrap_or_else(|| target.path.clone());
             let dir = mount.join(rel.trim_start_matches('/'));
             placement.make_dirs(&mount, &dir)?;
@@ -325,13 +309,13 @@ mod tests {
                   35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
                   36 31 0:33 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices\n\
                   41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
-        let m = v1_mounts(mi);
+        let m = v1_mounts(&mountinfo::parse(mi));
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].1, vec!["cpu", "cpuacct"]);
         assert_eq!(m[1].0, PathBuf::from("/sys/fs/cgroup/memory"));
         let pc = "4:memory:/a/b\n2:cpu,cpuacct:/c\n0::/x\n";
-        assert_eq!(v1_path(pc, &m[0].1).as_deref(), Some("/c"));
-        assert_eq!(v1_path(pc, &m[1].1).as_deref(), Some("/a/b"));
+        assert_eq!(cgroup::v1_path(pc, &m[0].1).as_deref(), Some("/c"));
+        assert_eq!(cgroup::v1_path(pc, &m[1].1).as_deref(), Some("/a/b"));
     }
 
     #[test]

@@ -38,7 +38,10 @@ use crate::{
         model::{Counters, FaultSpec, Resolved, ResolvedCgroup, SyscallErrno},
     },
     faults::net::attach::topmost,
-    kernel::ebpf_object,
+    kernel::{
+        bpflog::{self, BpfLog},
+        ebpf_object,
+    },
 };
 
 pub const BACKEND_CGROUP: &str = "cgroup_sock";
@@ -76,6 +79,8 @@ struct Live {
 
 struct State {
     ebpf: Ebpf,
+    /// The programs' debug log lines, forwarded while they live (`--debug-bpf`).
+    _log: Option<BpfLog>,
     /// The object loaded, and map name -> fd, for relocating fmod_ret programs.
     object: &'static [u8],
     fds: HashMap<String, RawFd>,
@@ -118,7 +123,31 @@ fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
 }
 
 impl SysDriver {
-    pub fn load() -> std::result::Result<Self, String> {
+    /// Loads the programs (the file ones attach with the first rule that needs them);
+    /// `debug` turns the programs' debug log lines on (if the kernel refuses the programs
+    /// with them, they are loaded without).
+    pub fn load(debug: bool) -> std::result::Result<Self, String> {
+        let loaded = match Self::load_with(debug) {
+            Err(e) if debug => {
+                warn!(error = %e, "system-call programs refused with --debug-bpf: loading them without");
+                return Self::load_with(false);
+            }
+            loaded => loaded?,
+        };
+        // The file programs are loaded here too: if only the debug lines kept them out,
+        // file calls are worth more than the lines.
+        if debug
+            && loaded.files.is_err()
+            && let Ok(plain) = Self::load_with(false)
+            && plain.files.is_ok()
+        {
+            warn!("file system-call programs refused with --debug-bpf: loaded without");
+            return Ok(plain);
+        }
+        Ok(loaded)
+    }
+
+    fn load_with(debug: bool) -> std::result::Result<Self, String> {
         let has_set_retval =
             is_helper_supported(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval)
                 .unwrap_or(false);
@@ -140,6 +169,7 @@ impl SysDriver {
         for m in NET_MAPS {
             loader.map_max_entries(m, 1);
         }
+        bpflog::configure(&mut loader, debug);
         if std::env::var_os("FAULTLINE_DEBUG_VERIFIER").is_some() {
             loader
                 .verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
@@ -154,10 +184,12 @@ impl SysDriver {
         };
         let mut ebpf =
             loader.load(object).map_err(|e| format!("loading eBPF object: {}", chain(&e)))?;
+        // Before the log forwarding takes its ring buffer: the fmod_ret programs refer to it.
         let fds = ebpf
             .maps()
             .filter_map(|(n, m)| fmodret::map_fd(m).map(|fd| (n.to_string(), fd)))
             .collect();
+        let log = if debug { bpflog::forward(&mut ebpf, "sys") } else { None };
         let mut take = |name: &str| {
             ebpf.take_map(name).ok_or_else(|| format!("map {name} missing from the object"))
         };
@@ -180,6 +212,7 @@ impl SysDriver {
             config: config.try_into().map_err(|e| format!("{MAP_SYS_CONFIG}: {e}"))?,
             paths: paths.try_into().map_err(|e| format!("{MAP_SYS_PATHS}: {e}"))?,
             ebpf,
+            _log: log,
             object,
             fds,
             free: (0..MAX_SYS_RULES).collect(),
@@ -490,12 +523,8 @@ impl FaultDriver for SysDriver {
         let FaultSpec::SyscallErrno(spec) = fault else {
             return Err(Error::Internal(format!("the syscall family was handed {}", fault.kind())));
         };
-        let Resolved::Cgroup(cg) = target else {
-            return Err(Error::invalid(
-                "target",
-                "syscall_errno acts on a task's calls: use a cgroup or pid target",
-            ));
-        };
+        let cg =
+            target.cgroup("syscall_errno acts on a task's calls: use a cgroup or pid target")?;
         self.apply_errno(cg, spec, expires)
     }
 }

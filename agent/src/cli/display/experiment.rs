@@ -3,13 +3,14 @@
 
 use std::time::{Duration, SystemTime};
 
+use faultline_core::{counters, wire::convert};
 use faultline_proto::v1 as pb;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{
     progress,
-    summary::{fault_info, fault_summary, human_bytes, target_summary},
+    summary::{fault_info, fault_summary, target_summary},
     table,
 };
 
@@ -55,7 +56,7 @@ pub struct ExperimentJson {
 
 pub fn experiment_json(e: &pb::Experiment) -> ExperimentJson {
     let (fault, parameters, _) = fault_info(e.fault.as_ref());
-    let c = e.counters.unwrap_or_default();
+    let c = convert::counters_from_pb(&e.counters.unwrap_or_default());
     ExperimentJson {
         id: e.id.clone(),
         state: state_name(e.state),
@@ -97,14 +98,11 @@ pub fn experiment_json(e: &pb::Experiment) -> ExperimentJson {
         deadline: rfc3339(e.deadline.as_ref()),
         ended_at: rfc3339(e.ended_at.as_ref()),
         first_hit_at: rfc3339(e.first_hit_at.as_ref()),
-        counters: json!({ "packets_matched": c.packets_matched, "packets_dropped": c.packets_dropped,
-                          "packets_delayed": c.packets_delayed, "packets_corrupted": c.packets_corrupted,
-                          "packets_duplicated": c.packets_duplicated, "calls_seen": c.calls_seen,
-                          "calls_failed": c.calls_failed, "cpu_usage_usec": c.cpu_usage_usec,
-                          "bytes_resident": c.bytes_resident, "bytes_filled": c.bytes_filled,
-                          "bytes_written": c.bytes_written, "bytes_read": c.bytes_read,
-                          "processes_signalled": c.processes_signalled,
-                          "processes_frozen": c.processes_frozen }),
+        // Every counter, whatever the kind: a stable schema for scripts.
+        counters: counters::ALL
+            .iter()
+            .map(|m| (m.field.to_string(), json!((m.read)(&c))))
+            .collect(),
     }
 }
 
@@ -126,35 +124,10 @@ pub fn experiments_table(list: &[pb::Experiment]) -> String {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|e| {
-            let c = e.counters.unwrap_or_default();
-            // Faults on calls count calls; the others count packets (the changed ones).
-            let stress = matches!(
-                e.fault.as_ref().and_then(|f| f.kind.as_ref()),
-                Some(
-                    pb::fault::Kind::CpuStress(_)
-                        | pb::fault::Kind::MemoryStress(_)
-                        | pb::fault::Kind::DiskFill(_)
-                        | pb::fault::Kind::IoStress(_)
-                )
-            );
-            let (matched, hit) = if stress {
-                // What stress achieved: CPU time, or bytes held.
-                let held = c.bytes_resident + c.bytes_filled + c.bytes_written + c.bytes_read;
-                let done = if held > 0 {
-                    human_bytes(held)
-                } else {
-                    format!("{:.1}s cpu", c.cpu_usage_usec as f64 / 1e6)
-                };
-                ("-".to_string(), done)
-            } else if c.calls_seen > 0 || c.calls_failed > 0 {
-                (c.calls_seen.to_string(), c.calls_failed.to_string())
-            } else {
-                let changed = c.packets_dropped
-                    + c.packets_delayed
-                    + c.packets_corrupted
-                    + c.packets_duplicated;
-                (c.packets_matched.to_string(), changed.to_string())
-            };
+            let c = convert::counters_from_pb(&e.counters.unwrap_or_default());
+            let kind = counters::of_kind(convert::fault_kind(e.fault.as_ref()).unwrap_or(""));
+            let matched = kind.matched.as_ref().map_or("-".into(), |m| m.counter.show(&c));
+            let hit = kind.hit(&c);
             vec![
                 e.id.clone(),
                 state_name(e.state),
@@ -171,7 +144,7 @@ pub fn experiments_table(list: &[pb::Experiment]) -> String {
 
 pub fn experiment_detail(e: &pb::Experiment) -> String {
     let j = experiment_json(e);
-    let c = e.counters.unwrap_or_default();
+    let c = convert::counters_from_pb(&e.counters.unwrap_or_default());
     let mut rows = vec![
         ("id", j.id),
         (
@@ -199,19 +172,9 @@ pub fn experiment_detail(e: &pb::Experiment) -> String {
         ),
         ("deadline", j.deadline.unwrap_or_default()),
         ("ended", j.ended_at.unwrap_or_default()),
-        ("packets matched", c.packets_matched.to_string()),
-        ("packets dropped", c.packets_dropped.to_string()),
-        ("packets delayed", c.packets_delayed.to_string()),
-        ("packets corrupted", c.packets_corrupted.to_string()),
-        ("packets duplicated", c.packets_duplicated.to_string()),
-        ("calls seen", c.calls_seen.to_string()),
-        ("calls failed", c.calls_failed.to_string()),
-        ("cpu used", format!("{:.2}s", c.cpu_usage_usec as f64 / 1e6)),
-        ("bytes resident", human_bytes(c.bytes_resident)),
-        ("bytes filled", human_bytes(c.bytes_filled)),
-        ("bytes written", human_bytes(c.bytes_written)),
-        ("bytes read", human_bytes(c.bytes_read)),
     ];
+    let kind = counters::of_kind(convert::fault_kind(e.fault.as_ref()).unwrap_or(""));
+    rows.extend(kind.all().map(|m| (m.detail, m.show(&c))));
     if !j.labels.is_empty() {
         let l: Vec<String> = j.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         rows.push(("labels", l.join(",")));

@@ -5,54 +5,17 @@ use std::time::{Duration, SystemTime};
 
 use faultline_proto::v1 as pb;
 
-use super::{experiment::time, summary::human_bytes};
+use faultline_core::{counters, wire::convert};
+
+use super::experiment::time;
 
 pub fn is_live(e: &pb::Experiment) -> bool {
     e.state == pb::State::Pending as i32 || e.state == pb::State::Active as i32
 }
 /// The counters that say what this kind of fault did, as (label, value).
 pub fn counters(e: &pb::Experiment) -> Vec<(&'static str, String)> {
-    use pb::fault::Kind;
-    let c = e.counters.unwrap_or_default();
-    let n = |v: u64| v.to_string();
-    match e.fault.as_ref().and_then(|f| f.kind.as_ref()) {
-        Some(Kind::NetLoss(_) | Kind::NetPartition(_)) => {
-            vec![("matched", n(c.packets_matched)), ("dropped", n(c.packets_dropped))]
-        }
-        Some(Kind::NetDelay(_) | Kind::NetBandwidth(_)) => {
-            vec![("matched", n(c.packets_matched)), ("delayed", n(c.packets_delayed))]
-        }
-        Some(Kind::NetCorrupt(_)) => {
-            vec![("matched", n(c.packets_matched)), ("corrupted", n(c.packets_corrupted))]
-        }
-        Some(Kind::NetDuplicate(_)) => {
-            vec![("matched", n(c.packets_matched)), ("duplicated", n(c.packets_duplicated))]
-        }
-        Some(Kind::NetDns(_)) => vec![("queries", n(c.calls_seen)), ("failed", n(c.calls_failed))],
-        Some(Kind::NetReject(_)) => {
-            vec![("connects", n(c.calls_seen)), ("failed", n(c.calls_failed))]
-        }
-        Some(Kind::SyscallErrno(_)) => {
-            vec![("calls", n(c.calls_seen)), ("failed", n(c.calls_failed))]
-        }
-        Some(Kind::CpuStress(_)) => vec![("cpu", format!("{:.1}s", c.cpu_usage_usec as f64 / 1e6))],
-        Some(Kind::MemoryStress(_)) => vec![("resident", human_bytes(c.bytes_resident))],
-        Some(Kind::IoStress(s)) => {
-            let mut v = Vec::new();
-            let mode = pb::IoMode::try_from(s.mode).unwrap_or(pb::IoMode::Unspecified);
-            if mode != pb::IoMode::Read {
-                v.push(("written", human_bytes(c.bytes_written)));
-            }
-            if matches!(mode, pb::IoMode::Read | pb::IoMode::Mixed) {
-                v.push(("read", human_bytes(c.bytes_read)));
-            }
-            v
-        }
-        Some(Kind::DiskFill(_)) => vec![("filled", human_bytes(c.bytes_filled))],
-        Some(Kind::ProcessKill(_)) => vec![("signalled", n(c.processes_signalled))],
-        Some(Kind::ProcessPause(_)) => vec![("frozen", n(c.processes_frozen))],
-        None => Vec::new(),
-    }
+    let Some(kind) = convert::fault_kind(e.fault.as_ref()) else { return Vec::new() };
+    counters::of_kind(kind).short(&convert::counters_from_pb(&e.counters.unwrap_or_default()))
 }
 
 /// "matched 1000 dropped 503".
@@ -194,7 +157,10 @@ mod tests {
         assert_eq!(text(Kind::NetDns(Default::default())), "queries 7 failed 2");
         assert_eq!(text(Kind::CpuStress(Default::default())), "cpu 1.5s");
         assert_eq!(text(Kind::MemoryStress(Default::default())), "resident 1MiB");
-        assert_eq!(text(Kind::IoStress(Default::default())), "written 2KiB");
+        // Reads show once there are any (a write-only stress never reads).
+        let write_only = pb::Counters { bytes_read: 0, ..c };
+        let io = Kind::IoStress(Default::default());
+        assert_eq!(counters_text(&with_kind(io.clone(), write_only)), "written 2KiB");
         let mixed = pb::IoStress { mode: pb::IoMode::Mixed as i32, ..Default::default() };
         assert_eq!(text(Kind::IoStress(mixed)), "written 2KiB read 1KiB");
         assert_eq!(text(Kind::ProcessKill(Default::default())), "signalled 3");

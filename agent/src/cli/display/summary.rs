@@ -248,17 +248,8 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
     }
 }
 
-/// Bytes in powers of 1024: "256MiB", "1.5GiB".
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if v.fract() == 0.0 { format!("{v}{}", UNITS[u]) } else { format!("{v:.1}{}", UNITS[u]) }
-}
+pub use faultline_core::units::human_bytes;
+
 /// 8000000 -> "8Mbit/s".
 pub fn human_rate(bps: u64) -> String {
     for (unit, div) in [("Gbit/s", 1_000_000_000u64), ("Mbit/s", 1_000_000), ("kbit/s", 1_000)] {

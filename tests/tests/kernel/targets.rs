@@ -234,6 +234,8 @@ fn the_policy_refuses_with_the_rule_named_and_applies_nothing() {
 
 #[test]
 fn the_host_target_needs_the_policy_and_then_reaches_every_process() {
+    // Attached to the root cgroup, the fault sees every test's packets: alone.
+    let _alone = faultline_tests::serial::alone();
     let dir = TempDir::new("host");
     let sink = UdpSink::bind("127.0.0.1:0");
     let (dst, port) = (sink.addr().to_string(), sink.addr().port().to_string());

@@ -216,6 +216,8 @@ fn interface_loss_drops_the_share_asked() {
 
 #[test]
 fn interface_delay_adds_latency_on_the_device() {
+    // Latency to 5 ms: alone, so that no other test takes the CPU.
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let p = pair("idelay", 6);
     let args = [

@@ -40,6 +40,8 @@ fn refused_without_fq(agent: &Agent, t: &Target, args: &[&str]) -> bool {
 
 #[test]
 fn delay_100ms_adds_100ms_to_the_median_rtt_and_puts_the_qdisc_back() {
+    // Latency and rate to a few percent: alone, so that no other test takes the CPU (one vCPU in the guests).
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let t = Target::new("delay");
     let args = [
@@ -83,6 +85,8 @@ fn delay_100ms_adds_100ms_to_the_median_rtt_and_puts_the_qdisc_back() {
 
 #[test]
 fn jitter_widens_the_spread() {
+    // Latency and rate to a few percent: alone, so that no other test takes the CPU (one vCPU in the guests).
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let t = Target::new("jitter");
     let base = [
@@ -123,6 +127,8 @@ fn jitter_widens_the_spread() {
 
 #[test]
 fn http_request_response_slows_by_the_delay() {
+    // Latency and rate to a few percent: alone, so that no other test takes the CPU (one vCPU in the guests).
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let t = Target::new("http");
     let args = [
@@ -156,6 +162,8 @@ fn http_request_response_slows_by_the_delay() {
 
 #[test]
 fn bandwidth_8mbit_caps_tcp_throughput() {
+    // Latency and rate to a few percent: alone, so that no other test takes the CPU (one vCPU in the guests).
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let t = Target::new("rate");
     let args = ["net", "bandwidth", "--cgroup", &t.cg.rel, "--rate", "8mbit", "--for", "60s"];
@@ -236,6 +244,8 @@ fn unknown_device_is_refused_with_the_field() {
 /// leaves the others as they were.
 #[test]
 fn loss_delay_and_bandwidth_compose_and_cancel_one_at_a_time() {
+    // Latency and rate to a few percent: alone, so that no other test takes the CPU (one vCPU in the guests).
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let t = Target::new("compose");
     let echo = t.ns.run(|| UdpEcho::start("127.0.0.1:0"));

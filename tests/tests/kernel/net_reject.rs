@@ -17,6 +17,8 @@ fn refused_at_once(cg: &Cgroup, server: &TcpEcho, errno: u64) {
 
 #[test]
 fn reject_refuses_connect_at_once_ipv4_and_ipv6() {
+    // "At once" is under 10 ms: alone, so that no other test takes the CPU.
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let cg = Cgroup::new("reject");
     let v4 = TcpEcho::start("127.0.0.1:0").unwrap();
@@ -78,6 +80,8 @@ fn reject_refuses_connect_at_once_ipv4_and_ipv6() {
 /// Any errno where the kernel has bpf_set_retval; elsewhere the clear refusal.
 #[test]
 fn reject_with_another_errno_or_a_clear_refusal() {
+    // "At once" is under 10 ms: alone, so that no other test takes the CPU.
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let cg = Cgroup::new("reject-errno");
     let server = TcpEcho::start("127.0.0.1:0").unwrap();
@@ -140,6 +144,8 @@ fn reject_bad_errno_is_refused() {
 /// connect hooks (the child needs none of its own), and loses them when the reject ends.
 #[test]
 fn reject_under_a_loss_target_is_served_by_the_ancestor_attachment() {
+    // "At once" is under 10 ms: alone, so that no other test takes the CPU.
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let parent = Cgroup::new("reject-nest");
     let child = parent.child("leaf");

@@ -4,7 +4,7 @@
 //! records describe is still recovered (a resumed experiment, a thawed cgroup, a removed v1
 //! cgroup directory, a removed clsact, a deleted ifb, a restored qdisc).
 //!
-//! Records other than the experiment's are written here in the store's format (agent/src/
+//! Records other than the experiment's are written here in the store's format (agent-core/src/
 //! store), framed independently of the agent: the point is the reader, and some kinds only
 //! exist with kernel features this host lacks (fq needs sch_fq).
 #![allow(clippy::unwrap_used, clippy::expect_used)]

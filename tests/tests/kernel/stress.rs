@@ -11,12 +11,10 @@ use std::{
 
 use faultline_tests::{Agent, Cgroup, TempDir, cgroup2_mount, one_line_error};
 
-/// The tests here measure CPU and memory of the whole machine's share: one at a time, so
-/// that one test's workers do not take the CPU another one measures.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// The tests here measure CPU, memory and disk of the whole machine's share: each runs alone,
+/// so that no other test's workers or traffic take the CPU or the device it measures.
+fn serial() -> faultline_tests::serial::Alone {
+    faultline_tests::serial::alone()
 }
 
 /// Whether cgroup2 carries the cpu and memory controllers (pure v2), after asking the root
@@ -30,14 +28,8 @@ fn pure_v2() -> bool {
 
 /// The mount point of the v1 hierarchy holding `controller`.
 fn v1_mount(controller: &str) -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let mut r = right.split_whitespace();
-            (r.next()? == "cgroup" && r.nth(1)?.split(',').any(|o| o == controller))
-                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-        })
+    faultline_host::cgroup::v1_mount(controller)
+        .unwrap()
         .unwrap_or_else(|| panic!("no v1 {controller} hierarchy"))
 }
 
@@ -359,12 +351,8 @@ fn disk_fill_to_90_percent_and_the_space_comes_back() {
 /// Sectors read and written by the block device behind a mount point (None: not a block
 /// device, such as a tmpfs).
 fn device_bytes(mount: &std::path::Path) -> Option<(u64, u64)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let m = mount.display().to_string();
-    let source = info.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        (left.split_whitespace().nth(4)? == m).then(|| right.split_whitespace().nth(1))?
-    })?;
+    let mounts = faultline_host::mountinfo::read().ok()?;
+    let source = &faultline_host::mountinfo::at(&mounts, mount)?.source;
     let dev = source.strip_prefix("/dev/")?;
     let stat = std::fs::read_to_string(format!("/sys/block/{dev}/stat")).ok()?;
     let f: Vec<u64> = stat.split_whitespace().filter_map(|x| x.parse().ok()).collect();

@@ -170,6 +170,8 @@ async fn round(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_clients_on_many_experiments_fail_nothing_and_leak_nothing() {
+    // It measures the agent's CPU and latency under load, and loads the host: alone.
+    let _alone = faultline_tests::serial::alone();
     let s = scale();
     let dir = TempDir::new("load");
     let policy = dir.path().join("policy.toml");

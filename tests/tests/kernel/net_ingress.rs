@@ -35,6 +35,8 @@ fn refused_here(agent: &Agent, ns: &Netns, args: &[&str]) -> bool {
 
 #[test]
 fn ingress_delay_slows_only_what_the_cgroup_receives_and_the_ifb_goes_with_it() {
+    // Latency and rate to a few percent: alone, so that no other test takes the CPU.
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let t = NsTarget::new("indelay");
     let args = [
@@ -88,6 +90,8 @@ fn ingress_delay_slows_only_what_the_cgroup_receives_and_the_ifb_goes_with_it() 
 
 #[test]
 fn ingress_bandwidth_caps_what_the_cgroup_downloads() {
+    // Latency and rate to a few percent: alone, so that no other test takes the CPU.
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let t = NsTarget::new("inrate");
     let args = [
@@ -121,6 +125,8 @@ fn ingress_bandwidth_caps_what_the_cgroup_downloads() {
 
 #[test]
 fn interface_ingress_delay_slows_what_arrives_on_the_device() {
+    // Latency and rate to a few percent: alone, so that no other test takes the CPU.
+    let _alone = faultline_tests::serial::alone();
     let agent = Agent::start();
     let (a, b) = (Netns::new("ifina"), Netns::new("ifinb"));
     let dev = a.veth_to(&b, "10.77.20.1", "10.77.20.2");

@@ -1,0 +1,164 @@
+//! The engine against a fake driver: lifecycle, deadlines, cancel, bounds, shutdown.
+
+use std::{
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use super::*;
+use crate::testutil::TempDir;
+use model::{FaultSpec, NetLoss, TargetSpec};
+
+/// Counts live faults; fails when asked to.
+#[derive(Default)]
+struct FakeDriver {
+    live: Arc<AtomicUsize>,
+    last_expiry: AtomicU64,
+    fail: bool,
+}
+
+struct FakeHandle(Arc<AtomicUsize>);
+
+impl FaultHandle for FakeHandle {
+    fn backend(&self) -> &'static str {
+        "fake"
+    }
+    fn counters(&self) -> Counters {
+        Counters { packets_matched: 10, packets_dropped: 3, ..Default::default() }
+    }
+}
+
+impl Drop for FakeHandle {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl FaultDriver for FakeDriver {
+    fn apply(&self, _: &Resolved, _: &FaultSpec, expires: u64) -> Result<Box<dyn FaultHandle>> {
+        if self.fail {
+            return Err(Error::FailedPrecondition("unsupported: test".into()));
+        }
+        self.last_expiry.store(expires, Ordering::SeqCst);
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(FakeHandle(self.live.clone())))
+    }
+}
+
+fn setup(fail: bool) -> (TempDir, Arc<FakeDriver>, Arc<Engine>) {
+    let d = TempDir::new();
+    let mount = d.cgroups(&["app"]);
+    let resolver = Resolver::new(mount, d.path().join("proc"), "/".into(), 1);
+    let driver = Arc::new(FakeDriver { fail, ..Default::default() });
+    let engine = Engine::new(driver.clone(), resolver, Policy::default(), None);
+    (d, driver, engine)
+}
+
+fn spec(ms: u64, label: &str) -> ExperimentSpec {
+    ExperimentSpec {
+        target: TargetSpec::CgroupPath("/app".into()),
+        fault: FaultSpec::NetLoss(NetLoss {
+            filter: Default::default(),
+            percent: 10.0,
+            model: model::LossModel::Random,
+            seed: None,
+        }),
+        duration: Duration::from_millis(ms),
+        labels: BTreeMap::from([("drill".to_string(), label.to_string())]),
+    }
+}
+
+#[tokio::test]
+async fn expires_at_the_deadline_and_keeps_final_counters() {
+    let (_d, driver, engine) = setup(false);
+    let mut events = engine.subscribe();
+    let before = monotonic_ns();
+    let s = engine.inject(spec(100, "a")).await.unwrap();
+    assert_eq!(s.state, State::Active);
+    assert_eq!(s.backend, "fake");
+    // The kernel expiry is the same deadline, on the monotonic clock.
+    let exp = driver.last_expiry.load(Ordering::SeqCst);
+    assert!(exp >= before + 100_000_000 && exp < monotonic_ns() + 100_000_000);
+    assert_eq!(driver.live.load(Ordering::SeqCst), 1);
+    let mut seen = Vec::new();
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+        if ev.kind != EventKind::State {
+            continue;
+        }
+        let ev = ev.snap;
+        seen.push(ev.state);
+        if ev.state == State::Expired {
+            assert_eq!(ev.counters.packets_dropped, 3);
+            break;
+        }
+    }
+    assert_eq!(seen, vec![State::Pending, State::Active, State::Expired]);
+    assert_eq!(driver.live.load(Ordering::SeqCst), 0, "handle not dropped at expiry");
+    let got = engine.get(&s.id).await.unwrap();
+    assert_eq!((got.state, got.counters.packets_matched), (State::Expired, 10));
+}
+
+#[tokio::test]
+async fn cancel_reverts_once_and_is_idempotent() {
+    let (_d, driver, engine) = setup(false);
+    let s = engine.inject(spec(60_000, "a")).await.unwrap();
+    let c = engine.cancel(&s.id).await.unwrap();
+    assert_eq!(c.state, State::Cancelled);
+    assert_eq!(driver.live.load(Ordering::SeqCst), 0);
+    assert_eq!(engine.cancel(&s.id).await.unwrap().state, State::Cancelled);
+    assert!(matches!(engine.cancel("nope").await, Err(Error::NotFound(_))));
+}
+
+#[tokio::test]
+async fn failed_apply_is_recorded_and_returned() {
+    let (_d, _driver, engine) = setup(true);
+    let err = engine.inject(spec(1000, "a")).await.unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)));
+    let all = engine.list(&ListFilter::default()).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].state, State::Failed);
+    assert!(all[0].reason.contains("unsupported"));
+}
+
+#[tokio::test]
+async fn unresolvable_target_records_nothing() {
+    let (_d, driver, engine) = setup(false);
+    let mut s = spec(1000, "a");
+    s.target = TargetSpec::CgroupPath("/missing".into());
+    assert!(matches!(engine.inject(s).await, Err(Error::NotFound(_))));
+    assert!(engine.list(&ListFilter::default()).await.is_empty());
+    assert_eq!(driver.live.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn ended_experiments_are_kept_up_to_the_bound() {
+    let (_d, driver, engine) = setup(false);
+    let mut first = None;
+    for _ in 0..KEEP_ENDED + 5 {
+        let s = engine.inject(spec(60_000, "a")).await.unwrap();
+        first.get_or_insert(s.id.clone());
+        engine.cancel(&s.id).await.unwrap();
+    }
+    let live = engine.inject(spec(60_000, "b")).await.unwrap();
+    let all = engine.list(&ListFilter::default()).await;
+    assert_eq!(all.len(), KEEP_ENDED + 1, "the ended beyond the bound stay");
+    assert!(all.iter().any(|s| s.id == live.id), "an active one was dropped");
+    assert!(matches!(engine.get(&first.unwrap()).await, Err(Error::NotFound(_))));
+    assert_eq!(driver.live.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn shutdown_cancels_everything_and_lists_filter() {
+    let (_d, driver, engine) = setup(false);
+    engine.inject(spec(60_000, "a")).await.unwrap();
+    engine.inject(spec(60_000, "b")).await.unwrap();
+    let only_b =
+        ListFilter { labels: BTreeMap::from([("drill".into(), "b".into())]), ..Default::default() };
+    assert_eq!(engine.list(&only_b).await.len(), 1);
+    engine.shutdown().await;
+    assert_eq!(driver.live.load(Ordering::SeqCst), 0);
+    let cancelled = ListFilter { states: vec![State::Cancelled], ..Default::default() };
+    let list = engine.list(&cancelled).await;
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().all(|s| s.reason == "agent shutting down"));
+}

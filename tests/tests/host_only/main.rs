@@ -1,0 +1,8 @@
+//! The integration tests that run on the host only, never in the VM guests: the guests have
+//! no Python (the example client), no promtool (the metrics and dashboard checks), no tmux
+//! (the live view's terminal), and the load test measures the agent, not the kernel.
+
+mod live_view;
+mod load;
+mod observability_tools;
+mod python_client;
