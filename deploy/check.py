@@ -20,7 +20,8 @@
 - deploy/grafana/faultline-dashboard.json: importable Grafana JSON (unique panel ids,
   non-overlapping gridPos, a ${datasource} variable every panel uses, targets with refId and
   expr); every expression parses (`promtool check rules`, with Grafana's variables filled
-  in); every metric it uses is a family agent/src/telemetry/metrics.rs declares.
+  in); every metric it uses is a family that agent/src/telemetry/metrics.rs or
+  agent-core/src/counters.rs declares.
 
 Exits non-zero on the first failed check group, printing every problem it found.
 """
@@ -387,13 +388,17 @@ def check_scrape_config() -> list[str]:
 # --- Grafana dashboard ------------------------------------------------------------------------
 
 DASHBOARD = DEPLOY / "grafana" / "faultline-dashboard.json"
-METRICS_RS = DEPLOY.parent / "agent" / "src" / "telemetry" / "metrics.rs"
+# The exporter's own families, and the per-experiment counters the core declares.
+METRICS_RS = (
+    DEPLOY.parent / "agent" / "src" / "telemetry" / "metrics.rs",
+    DEPLOY.parent / "agent-core" / "src" / "counters.rs",
+)
 METRIC_NAME = re.compile(r"\bfaultline_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 def agent_families() -> set[str]:
-    return set(re.findall(r'"(faultline_[a-z0-9_]+)"', METRICS_RS.read_text()))
+    return {n for f in METRICS_RS for n in re.findall(r'"(faultline_[a-z0-9_]+)"', f.read_text())}
 
 
 def family_of(name: str, families: set[str]) -> str:
