@@ -77,10 +77,7 @@ pub fn request_of(e: &pb::Experiment) -> pb::InjectRequest {
 
 /// A journaled timestamp as wall-clock time; None when unset or out of range.
 pub fn time_of(t: &Option<prost_types::Timestamp>) -> Option<std::time::SystemTime> {
-    t.as_ref().and_then(|t| {
-        let d = std::time::Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
-        std::time::SystemTime::UNIX_EPOCH.checked_add(d)
-    })
+    crate::wire::convert::system_time(t.as_ref())
 }
 
 /// The journal file of `e`.

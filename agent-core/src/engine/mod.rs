@@ -9,6 +9,7 @@ pub mod journal;
 pub mod model;
 mod recovery;
 
+pub use model::Snapshot;
 pub use recovery::Recovered;
 
 use std::{
@@ -31,23 +32,6 @@ const KEEP_ENDED: usize = 1000;
 
 /// How often an active experiment's handle is asked whether it failed on its own.
 const FAILURE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// What the outside sees of one experiment.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub id: String,
-    pub spec: ExperimentSpec,
-    pub state: State,
-    pub reason: String,
-    pub resolved: Option<Resolved>,
-    pub backend: String,
-    pub created_at: SystemTime,
-    pub started_at: Option<SystemTime>,
-    pub deadline: Option<SystemTime>,
-    pub ended_at: Option<SystemTime>,
-    pub first_hit_at: Option<SystemTime>,
-    pub counters: Counters,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {

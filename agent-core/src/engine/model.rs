@@ -1,6 +1,9 @@
 //! Domain types: what an experiment asks for, after validation, independent of the wire format.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
 
 use ipnet::IpNet;
 
@@ -10,6 +13,23 @@ pub struct ExperimentSpec {
     pub fault: FaultSpec,
     pub duration: Duration,
     pub labels: BTreeMap<String, String>,
+}
+
+/// What the outside sees of one experiment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub id: String,
+    pub spec: ExperimentSpec,
+    pub state: State,
+    pub reason: String,
+    pub resolved: Option<Resolved>,
+    pub backend: String,
+    pub created_at: SystemTime,
+    pub started_at: Option<SystemTime>,
+    pub deadline: Option<SystemTime>,
+    pub ended_at: Option<SystemTime>,
+    pub first_hit_at: Option<SystemTime>,
+    pub counters: Counters,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,14 +6,18 @@ use faultline_proto::v1 as pb;
 
 use crate::{
     caps::Capabilities,
-    engine::{
-        Snapshot,
-        model::{
-            Amount, Counters, Direction, Distribution, DnsAnswer, FaultSpec, IoAmount, IoMode,
-            KillMode, LossModel, NamePattern, PacketFilter, Protocol, Resolved, State, TargetSpec,
-        },
+    engine::model::{
+        Amount, Counters, Direction, Distribution, DnsAnswer, FaultSpec, IoAmount, IoMode,
+        KillMode, LossModel, NamePattern, PacketFilter, Protocol, Resolved, Snapshot, State,
+        TargetSpec,
     },
 };
+
+/// A received timestamp as a time (None when absent or beyond what SystemTime holds).
+pub fn system_time(t: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+    let d = Duration::new(t?.seconds.max(0) as u64, t?.nanos.max(0) as u32);
+    SystemTime::UNIX_EPOCH.checked_add(d)
+}
 
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();

@@ -2,6 +2,7 @@
 //! refusal names the field and the allowed range), `convert` renders domain values as proto.
 
 pub mod convert;
+pub mod fields;
 pub mod validate;
 pub mod validate_net;
 pub mod validate_process;

@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use faultline_proto::v1 as pb;
 
+pub use super::fields::{MAX_CIDRS, errno, percent};
+use super::fields::{fmt_dur, proto_duration};
 use super::validate_net as net;
 pub use super::validate_net::{
     MAX_BURST_BYTES, MAX_DELAY, MAX_DNS_NAMES, MAX_RATE_BPS, MIN_RATE_BPS, filter, parse_cidr,
@@ -14,7 +16,6 @@ use crate::engine::{
     model::{Direction, ExperimentSpec, FaultSpec, State, TargetSpec},
 };
 
-pub const MAX_CIDRS: usize = 256;
 pub const MAX_LABELS: usize = 32;
 
 #[derive(Clone, Debug)]
@@ -28,10 +29,6 @@ impl Default for Limits {
     fn default() -> Self {
         Limits { max_duration: Duration::from_secs(7 * 24 * 3600) }
     }
-}
-
-pub(super) fn fmt_dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
 }
 
 pub fn inject(req: &pb::InjectRequest, limits: &Limits) -> Result<ExperimentSpec> {
@@ -210,49 +207,6 @@ fn on_devices(f: &FaultSpec) -> bool {
             | FaultSpec::ProcessKill(_)
             | FaultSpec::ProcessPause
     )
-}
-
-/// A non-negative, normalised protobuf Duration: seconds >= 0 and nanos in 0..=999,999,999
-/// (a larger nanos would silently carry into the seconds).
-pub(super) fn proto_duration(d: &prost_types::Duration, field: &str) -> Result<Duration> {
-    if d.seconds < 0 || d.nanos < 0 {
-        return Err(Error::invalid(
-            field,
-            format!("must not be negative, got {}s {}ns", d.seconds, d.nanos),
-        ));
-    }
-    if d.nanos > 999_999_999 {
-        return Err(Error::invalid(
-            format!("{field}.nanos"),
-            format!("must be 0..=999999999 (the rest belongs in seconds), got {}", d.nanos),
-        ));
-    }
-    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
-}
-
-/// A non-negative protobuf Duration (absent is zero).
-pub(super) fn non_negative(d: Option<&prost_types::Duration>, field: &str) -> Result<Duration> {
-    d.map_or(Ok(Duration::ZERO), |d| proto_duration(d, field))
-}
-
-/// An errno name or number; empty means `default`.
-pub fn errno(s: &str, default: i32, field: &str) -> Result<i32> {
-    if s.trim().is_empty() {
-        return Ok(default);
-    }
-    crate::errno::parse(s).ok_or_else(|| {
-        Error::invalid(
-            field,
-            format!("{s:?} is not an errno name (ECONNREFUSED, EIO, ...) or a number 1-4095"),
-        )
-    })
-}
-
-pub fn percent(p: f64, field: &str) -> Result<f64> {
-    if !(p.is_finite() && p > 0.0 && p <= 100.0) {
-        return Err(Error::invalid(field, format!("must be > 0 and <= 100, got {p}")));
-    }
-    Ok(p)
 }
 
 fn duration(d: Option<&prost_types::Duration>, limits: &Limits) -> Result<Duration> {

@@ -7,7 +7,7 @@ use faultline_common::net::MAX_PORT_RANGES;
 use faultline_proto::v1 as pb;
 use ipnet::IpNet;
 
-use super::validate::{MAX_CIDRS, errno, fmt_dur, non_negative, percent};
+use super::fields::{MAX_CIDRS, errno, fmt_dur, non_negative, percent};
 use crate::engine::{
     error::{Error, Result},
     model::{

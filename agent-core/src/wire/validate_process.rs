@@ -83,7 +83,7 @@ pub fn kill(k: &pb::ProcessKill, field: &str) -> Result<ProcessKill> {
         None => None,
         Some(d) if d.seconds == 0 && d.nanos == 0 => None,
         Some(d) => {
-            let interval = super::validate::proto_duration(d, &format!("{field}.interval"))?;
+            let interval = super::fields::proto_duration(d, &format!("{field}.interval"))?;
             if interval < std::time::Duration::from_millis(100) {
                 return Err(Error::invalid(
                     format!("{field}.interval"),

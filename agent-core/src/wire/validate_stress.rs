@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use faultline_proto::v1 as pb;
 
-use super::validate::percent;
+use super::fields::{non_negative, percent};
 use crate::engine::{
     error::{Error, Result},
     model::{Amount, CpuStress, DiskFill, IoAmount, IoMode, IoStress, MemoryStress},
@@ -65,7 +65,7 @@ pub fn memory(m: &pb::MemoryStress, field: &str) -> Result<MemoryStress> {
             Amount::Percent(percent(p, &format!("{field}.percent"))?)
         }
     };
-    let ramp = super::validate::non_negative(m.ramp.as_ref(), &format!("{field}.ramp"))?;
+    let ramp = non_negative(m.ramp.as_ref(), &format!("{field}.ramp"))?;
     if ramp > MAX_RAMP {
         return Err(Error::invalid(
             format!("{field}.ramp"),

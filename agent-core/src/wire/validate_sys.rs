@@ -3,7 +3,7 @@
 use faultline_common::sys::{PATH_HOOKS, SYS_PATH_MAX};
 use faultline_proto::v1 as pb;
 
-use super::validate::{errno, percent};
+use super::fields::{errno, percent};
 use crate::{
     engine::{
         error::{Error, Result},

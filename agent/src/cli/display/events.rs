@@ -3,11 +3,12 @@
 
 use std::time::SystemTime;
 
+use faultline_core::wire::convert::system_time as time;
 use faultline_proto::v1 as pb;
 use serde_json::{Value, json};
 
 use super::{
-    experiment::{self, state_name, time},
+    experiment::{self, state_name},
     progress::{counters_text, first_hit, time_left_text},
     summary::{fault_summary, target_summary},
 };

@@ -3,7 +3,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use faultline_core::{counters, wire::convert};
+use faultline_core::{
+    counters,
+    wire::{convert, convert::system_time as time},
+};
 use faultline_proto::v1 as pb;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -13,12 +16,6 @@ use super::{
     summary::{fault_info, fault_summary, target_summary},
     table,
 };
-
-pub fn time(t: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
-    t.map(|t| {
-        SystemTime::UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32)
-    })
-}
 
 pub fn rfc3339(t: Option<&prost_types::Timestamp>) -> Option<String> {
     time(t).map(|t| humantime::format_rfc3339_millis(t).to_string())

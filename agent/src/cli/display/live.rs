@@ -4,10 +4,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use faultline_core::wire::convert::system_time as time;
 use faultline_proto::v1 as pb;
 
 use super::{
-    experiment::{self, state_name, time},
+    experiment::{self, state_name},
     progress::{TimeLeft, bar, ceil_secs, compact, counters_text, first_hit, is_live, time_left},
     summary::{fault_summary, target_summary},
 };

@@ -5,9 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use faultline_proto::v1 as pb;
 
-use faultline_core::{counters, wire::convert};
-
-use super::experiment::time;
+use faultline_core::{
+    counters,
+    wire::{convert, convert::system_time as time},
+};
 
 pub fn is_live(e: &pb::Experiment) -> bool {
     e.state == pb::State::Pending as i32 || e.state == pb::State::Active as i32
