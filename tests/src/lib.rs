@@ -4,6 +4,7 @@
 
 pub mod net;
 pub mod serial;
+pub mod stress;
 
 use std::{
     path::{Path, PathBuf},

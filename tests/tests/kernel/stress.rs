@@ -4,90 +4,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
 
-use faultline_tests::{Agent, Cgroup, TempDir, cgroup2_mount, one_line_error};
+use faultline_tests::{
+    Agent, Cgroup, one_line_error,
+    stress::{Mem, SmallFs, V1, cpu_usage_s, pure_v2, v1_mount},
+};
 
 /// The tests here measure CPU, memory and disk of the whole machine's share: each runs alone,
 /// so that no other test's workers or traffic take the CPU or the device it measures.
 fn serial() -> faultline_tests::serial::Alone {
     faultline_tests::serial::alone()
-}
-
-/// Whether cgroup2 carries the cpu and memory controllers (pure v2), after asking the root
-/// to hand them down. Hybrid hosts keep them in v1 hierarchies.
-fn pure_v2() -> bool {
-    let root = cgroup2_mount();
-    let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu +memory");
-    let have = std::fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
-    have.split_whitespace().any(|c| c == "cpu") && have.split_whitespace().any(|c| c == "memory")
-}
-
-/// The mount point of the v1 hierarchy holding `controller`.
-fn v1_mount(controller: &str) -> PathBuf {
-    faultline_host::cgroup::v1_mount(controller)
-        .unwrap()
-        .unwrap_or_else(|| panic!("no v1 {controller} hierarchy"))
-}
-
-/// A v1 cgroup at the same relative path as a cgroup2 one (a container's, on a hybrid
-/// host), removed on drop.
-struct V1 {
-    dir: PathBuf,
-}
-
-impl V1 {
-    fn new(controller: &str, cg: &Cgroup) -> V1 {
-        let dir = v1_mount(controller).join(cg.rel.trim_start_matches('/'));
-        std::fs::create_dir_all(&dir).unwrap();
-        V1 { dir }
-    }
-}
-
-impl Drop for V1 {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-fn cpu_usage_s(cg: &Cgroup) -> f64 {
-    let s = std::fs::read_to_string(cg.fs.join("cpu.stat")).unwrap();
-    let usec: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
-        .expect("usage_usec in cpu.stat");
-    usec as f64 / 1e6
-}
-
-/// Where the cgroup's memory is counted.
-enum Mem {
-    V2(PathBuf),
-    V1(V1),
-}
-
-impl Mem {
-    fn new(cg: &Cgroup) -> Mem {
-        if pure_v2() { Mem::V2(cg.fs.clone()) } else { Mem::V1(V1::new("memory", cg)) }
-    }
-
-    fn current(&self) -> u64 {
-        let f = match self {
-            Mem::V2(d) => d.join("memory.current"),
-            Mem::V1(v) => v.dir.join("memory.usage_in_bytes"),
-        };
-        std::fs::read_to_string(f).unwrap().trim().parse().unwrap()
-    }
-
-    fn limit(&self, bytes: u64) {
-        let (f, v) = match self {
-            Mem::V2(d) => (d.join("memory.max"), bytes.to_string()),
-            Mem::V1(v) => (v.dir.join("memory.limit_in_bytes"), bytes.to_string()),
-        };
-        std::fs::write(f, v).unwrap();
-    }
 }
 
 /// Polls until the experiment ended. Each poll runs the CLI, which costs CPU (a lot under
@@ -249,65 +178,6 @@ fn a_worker_killed_by_the_cgroup_oom_killer_fails_the_experiment() {
     assert_eq!(end["reason"], "oom-killed", "{end}");
     assert!(cg.procs().is_empty(), "workers left: {:?}", cg.procs());
     assert!(agent.cli(&["caps"]).status.success(), "the agent keeps serving");
-}
-
-/// A small filesystem: ext4 on a loop device where the tools exist, else a tmpfs.
-struct SmallFs {
-    dir: TempDir,
-    image: Option<PathBuf>,
-}
-
-impl SmallFs {
-    fn new() -> SmallFs {
-        let dir = TempDir::new("fill");
-        let image = dir.path().with_extension("img");
-        let loop_ok = std::fs::write(&image, vec![0u8; 0]).is_ok()
-            && Command::new("truncate")
-                .args(["-s", "64M"])
-                .arg(&image)
-                .status()
-                .is_ok_and(|s| s.success())
-            && Command::new("mkfs.ext4")
-                .args(["-q", "-F"])
-                .arg(&image)
-                .status()
-                .is_ok_and(|s| s.success())
-            && Command::new("mount")
-                .args(["-o", "loop"])
-                .arg(&image)
-                .arg(dir.path())
-                .status()
-                .is_ok_and(|s| s.success());
-        if !loop_ok {
-            let _ = std::fs::remove_file(&image);
-            let ok = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(ok.success(), "mounting a tmpfs");
-        }
-        SmallFs { dir, image: loop_ok.then_some(image) }
-    }
-
-    fn used_percent(&self) -> f64 {
-        let c = std::ffi::CString::new(self.dir.path().as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: zeroed statvfs is valid; NUL-terminated path.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-        let used = (st.f_blocks - st.f_bfree) as f64;
-        100.0 * used / (used + st.f_bavail as f64)
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-        if let Some(i) = &self.image {
-            let _ = std::fs::remove_file(i);
-        }
-    }
 }
 
 #[test]
