@@ -1,7 +1,6 @@
 //! What stress tests measure through the target cgroup's own files (never through the agent):
-//! CPU from cgroup2's cpu.stat on both layouts; memory from memory.current (pure v2) or the
-//! v1 memory cgroup's memory.usage_in_bytes (hybrid hosts such as this one); and a small
-//! filesystem to fill.
+//! memory from memory.current (pure v2) or the v1 memory cgroup's memory.usage_in_bytes (hybrid
+//! hosts such as this one), and a small filesystem to fill. CPU: `Cgroup::cpu_usage_s`.
 
 use std::{path::PathBuf, process::Command};
 
@@ -41,15 +40,6 @@ impl Drop for V1 {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.dir);
     }
-}
-
-pub fn cpu_usage_s(cg: &Cgroup) -> f64 {
-    let s = std::fs::read_to_string(cg.fs.join("cpu.stat")).unwrap();
-    let usec: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
-        .expect("usage_usec in cpu.stat");
-    usec as f64 / 1e6
 }
 
 /// Where the cgroup's memory is counted.

@@ -10,7 +10,7 @@ use std::{
 
 use faultline_tests::{
     Agent, Cgroup, one_line_error,
-    stress::{Mem, SmallFs, V1, cpu_usage_s, pure_v2, v1_mount},
+    stress::{Mem, SmallFs, V1, pure_v2, v1_mount},
 };
 
 /// The tests here measure CPU, memory and disk of the whole machine's share: each runs alone,
@@ -46,12 +46,12 @@ fn cpu_50_percent_of_one_worker_for_5s_uses_2_5_cpu_seconds() {
     let _serial = serial();
     let agent = Agent::start();
     let cg = Cgroup::new("cpu50");
-    let before = cpu_usage_s(&cg);
+    let before = cg.cpu_usage_s();
     let e = stress(&agent, &cg, &["cpu", "--workers", "1", "--load", "50", "--for", "5s"]);
     assert_eq!(cg.procs().len(), 1, "one worker in the cgroup");
     std::thread::sleep(Duration::from_secs(5));
     let end = wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(15));
-    let used = cpu_usage_s(&cg) - before;
+    let used = cg.cpu_usage_s() - before;
     eprintln!(
         "cpu 50% x 1 for 5 s: cgroup used {used:.3} s (asked 2.5); agent saw {}",
         end["counters"]
@@ -79,11 +79,11 @@ fn cpu_80_percent_under_a_half_cpu_quota_is_0_4_cpu() {
         std::fs::write(v1.dir.join("cpu.cfs_quota_us"), "50000").unwrap();
         Some(v1)
     };
-    let before = cpu_usage_s(&cg);
+    let before = cg.cpu_usage_s();
     let e = stress(&agent, &cg, &["cpu", "--load", "80", "--for", "5s"]);
     std::thread::sleep(Duration::from_secs(5));
     wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(15));
-    let cpus = (cpu_usage_s(&cg) - before) / 5.0;
+    let cpus = (cg.cpu_usage_s() - before) / 5.0;
     eprintln!("cpu 80% with a 0.5 CPU quota: {cpus:.3} CPU (asked 0.4)");
     assert!((0.36..=0.44).contains(&cpus), "asked 0.4 CPU, got {cpus:.3}");
 }
