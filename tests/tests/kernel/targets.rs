@@ -2,39 +2,12 @@
 //! as each runtime lays them out; what happens when a target goes away; and the policy file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Stdio};
-
 use faultline_tests::{
-    Agent, Cgroup, TempDir, net::UdpSink, one_line_error, probe, udp_loss, wait_until,
+    Agent, Cgroup, TempDir,
+    containers::{nest, random_hex, random_uid, sleeper},
+    net::UdpSink,
+    one_line_error, probe, udp_loss, wait_until,
 };
-
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    use std::io::Read as _;
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn random_uid() -> String {
-    let h = random_hex(16);
-    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
-}
-
-/// Makes `rel` (slash-separated) below `base` one cgroup at a time; the returned cgroups are
-/// removed innermost first.
-fn nest(base: &Cgroup, rel: &str) -> Vec<Cgroup> {
-    let mut made: Vec<Cgroup> = Vec::new();
-    for part in rel.split('/') {
-        let next = made.last().unwrap_or(base).child(part);
-        made.push(next);
-    }
-    made.reverse();
-    made
-}
-
-fn sleeper(cg: &Cgroup) -> Child {
-    cg.command("sleep").arg("600").stdout(Stdio::null()).spawn().unwrap()
-}
 
 #[test]
 fn containers_and_pods_resolve_in_every_runtime_layout() {
