@@ -6,3 +6,4 @@ mod live_view;
 mod load;
 mod observability_tools;
 mod python_client;
+mod readme_examples;

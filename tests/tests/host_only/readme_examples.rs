@@ -1,0 +1,603 @@
+//! Every `faultline` command in README.md's example blocks, run as written against a real
+//! agent: only the names that belong to the reader's machine (the cgroup `/checkout`, port
+//! 6379, pid 4242, container 3f2a9c1d, `$POD_UID`, device eth1 in namespace blue, the
+//! experiment id, /var/lib/data) are replaced by the test's own, word for word. Each runs with
+//! a process in the target and its effect is measured from outside; a fault this host cannot
+//! serve must be refused with the reason, as the README's tables say.
+//!
+//! `every_readme_example_is_run` keeps the README and these tests together: a command added
+//! to or changed in the README fails it until a test here runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::BTreeSet,
+    io::Read as _,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use faultline_tests::{
+    Agent, Cgroup, Netns, NsTarget, Waiting,
+    containers::{nest, random_hex, random_uid, sleeper},
+    faultline_bin,
+    net::{DnsServer, TcpEcho, UdpSink},
+    probe, probe_in,
+    stress::{Mem, SmallFs, pure_v2},
+    wait_until,
+};
+
+const DRILL: &[&str] = &[
+    "faultline net loss --cgroup /checkout --percent 100 --port 6379 --for 5m --label drill=redis",
+    "faultline ls",
+    "faultline get 2f4c81a09b3e -o json",
+    "faultline cancel 2f4c81a09b3e",
+    "faultline watch",
+    "faultline caps",
+    "faultline get 2f4c81a09b3e --watch",
+    "faultline events --snapshots 1s",
+];
+
+const NETWORK: &[&str] = &[
+    "faultline net delay --cgroup /checkout --latency 100ms --jitter 20ms --correlation 25 --distribution normal --direction both --for 10m",
+    "faultline net bandwidth --cgroup /checkout --rate 8mbit --burst 64kb --for 10m",
+    "faultline net loss --cgroup /checkout --percent 20 --burst 5 --seed 42 --for 5m",
+    "faultline net loss --cgroup /checkout --every-nth 10 --for 5m",
+    "faultline net reject --cgroup /checkout --port 5432 --errno ECONNREFUSED --for 5m",
+    "faultline net partition --cgroup /checkout --cidr 10.1.0.0/16 --for 5m",
+    "faultline net blackhole --cgroup /checkout --port 6379 --for 5m",
+    "faultline net corrupt --cgroup /checkout --percent 1 --protocol udp --for 5m",
+    "faultline net duplicate --cgroup /checkout --percent 5 --for 5m",
+    "faultline net dns --cgroup /checkout --name '*.payments.internal' --answer servfail --for 5m",
+    "faultline net loss --interface eth1 --netns blue --percent 30 --direction ingress --for 5m",
+];
+
+const SYSCALLS: &[&str] = &[
+    "faultline sys fail --cgroup /checkout --syscall openat --errno EIO --percent 10 --path /data --for 30s",
+    "faultline sys fail --cgroup /checkout --syscall write,pwrite64 --errno ENOSPC --every-nth 3 --for 5m",
+    "faultline sys fail --pid 4242 --follow-children --syscall connect --errno ECONNREFUSED --max-hits 5 --for 1m",
+    "faultline sys fail --cgroup /checkout --syscall execve,clone --errno EAGAIN --for 1m",
+];
+
+const STRESS: &[&str] = &[
+    "faultline stress cpu --cgroup /checkout --load 80 --for 5m",
+    "faultline stress cpu --cgroup /checkout --workers 2 --load 50 --for 5m",
+    "faultline stress mem --cgroup /checkout --size 512mb --ramp 30s --oom-score-adj 1000 --for 5m",
+    "faultline stress mem --pid 4242 --percent 90 --for 5m",
+    "faultline stress io --cgroup /checkout --mode mixed --rate 50mb --block-size 64kb --direct --for 5m",
+    "faultline stress io --pid 4242 --mode write --bytes 2gb --workers 4 --for 5m",
+    "faultline stress disk --cgroup /checkout --path /var/lib/data --percent 95 --for 10m",
+];
+
+const PROCESS: &[&str] = &[
+    "faultline process kill --container 3f2a9c1d --signal SIGKILL",
+    "faultline process kill --pod $POD_UID --mode random-one --every 30s --for 10m",
+    "faultline process pause --container 3f2a9c1d --for 60s",
+];
+
+/// The `faultline` commands of README.md's `sh` blocks: continuation lines joined, a `$ `
+/// prompt and a trailing `# comment` removed, blanks collapsed.
+fn readme_commands() -> BTreeSet<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let (mut out, mut in_sh, mut pending) = (BTreeSet::new(), false, String::new());
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        let line = line.strip_prefix("$ ").unwrap_or(line);
+        let line = match line.find(" #") {
+            Some(i) if !line.starts_with('#') => &line[..i],
+            _ => line,
+        };
+        pending.push_str(line.trim_end().trim_end_matches('\\'));
+        pending.push(' ');
+        if line.trim_end().ends_with('\\') {
+            continue;
+        }
+        let cmd = pending.split_whitespace().collect::<Vec<_>>().join(" ");
+        if cmd.starts_with("faultline ") {
+            out.insert(cmd);
+        }
+        pending.clear();
+    }
+    out
+}
+
+#[test]
+fn every_readme_example_is_run() {
+    let readme = readme_commands();
+    let here: BTreeSet<String> = [DRILL, NETWORK, SYSCALLS, STRESS, PROCESS]
+        .concat()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let untested: Vec<_> = readme.difference(&here).collect();
+    let stale: Vec<_> = here.difference(&readme).collect();
+    assert!(untested.is_empty(), "README examples no test runs: {untested:#?}");
+    assert!(stale.is_empty(), "tested commands the README no longer shows: {stale:#?}");
+}
+
+/// The words of a README command (single quotes group, as in a shell), without `faultline`,
+/// with each word that `subs` names replaced whole.
+fn words(readme: &str, subs: &[(&str, &str)]) -> Vec<String> {
+    let (mut out, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    for c in readme.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    assert_eq!(out.remove(0), "faultline");
+    out.into_iter()
+        .map(|w| subs.iter().find(|(from, _)| *from == w).map_or(w, |(_, to)| to.to_string()))
+        .collect()
+}
+
+/// Runs a README command against `agent`.
+fn run(agent: &Agent, readme: &str, subs: &[(&str, &str)]) -> Output {
+    let args = words(readme, subs);
+    let out = agent.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    eprintln!(
+        "$ faultline {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a README command that must succeed; returns its stdout.
+fn ok(agent: &Agent, readme: &str, subs: &[(&str, &str)]) -> String {
+    let out = run(agent, readme, subs);
+    assert!(out.status.success(), "{readme}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The `id` line of an experiment as the CLI prints it.
+fn id_of(detail: &str) -> String {
+    detail
+        .lines()
+        .find_map(|l| l.strip_prefix("id ").map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("no id line in {detail:?}"))
+}
+
+/// Injects a README command that must take effect; returns the experiment's id.
+fn inject(agent: &Agent, readme: &str, subs: &[(&str, &str)]) -> String {
+    let id = id_of(&ok(agent, readme, subs));
+    assert_eq!(get(agent, &id)["state"], "active");
+    id
+}
+
+/// A README command that this host cannot serve: refused on one line with the reason, and
+/// nothing recorded.
+fn refused(agent: &Agent, readme: &str, subs: &[(&str, &str)], reason: &str) {
+    let out = run(agent, readme, subs);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{readme} was accepted on a host without {reason}");
+    assert_eq!(err.lines().count(), 1, "{readme}: not one line: {err}");
+    assert!(err.contains("FAILED_PRECONDITION") && err.contains(reason), "{readme}: {err}");
+    assert_eq!(agent.cli_json(&["ls"]).as_array().map(Vec::len), Some(0), "a refusal was recorded");
+}
+
+fn get(agent: &Agent, id: &str) -> serde_json::Value {
+    agent.cli_json(&["get", id])
+}
+
+fn counter(agent: &Agent, id: &str, name: &str) -> u64 {
+    let e = get(agent, id);
+    e["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name}: {e}"))
+}
+
+fn cancel(agent: &Agent, id: &str) {
+    agent.cli_json(&["cancel", id]);
+}
+
+#[test]
+fn the_drill_and_the_observability_commands() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("checkout");
+    let sink = UdpSink::bind("127.0.0.1:0");
+    let port = sink.addr().port().to_string();
+    let to = sink.addr().to_string();
+    let mut subs = vec![("/checkout", cg.rel.as_str()), ("6379", port.as_str())];
+
+    let shown = ok(&agent, DRILL[0], &subs);
+    let id = id_of(&shown);
+    for (key, want) in [
+        ("state", "active".to_string()),
+        ("fault", format!("loss 100% port {port}")),
+        ("target", cg.rel.clone()),
+        ("backend", "cgroup_skb".into()),
+    ] {
+        let line = shown.lines().find(|l| l.split_whitespace().next() == Some(key));
+        let got = line.map(|l| l[key.len()..].trim().to_string());
+        assert_eq!(got.as_deref(), Some(want.as_str()), "{key} in {shown}");
+    }
+    probe(Some(&cg), &["udp-send", &to, "200"]);
+    assert_eq!(sink.drain(), 0, "Redis must be unreachable from the target");
+    probe(None, &["udp-send", &to, "50"]);
+    assert_eq!(sink.drain(), 50, "and reachable from elsewhere");
+
+    let id_sub = id.clone();
+    subs.push(("2f4c81a09b3e", id_sub.as_str()));
+    let ls = ok(&agent, DRILL[1], &subs);
+    let header: Vec<&str> = ls.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["ID", "STATE", "FAULT", "TARGET", "MATCHED", "DROPPED", "TIME"], "{ls}");
+    let row = ls.lines().find(|l| l.starts_with(&id)).expect("the experiment in ls");
+    for word in ["active", &cg.rel, "200", "left"] {
+        assert!(row.contains(word), "{word} not in {row}");
+    }
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&agent, DRILL[2], &subs)).unwrap();
+    assert_eq!(json["counters"]["packets_dropped"], 200, "{json}");
+    assert_eq!(json["labels"]["drill"], "redis", "{json}");
+    let metrics = agent.scrape();
+    let dropped = agent.metric(&metrics, "faultline_experiment_packets_dropped_total", &id);
+    assert_eq!(dropped, Some(200.0), "Prometheus shows what get shows");
+
+    let live = ok(&agent, DRILL[4], &subs);
+    assert!(live.contains(&id), "a piped watch prints one snapshot with the experiment: {live}");
+    let caps = ok(&agent, DRILL[5], &subs);
+    assert!(caps.lines().any(|l| l.contains("cgroup_skb") && l.contains("yes")), "{caps}");
+
+    let spawn = |readme: &str| {
+        let args = words(readme, &subs);
+        Command::new(faultline_bin())
+            .arg("--endpoint")
+            .arg(&agent.socket)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut follow = spawn(DRILL[6]);
+    let mut events = spawn(DRILL[7]);
+    std::thread::sleep(Duration::from_millis(2300));
+    let cancelled = ok(&agent, DRILL[3], &subs);
+    assert!(cancelled.contains(&id), "{cancelled}");
+    let t0 = Instant::now();
+    while follow.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "get --watch did not end with the experiment"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut followed = String::new();
+    follow.stdout.take().unwrap().read_to_string(&mut followed).unwrap();
+    assert!(followed.contains("cancelled"), "get --watch: {followed}");
+    std::thread::sleep(Duration::from_millis(300));
+    events.kill().unwrap();
+    let mut stream = String::new();
+    events.stdout.take().unwrap().read_to_string(&mut stream).unwrap();
+    let _ = events.wait();
+    eprintln!("events:\n{stream}");
+    let snapshots = stream.lines().filter(|l| l.contains("SNAPSHOT") && l.contains(&id)).count();
+    assert!(snapshots >= 2, "one snapshot a second for 2.3 s: {stream}");
+    assert!(
+        stream.lines().any(|l| l.contains("STATE") && l.contains("cancelled")),
+        "the state change: {stream}"
+    );
+    probe(Some(&cg), &["udp-send", &to, "50"]);
+    assert_eq!(sink.drain(), 50, "Redis is back after cancel");
+}
+
+/// The target of the network examples: a cgroup with a process in its own network namespace,
+/// joined by a veth pair to namespace `peer` (10.77.20.1 here, 10.77.20.2 there).
+struct NetBench {
+    t: NsTarget,
+    peer: Netns,
+}
+
+impl NetBench {
+    fn new() -> Self {
+        let t = NsTarget::new("checkout");
+        let peer = Netns::new("checkoutp");
+        t.ns.veth_to(&peer, "10.77.20.1", "10.77.20.2");
+        NetBench { t, peer }
+    }
+
+    /// A receiver in the peer namespace.
+    fn sink(&self) -> UdpSink {
+        self.peer.run(|| UdpSink::bind("10.77.20.2:0"))
+    }
+
+    /// Sends `n` datagrams from the target to `sink`; returns (intact, corrupted, total).
+    fn send(&self, sink: &UdpSink, n: usize) -> (usize, usize, usize) {
+        self.t.probe(&["udp-send", &sink.addr().to_string(), &n.to_string()]);
+        sink.drain_check()
+    }
+}
+
+#[test]
+fn the_network_examples() {
+    let agent = Agent::start();
+    let b = NetBench::new();
+    let sink = b.sink();
+    let port = sink.addr().port().to_string();
+    let rel = b.t.cg.rel.clone();
+    let subs = [("/checkout", rel.as_str()), ("6379", port.as_str())];
+    let n = 5000;
+
+    for (readme, probe_name) in [(NETWORK[0], "sch_fq"), (NETWORK[1], "sch_fq")] {
+        if agent.supports(probe_name) {
+            let id = inject(&agent, readme, &subs);
+            cancel(&agent, &id);
+        } else {
+            refused(&agent, readme, &subs, "fq");
+        }
+    }
+
+    let id = inject(&agent, NETWORK[2], &subs);
+    let (got, _, _) = b.send(&sink, n);
+    let loss = 100.0 * (n - got) as f64 / n as f64;
+    assert!((14.0..=26.0).contains(&loss), "20% in bursts asked, {loss:.1}% lost");
+    cancel(&agent, &id);
+
+    let id = inject(&agent, NETWORK[3], &subs);
+    assert_eq!(b.send(&sink, n).0, n - n / 10, "every 10th datagram, exactly");
+    cancel(&agent, &id);
+
+    let listener = b.t.ns.run(|| TcpEcho::start("127.0.0.1:0").unwrap());
+    let lport = listener.addr().port().to_string();
+    let id = inject(&agent, NETWORK[4], &[("/checkout", rel.as_str()), ("5432", lport.as_str())]);
+    let r = b.t.probe(&["calls", "connect", &listener.addr().to_string(), "5"]);
+    assert_eq!(r["errnos"]["111"], 5, "connect() must fail with ECONNREFUSED: {r}");
+    cancel(&agent, &id);
+    let r = b.t.probe(&["calls", "connect", &listener.addr().to_string(), "5"]);
+    assert_eq!(r["ok"], 5, "{r}");
+
+    let id = inject(
+        &agent,
+        NETWORK[5],
+        &[("/checkout", rel.as_str()), ("10.1.0.0/16", "10.77.20.0/24")],
+    );
+    assert_eq!(b.send(&sink, 200).2, 0, "nothing crosses a partition");
+    cancel(&agent, &id);
+
+    let id = inject(&agent, NETWORK[6], &subs);
+    assert_eq!(b.send(&sink, 200).2, 0, "nothing reaches a black-holed port");
+    let other = b.sink();
+    assert_eq!(b.send(&other, 200).0, 200, "other ports are untouched");
+    cancel(&agent, &id);
+
+    let id = inject(&agent, NETWORK[7], &subs);
+    let (intact, _, _) = b.send(&sink, n);
+    let hit = counter(&agent, &id, "packets_corrupted");
+    assert!((15..=100).contains(&hit), "1% of {n} asked, {hit} corrupted");
+    assert_eq!(
+        intact as u64,
+        n as u64 - hit,
+        "each corrupted datagram arrives changed or not at all"
+    );
+    cancel(&agent, &id);
+
+    let id = inject(&agent, NETWORK[8], &subs);
+    let (intact, _, total) = b.send(&sink, n);
+    assert_eq!(intact, n);
+    let extra = total - n;
+    assert!((150..=350).contains(&extra), "5% of {n} asked, {extra} duplicated");
+    cancel(&agent, &id);
+
+    let dns = b.t.ns.run(|| DnsServer::start("127.0.0.1:53"));
+    let server = dns.addr().to_string();
+    let id = inject(&agent, NETWORK[9], &subs);
+    let q = |name: &str| b.t.probe(&["dns-query", &server, name, "connect"])["rcode"].clone();
+    assert_eq!(q("api.payments.internal"), 2, "SERVFAIL for a matching name");
+    assert_eq!(q("api.orders.internal"), 0, "other names resolve");
+    cancel(&agent, &id);
+
+    // eth1 in namespace blue, a veth from a peer namespace; what arrives on it is lost.
+    let blue = Netns::new("blue");
+    let far = Netns::new("bluefar");
+    blue.ip(&["link", "add", "eth1", "type", "veth", "peer", "name", "eth1p", "netns", &far.name]);
+    blue.ip(&["addr", "add", "10.77.21.1/24", "dev", "eth1"]);
+    blue.ip(&["link", "set", "eth1", "up"]);
+    far.ip(&["addr", "add", "10.77.21.2/24", "dev", "eth1p"]);
+    far.ip(&["link", "set", "eth1p", "up"]);
+    let blue_sink = blue.run(|| UdpSink::bind("10.77.21.1:0"));
+    let id = inject(&agent, NETWORK[10], &[("blue", blue.name.as_str())]);
+    probe_in(None, Some(&far), &["udp-send", &blue_sink.addr().to_string(), &n.to_string()]);
+    let got = blue_sink.drain();
+    let loss = 100.0 * (n - got) as f64 / n as f64;
+    assert!((26.0..=34.0).contains(&loss), "30% ingress asked, {loss:.1}% lost");
+    cancel(&agent, &id);
+    assert_eq!(
+        agent
+            .cli_json(&["ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["state"] == "active")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn the_system_call_examples() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("checkout");
+    let subs = [("/checkout", cg.rel.as_str())];
+    let files = agent.supports("sys_file_backend");
+    for readme in [SYSCALLS[0], SYSCALLS[1], SYSCALLS[3]] {
+        if files {
+            let id = inject(&agent, readme, &subs);
+            cancel(&agent, &id);
+        } else {
+            refused(&agent, readme, &subs, "LSM");
+        }
+    }
+
+    // A process that forks a child which connects 10 times to a listener.
+    let listener = TcpEcho::start("127.0.0.1:0").unwrap();
+    let waiting =
+        Waiting::start(&cg, &["spawn", "calls", "connect", &listener.addr().to_string(), "10"]);
+    let pid = waiting.pid.clone();
+    let id = inject(&agent, SYSCALLS[2], &[("4242", pid.as_str())]);
+    let r = waiting.release();
+    assert_eq!(r["seq"], "xxxxx.....", "the child's first 5 connects fail, then succeed: {r}");
+    assert_eq!(r["errnos"]["111"], 5, "{r}");
+    assert_eq!(counter(&agent, &id, "calls_failed"), 5);
+}
+
+/// CPU seconds per second the cgroup used over `secs`, after a second to settle.
+fn cpu_rate(cg: &Cgroup, secs: f64) -> f64 {
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cg.cpu_usage_s();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    (cg.cpu_usage_s() - before) / secs
+}
+
+/// The number of CPUs this process may run on.
+fn cpus() -> f64 {
+    std::thread::available_parallelism().unwrap().get() as f64
+}
+
+#[test]
+fn the_stress_examples() {
+    let _alone = faultline_tests::serial::alone();
+    let agent = Agent::start();
+    let cg = Cgroup::new("checkout");
+    let subs = [("/checkout", cg.rel.as_str())];
+
+    let id = inject(&agent, STRESS[0], &subs);
+    let used = cpu_rate(&cg, 3.0);
+    let want = 0.8 * cpus();
+    assert!((used - want).abs() < 0.2 * want, "80% of {} CPUs asked, {used:.2} used", cpus());
+    cancel(&agent, &id);
+
+    let id = inject(&agent, STRESS[1], &subs);
+    let used = cpu_rate(&cg, 3.0);
+    assert!((used - 1.0).abs() < 0.2, "2 workers at 50% asked, {used:.2} CPUs used");
+    cancel(&agent, &id);
+
+    let mem = Mem::new(&cg);
+    let before = mem.current();
+    let id = inject(&agent, STRESS[2], &subs);
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = mem.current().saturating_sub(before) >> 20;
+    assert!((20..=200).contains(&grown), "512 MiB over 30 s: ~51 MiB after 3 s, {grown} MiB");
+    let workers: Vec<i32> = cg.procs();
+    assert!(!workers.is_empty());
+    for w in workers {
+        let adj = std::fs::read_to_string(format!("/proc/{w}/oom_score_adj")).unwrap();
+        assert_eq!(adj.trim(), "1000", "worker {w}");
+    }
+    cancel(&agent, &id);
+    drop(mem);
+
+    // 90% of a 128 MiB limit, on the cgroup of a process.
+    let limited = Cgroup::new("checkout-mem");
+    let mem = Mem::new(&limited);
+    mem.limit(128 << 20);
+    let mut owner = sleeper(&limited);
+    if let (false, Mem::V1(v1)) = (pure_v2(), &mem) {
+        std::fs::write(v1.dir.join("cgroup.procs"), owner.id().to_string()).unwrap();
+    }
+    let pid = owner.id().to_string();
+    let id = inject(&agent, STRESS[3], &[("4242", pid.as_str())]);
+    wait_until("90% of the limit resident", || {
+        get(&agent, &id)["counters"]["resident_bytes"].as_u64().unwrap_or(0) >= 100 << 20
+    });
+    let resident = mem.current() >> 20;
+    assert!((100..=128).contains(&resident), "90% of 128 MiB asked, {resident} MiB in the cgroup");
+    cancel(&agent, &id);
+    let _ = owner.kill();
+    let _ = owner.wait();
+
+    let id = inject(&agent, STRESS[4], &subs);
+    let moved = || {
+        let c = &get(&agent, &id)["counters"];
+        c["written_bytes"].as_u64().unwrap_or(0) + c["read_bytes"].as_u64().unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let (m0, t0) = (moved(), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let rate = (moved() - m0) as f64 / t0.elapsed().as_secs_f64() / (1 << 20) as f64;
+    assert!((38.0..=60.0).contains(&rate), "50 MB/s asked, {rate:.1} MiB/s moved");
+    cancel(&agent, &id);
+
+    let mut owner = sleeper(&cg);
+    let pid = owner.id().to_string();
+    let id = inject(&agent, STRESS[5], &[("4242", pid.as_str())]);
+    wait_until("bytes written", || counter(&agent, &id, "written_bytes") > 16 << 20);
+    cancel(&agent, &id);
+    let _ = owner.kill();
+    let _ = owner.wait();
+
+    let fs = SmallFs::new();
+    let path = fs.dir.path().display().to_string();
+    let id = inject(
+        &agent,
+        STRESS[6],
+        &[("/checkout", cg.rel.as_str()), ("/var/lib/data", path.as_str())],
+    );
+    wait_until("the disk 95% full", || fs.used_percent() >= 94.0);
+    cancel(&agent, &id);
+    assert!(fs.used_percent() < 50.0, "the space comes back: {:.1}%", fs.used_percent());
+}
+
+#[test]
+fn the_process_examples() {
+    let agent = Agent::start();
+    let node = Cgroup::new("node");
+    let id = random_hex(32);
+    let container = nest(&node, &format!("docker/{id}"));
+    let short = &id[..8];
+
+    let mut victim = sleeper(&container[0]);
+    ok(&agent, PROCESS[0], &[("3f2a9c1d", short)]);
+    let status = victim.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(9), "the container's process gets SIGKILL");
+
+    let mut asleep = sleeper(&container[0]);
+    let e = inject(&agent, PROCESS[2], &[("3f2a9c1d", short)]);
+    let events = container[0].fs.join("cgroup.events");
+    let frozen = || std::fs::read_to_string(&events).unwrap().contains("frozen 1");
+    wait_until("the container frozen", frozen);
+    cancel(&agent, &e);
+    wait_until("the container thawed", || !frozen());
+    assert!(asleep.try_wait().unwrap().is_none(), "a pause never kills");
+    let _ = asleep.kill();
+    let _ = asleep.wait();
+
+    let uid = random_uid();
+    let pod = nest(&node, &format!("kubepods/burstable/pod{uid}"));
+    let a = pod[0].child(&random_hex(32));
+    let c = pod[0].child(&random_hex(32));
+    let mut sleepers = [sleeper(&a), sleeper(&c)];
+    let e = inject(&agent, PROCESS[1], &[("$POD_UID", uid.as_str())]);
+    wait_until("one process of the pod killed", || {
+        sleepers.iter_mut().map(|s| s.try_wait().unwrap().is_some() as usize).sum::<usize>() == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let dead = sleepers.iter_mut().map(|s| s.try_wait().unwrap().is_some() as usize).sum::<usize>();
+    assert_eq!(dead, 1, "random-one kills one process a round (every 30s)");
+    assert_eq!(counter(&agent, &e, "processes_signalled"), 1);
+    cancel(&agent, &e);
+    for s in &mut sleepers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}
