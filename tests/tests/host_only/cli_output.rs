@@ -265,8 +265,8 @@ fn completions_and_man_pages_load() {
     let out = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "source {} && complete -p faultline && COMP_WORDS=(faultline ca) COMP_CWORD=1 \
-             COMP_LINE='faultline ca' COMP_POINT=12 _faultline faultline ca faultline && \
+            "source {} && complete -p faultline && COMP_WORDS=(faultline ca); COMP_CWORD=1; \
+             COMP_LINE='faultline ca'; COMP_POINT=12; _faultline faultline ca faultline && \
              echo \"${{COMPREPLY[@]}}\"",
             script.display()
         ))
@@ -274,7 +274,7 @@ fn completions_and_man_pages_load() {
         .unwrap();
     let said = text(&out.stdout);
     assert!(out.status.success(), "{said}{}", text(&out.stderr));
-    assert!(said.contains("complete -F _faultline"), "{said}");
+    assert!(said.contains("-F _faultline faultline"), "{said}");
     assert!(said.lines().last().unwrap_or_default().split(' ').any(|w| w == "caps"), "{said}");
     for shell in ["zsh", "fish"] {
         assert!(text(&run(&["completions", shell])).contains("tls-client-cert"), "{shell}");
