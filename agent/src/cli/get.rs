@@ -13,7 +13,7 @@ use super::{
     client::{self, Agent, Failure},
     display::{self, emit, events::event_text, live, progress::is_live, terminal},
     live_view::{self, Step},
-    output::Coded,
+    output::{Coded, eprint_line},
     parse::parse_interval,
 };
 
@@ -114,7 +114,10 @@ async fn watch_lines(
             Some(Err(Failure::NotFound(_))) => return Err(gone(id)),
             Some(Err(Failure::Retry(why))) => {
                 if !outage {
-                    eprintln!("{why}; retrying every {}", humantime::format_duration(interval));
+                    eprint_line(&format!(
+                        "{why}; retrying every {}",
+                        humantime::format_duration(interval)
+                    ));
                     outage = true;
                 }
                 if sigs.sleep(interval).await == terminal::Wake::Stop {
@@ -124,7 +127,7 @@ async fn watch_lines(
             }
         };
         if outage {
-            eprintln!("agent reachable again");
+            eprint_line("agent reachable again");
             outage = false;
         }
         loop {

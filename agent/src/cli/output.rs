@@ -193,8 +193,6 @@ pub fn output_of(args: &[String]) -> Output {
 
 #[cfg(test)]
 mod tests {
-    use anyhow::Context as _;
-
     use super::*;
 
     #[test]
