@@ -6,14 +6,14 @@ use std::{path::PathBuf, sync::OnceLock, time::Duration};
 
 use anyhow::Context as _;
 use faultline_proto::v1::{self as pb, fault_service_client::FaultServiceClient};
-
-use super::output::{self, Coded, code_name};
 use hyper_util::rt::TokioIo;
 use tonic::{
     Code,
     service::interceptor::InterceptedService,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
+
+use super::output::{self, Coded, code_name};
 
 pub const DEFAULT_ENDPOINT: &str = "/run/faultline/faultline.sock";
 
