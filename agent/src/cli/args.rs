@@ -10,59 +10,124 @@ use faultline_proto::v1 as pb;
 
 use super::parse::{parse_duration, parse_label, parse_port_range};
 
-/// Who a fault is for; the same flags on every fault command.
+/// What `--pid` means for the faults that act on a whole cgroup (network faults, stress).
+pub const PID_CGROUP_HELP: &str =
+    "Target the cgroup of process PID: every process in it, as --cgroup would";
+/// What `--pid` means for stress.
+pub const PID_STRESS_HELP: &str = "Target the cgroup of process PID: the workers join it, under \
+    its CPU and memory limits, beside every process in it";
+/// What `--pid` means for system-call faults.
+pub const PID_SYS_HELP: &str = "Target process PID itself: its threads' system calls only, not \
+    the rest of its cgroup (with --follow-children, also the processes it forks)";
+/// What `--pid` means for `process kill`.
+pub const PID_KILL_HELP: &str =
+    "Target process PID itself: only it is signalled, not the rest of its cgroup";
+
+/// Who a fault is for, when it acts on whole cgroups (`process pause`): a cgroup, a container
+/// or a pod. The larger sets below add what other faults can also take; a flag a fault would
+/// always refuse is not offered.
 #[derive(Args, Debug)]
 #[group(skip)]
-#[command(group(clap::ArgGroup::new("target").required(true).multiple(true)
-    .args(["cgroup", "pid", "container", "pod", "host", "interface"])))]
-pub struct TargetArgs {
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(true)))]
+pub struct CgroupTargetArgs {
     /// Target cgroup (relative to the cgroup2 mount, or a full path under it).
-    #[arg(long, conflicts_with_all = ["pid", "container", "pod", "host", "interface"])]
+    #[arg(long, group = "target", conflicts_with_all = ["container", "pod"])]
     pub cgroup: Option<String>,
-    /// Target the cgroup of this process.
-    #[arg(long, conflicts_with_all = ["container", "pod", "host", "interface"])]
-    pub pid: Option<u32>,
     /// Target a container (containerd, CRI-O, Docker, Podman): its id or a unique prefix; with
     /// --pod, a container of that pod.
-    #[arg(long, conflicts_with_all = ["host", "interface"])]
+    #[arg(long, group = "target")]
     pub container: Option<String>,
     /// Target a Kubernetes pod (all its containers) by uid.
-    #[arg(long, conflicts_with_all = ["host", "interface"])]
+    #[arg(long, group = "target")]
     pub pod: Option<String>,
-    /// Target the whole host (the root cgroup); the agent's policy must allow it.
-    #[arg(long, conflicts_with = "interface")]
-    pub host: bool,
-    /// Target a network device: every packet through it (network faults).
-    #[arg(long)]
-    pub interface: Option<String>,
-    /// Network namespace of --interface: a name from `ip netns`, or a path.
-    #[arg(long, requires = "interface")]
-    pub netns: Option<String>,
 }
 
-impl TargetArgs {
+impl CgroupTargetArgs {
     pub fn to_pb(&self) -> pb::Target {
         use pb::target::Kind;
-        let kind = if let Some(c) = &self.cgroup {
-            Kind::CgroupPath(c.clone())
-        } else if let Some(p) = self.pid {
-            Kind::Pid(p)
-        } else if let Some(uid) = &self.pod {
+        let kind = if let Some(uid) = &self.pod {
             Kind::Pod(pb::Pod {
                 uid: uid.clone(),
                 container_id: self.container.clone().unwrap_or_default(),
             })
         } else if let Some(c) = &self.container {
             Kind::ContainerId(c.clone())
-        } else if self.host {
-            Kind::Host(true)
         } else {
-            Kind::Interface(pb::NetworkInterface {
-                name: self.interface.clone().unwrap_or_default(),
-                netns: self.netns.clone().unwrap_or_default(),
-            })
+            Kind::CgroupPath(self.cgroup.clone().unwrap_or_default())
         };
         pb::Target { kind: Some(kind) }
+    }
+}
+
+/// Who a fault is for, when it can act on one process (`sys fail`, `process kill`) or on the
+/// cgroup of one: a cgroup, a container, a pod, or a pid.
+#[derive(Args, Debug)]
+#[group(skip)]
+pub struct ProcessTargetArgs {
+    #[command(flatten)]
+    pub cgroups: CgroupTargetArgs,
+    #[arg(long, value_name = "PID", group = "target", help = PID_CGROUP_HELP,
+          conflicts_with_all = ["cgroup", "container", "pod"])]
+    pub pid: Option<u32>,
+}
+
+impl ProcessTargetArgs {
+    pub fn to_pb(&self) -> pb::Target {
+        match self.pid {
+            Some(p) => pb::Target { kind: Some(pb::target::Kind::Pid(p)) },
+            None => self.cgroups.to_pb(),
+        }
+    }
+}
+
+/// Who a fault is for, when it may also be host-wide (stress, `net reject`, `net dns`).
+#[derive(Args, Debug)]
+#[group(skip)]
+pub struct HostTargetArgs {
+    #[command(flatten)]
+    pub procs: ProcessTargetArgs,
+    /// Target the whole host (the root cgroup); the agent's policy must allow it.
+    #[arg(long, group = "target", conflicts_with_all = ["cgroup", "pid", "container", "pod"])]
+    pub host: bool,
+}
+
+impl HostTargetArgs {
+    pub fn to_pb(&self) -> pb::Target {
+        if self.host {
+            pb::Target { kind: Some(pb::target::Kind::Host(true)) }
+        } else {
+            self.procs.to_pb()
+        }
+    }
+}
+
+/// Who a packet fault is for: any of the above, or a network device.
+#[derive(Args, Debug)]
+#[group(skip)]
+pub struct TargetArgs {
+    #[command(flatten)]
+    pub hosts: HostTargetArgs,
+    /// Target a network device: every packet through it.
+    #[arg(long, group = "target",
+          conflicts_with_all = ["cgroup", "pid", "container", "pod", "host"])]
+    pub interface: Option<String>,
+    /// Network namespace of --interface: a name from `ip netns`, or a path.
+    #[arg(long, requires = "interface",
+          conflicts_with_all = ["cgroup", "pid", "container", "pod", "host"])]
+    pub netns: Option<String>,
+}
+
+impl TargetArgs {
+    pub fn to_pb(&self) -> pb::Target {
+        match &self.interface {
+            Some(name) => pb::Target {
+                kind: Some(pb::target::Kind::Interface(pb::NetworkInterface {
+                    name: name.clone(),
+                    netns: self.netns.clone().unwrap_or_default(),
+                })),
+            },
+            None => self.hosts.to_pb(),
+        }
     }
 }
 
@@ -71,6 +136,7 @@ impl TargetArgs {
 /// them (a destination, a partitioned peer).
 #[derive(Args, Debug)]
 pub struct PeerArgs {
+    /// Only this protocol (default: any).
     #[arg(long, value_enum, default_value_t = ProtocolArg::Any)]
     pub protocol: ProtocolArg,
     /// Remote address or CIDR (repeatable).
@@ -108,6 +174,7 @@ impl PeerArgs {
 /// The peers, with a --direction that is both ways unless told.
 #[derive(Args, Debug)]
 pub struct FilterArgs {
+    /// Which packets: received (ingress), sent (egress), or both.
     #[arg(long, value_enum, default_value_t = DirectionArg::Both)]
     pub direction: DirectionArg,
     #[command(flatten)]
@@ -123,6 +190,7 @@ impl FilterArgs {
 /// The peers, with a --direction that is egress unless told (faults made on the way out).
 #[derive(Args, Debug)]
 pub struct EgressFilterArgs {
+    /// Which packets: sent (egress, the default), received (ingress), or both.
     #[arg(long, value_enum, default_value_t = DirectionArg::Egress)]
     pub direction: DirectionArg,
     #[command(flatten)]
@@ -173,7 +241,7 @@ mod tests {
     use clap::{CommandFactory as _, Parser as _, error::ErrorKind};
 
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::cli::{Cli, Command, net, process, stress};
 
     /// The leaf commands that inject a fault, as "family verb".
     fn inject_verbs() -> Vec<(String, clap::Command)> {
@@ -201,16 +269,31 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The target flags each inject verb offers: those its fault can take, no other.
     #[test]
-    fn every_inject_verb_takes_the_same_target_and_run_flags() {
+    fn every_inject_verb_offers_the_targets_its_fault_can_take() {
         let verbs = inject_verbs();
         // net: 8, sys: 1, stress: 4, process: 2.
         assert_eq!(verbs.len(), 15, "{:?}", verbs.iter().map(|v| &v.0).collect::<Vec<_>>());
-        let want =
-            ["cgroup", "pid", "container", "pod", "host", "interface", "netns", "for", "label"];
+        let all = ["cgroup", "container", "pod", "pid", "host", "interface", "netns"];
         for (name, cmd) in &verbs {
+            let want: &[&str] = match name.as_str() {
+                "process pause" => &all[..3],
+                "sys fail" | "process kill" => &all[..4],
+                "net reject" | "net dns" => &all[..5],
+                n if n.starts_with("stress ") => &all[..5],
+                n if n.starts_with("net ") => &all,
+                n => panic!("{n}: which targets?"),
+            };
             let have = longs(cmd);
-            for flag in want {
+            for flag in all {
+                assert_eq!(
+                    have.iter().any(|h| h == flag),
+                    want.contains(&flag),
+                    "{name}: --{flag} offered or missing: {have:?}"
+                );
+            }
+            for flag in ["for", "label"] {
                 assert!(have.iter().any(|h| h == flag), "{name} has no --{flag}");
             }
             let group = cmd.get_groups().find(|g| g.get_id() == "target");
@@ -218,27 +301,110 @@ mod tests {
         }
     }
 
+    /// --pid says what it does for each family.
+    #[test]
+    fn pid_help_says_what_it_targets() {
+        let help = |verb: &str| {
+            let (_, cmd) = inject_verbs().into_iter().find(|(n, _)| n == verb).unwrap();
+            let pid = cmd.get_arguments().find(|a| a.get_long() == Some("pid")).unwrap();
+            pid.get_help().map(ToString::to_string).unwrap_or_default()
+        };
+        assert!(help("net loss").contains("cgroup of process PID"));
+        assert!(help("net reject").contains("cgroup of process PID"));
+        assert!(help("stress cpu").contains("the workers join it"));
+        assert!(help("sys fail").contains("process PID itself"));
+        assert!(help("process kill").contains("only it is signalled"));
+    }
+
     #[test]
     fn a_target_is_required_and_only_one() {
-        let missing = parse("net loss --percent 5 --for 1s").err().map(|e| e.kind());
-        assert_eq!(missing, Some(ErrorKind::MissingRequiredArgument));
-        let both = parse("stress cpu --cgroup x --pid 1 --load 5 --for 1s").err().map(|e| e.kind());
-        assert_eq!(both, Some(ErrorKind::ArgumentConflict));
+        let kind = |args: &str| parse(args).err().map(|e| e.kind());
+        assert_eq!(kind("net loss --percent 5 --for 1s"), Some(ErrorKind::MissingRequiredArgument));
+        assert_eq!(
+            kind("stress cpu --cgroup x --pid 1 --load 5 --for 1s"),
+            Some(ErrorKind::ArgumentConflict)
+        );
+        // --netns goes with --interface only; with --pid it was once dropped in silence.
+        assert_eq!(
+            kind("net loss --pid 1 --netns n1 --percent 5 --for 1s"),
+            Some(ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(
+            kind("net loss --cgroup x --netns n1 --percent 5 --for 1s"),
+            Some(ErrorKind::ArgumentConflict)
+        );
+        // Flags a fault always refuses are not offered.
+        for refused in [
+            "stress cpu --interface eth0 --load 5 --for 1s",
+            "process kill --interface eth0",
+            "process pause --pid 7 --for 1s",
+            "process pause --host --for 1s",
+            "sys fail --host --syscall openat --for 1s",
+            "net reject --interface eth0 --for 1s",
+        ] {
+            assert_eq!(kind(refused), Some(ErrorKind::UnknownArgument), "{refused}");
+        }
+        use pb::target::Kind;
         let target = |args: &str| match parse(args).map(|c| c.command) {
-            Ok(Command::Process(crate::cli::process::ProcessCommand::Pause(a))) => a.target.to_pb(),
+            Ok(Command::Process { command: process::ProcessCommand::Pause(a), .. }) => {
+                a.target.to_pb()
+            }
+            Ok(Command::Process { command: process::ProcessCommand::Kill(a), .. }) => {
+                a.target.to_pb()
+            }
+            Ok(Command::Net { command: net::NetCommand::Loss(a), .. }) => a.target.to_pb(),
+            Ok(Command::Stress { command: stress::StressCommand::Cpu(a), .. }) => a.target.to_pb(),
             other => panic!("{args}: {other:?}"),
         };
-        use pb::target::Kind;
         let pod = target("process pause --pod u1 --container c1 --for 1s");
         assert_eq!(
             pod.kind,
             Some(Kind::Pod(pb::Pod { uid: "u1".into(), container_id: "c1".into() }))
         );
-        let dev = target("process pause --interface eth0 --netns n1 --for 1s");
+        assert_eq!(
+            target("process pause --container c1 --for 1s").kind,
+            Some(Kind::ContainerId("c1".into()))
+        );
+        assert_eq!(
+            target("process pause --cgroup /a --for 1s").kind,
+            Some(Kind::CgroupPath("/a".into()))
+        );
+        let dev = target("net loss --interface eth0 --netns n1 --percent 5 --for 1s");
         let want = pb::NetworkInterface { name: "eth0".into(), netns: "n1".into() };
         assert_eq!(dev.kind, Some(Kind::Interface(want)));
-        assert_eq!(target("process pause --host --for 1s").kind, Some(Kind::Host(true)));
-        assert_eq!(target("process pause --pid 7 --for 1s").kind, Some(Kind::Pid(7)));
+        assert_eq!(target("stress cpu --host --load 5 --for 1s").kind, Some(Kind::Host(true)));
+        assert_eq!(target("process kill --pid 7").kind, Some(Kind::Pid(7)));
+        assert_eq!(target("net loss --pid 7 --percent 5 --for 1s").kind, Some(Kind::Pid(7)));
+    }
+
+    /// One rule for how much a fault does: the flag it needs is required by the command line
+    /// (clap's words), for loss as for corrupt.
+    #[test]
+    fn loss_needs_percent_or_every_nth() {
+        let kind = |args: &str| parse(args).err().map(|e| e.kind());
+        let missing = Some(ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind("net loss --cgroup x --for 1s"), missing);
+        assert_eq!(kind("net corrupt --cgroup x --for 1s"), missing);
+        let err = parse("net loss --cgroup x --for 1s").unwrap_err().to_string();
+        assert!(err.contains("--percent") && err.contains("--every-nth"), "{err}");
+        assert_eq!(
+            kind("net loss --cgroup x --percent 5 --every-nth 3 --for 1s"),
+            Some(ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(
+            kind("net loss --cgroup x --every-nth 3 --burst 4 --for 1s"),
+            Some(ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(kind("net loss --cgroup x --burst 4 --for 1s"), missing);
+        let loss = |args: &str| match parse(args).unwrap().command {
+            Command::Net { command, .. } => match command.into_pb().1 {
+                pb::fault::Kind::NetLoss(l) => (l.percent, l.every_nth, l.burst_length),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(loss("net loss --cgroup x --every-nth 3 --for 1s"), (0.0, 3, 0.0));
+        assert_eq!(loss("net loss --cgroup x --percent 5 --burst 4 --for 1s"), (5.0, 0, 4.0));
     }
 
     #[test]
@@ -265,7 +431,9 @@ mod tests {
         let filter = |verb: &str| {
             let cli = parse(&format!("net {verb} --cgroup x {peers}"))
                 .unwrap_or_else(|e| panic!("{verb}: {e}"));
-            let Command::Net(net) = cli.command else { panic!("{verb}: not a net command") };
+            let Command::Net { command: net, .. } = cli.command else {
+                panic!("{verb}: not a net command")
+            };
             let (_, kind, run) = net.into_pb();
             assert_eq!(run.duration, Duration::from_secs(1));
             use pb::fault::Kind;
@@ -307,7 +475,7 @@ mod tests {
 
     #[test]
     fn run_flags_carry_duration_and_labels() {
-        let Command::Stress(s) =
+        let Command::Stress { command: s, .. } =
             parse("stress cpu --cgroup x --load 5 --for 2m --label a=b --label c=d")
                 .unwrap()
                 .command
@@ -318,7 +486,9 @@ mod tests {
         assert_eq!(run.duration, Duration::from_secs(120));
         assert_eq!(run.labels.labels, [("a".into(), "b".into()), ("c".into(), "d".into())]);
         // process kill has its own --for (a default of 1s) and the shared labels.
-        let Command::Process(p) = parse("process kill --pid 1 --label a=b").unwrap().command else {
+        let Command::Process { command: p, .. } =
+            parse("process kill --pid 1 --label a=b").unwrap().command
+        else {
             panic!("not a process command")
         };
         let (_, _, run) = p.into_pb();

@@ -8,16 +8,19 @@ use anyhow::Context as _;
 use faultline_proto::v1::{self as pb, fault_service_client::FaultServiceClient};
 use hyper_util::rt::TokioIo;
 use tonic::{
+    Code,
     service::interceptor::InterceptedService,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
+
+use super::output::{self, Coded, code_name};
 
 pub const DEFAULT_ENDPOINT: &str = "/run/faultline/faultline.sock";
 
 pub type Client = FaultServiceClient<InterceptedService<Channel, Token>>;
 
 /// How to reach a remote agent; set once from the command line.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Remote {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
@@ -65,7 +68,9 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Client> {
         if endpoint.starts_with("https://") {
             ep = ep.tls_config(tls(&remote)?).context("TLS configuration")?;
         }
-        ep.connect().await.with_context(|| format!("cannot reach the agent at {endpoint}"))?
+        ep.connect().await.with_context(|| {
+            Coded::quiet(Code::Unavailable, format!("cannot reach the agent at {endpoint}"))
+        })?
     } else {
         let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint).to_string();
         let shown = path.clone();
@@ -77,7 +82,10 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Client> {
             }))
             .await
             .with_context(|| {
-                format!("cannot reach the agent at {shown} (is `faultline serve` running?)")
+                Coded::quiet(
+                    Code::Unavailable,
+                    format!("cannot reach the agent at {shown} (is `faultline serve` running?)"),
+                )
             })?
     };
     let token = match &remote.token {
@@ -87,9 +95,56 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Client> {
     Ok(FaultServiceClient::with_interceptor(channel, Token(token)))
 }
 
-/// gRPC errors become one line: "<code>: <message>".
+/// gRPC errors become one line: "<CODE>: <message>", with the code kept for `-o json`.
 pub fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+    output::from_status(s)
+}
+
+/// The shortest experiment id prefix looked up among all experiments (as container ids).
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// The experiment that `given` names: its id, or a unique prefix of one (case-insensitive, at
+/// least `MIN_ID_PREFIX` characters), as `docker` takes container ids. An ambiguous prefix is
+/// refused naming the matches; no match is NOT_FOUND.
+pub async fn find_experiment(c: &mut Client, given: &str) -> anyhow::Result<pb::Experiment> {
+    match c.get(pb::GetRequest { id: given.to_string() }).await {
+        Ok(e) => return Ok(e.into_inner()),
+        Err(s) if s.code() == Code::NotFound && !given.is_empty() => {}
+        Err(s) => return Err(status(s)),
+    }
+    let list = c.list(pb::ListRequest::default()).await.map_err(status)?.into_inner().experiments;
+    pick(given, list).map_err(Into::into)
+}
+
+/// The experiment of `list` whose id `given` begins (see `find_experiment`).
+pub fn pick(given: &str, mut list: Vec<pb::Experiment>) -> Result<pb::Experiment, Coded> {
+    let prefix = given.trim().to_ascii_lowercase();
+    if let Some(i) = list.iter().position(|e| e.id == prefix) {
+        return Ok(list.swap_remove(i));
+    }
+    if prefix.chars().count() < MIN_ID_PREFIX {
+        return Err(Coded::new(
+            Code::NotFound,
+            format!(
+                "no experiment {given} (an id prefix needs at least {MIN_ID_PREFIX} characters)"
+            ),
+        ));
+    }
+    let mut found: Vec<pb::Experiment> =
+        list.into_iter().filter(|e| e.id.starts_with(&prefix)).collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => {
+            Err(Coded::new(Code::NotFound, format!("no experiment {given}: no id begins with it")))
+        }
+        _ => {
+            let ids: Vec<&str> = found.iter().map(|e| e.id.as_str()).collect();
+            Err(Coded::new(
+                Code::InvalidArgument,
+                format!("{given} is ambiguous: it begins {}", ids.join(", ")),
+            ))
+        }
+    }
 }
 
 /// A connection to the agent that is made again after it broke.
@@ -103,7 +158,7 @@ pub struct Agent {
 
 /// Why a call to the agent did not give an answer.
 pub enum Failure {
-    /// The agent said no such experiment.
+    /// The agent said no such experiment (its message).
     NotFound(String),
     /// Not reachable, or an error worth retrying: the text for the status line.
     Retry(String),
@@ -148,13 +203,12 @@ impl Agent {
             Err(_) => tonic::Status::deadline_exceeded("no answer"),
         };
         self.client = None;
-        use tonic::Code;
         Err(match s.code() {
-            Code::NotFound => Failure::NotFound(format!("{:?}: {}", s.code(), s.message())),
+            Code::NotFound => Failure::NotFound(s.message().to_string()),
             Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
                 self.unreachable(s.message())
             }
-            code => Failure::Retry(format!("agent error: {code:?}: {}", s.message())),
+            code => Failure::Retry(format!("agent error: {}: {}", code_name(code), s.message())),
         })
     }
 
@@ -174,7 +228,40 @@ impl Agent {
 impl Failure {
     pub fn text(self) -> String {
         match self {
-            Failure::NotFound(s) | Failure::Retry(s) => s,
+            Failure::NotFound(s) => format!("{}: {s}", code_name(Code::NotFound)),
+            Failure::Retry(s) => s,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(ids: &[&str]) -> Vec<pb::Experiment> {
+        ids.iter().map(|id| pb::Experiment { id: id.to_string(), ..Default::default() }).collect()
+    }
+
+    #[test]
+    fn ids_by_unique_prefix() {
+        let l = || list(&["2f4c81a09b3e", "2f4c99000000", "a0b1c2d3e4f5"]);
+        assert_eq!(pick("a0b1c2d3e4f5", l()).unwrap().id, "a0b1c2d3e4f5");
+        assert_eq!(pick("a0b1", l()).unwrap().id, "a0b1c2d3e4f5");
+        assert_eq!(pick("A0B1C", l()).unwrap().id, "a0b1c2d3e4f5");
+        assert_eq!(pick("2f4c8", l()).unwrap().id, "2f4c81a09b3e");
+        let ambiguous = pick("2f4c", l()).unwrap_err();
+        assert_eq!(ambiguous.code, Code::InvalidArgument);
+        assert_eq!(
+            ambiguous.to_string(),
+            "INVALID_ARGUMENT: 2f4c is ambiguous: it begins 2f4c81a09b3e, 2f4c99000000"
+        );
+        let none = pick("ffff", l()).unwrap_err();
+        assert_eq!(none.code, Code::NotFound);
+        assert_eq!(none.to_string(), "NOT_FOUND: no experiment ffff: no id begins with it");
+        // Too short to be a prefix: only an exact id.
+        let short = pick("a0b", l()).unwrap_err();
+        assert_eq!(short.code, Code::NotFound);
+        assert!(short.message.contains("at least 4 characters"), "{short}");
+        assert_eq!(pick("ab", list(&["ab"])).unwrap().id, "ab");
     }
 }

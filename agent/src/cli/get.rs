@@ -3,22 +3,23 @@
 
 use std::time::Duration;
 
-use anyhow::anyhow;
 use clap::Args;
 use faultline_proto::v1 as pb;
 use tokio_stream::StreamExt as _;
+use tonic::Code;
 
 use super::{
     Output,
-    client::{self, Agent, Failure, status},
+    client::{self, Agent, Failure},
     display::{self, emit, events::event_text, live, progress::is_live, terminal},
     live_view::{self, Step},
+    output::{Coded, eprint_line},
     parse::parse_interval,
 };
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// Experiment id.
+    /// Experiment id, or a unique prefix of one (at least 4 characters).
     pub id: String,
     /// Follow the experiment: redraw it every interval on a terminal (a line for each
     /// change when piped) until it ends or Ctrl-C.
@@ -30,20 +31,25 @@ pub struct GetArgs {
 }
 
 pub async fn run(endpoint: &str, output: Output, a: GetArgs) -> anyhow::Result<()> {
+    // The id, or the one experiment whose id the argument begins.
+    let mut c = client::connect(endpoint).await?;
+    let e = client::find_experiment(&mut c, &a.id).await?;
     if a.watch {
         return if output == Output::Table && terminal::stdout_is_terminal() {
-            watch_live(endpoint, output, &a.id, a.interval).await
+            watch_live(endpoint, output, &e.id, a.interval).await
         } else {
-            watch_lines(endpoint, output, &a.id, a.interval).await
+            watch_lines(c, endpoint, output, &e.id, a.interval).await
         };
     }
-    let mut c = client::connect(endpoint).await?;
-    let e = c.get(pb::GetRequest { id: a.id }).await.map_err(status)?.into_inner();
     display::print_experiment(output, &e)
 }
 
 fn gone(id: &str) -> anyhow::Error {
-    anyhow!("NotFound: experiment {id} is gone: the agent no longer knows it (restarted?)")
+    Coded::new(
+        Code::NotFound,
+        format!("experiment {id} is gone: the agent no longer knows it (restarted?)"),
+    )
+    .into()
 }
 
 /// On a terminal: the detail under a bar for the time left, until the experiment ends (then
@@ -61,7 +67,7 @@ async fn watch_live(
             Ok(e) if !is_live(&e) => Step::End(Ok(e)),
             Ok(e) => Step::Show(e),
             Err(Failure::NotFound(_)) if shown => Step::End(Err(gone(id))),
-            Err(Failure::NotFound(s)) => Step::End(Err(anyhow!("{s}"))),
+            Err(Failure::NotFound(s)) => Step::End(Err(Coded::new(Code::NotFound, s).into())),
             Err(f) => Step::Retry(f.text()),
         },
         |now, seen, error, size| live::detail_frame(id, interval, now, seen, error, size),
@@ -76,6 +82,7 @@ async fn watch_live(
 /// Piped: a line for each change (state, first hit) until the experiment ends; a broken
 /// connection is made again and only what changed meanwhile is printed.
 async fn watch_lines(
+    c: client::Client,
     endpoint: &str,
     output: Output,
     id: &str,
@@ -83,9 +90,7 @@ async fn watch_lines(
 ) -> anyhow::Result<()> {
     let mut agent = Agent::new(endpoint, interval);
     let mut sigs = terminal::Signals::install()?;
-    // The first look decides whether there is anything to follow.
-    let mut c = client::connect(endpoint).await?;
-    c.get(pb::GetRequest { id: id.to_string() }).await.map_err(status)?;
+    // The first look (`find_experiment`) found something to follow.
     agent.client = Some(c);
     let mut last: Option<(i32, bool)> = None;
     let mut outage = false;
@@ -109,7 +114,10 @@ async fn watch_lines(
             Some(Err(Failure::NotFound(_))) => return Err(gone(id)),
             Some(Err(Failure::Retry(why))) => {
                 if !outage {
-                    eprintln!("{why}; retrying every {}", humantime::format_duration(interval));
+                    eprint_line(&format!(
+                        "{why}; retrying every {}",
+                        humantime::format_duration(interval)
+                    ));
                     outage = true;
                 }
                 if sigs.sleep(interval).await == terminal::Wake::Stop {
@@ -119,7 +127,7 @@ async fn watch_lines(
             }
         };
         if outage {
-            eprintln!("agent reachable again");
+            eprint_line("agent reachable again");
             outage = false;
         }
         loop {

@@ -1,5 +1,5 @@
 //! Sending a fault to the agent: where every inject verb (net, sys, stress, process) ends,
-//! printing the experiment the agent made of it.
+//! printing the experiment the agent made of it (its id on stderr when stdout is closed).
 
 use anyhow::Context as _;
 use faultline_proto::v1 as pb;
@@ -8,7 +8,8 @@ use super::{
     Output,
     args::RunArgs,
     client::{self, status},
-    display,
+    display::{self, experiment::state_name},
+    output::{eprint_line, is_stdout_closed},
 };
 use faultline_core::wire::convert;
 
@@ -29,5 +30,17 @@ pub async fn run(
     };
     let resp = c.inject(req).await.map_err(status)?.into_inner();
     let e = resp.experiment.context("agent returned no experiment")?;
-    display::print_experiment(output, &e)
+    let printed = display::print_experiment(output, &e);
+    if let Err(err) = &printed
+        && is_stdout_closed(err)
+    {
+        // The experiment is in the agent either way; its id must not be lost with the pipe.
+        eprint_line(&closed_note(&e));
+    }
+    printed
+}
+
+/// What an inject says on stderr when its stdout was closed before the experiment was shown.
+pub fn closed_note(e: &pb::Experiment) -> String {
+    format!("faultline: stdout closed; experiment {} is {}", e.id, state_name(e.state))
 }

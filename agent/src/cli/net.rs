@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use faultline_proto::v1 as pb;
 
 use super::{
-    args::{EgressFilterArgs, FilterArgs, PeerArgs, RunArgs, TargetArgs},
+    args::{EgressFilterArgs, FilterArgs, HostTargetArgs, PeerArgs, RunArgs, TargetArgs},
     inject::Injection,
     parse::{parse_bytes, parse_duration, parse_port_range, parse_rate},
 };
@@ -34,20 +34,23 @@ pub enum NetCommand {
     Dns(DnsArgs),
 }
 
+/// How much a loss drops: --percent or --every-nth, one of them required (as --percent is
+/// for corrupt and duplicate).
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("loss").required(true).args(["percent", "every_nth"])))]
 pub struct LossArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Percent of matching packets to drop (0 < P <= 100).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
-    pub percent: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    pub percent: Option<f64>,
     /// Lose packets in bursts of this mean length (Gilbert-Elliott); --percent stays the
     /// long-run loss.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
-    pub burst: f64,
+    #[arg(long, allow_negative_numbers = true, requires = "percent", conflicts_with = "every_nth")]
+    pub burst: Option<f64>,
     /// Drop exactly every Nth matching packet instead of --percent.
-    #[arg(long, default_value_t = 0)]
-    pub every_nth: u32,
+    #[arg(long, value_name = "N")]
+    pub every_nth: Option<u32>,
     /// Seed for reproducible random decisions.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -80,7 +83,7 @@ pub struct PartitionArgs {
 )]
 pub struct RejectArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub target: HostTargetArgs,
     /// errno name or number connect() fails with.
     #[arg(long, default_value = "ECONNREFUSED")]
     pub errno: String,
@@ -112,6 +115,7 @@ pub struct DelayArgs {
     /// 0-100: how much each jitter draw follows the previous one.
     #[arg(long, default_value_t = 0.0)]
     pub correlation: f64,
+    /// How jitter draws spread around the latency.
     #[arg(long, value_enum, default_value_t = DistributionArg::Uniform)]
     pub distribution: DistributionArg,
     /// Percent of matching packets delayed (default all).
@@ -139,6 +143,7 @@ pub struct BandwidthArgs {
     /// Bytes allowed back to back after idle (default 10 ms at the rate), e.g. 64kb.
     #[arg(long, value_parser = parse_bytes, default_value = "0")]
     pub burst: u64,
+    /// Device that gets fq (repeatable; default: routed devices, or all that are up).
     #[arg(long = "device")]
     pub devices: Vec<String>,
     #[command(flatten)]
@@ -179,7 +184,7 @@ pub enum DnsAnswerArg {
 #[derive(Args, Debug)]
 pub struct DnsArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub target: HostTargetArgs,
     /// Name pattern (repeatable): db.example.com, *.example.com, or a glob like redis-?.prod.*
     #[arg(long = "name", required = true)]
     pub names: Vec<String>,
@@ -208,9 +213,9 @@ impl NetCommand {
                 a.target.to_pb(),
                 pb::fault::Kind::NetLoss(pb::NetLoss {
                     filter: Some(a.filter.to_pb()),
-                    percent: a.percent,
-                    burst_length: a.burst,
-                    every_nth: a.every_nth,
+                    percent: a.percent.unwrap_or_default(),
+                    burst_length: a.burst.unwrap_or_default(),
+                    every_nth: a.every_nth.unwrap_or_default(),
                     seed: a.seed,
                 }),
                 a.run,

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use faultline_proto::v1 as pb;
 
 use super::{
-    args::{LabelArgs, RunArgs, TargetArgs},
+    args::{CgroupTargetArgs, LabelArgs, PID_KILL_HELP, ProcessTargetArgs, RunArgs},
     inject::Injection,
     parse::parse_duration,
 };
@@ -29,12 +29,14 @@ pub enum KillModeArg {
 }
 
 #[derive(Args, Debug)]
+#[command(mut_arg("pid", |a| a.help(PID_KILL_HELP)))]
 pub struct KillArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub target: ProcessTargetArgs,
     /// Signal name (KILL, SIGTERM) or number.
     #[arg(long, default_value = "SIGKILL")]
     pub signal: String,
+    /// Which processes each round signals.
     #[arg(long, value_enum, default_value_t = KillModeArg::All)]
     pub mode: KillModeArg,
     /// Signal again every interval while the fault lasts (at least 100ms).
@@ -48,9 +50,10 @@ pub struct KillArgs {
 }
 
 #[derive(Args, Debug)]
+// No --pid: the freezer stops a whole cgroup, and a pid's cgroup may hold other processes.
 pub struct PauseArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub target: CgroupTargetArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }

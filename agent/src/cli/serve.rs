@@ -19,10 +19,11 @@ pub struct ServeArgs {
     /// with --insecure-tcp.
     #[arg(long)]
     pub tcp_listen: Option<SocketAddr>,
-    /// Server certificate (PEM) for the TCP listener.
+    /// This agent's certificate (PEM) for the TCP listener. (Clients present theirs with
+    /// --tls-client-cert.)
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert.
+    /// Private key (PEM) of this agent's --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Require client certificates signed by this CA (PEM): mutual TLS.
@@ -37,6 +38,7 @@ pub struct ServeArgs {
     /// Calls per second each TCP client may make (bursts of --rate-burst).
     #[arg(long, default_value_t = 100.0)]
     pub rate_limit: f64,
+    /// Calls each TCP client may make at once before --rate-limit paces it.
     #[arg(long, default_value_t = 200.0)]
     pub rate_burst: f64,
     /// Largest request message accepted, in bytes.
@@ -52,6 +54,8 @@ pub struct ServeArgs {
     /// Longest duration an experiment may ask for (overrides the policy's max_duration).
     #[arg(long, value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
+    /// Log lines on stderr as text, or as JSON objects for a log collector (the level is
+    /// FAULTLINE_LOG, e.g. info, debug).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0: any free port, logged).

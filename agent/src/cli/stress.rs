@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use faultline_proto::v1 as pb;
 
 use super::{
-    args::{RunArgs, TargetArgs},
+    args::{HostTargetArgs, PID_STRESS_HELP, RunArgs},
     inject::Injection,
     parse::{parse_bytes, parse_duration},
 };
@@ -30,9 +30,11 @@ pub enum IoModeArg {
 }
 
 #[derive(Args, Debug)]
+#[command(mut_arg("pid", |a| a.help(PID_STRESS_HELP)))]
 pub struct IoArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub target: HostTargetArgs,
+    /// What the workers do: write, read (a file they fill first), or mixed (both).
     #[arg(long, value_enum, default_value_t = IoModeArg::Write)]
     pub mode: IoModeArg,
     /// Workers.
@@ -58,9 +60,10 @@ pub struct IoArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(mut_arg("pid", |a| a.help(PID_STRESS_HELP)))]
 pub struct CpuArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub target: HostTargetArgs,
     /// Workers (default: the CPUs the target cgroup may use).
     #[arg(long, default_value_t = 0)]
     pub workers: u32,
@@ -73,9 +76,10 @@ pub struct CpuArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(mut_arg("pid", |a| a.help(PID_STRESS_HELP)))]
 pub struct MemArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub target: HostTargetArgs,
     /// Memory to hold, e.g. 256mb, 1gb.
     #[arg(long, value_parser = parse_bytes, required_unless_present = "percent", conflicts_with = "percent")]
     pub size: Option<u64>,
@@ -96,9 +100,10 @@ pub struct MemArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(mut_arg("pid", |a| a.help(PID_STRESS_HELP)))]
 pub struct DiskArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub target: HostTargetArgs,
     /// A directory on the filesystem to fill.
     #[arg(long)]
     pub path: String,

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use faultline_proto::v1 as pb;
 
 use super::{
-    args::{RunArgs, TargetArgs},
+    args::{PID_SYS_HELP, ProcessTargetArgs, RunArgs},
     inject::Injection,
 };
 
@@ -15,10 +15,10 @@ pub enum SysCommand {
 }
 
 #[derive(Args, Debug)]
+#[command(mut_arg("pid", |a| a.help(PID_SYS_HELP)))]
 pub struct SysFailArgs {
-    /// With --pid: that process and its threads only.
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub target: ProcessTargetArgs,
     /// With --pid: also the processes it forks while the fault lasts.
     #[arg(long, requires = "pid")]
     pub follow_children: bool,

@@ -2,6 +2,7 @@
 //! no Python (the example client), no promtool (the metrics and dashboard checks), no tmux
 //! (the live view's terminal), and the load test measures the agent, not the kernel.
 
+mod cli_output;
 mod live_view;
 mod load;
 mod observability_tools;

@@ -40,61 +40,65 @@ fn cli_refuses(args: &[&str], code: &str, field: &str) {
 
 #[test]
 fn missing_cgroup_is_not_found() {
-    cli_refuses(&["--cgroup", "/faultline-it-does-not-exist"], "NotFound", "target.cgroup_path");
+    cli_refuses(&["--cgroup", "/faultline-it-does-not-exist"], "NOT_FOUND", "target.cgroup_path");
 }
 
 #[test]
 fn nonexistent_pid_is_not_found() {
     // Pid numbers above pid_max never exist.
-    cli_refuses(&["--pid", "2147483000"], "NotFound", "target.pid");
+    cli_refuses(&["--pid", "2147483000"], "NOT_FOUND", "target.pid");
 }
 
 #[test]
 fn percent_zero_is_refused() {
-    cli_refuses(&["--percent", "0"], "InvalidArgument", "fault.net_loss.percent");
+    cli_refuses(&["--percent", "0"], "INVALID_ARGUMENT", "fault.net_loss.percent");
 }
 
 #[test]
 fn percent_over_100_is_refused() {
-    cli_refuses(&["--percent", "100.5"], "InvalidArgument", "fault.net_loss.percent");
+    cli_refuses(&["--percent", "100.5"], "INVALID_ARGUMENT", "fault.net_loss.percent");
 }
 
 #[test]
 fn malformed_cidr_is_refused() {
     cli_refuses(
         &["--cidr", "10.0.0.0/33"],
-        "InvalidArgument",
+        "INVALID_ARGUMENT",
         "fault.net_loss.filter.remote_cidrs[0]",
     );
 }
 
 #[test]
 fn port_zero_is_refused() {
-    cli_refuses(&["--port", "0"], "InvalidArgument", "fault.net_loss.filter.remote_ports[0].first");
+    cli_refuses(
+        &["--port", "0"],
+        "INVALID_ARGUMENT",
+        "fault.net_loss.filter.remote_ports[0].first",
+    );
 }
 
 #[test]
 fn reversed_port_range_is_refused() {
     cli_refuses(
         &["--port", "9000-8000"],
-        "InvalidArgument",
+        "INVALID_ARGUMENT",
         "fault.net_loss.filter.remote_ports[0]",
     );
 }
 
 #[test]
 fn zero_duration_is_refused() {
-    cli_refuses(&["--for", "0s"], "InvalidArgument", "duration");
+    cli_refuses(&["--for", "0s"], "INVALID_ARGUMENT", "duration");
 }
 
 #[test]
 fn over_maximum_duration_is_refused_by_the_policy() {
-    cli_refuses(&["--for", "2h"], "PermissionDenied", "policy max_duration (1h)");
+    cli_refuses(&["--for", "2h"], "PERMISSION_DENIED", "policy max_duration (1h)");
 }
 
 #[test]
 fn protected_targets_are_refused() {
-    cli_refuses(&["--cgroup", "/"], "PermissionDenied", "policy protected_cgroups");
+    cli_refuses(&["--cgroup", "/"], "PERMISSION_DENIED", "policy protected_cgroups");
 }
 
 #[test]
@@ -427,5 +431,5 @@ async fn grpc_refuses_bad_syscall_fault_values_and_protected_targets() {
     ]);
     assert!(!out.status.success());
     let line = one_line_error(&out);
-    assert!(line.contains("InvalidArgument") && line.contains("every_nth"), "{line}");
+    assert!(line.contains("INVALID_ARGUMENT") && line.contains("every_nth"), "{line}");
 }

@@ -122,7 +122,7 @@ fn bad_dns_input_names_the_field() {
         let mut full = vec!["net", "dns", "--cgroup", &t.cg.rel, "--for", "5s"];
         full.extend(args);
         let err = one_line_error(&agent.cli(&full));
-        assert!(err.contains("InvalidArgument") && err.contains(field), "{err}");
+        assert!(err.contains("INVALID_ARGUMENT") && err.contains(field), "{err}");
     }
     assert_eq!(t.cg.programs(), 0);
 }

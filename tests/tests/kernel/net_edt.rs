@@ -29,7 +29,7 @@ fn refused_without_fq(agent: &Agent, t: &Target, args: &[&str]) -> bool {
     assert!(!out.status.success(), "{args:?} accepted without sch_fq");
     let err = one_line_error(&out);
     assert!(
-        err.contains("FailedPrecondition") && err.contains("unsupported: ") && err.contains("fq"),
+        err.contains("FAILED_PRECONDITION") && err.contains("unsupported: ") && err.contains("fq"),
         "{err}"
     );
     assert_eq!(t.cg.programs(), 0);
@@ -235,7 +235,10 @@ fn unknown_device_is_refused_with_the_field() {
     ]);
     assert!(!out.status.success());
     let err = one_line_error(&out);
-    assert!(err.contains("InvalidArgument") && err.contains("fault.net_delay.devices[0]"), "{err}");
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("fault.net_delay.devices[0]"),
+        "{err}"
+    );
     assert_eq!(t.cg.programs(), 0);
     assert_eq!(t.ns.root_qdisc("lo"), "noqueue");
 }

@@ -27,7 +27,7 @@ fn refused_here(agent: &Agent, ns: &Netns, args: &[&str]) -> bool {
     let out = agent.cli(args);
     assert!(!out.status.success(), "{args:?} accepted although caps say: {reason}");
     let err = one_line_error(&out);
-    assert!(err.contains("FailedPrecondition") && err.contains("unsupported: "), "{err}");
+    assert!(err.contains("FAILED_PRECONDITION") && err.contains("unsupported: "), "{err}");
     assert!(ns.links_of_kind("ifb").is_empty(), "ifb left after a refusal");
     eprintln!("ingress delay refused as expected here: {err}");
     true

@@ -45,7 +45,7 @@ fn reject_refuses_connect_at_once_ipv4_and_ipv6() {
     } else {
         let out = agent.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let err = faultline_tests::one_line_error(&out);
-        assert!(err.contains("FailedPrecondition") && err.contains("bpf_set_retval"), "{err}");
+        assert!(err.contains("FAILED_PRECONDITION") && err.contains("bpf_set_retval"), "{err}");
         args.extend(["--errno".to_string(), "EPERM".to_string()]);
         1
     };
@@ -112,7 +112,7 @@ fn reject_with_another_errno_or_a_clear_refusal() {
         assert!(!out.status.success());
         let err = faultline_tests::one_line_error(&out);
         assert!(
-            err.contains("FailedPrecondition")
+            err.contains("FAILED_PRECONDITION")
                 && err.contains("unsupported: ")
                 && err.contains("bpf_set_retval"),
             "{err}"
@@ -135,7 +135,10 @@ fn reject_bad_errno_is_refused() {
             agent.cli(&["net", "reject", "--cgroup", &cg.rel, "--errno", errno, "--for", "5s"]);
         assert_eq!(out.status.success(), ok);
         let err = faultline_tests::one_line_error(&out);
-        assert!(err.contains("InvalidArgument") && err.contains("fault.net_reject.errno"), "{err}");
+        assert!(
+            err.contains("INVALID_ARGUMENT") && err.contains("fault.net_reject.errno"),
+            "{err}"
+        );
     }
     assert_eq!(cg.programs(), 0);
 }

@@ -190,7 +190,7 @@ async fn mutual_tls_and_the_token_decide_who_gets_in_and_the_audit_log_says_so()
     assert_eq!(listed[0]["id"], e.id.as_str());
     let out = cli(None);
     assert!(!out.status.success());
-    assert!(faultline_tests::one_line_error(&out).contains("Unauthenticated"));
+    assert!(faultline_tests::one_line_error(&out).contains("UNAUTHENTICATED"));
 
     let lines = audit_lines(&agent);
     let inject = lines

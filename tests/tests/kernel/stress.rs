@@ -353,7 +353,7 @@ fn bad_stress_input_is_refused_with_the_field() {
         assert!(!out.status.success(), "{args:?} was accepted");
         let err = one_line_error(&out);
         eprintln!("{args:?} -> {err}");
-        assert!(err.contains("InvalidArgument") && err.contains(field), "{args:?}: {err}");
+        assert!(err.contains("INVALID_ARGUMENT") && err.contains(field), "{args:?}: {err}");
         assert!(cg.procs().is_empty(), "nothing started for {args:?}");
     }
     assert!(agent.cli_json(&["ls"]).as_array().unwrap().is_empty(), "nothing recorded");

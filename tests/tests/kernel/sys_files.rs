@@ -26,7 +26,7 @@ fn backend_or_refused(agent: &Agent, cg: &Cgroup) -> Option<String> {
     let out =
         agent.cli(&["sys", "fail", "--cgroup", &cg.rel, "--syscall", "openat", "--for", "30s"]);
     let err = one_line_error(&out);
-    assert!(err.contains("FailedPrecondition") && err.contains("LSM"), "{err}");
+    assert!(err.contains("FAILED_PRECONDITION") && err.contains("LSM"), "{err}");
     eprintln!("file calls refused here, as caps say: {err}");
     None
 }
@@ -152,7 +152,7 @@ fn fsync_is_refused_with_what_it_needs() {
         agent.cli(&["sys", "fail", "--cgroup", &cg.rel, "--syscall", "fsync", "--for", "30s"]);
     let err = one_line_error(&out);
     assert!(
-        err.contains("FailedPrecondition")
+        err.contains("FAILED_PRECONDITION")
             && err.contains("fsync")
             && err.contains("FUNCTION_ERROR_INJECTION"),
         "{err}"

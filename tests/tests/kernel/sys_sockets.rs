@@ -222,7 +222,7 @@ fn file_calls_work_or_are_refused_with_the_reason() {
     } else {
         let err = faultline_tests::one_line_error(&out);
         assert!(
-            err.contains("FailedPrecondition")
+            err.contains("FAILED_PRECONDITION")
                 && err.contains("unsupported: ")
                 && err.contains("LSM"),
             "{err}"
@@ -257,7 +257,7 @@ fn another_errno_than_eperm_is_refused_where_the_kernel_cannot_set_it() {
         return;
     }
     let err = faultline_tests::one_line_error(&out);
-    assert!(err.contains("FailedPrecondition") && err.contains("EPERM"), "{err}");
+    assert!(err.contains("FAILED_PRECONDITION") && err.contains("EPERM"), "{err}");
     assert_eq!(cg.programs(), 0, "nothing half-applied");
     eprintln!("refused here as expected: {err}");
 }

@@ -71,10 +71,10 @@ fn containers_and_pods_resolve_in_every_runtime_layout() {
     // Not found and ambiguous prefixes: one line each, naming the field.
     let out = agent.cli(&["process", "kill", "--container", "abcdef0123"]);
     let line = one_line_error(&out);
-    assert!(line.contains("NotFound") && line.contains("target.container_id"), "{line}");
+    assert!(line.contains("NOT_FOUND") && line.contains("target.container_id"), "{line}");
     let out = agent.cli(&["process", "kill", "--container", "xyz!"]);
     let line = one_line_error(&out);
-    assert!(line.contains("InvalidArgument") && line.contains("target.container_id"), "{line}");
+    assert!(line.contains("INVALID_ARGUMENT") && line.contains("target.container_id"), "{line}");
 }
 
 #[test]
@@ -166,26 +166,26 @@ fn the_policy_refuses_with_the_rule_named_and_applies_nothing() {
     let loss = |cg: &str, dur: &str| -> Vec<String> {
         ["net", "loss", "--cgroup", cg, "--percent", "10", "--for", dur].map(String::from).to_vec()
     };
-    denied(&as_refs(&loss(&protected.rel, "10s")), "PermissionDenied", "protected_cgroups");
-    denied(&as_refs(&loss(&sys_pod.rel, "10s")), "PermissionDenied", "protected_namespaces");
+    denied(&as_refs(&loss(&protected.rel, "10s")), "PERMISSION_DENIED", "protected_cgroups");
+    denied(&as_refs(&loss(&sys_pod.rel, "10s")), "PERMISSION_DENIED", "protected_namespaces");
     // Its parent holds the kube-system pod.
-    denied(&as_refs(&loss(&free.rel, "10s")), "PermissionDenied", "protected_namespaces");
+    denied(&as_refs(&loss(&free.rel, "10s")), "PERMISSION_DENIED", "protected_namespaces");
     denied(
         &["net", "loss", "--host", "--percent", "10", "--for", "10s"],
-        "PermissionDenied",
+        "PERMISSION_DENIED",
         "allow_host",
     );
     let other = Cgroup::new("free2");
-    denied(&as_refs(&loss(&other.rel, "2m")), "PermissionDenied", "max_duration");
+    denied(&as_refs(&loss(&other.rel, "2m")), "PERMISSION_DENIED", "max_duration");
     denied(
         &["stress", "mem", "--cgroup", &other.rel, "--size", "128mb", "--for", "10s"],
-        "PermissionDenied",
+        "PERMISSION_DENIED",
         "max_stress_memory",
     );
     assert_eq!(protected.programs() + other.programs() + free.programs(), 0);
     assert!(agent.cli_json(&["ls"]).as_array().unwrap().is_empty(), "a refusal left a record");
     agent.cli_json(&as_refs(&loss(&other.rel, "30s")));
-    denied(&as_refs(&loss(&other.rel, "30s")), "ResourceExhausted", "max_concurrent");
+    denied(&as_refs(&loss(&other.rel, "30s")), "RESOURCE_EXHAUSTED", "max_concurrent");
     assert_eq!(agent.cli_json(&["ls"]).as_array().unwrap().len(), 1);
 
     // A policy file with a mistake stops the agent from starting, naming the key.
@@ -215,7 +215,7 @@ fn the_host_target_needs_the_policy_and_then_reaches_every_process() {
     let args = udp_loss(&["--host"], "100", &port, "30s");
     let agent = Agent::start();
     let line = one_line_error(&agent.cli(&as_refs(&args)));
-    assert!(line.contains("PermissionDenied") && line.contains("policy allow_host"), "{line}");
+    assert!(line.contains("PERMISSION_DENIED") && line.contains("policy allow_host"), "{line}");
     drop(agent);
     let agent = policy_agent(&dir, "allow_host = true\n");
     let e = agent.cli_json_args(&args);

@@ -17,27 +17,25 @@ use std::io::Write as _;
 
 use faultline_proto::v1 as pb;
 
-use super::Output;
+use super::{Output, output as out};
 
 pub fn print_experiments(output: Output, list: &[pb::Experiment]) -> anyhow::Result<()> {
     match output {
-        Output::Table => print!("{}", experiment::experiments_table(list)),
+        Output::Table => out::print(&experiment::experiments_table(list)),
         Output::Json => {
             let v: Vec<_> = list.iter().map(experiment::experiment_json).collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            out::println(&serde_json::to_string_pretty(&v)?)
         }
     }
-    Ok(())
 }
 
 pub fn print_experiment(output: Output, e: &pb::Experiment) -> anyhow::Result<()> {
     match output {
-        Output::Table => print!("{}", experiment::experiment_detail(e)),
+        Output::Table => out::print(&experiment::experiment_detail(e)),
         Output::Json => {
-            println!("{}", serde_json::to_string_pretty(&experiment::experiment_json(e))?)
+            out::println(&serde_json::to_string_pretty(&experiment::experiment_json(e))?)
         }
     }
-    Ok(())
 }
 
 /// Writes one line to stdout; Ok(false) when the reader went away (`| head`), which ends the
