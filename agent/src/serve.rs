@@ -128,7 +128,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (None, None) => "built-in defaults".to_string(),
         (None, Some(_)) => "built-in defaults with --max-duration".to_string(),
     };
-    info!(from = %from, "policy: {}", policy.summary());
+    info!("policy from {from}: {}", policy.summary());
     // Before anything is loaded: a socket directory that others may write is refused now.
     api::prepare_socket_dir(&args.socket)?;
     let _lock = lock_state_dir(&args)?;
