@@ -39,6 +39,21 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a rate (e.g. 8mbit, 512kbit, 1gbit)"))
 }
 
+/// A duration as people write it: "50ms", "1h 30m", "0s".
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// A protobuf Duration as people write it, its sign included ("-2s 500ms"), for messages
+/// that show a value they refuse.
+pub fn format_proto_duration(d: &prost_types::Duration) -> String {
+    let nanos = i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos);
+    let abs = nanos.unsigned_abs();
+    let secs = u64::try_from(abs / 1_000_000_000).unwrap_or(u64::MAX);
+    let text = format_duration(Duration::new(secs, (abs % 1_000_000_000) as u32));
+    if nanos < 0 { format!("-{text}") } else { text }
+}
+
 /// Bytes in powers of 1024: "256MiB", "1.5GiB".
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
@@ -71,6 +86,17 @@ mod tests {
         assert_eq!(parse_rate("1000"), Ok(1000));
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("-1mbit").is_err());
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let pd = |seconds, nanos| format_proto_duration(&prost_types::Duration { seconds, nanos });
+        assert_eq!(pd(0, 0), "0s");
+        assert_eq!(pd(0, 50_000_000), "50ms");
+        assert_eq!(pd(90, 0), "1m 30s");
+        assert_eq!(pd(-2, -500_000_000), "-2s 500ms");
+        assert_eq!(pd(0, -1), "-1ns");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
     }
 
     #[test]

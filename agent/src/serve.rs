@@ -109,12 +109,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         warn!("not running as root: loading eBPF programs will likely fail");
     }
     let mut policy = match &args.config {
-        Some(path) => faultline_core::policy::Policy::load(path).map_err(anyhow::Error::msg)?,
+        Some(path) => faultline_core::policy::Policy::load(path).map_err(|e| {
+            // The toml crate's rendering (the line, a caret under the column) is for a person:
+            // printed as it is, ahead of the one-line error that follows it.
+            if let Some(excerpt) = &e.excerpt {
+                eprintln!("{excerpt}\n");
+            }
+            anyhow::anyhow!("{e}")
+        })?,
         None => faultline_core::policy::Policy::default(),
     };
     if let Some(d) = args.max_duration {
         policy.max_duration = d;
     }
+    let from = match (&args.config, args.max_duration) {
+        (Some(path), None) => path.display().to_string(),
+        (Some(path), Some(_)) => format!("{} with --max-duration", path.display()),
+        (None, None) => "built-in defaults".to_string(),
+        (None, Some(_)) => "built-in defaults with --max-duration".to_string(),
+    };
+    info!("policy from {from}: {}", policy.summary());
+    // Before anything is loaded: a socket directory that others may write is refused now.
+    api::prepare_socket_dir(&args.socket)?;
     let _lock = lock_state_dir(&args)?;
     let resolver = Resolver::from_host().map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(cgroup2 = %resolver.mount().display(), kernel = %caps::kernel_release(), "starting");
@@ -146,6 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         process: process.clone(),
     });
     let journal = faultline_core::engine::journal::Journal::new(&args.state_dir);
+    let policy_max_duration = policy.max_duration;
     let engine = Engine::new(drivers, resolver.clone(), policy, Some(journal));
     // What a killed agent left, kind by kind, before anything is served: the tc filters it
     // attached over netlink, the qdiscs it replaced with fq, its ifb devices, the v1 cgroups
@@ -201,7 +218,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_request_bytes: args.max_request_bytes,
         audit,
     };
-    let limits = Limits::default();
+    let limits = Limits { policy_max_duration: Some(policy_max_duration), ..Limits::default() };
     let served = api::serve(engine.clone(), limits, caps, listen, metrics, rx.clone()).await;
     if let Some(t) = exporter {
         t.abort();

@@ -28,19 +28,40 @@ impl Error {
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         Error::Internal(format!("{context}: {err}"))
     }
+
+    /// Whether this is the agent saying no to a request (bad input, a missing kernel feature,
+    /// the policy, a limit, a target that is not there) rather than failing at what it was
+    /// asked. A refusal at apply time leaves no experiment behind; only `Internal` does.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, Error::Internal(_))
+    }
 }
 
 /// An error with its sources ("a: b: c"), since aya's errors keep the errno in the source.
+/// A source whose text its error already shows (aya's "returned {io_error}" with the same
+/// io_error as its source) is not repeated, and an empty "Verifier output:" is left out.
 /// A verifier log can run to megabytes: only its last lines, where the reason is, are kept.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
+    let mut s = tidy(&e.to_string());
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let t = tidy(&c.to_string());
+        if !t.is_empty() && !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
         cur = c.source();
     }
     brief(&s)
+}
+
+/// One error's text without an empty trailing "Verifier output:" (the kernel gave no log).
+fn tidy(s: &str) -> String {
+    let t = s.trim_end();
+    match t.strip_suffix("Verifier output:") {
+        Some(head) => head.trim_end().trim_end_matches('.').to_string(),
+        None => t.to_string(),
+    }
 }
 
 /// Keeps the head line and the last `TAIL_LINES` lines of a long multi-line message.
@@ -76,5 +97,43 @@ mod brief_tests {
         assert!(b.contains("line 9999") && b.contains("line 9975") && !b.contains("line 9974"));
         assert!(b.len() < 1000);
         assert_eq!(brief("short: one line"), "short: one line");
+    }
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error, &'static str);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "the BPF_PROG_LOAD syscall returned {}. Verifier output: {}", self.0, self.1)
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn chains_repeat_no_source_and_drop_an_empty_verifier_log() {
+        let eperm = || std::io::Error::from_raw_os_error(1);
+        let c = super::chain(&Outer(eperm(), ""));
+        assert_eq!(c, "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)");
+        let c = super::chain(&Outer(eperm(), "0: R1 invalid mem access\n"));
+        assert!(c.ends_with("Verifier output: 0: R1 invalid mem access"), "{c}");
+        assert!(!c.contains(": :"), "{c}");
+        // A source that adds something is kept.
+        #[derive(Debug)]
+        struct Plain(std::io::Error);
+        impl std::fmt::Display for Plain {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("opening /x")
+            }
+        }
+        impl std::error::Error for Plain {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let c = super::chain(&Plain(std::io::Error::from_raw_os_error(2)));
+        assert_eq!(c, "opening /x: No such file or directory (os error 2)");
     }
 }

@@ -148,7 +148,9 @@ impl Engine {
     }
 
     /// Resolves the target, applies the fault and returns once it is in effect.
-    /// On a kernel error the experiment is kept as failed and the error returned.
+    /// A refusal (see `Error::is_refusal`: the kernel lacks what the fault needs, a limit, the
+    /// policy) leaves nothing behind: no record, no event, no journal entry. Only a failure of
+    /// the agent itself (`Internal`) is kept as a failed experiment.
     pub async fn inject(&self, spec: ExperimentSpec) -> Result<Snapshot> {
         let resolver = self.resolver.clone();
         let target = spec.target.clone();
@@ -182,13 +184,17 @@ impl Engine {
             self.policy.check(&spec, &resolved, self.resolver.own_cgroup(), in_effect)?;
             reg.add(snap.clone());
         }
-        self.publish(&snap);
+        // Announced as pending once the outcome is known (just before active or failed), so a
+        // watcher never hears of an experiment that a refusal then takes back.
         let now = SystemTime::now();
-        self.activate(&id, &spec, resolved, now, now + spec.duration).await
+        self.activate(&id, &spec, resolved, now, now + spec.duration, Some(snap)).await
     }
 
     /// Applies the fault of a recorded pending experiment until `deadline_wall` (all of its
-    /// duration, or what remains of it on resume), journaled first.
+    /// duration, or what remains of it on resume), journaled first. `fresh` is the pending
+    /// snapshot of a new experiment (None on resume): it is announced before the outcome,
+    /// and on a refusal the experiment is forgotten rather than recorded as failed (a resumed
+    /// one that cannot be applied again stays, as failed: it did exist).
     async fn activate(
         &self,
         id: &str,
@@ -196,6 +202,7 @@ impl Engine {
         resolved: Resolved,
         started_wall: SystemTime,
         deadline_wall: SystemTime,
+        fresh: Option<Snapshot>,
     ) -> Result<Snapshot> {
         let id = id.to_string();
         // Both clocks are read at the same moment so the kernel and the timer agree.
@@ -292,6 +299,9 @@ impl Engine {
                 let mut snap = rec.snap.clone();
                 drop(reg);
                 snap.counters = first_counters;
+                if let Some(pending) = &fresh {
+                    self.publish(pending);
+                }
                 info!(experiment = %id, fault = snap.spec.fault.kind(), target = %resolved.describe(),
                       duration = ?spec.duration, "experiment active");
                 self.publish(&snap);
@@ -300,8 +310,20 @@ impl Engine {
                 }
                 Ok(snap)
             }
+            Err(err) if fresh.is_some() && err.is_refusal() => {
+                reg.records.remove(&id);
+                drop(reg);
+                if let Some(j) = &self.journal {
+                    j.remove(&id);
+                }
+                info!(error = %err, "inject refused when applying: nothing recorded");
+                Err(err)
+            }
             Err(err) => {
                 drop(reg);
+                if let Some(pending) = &fresh {
+                    self.publish(pending);
+                }
                 self.fail_pending(&id, err.to_string());
                 warn!(experiment = %id, error = %err, "experiment failed to apply");
                 Err(err)

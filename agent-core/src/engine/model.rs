@@ -242,6 +242,12 @@ impl FaultSpec {
         matches!(self, FaultSpec::ProcessKill(_))
     }
 
+    /// Whether a pid target means that process alone (its system calls fail, it gets the
+    /// signal) rather than the whole cgroup it sits in.
+    pub fn acts_on_process(&self) -> bool {
+        matches!(self, FaultSpec::SyscallErrno(_) | FaultSpec::ProcessKill(_))
+    }
+
     /// Every kind's API name, as `kind` returns it.
     pub const KINDS: [&'static str; 15] = [
         "net_loss",

@@ -100,7 +100,7 @@ impl Engine {
             let started = snap.started_at.unwrap_or(now);
             let deadline = snap.deadline.unwrap_or(now + left);
             self.insert(snap);
-            match self.activate(&id, &spec, resolved, started, deadline).await {
+            match self.activate(&id, &spec, resolved, started, deadline, None).await {
                 Ok(_) => {
                     info!(experiment = %id, left = ?left, "resumed from the journal");
                     out.resumed += 1;

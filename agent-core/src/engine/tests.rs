@@ -9,12 +9,23 @@ use super::*;
 use crate::testutil::TempDir;
 use model::{FaultSpec, NetLoss, TargetSpec};
 
+/// How the fake driver's apply ends.
+#[derive(Clone, Copy, Default, PartialEq)]
+enum Apply {
+    #[default]
+    Works,
+    /// The kernel lacks what the fault needs (FailedPrecondition).
+    Refused,
+    /// The agent failed at it (Internal).
+    Fails,
+}
+
 /// Counts live faults; fails when asked to.
 #[derive(Default)]
 struct FakeDriver {
     live: Arc<AtomicUsize>,
     last_expiry: AtomicU64,
-    fail: bool,
+    fail: Apply,
 }
 
 struct FakeHandle(Arc<AtomicUsize>);
@@ -36,8 +47,10 @@ impl Drop for FakeHandle {
 
 impl FaultDriver for FakeDriver {
     fn apply(&self, _: &Resolved, _: &FaultSpec, expires: u64) -> Result<Box<dyn FaultHandle>> {
-        if self.fail {
-            return Err(Error::FailedPrecondition("unsupported: test".into()));
+        match self.fail {
+            Apply::Works => {}
+            Apply::Refused => return Err(Error::FailedPrecondition("unsupported: test".into())),
+            Apply::Fails => return Err(Error::Internal("applying: test".into())),
         }
         self.last_expiry.store(expires, Ordering::SeqCst);
         self.live.fetch_add(1, Ordering::SeqCst);
@@ -45,13 +58,26 @@ impl FaultDriver for FakeDriver {
     }
 }
 
-fn setup(fail: bool) -> (TempDir, Arc<FakeDriver>, Arc<Engine>) {
+fn setup() -> (TempDir, Arc<FakeDriver>, Arc<Engine>) {
+    setup_with(Apply::Works, false)
+}
+
+/// With `journal`, experiments are journaled under the temp dir's `state`.
+fn setup_with(fail: Apply, journal: bool) -> (TempDir, Arc<FakeDriver>, Arc<Engine>) {
     let d = TempDir::new();
     let mount = d.cgroups(&["app"]);
     let resolver = Resolver::new(mount, d.path().join("proc"), "/".into(), 1);
     let driver = Arc::new(FakeDriver { fail, ..Default::default() });
-    let engine = Engine::new(driver.clone(), resolver, Policy::default(), None);
+    let journal = journal.then(|| journal::Journal::new(&d.path().join("state")));
+    let engine = Engine::new(driver.clone(), resolver, Policy::default(), journal);
     (d, driver, engine)
+}
+
+/// The files in the journal's directory of experiments.
+fn journaled(d: &TempDir) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(d.path().join("state/experiments"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
 }
 
 fn spec(ms: u64, label: &str) -> ExperimentSpec {
@@ -70,7 +96,7 @@ fn spec(ms: u64, label: &str) -> ExperimentSpec {
 
 #[tokio::test]
 async fn expires_at_the_deadline_and_keeps_final_counters() {
-    let (_d, driver, engine) = setup(false);
+    let (_d, driver, engine) = setup();
     let mut events = engine.subscribe();
     let before = monotonic_ns();
     let s = engine.inject(spec(100, "a")).await.unwrap();
@@ -100,7 +126,7 @@ async fn expires_at_the_deadline_and_keeps_final_counters() {
 
 #[tokio::test]
 async fn cancel_reverts_once_and_is_idempotent() {
-    let (_d, driver, engine) = setup(false);
+    let (_d, driver, engine) = setup();
     let s = engine.inject(spec(60_000, "a")).await.unwrap();
     let c = engine.cancel(&s.id).await.unwrap();
     assert_eq!(c.state, State::Cancelled);
@@ -110,19 +136,36 @@ async fn cancel_reverts_once_and_is_idempotent() {
 }
 
 #[tokio::test]
-async fn failed_apply_is_recorded_and_returned() {
-    let (_d, _driver, engine) = setup(true);
+async fn a_refusal_at_apply_time_leaves_no_record_no_event_and_no_journal_entry() {
+    let (d, driver, engine) = setup_with(Apply::Refused, true);
+    let mut events = engine.subscribe();
     let err = engine.inject(spec(1000, "a")).await.unwrap_err();
-    assert!(matches!(err, Error::FailedPrecondition(_)));
+    assert!(matches!(&err, Error::FailedPrecondition(m) if m.contains("unsupported")), "{err}");
+    assert!(engine.list(&ListFilter::default()).await.is_empty(), "a refusal was recorded");
+    assert!(matches!(events.try_recv(), Err(broadcast::error::TryRecvError::Empty)));
+    assert_eq!(journaled(&d), Vec::<std::path::PathBuf>::new());
+    assert_eq!(driver.live.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_failure_of_the_agent_at_apply_time_is_recorded_and_returned() {
+    let (d, _driver, engine) = setup_with(Apply::Fails, true);
+    let mut events = engine.subscribe();
+    let err = engine.inject(spec(1000, "a")).await.unwrap_err();
+    assert!(matches!(err, Error::Internal(_)));
     let all = engine.list(&ListFilter::default()).await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].state, State::Failed);
-    assert!(all[0].reason.contains("unsupported"));
+    assert!(all[0].reason.contains("applying: test"));
+    let states: Vec<State> =
+        std::iter::from_fn(|| events.try_recv().ok()).map(|e| e.snap.state).collect();
+    assert_eq!(states, [State::Pending, State::Failed]);
+    assert_eq!(journaled(&d), Vec::<std::path::PathBuf>::new());
 }
 
 #[tokio::test]
 async fn unresolvable_target_records_nothing() {
-    let (_d, driver, engine) = setup(false);
+    let (_d, driver, engine) = setup();
     let mut s = spec(1000, "a");
     s.target = TargetSpec::CgroupPath("/missing".into());
     assert!(matches!(engine.inject(s).await, Err(Error::NotFound(_))));
@@ -132,7 +175,7 @@ async fn unresolvable_target_records_nothing() {
 
 #[tokio::test]
 async fn ended_experiments_are_kept_up_to_the_bound() {
-    let (_d, driver, engine) = setup(false);
+    let (_d, driver, engine) = setup();
     let mut first = None;
     for _ in 0..KEEP_ENDED + 5 {
         let s = engine.inject(spec(60_000, "a")).await.unwrap();
@@ -149,7 +192,7 @@ async fn ended_experiments_are_kept_up_to_the_bound() {
 
 #[tokio::test]
 async fn shutdown_cancels_everything_and_lists_filter() {
-    let (_d, driver, engine) = setup(false);
+    let (_d, driver, engine) = setup();
     engine.inject(spec(60_000, "a")).await.unwrap();
     engine.inject(spec(60_000, "b")).await.unwrap();
     let only_b =

@@ -8,7 +8,7 @@ use crate::engine::error::{Error, Result};
 pub const MAX_CIDRS: usize = 256;
 
 pub fn fmt_dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    crate::units::format_duration(d)
 }
 
 /// A non-negative, normalised protobuf Duration: seconds >= 0 and nanos in 0..=999,999,999
@@ -17,7 +17,7 @@ pub fn proto_duration(d: &prost_types::Duration, field: &str) -> Result<Duration
     if d.seconds < 0 || d.nanos < 0 {
         return Err(Error::invalid(
             field,
-            format!("must not be negative, got {}s {}ns", d.seconds, d.nanos),
+            format!("must not be negative, got {}", crate::units::format_proto_duration(d)),
         ));
     }
     if d.nanos > 999_999_999 {

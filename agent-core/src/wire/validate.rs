@@ -20,14 +20,27 @@ pub const MAX_LABELS: usize = 32;
 
 #[derive(Clone, Debug)]
 pub struct Limits {
+    /// A bound on what a duration can mean at all (7 days).
     pub max_duration: Duration,
+    /// The policy's max_duration, the operator's limit (usually below the bound): a longer
+    /// duration is refused by the policy (PermissionDenied), and a refusal of a missing or
+    /// zero duration names the lower of the two.
+    pub policy_max_duration: Option<Duration>,
 }
 
 impl Default for Limits {
-    /// A bound on what a duration can mean at all; the policy's max_duration (PermissionDenied)
-    /// is the operator's limit below it.
     fn default() -> Self {
-        Limits { max_duration: Duration::from_secs(7 * 24 * 3600) }
+        Limits { max_duration: Duration::from_secs(7 * 24 * 3600), policy_max_duration: None }
+    }
+}
+
+impl Limits {
+    /// The longest duration allowed, and the rule it comes from.
+    pub fn effective_max_duration(&self) -> (Duration, &'static str) {
+        match self.policy_max_duration {
+            Some(p) if p < self.max_duration => (p, "the policy's max_duration"),
+            _ => (self.max_duration, "the agent's limit"),
+        }
     }
 }
 
@@ -52,7 +65,8 @@ pub fn inject(req: &pb::InjectRequest, limits: &Limits) -> Result<ExperimentSpec
         return Err(Error::invalid(
             "target.host",
             format!(
-                "{} host-wide would reach the agent and the node's own services: name a cgroup,                  container or pod",
+                "{} host-wide would reach the agent and the node's own services: name a cgroup, \
+                 container or pod",
                 fault.kind()
             ),
         ));
@@ -209,23 +223,23 @@ fn on_devices(f: &FaultSpec) -> bool {
     )
 }
 
+/// Longer than the policy's max_duration (but within the agent's limit) passes here: the
+/// policy refuses it, naming its rule.
 fn duration(d: Option<&prost_types::Duration>, limits: &Limits) -> Result<Duration> {
-    let max = fmt_dur(limits.max_duration);
+    let (max, rule) = limits.effective_max_duration();
+    let allowed = format!("> 0 and at most {} ({rule})", fmt_dur(max));
     let Some(d) = d else {
-        return Err(Error::invalid("duration", format!("required: > 0 and <= {max}")));
+        return Err(Error::invalid("duration", format!("required: {allowed}")));
     };
     if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) {
         return Err(Error::invalid(
             "duration",
-            format!("must be > 0 and <= {max}, got {}s {}ns", d.seconds, d.nanos),
+            format!("must be {allowed}, got {}", crate::units::format_proto_duration(d)),
         ));
     }
     let dur = proto_duration(d, "duration")?;
     if dur > limits.max_duration {
-        return Err(Error::invalid(
-            "duration",
-            format!("must be > 0 and <= {max}, got {}", fmt_dur(dur)),
-        ));
+        return Err(Error::invalid("duration", format!("must be {allowed}, got {}", fmt_dur(dur))));
     }
     Ok(dur)
 }
@@ -315,7 +329,7 @@ mod tests {
 
     #[test]
     fn unnormalised_durations_are_refused_by_field() {
-        let l = Limits { max_duration: Duration::from_secs(60) };
+        let l = Limits { max_duration: Duration::from_secs(60), ..Limits::default() };
         let mut r = req(30.0);
         r.duration = Some(prost_types::Duration { seconds: 1, nanos: 1_000_000_000 });
         let e = inject(&r, &l).unwrap_err().to_string();
@@ -335,7 +349,7 @@ mod tests {
 
     #[test]
     fn duration_bounds() {
-        let l = Limits { max_duration: Duration::from_secs(60) };
+        let l = Limits { max_duration: Duration::from_secs(60), ..Limits::default() };
         let mut r = req(10.0);
         r.duration = None;
         assert_eq!(field_of(inject(&r, &l)), "duration");
@@ -347,6 +361,37 @@ mod tests {
         assert_eq!(field_of(inject(&r, &l)), "duration");
         r.duration = Some(prost_types::Duration { seconds: 60, nanos: 0 });
         assert!(inject(&r, &l).is_ok());
+    }
+
+    #[test]
+    fn a_duration_refusal_names_the_limit_in_force_and_its_rule() {
+        let msg = |l: &Limits, d: Option<prost_types::Duration>| {
+            let mut r = req(10.0);
+            r.duration = d;
+            inject(&r, l).unwrap_err().to_string()
+        };
+        let zero = Some(prost_types::Duration { seconds: 0, nanos: 0 });
+        let policy =
+            Limits { policy_max_duration: Some(Duration::from_secs(3600)), ..Limits::default() };
+        assert_eq!(
+            msg(&policy, zero),
+            "duration: must be > 0 and at most 1h (the policy's max_duration), got 0s"
+        );
+        assert_eq!(
+            msg(&policy, None),
+            "duration: required: > 0 and at most 1h (the policy's max_duration)"
+        );
+        let negative = Some(prost_types::Duration { seconds: 0, nanos: -50_000_000 });
+        assert!(msg(&policy, negative).ends_with("got -50ms"));
+        // A policy above the agent's limit: the agent's limit is the one in force.
+        let week = Limits {
+            policy_max_duration: Some(Duration::from_secs(30 * 86400)),
+            ..Limits::default()
+        };
+        assert_eq!(
+            msg(&week, Some(prost_types::Duration { seconds: 8 * 86400, nanos: 0 })),
+            "duration: must be > 0 and at most 7days (the agent's limit), got 8days"
+        );
     }
 
     #[test]

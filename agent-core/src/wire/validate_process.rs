@@ -88,8 +88,8 @@ pub fn kill(k: &pb::ProcessKill, field: &str) -> Result<ProcessKill> {
                 return Err(Error::invalid(
                     format!("{field}.interval"),
                     format!(
-                        "must be zero (once) or at least 100ms, got {}s {}ns",
-                        d.seconds, d.nanos
+                        "must be zero (once) or at least 100ms, got {}",
+                        crate::units::format_proto_duration(d)
                     ),
                 ));
             }

@@ -1,5 +1,5 @@
 //! The gRPC surface: FaultService, grpc.health.v1 and server reflection, served on a Unix
-//! socket (0600, in a 0700 directory) and optionally on TCP: TLS, mutual TLS with a client
+//! socket (0600, in a directory only root may write) and optionally on TCP: TLS, mutual TLS with a client
 //! CA, a bearer token and per-client rate limits there; plain text only when asked for.
 
 pub mod audit;
@@ -41,13 +41,74 @@ pub struct Tcp {
     pub burst: f64,
 }
 
-/// Binds the Unix socket, replacing a stale file but never a live agent's socket.
-fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+/// The socket's directory: one the agent creates (with any missing parents) is 0700; one that
+/// exists is left as it is, unless another user could replace the socket in it, which
+/// refuses the start: a directory that group or others may write without the sticky bit
+/// (with it, as in /tmp, only a file's owner may remove or rename it), or one that belongs
+/// to a user other than root and the agent's.
+pub fn prepare_socket_dir(socket: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let dir = match socket.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating the socket directory {}", dir.display()))?;
+            // The umask may only have taken bits away; make it exactly 0700.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+            info!(dir = %dir.display(), "created the socket directory (0700)");
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("the socket directory {}", dir.display())),
+    };
+    if !meta.is_dir() {
+        bail!("the socket directory {} is not a directory", dir.display());
     }
+    if let Some(why) = unsafe_socket_dir(meta.mode(), meta.uid(), nix::unistd::geteuid().as_raw()) {
+        bail!(
+            "the socket directory {} (mode {:04o}, owner uid {}) {why}: choose another --socket \
+             directory, or a missing one (the agent creates it 0700)",
+            dir.display(),
+            meta.mode() & 0o7777,
+            meta.uid()
+        );
+    }
+    Ok(())
+}
+
+/// Why a directory with this mode and owner would let another user replace the agent's
+/// socket (and so answer its clients), or None.
+fn unsafe_socket_dir(mode: u32, owner: u32, me: u32) -> Option<String> {
+    const STICKY: u32 = 0o1000;
+    if owner != 0 && owner != me {
+        return Some(format!(
+            "belongs to uid {owner}, who could replace the socket with their own"
+        ));
+    }
+    if mode & 0o022 != 0 && mode & STICKY == 0 {
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "its group and every other user",
+            (true, false) => "its group",
+            _ => "every other user",
+        };
+        return Some(format!(
+            "is writable by {who} without the sticky bit, so they could replace the socket \
+             with their own"
+        ));
+    }
+    None
+}
+
+/// Binds the Unix socket (its directory prepared by `prepare_socket_dir`), replacing a stale
+/// file but never a live agent's socket.
+fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!("another agent is serving on {}", path.display());
@@ -167,3 +228,23 @@ pub async fn serve(
 }
 
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::unsafe_socket_dir;
+
+    #[test]
+    fn a_socket_directory_is_refused_when_another_user_could_replace_the_socket() {
+        assert_eq!(unsafe_socket_dir(0o40755, 0, 0), None);
+        assert_eq!(unsafe_socket_dir(0o40700, 0, 0), None);
+        // Sticky, as /tmp: only the socket's owner may remove or rename it.
+        assert_eq!(unsafe_socket_dir(0o41777, 0, 0), None);
+        let m = unsafe_socket_dir(0o40777, 0, 0).unwrap();
+        assert!(m.contains("writable by its group and every other user without the sticky"));
+        assert!(unsafe_socket_dir(0o40775, 0, 0).unwrap().contains("by its group without"));
+        assert!(unsafe_socket_dir(0o40757, 0, 0).unwrap().contains("by every other user"));
+        assert!(unsafe_socket_dir(0o40755, 1000, 0).unwrap().contains("belongs to uid 1000"));
+        // The agent's own user may own it (an agent run by that user).
+        assert_eq!(unsafe_socket_dir(0o40755, 1000, 1000), None);
+    }
+}

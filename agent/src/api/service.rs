@@ -151,8 +151,8 @@ impl FaultService for Service {
                 if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos < 100_000_000) =>
             {
                 return Err(Status::invalid_argument(format!(
-                    "snapshot_interval: zero (none) or at least 100ms, got {}s {}ns",
-                    d.seconds, d.nanos
+                    "snapshot_interval: must be zero (none) or at least 100ms, got {}",
+                    faultline_core::units::format_proto_duration(&d)
                 )));
             }
             Some(d) => Some(std::time::Duration::new(d.seconds as u64, d.nanos as u32)),

@@ -46,9 +46,11 @@ fn socket_is_private() {
     let agent = Agent::start();
     let mode = std::fs::metadata(&agent.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    // The harness made the directory: the agent leaves its mode alone, and serves in it
+    // because no other user may write it (serve.rs has the directories it refuses).
     let dir =
         std::fs::metadata(agent.socket.parent().unwrap()).unwrap().permissions().mode() & 0o777;
-    assert_eq!(dir, 0o700);
+    assert_eq!(dir & 0o022, 0, "{dir:o}");
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod net_reject;
 mod process;
 mod remote;
 mod restart;
+mod serve;
 mod store_recovery;
 mod stress;
 mod sys_files;

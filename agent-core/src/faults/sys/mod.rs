@@ -375,18 +375,18 @@ fn file_backend(
     object: &[u8],
     fds: &HashMap<String, RawFd>,
 ) -> std::result::Result<FileBackend, String> {
-    let active = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
-    let lsm = if active.split(',').any(|l| l.trim() == "bpf") {
-        aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}")).and_then(|btf| {
-            let prog: &mut Lsm = ebpf
-                .program_mut(attach::OPEN.lsm_name())
-                .ok_or("program missing")?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| chain(&e))?;
-            prog.load("file_open", &btf).map_err(|e| chain(&e))
-        })
-    } else {
-        Err(format!("bpf is not in the active LSM list ({})", active.trim()))
+    let lsm = match crate::caps::bpf_lsm_inactive() {
+        None => {
+            aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}")).and_then(|btf| {
+                let prog: &mut Lsm = ebpf
+                    .program_mut(attach::OPEN.lsm_name())
+                    .ok_or("program missing")?
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| chain(&e))?;
+                prog.load("file_open", &btf).map_err(|e| chain(&e))
+            })
+        }
+        Some(why) => Err(why),
     };
     let lsm_err = match lsm {
         Ok(()) => return Ok(FileBackend::Lsm),
