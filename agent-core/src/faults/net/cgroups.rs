@@ -166,7 +166,7 @@ fn attach_sock(
 
 #[cfg(test)]
 mod tests {
-    use faultline_common::net::{ACTION_DROP, ACTION_DNS, ACTION_REJECT};
+    use faultline_common::net::{ACTION_DNS, ACTION_DROP, ACTION_REJECT};
 
     use super::*;
 
