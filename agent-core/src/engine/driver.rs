@@ -27,6 +27,12 @@ pub trait FaultHandle: Send + Sync {
     fn failure(&self) -> Option<String> {
         None
     }
+    /// Why the fault ended on its own having done all it was asked (an IO stress moved its
+    /// bytes), if it did. The engine polls it and ends the experiment as expired with this
+    /// reason.
+    fn finished(&self) -> Option<String> {
+        None
+    }
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of bpf_ktime_get_ns.

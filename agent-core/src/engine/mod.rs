@@ -269,6 +269,9 @@ impl Engine {
                                 if let Some(why) = watched.upgrade().and_then(|h| h.failure()) {
                                     break (State::Failed, why);
                                 }
+                                if let Some(why) = watched.upgrade().and_then(|h| h.finished()) {
+                                    break (State::Expired, why);
+                                }
                                 // Every tick for the first 5 s, then every second: a thousand
                                 // long experiments must not keep the agent busy.
                                 tick += 1;

@@ -30,6 +30,9 @@ use nix::{
 
 use super::stress::shared::WORKER_FD;
 
+/// argv[0] of every helper child.
+pub const ARGV0: &str = "faultline";
+
 pub struct Spec {
     /// Arguments after the executable, the hidden subcommand first.
     pub args: Vec<String>,
@@ -93,8 +96,10 @@ fn fork(spec: Spec) -> io::Result<Child> {
     let agent = Pid::this();
     let shm = spec.shm_fd;
     let death = Signal::try_from(spec.death_signal)?;
+    // The agent's own binary, whatever its path, but named as users know it in ps and top
+    // (`faultline __stress-worker ...`), not `/proc/self/exe ...`.
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.args(&spec.args);
+    cmd.arg0(ARGV0).args(&spec.args);
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
     // Runs in the child between fork and exec: only async-signal-safe syscalls (nix's wrappers
     // are thin and do not allocate for a &CStr path) on data prepared before fork.

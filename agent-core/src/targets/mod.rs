@@ -171,10 +171,11 @@ impl Resolver {
 
     /// Why a target resolved earlier is no longer the one that was targeted, if it is not:
     /// its cgroup was removed (a restarted container gets a new one, with a new id), or its
-    /// process exited (a reused pid has another start time).
+    /// process exited (a reused pid has another start time; a zombie, killed but not yet
+    /// reaped by its parent, has exited too).
     pub fn gone(&self, cg: &ResolvedCgroup) -> Option<String> {
         if let (Some(pid), Some(start)) = (cg.pid, cg.pid_start)
-            && start_time(&self.proc_root.join(pid.to_string())) != Some(start)
+            && live_start_time(&self.proc_root.join(pid.to_string())) != Some(start)
         {
             return Some(format!("target gone: process {pid} exited"));
         }
@@ -339,9 +340,24 @@ fn interface_gone(i: &ResolvedInterface) -> Option<String> {
 
 /// A process's start time in clock ticks after boot (field 22 of /proc/PID/stat).
 fn start_time(proc_dir: &Path) -> Option<u64> {
+    stat_fields(proc_dir)?.get(19)?.parse().ok()
+}
+
+/// The start time of a process that has not exited: None for a zombie (state Z, or X while
+/// it is being reaped), whose /proc entry stays until its parent waits for it.
+fn live_start_time(proc_dir: &Path) -> Option<u64> {
+    let fields = stat_fields(proc_dir)?;
+    if matches!(fields.first().map(String::as_str), Some("Z" | "X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// The fields of /proc/PID/stat after the command name, from the state (field 3) on.
+fn stat_fields(proc_dir: &Path) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-    stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().map(str::to_string).collect())
 }
 
 /// The cgroup v2 path ("0::/path" line) of a /proc/PID/cgroup text (the parser and its
@@ -540,6 +556,11 @@ mod tests {
         let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
         std::fs::write(d.path().join("stat"), stat).unwrap();
         assert_eq!(start_time(d.path()), Some(123456));
+        assert_eq!(live_start_time(d.path()), Some(123456));
         assert_eq!(start_time(&d.path().join("none")), None);
+        // A zombie has exited, though its entry stays until its parent reaps it.
+        std::fs::write(d.path().join("stat"), stat.replace(")) S ", ")) Z ")).unwrap();
+        assert_eq!(start_time(d.path()), Some(123456));
+        assert_eq!(live_start_time(d.path()), None);
     }
 }

@@ -71,6 +71,7 @@ pub fn inject(req: &pb::InjectRequest, limits: &Limits) -> Result<ExperimentSpec
             ),
         ));
     }
+    net::mangle_direction(&fault, &target)?;
     if matches!(target, TargetSpec::Pid(_)) && fault == FaultSpec::ProcessPause {
         return Err(Error::invalid(
             "target.pid",

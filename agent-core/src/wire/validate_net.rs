@@ -11,8 +11,8 @@ use super::fields::{MAX_CIDRS, errno, fmt_dur, non_negative, percent};
 use crate::engine::{
     error::{Error, Result},
     model::{
-        Direction, Distribution, DnsAnswer, LossModel, NetBandwidth, NetDelay, NetDns, NetLoss,
-        NetMangle, NetReject, PacketFilter, PortRange, Protocol,
+        Direction, Distribution, DnsAnswer, FaultSpec, LossModel, NetBandwidth, NetDelay, NetDns,
+        NetLoss, NetMangle, NetReject, PacketFilter, PortRange, Protocol, TargetSpec,
     },
 };
 
@@ -30,6 +30,28 @@ pub(super) fn mangle(
         seed,
         devices: devices(list, &format!("{field}.devices"))?,
     })
+}
+
+/// Corrupt and duplicate on a cgroup target (anything but an interface) act on the packets
+/// the target sends: the tc programs on the devices they leave by find the sender's cgroup,
+/// and nothing tells them whose a received packet is before it is delivered. Refused here,
+/// before anything is applied, naming the field.
+pub(super) fn mangle_direction(fault: &FaultSpec, target: &TargetSpec) -> Result<()> {
+    let (m, field, verb) = match fault {
+        FaultSpec::NetCorrupt(m) => (m, "fault.net_corrupt", "corrupt"),
+        FaultSpec::NetDuplicate(m) => (m, "fault.net_duplicate", "duplicate"),
+        _ => return Ok(()),
+    };
+    if m.filter.direction == Direction::Egress || matches!(target, TargetSpec::Interface { .. }) {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        format!("{field}.filter.direction"),
+        format!(
+            "on a cgroup target {verb} acts on the packets it sends only: use direction egress, \
+             or an interface target to {verb} received packets"
+        ),
+    ))
 }
 
 pub const MAX_DNS_NAMES: usize = 64;
@@ -329,4 +351,68 @@ pub(super) fn ports(list: &[pb::PortRange], field: &str) -> Result<Vec<PortRange
         out.push(PortRange { first: r.first as u16, last: last as u16 });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::validate::{Limits, inject};
+
+    fn mangle_req(target: pb::target::Kind, kind: &str, dir: pb::Direction) -> pb::InjectRequest {
+        let filter = Some(pb::PacketFilter { direction: dir as i32, ..Default::default() });
+        let kind = match kind {
+            "corrupt" => pb::fault::Kind::NetCorrupt(pb::NetCorrupt {
+                filter,
+                percent: 1.0,
+                ..Default::default()
+            }),
+            _ => pb::fault::Kind::NetDuplicate(pb::NetDuplicate {
+                filter,
+                percent: 1.0,
+                ..Default::default()
+            }),
+        };
+        pb::InjectRequest {
+            target: Some(pb::Target { kind: Some(target) }),
+            fault: Some(pb::Fault { kind: Some(kind) }),
+            duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+            labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn corrupt_and_duplicate_on_a_cgroup_target_are_egress_only_in_plain_words() {
+        let l = Limits::default();
+        let cgroup = || pb::target::Kind::CgroupPath("/x".into());
+        let iface = || {
+            pb::target::Kind::Interface(pb::NetworkInterface {
+                name: "eth0".into(),
+                ..Default::default()
+            })
+        };
+        for kind in ["corrupt", "duplicate"] {
+            for dir in [pb::Direction::Both, pb::Direction::Ingress] {
+                for target in [cgroup(), pb::target::Kind::Pid(42)] {
+                    let err = inject(&mangle_req(target, kind, dir), &l).unwrap_err();
+                    let Error::InvalidArgument { field, .. } = &err else {
+                        panic!("{kind} {dir:?}: expected InvalidArgument, got {err:?}")
+                    };
+                    assert_eq!(field, &format!("fault.net_{kind}.filter.direction"));
+                    let text = err.to_string();
+                    assert!(
+                        text.contains(&format!(
+                            "on a cgroup target {kind} acts on the packets it sends only"
+                        )) && text.contains("use direction egress")
+                            && text.contains("interface target"),
+                        "{text}"
+                    );
+                }
+                // A device sees both directions.
+                assert!(inject(&mangle_req(iface(), kind, dir), &l).is_ok(), "{kind} {dir:?}");
+            }
+            for dir in [pb::Direction::Egress, pb::Direction::Unspecified] {
+                assert!(inject(&mangle_req(cgroup(), kind, dir), &l).is_ok(), "{kind} {dir:?}");
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use faultline_tests::{
-    Agent, Netns, NsTarget,
+    Agent, Cgroup, Netns, NsTarget,
     net::{UdpEcho, UdpSink},
     one_line_error, probe_in, tc_programs, wait_until,
 };
@@ -325,4 +325,65 @@ fn interface_fault_fails_when_the_device_is_removed() {
     let reason = got["reason"].as_str().unwrap();
     assert!(reason.starts_with("target gone: device ") && reason.contains("removed"), "{got}");
     assert_eq!(echo_between(&p.a, &p.b, &p.addr_b, 20), (20, 20), "the new device got the fault");
+}
+
+/// `lo` has index 1 in every namespace: while one namespace's `lo` carries a fault, another
+/// namespace's is refused, with the true reason (the programs key devices by index alone,
+/// whatever the kernel offers), and takes it once the first fault ends.
+#[test]
+fn same_index_in_another_namespace_is_refused_with_the_reason() {
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let agent = Agent::start();
+    let (a, b) = (Netns::new("idxa"), Netns::new("idxb"));
+    let loss = |ns: &Netns| {
+        vec![
+            "net".to_string(),
+            "loss".into(),
+            "--interface".into(),
+            "lo".into(),
+            "--netns".into(),
+            ns.name.clone(),
+            "--percent".into(),
+            "10".into(),
+            "--for".into(),
+            "60s".into(),
+        ]
+    };
+    let first = agent.cli_json(&args(&loss(&a)));
+    let err = one_line_error(&agent.cli(&args(&loss(&b))));
+    assert!(
+        (err.contains("FailedPrecondition") || err.contains("FAILED_PRECONDITION"))
+            && err.contains("device index 1")
+            && err.contains("by interface index alone")
+            && !err.contains("on this kernel"),
+        "{err}"
+    );
+    agent.cli_json(&["cancel", first["id"].as_str().unwrap()]);
+    let second = agent.cli_json(&args(&loss(&b)));
+    assert_eq!(second["state"], "active");
+    agent.cli_json(&["cancel", second["id"].as_str().unwrap()]);
+    assert_eq!(tc_programs(&a, "lo") + tc_programs(&b, "lo"), 0);
+}
+
+/// Corrupt and duplicate act on what a cgroup sends: another direction is bad input
+/// (INVALID_ARGUMENT naming the field, in plain words), refused before anything is applied.
+#[test]
+fn corrupt_and_duplicate_on_a_cgroup_refuse_ingress_as_bad_input() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("mangle-dir");
+    for (kind, dir) in [("corrupt", "both"), ("duplicate", "ingress")] {
+        let args =
+            ["net", kind, "--cgroup", &cg.rel, "--percent", "1", "--direction", dir, "--for", "5s"];
+        let err = one_line_error(&agent.cli(&args));
+        assert!(
+            (err.contains("InvalidArgument") || err.contains("INVALID_ARGUMENT"))
+                && err.contains(&format!("fault.net_{kind}.filter.direction"))
+                && err.contains("acts on the packets it sends only"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(agent.cli_json(&["ls"]).as_array().unwrap().len(), 0, "a refusal was recorded");
+    assert_eq!(cg.programs(), 0);
 }

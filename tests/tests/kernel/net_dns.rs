@@ -30,6 +30,10 @@ fn nxdomain_for_matching_names_while_others_resolve() {
         "60s",
     ]);
     assert_eq!(e["fault"], "net_dns");
+    assert_eq!(e["backend"], "cgroup_sock_addr+responder");
+    // The sock_addr hooks (connect, sendmsg, recvmsg, getpeername: 4 and 6 each) and the
+    // cgroup_skb egress program that notes each steered query's source; nothing at ingress.
+    assert_eq!((t.cg.attached(0), t.cg.attached(1), t.cg.sock_programs()), (0, 1, 8));
     for server in [&s4, &s6] {
         for mode in ["sendto", "connect"] {
             for name in ["x.blocked.test", "a.b.blocked.test", "DB.example.test"] {

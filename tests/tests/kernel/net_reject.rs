@@ -51,6 +51,7 @@ fn reject_refuses_connect_at_once_ipv4_and_ipv6() {
     };
     let e = agent.cli_json(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(e["fault"], "net_reject");
+    assert_eq!(e["backend"], "cgroup_sock_addr");
     // Only connect4/connect6: no packet programs, no UDP message hooks.
     assert_eq!((cg.attached(10), cg.attached(11)), (1, 1));
     assert_eq!(

@@ -137,6 +137,37 @@ fn kill_every_interval_repeats_until_the_end_and_a_pid_target_is_that_process() 
     let _ = counter.kill();
 }
 
+/// A kill of a pid target did what it was asked once the process is gone: the experiment
+/// ends then as expired, with the reason, not at the end of its `--for`. The test does not
+/// reap its child at once: a zombie has exited too.
+#[test]
+fn kill_of_a_pid_ends_as_expired_once_the_process_is_gone() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("kill-pid");
+    let mut sleeper = sleepers(&cg, 1).remove(0);
+    let pid = sleeper.id().to_string();
+    let e = agent.cli_json(&["process", "kill", "--pid", &pid, "--for", "30s"]);
+    let t0 = Instant::now();
+    assert_eq!(e["counters"]["processes_signalled"], 1, "{e}");
+    let id = e["id"].as_str().unwrap().to_string();
+    let mut end = serde_json::Value::Null;
+    wait_until("the kill to end", || {
+        end = agent.cli_json(&["get", &id]);
+        end["state"] != "active"
+    });
+    let took = t0.elapsed();
+    eprintln!("kill --pid ended after {:.0} ms: {end}", took.as_secs_f64() * 1000.0);
+    assert_eq!(end["state"], "expired", "{end}");
+    assert_eq!(
+        end["reason"].as_str(),
+        Some(format!("target gone: process {pid} exited").as_str()),
+        "{end}"
+    );
+    // The agent checks its targets every 100 ms; 2 s leaves room for a loaded machine.
+    assert!(took < Duration::from_secs(2), "took {took:?} of its 30s");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&sleeper.wait().unwrap()), Some(9));
+}
+
 #[test]
 fn pause_freezes_the_target_only_and_thaws_at_the_end_and_on_cancel() {
     let agent = Agent::start();
@@ -197,7 +228,15 @@ fn pause_ends_when_the_agent_stops_or_dies() {
     // SIGKILL: the guard child learns of it at once and thaws.
     agent.restart();
     agent.cli_json(&["process", "pause", "--cgroup", &cg.rel, "--for", "60s"]);
-    assert_eq!(thaw_guards_of(agent.pid()).len(), 1);
+    let guards = thaw_guards_of(agent.pid());
+    assert_eq!(guards.len(), 1);
+    // Named as users know it in ps, not /proc/self/exe.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", guards[0])).unwrap();
+    assert!(
+        cmdline.starts_with(b"faultline\0__thaw-guard\0"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
     agent.signal(libc::SIGKILL);
     wait_until("the guard to thaw", || freeze_file(&cg) == "0");
     assert!(a.moves());

@@ -256,33 +256,39 @@ fn io_workers_move_the_bytes_asked_and_the_device_sees_them() {
             ],
         );
         let id = e["id"].as_str().unwrap();
-        let until = Instant::now() + Duration::from_secs(15);
-        let got = loop {
-            let g = agent.cli_json(&["get", id]);
-            let c = &g["counters"];
-            let moved = if mode == "write" { &c["bytes_written"] } else { &c["bytes_read"] };
-            if moved.as_u64().unwrap_or(0) >= bytes || Instant::now() > until {
-                break g;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        agent.cli_json(&["cancel", id]);
+        // All bytes moved, the experiment ends on its own, long before its 20 s.
+        let got = wait_ended(&agent, id, Duration::from_secs(15));
         let c = &got["counters"];
         let dev =
             dev0.zip(device_bytes(fs.dir.path())).map(|((r0, w0), (r1, w1))| (r1 - r0, w1 - w0));
         eprintln!(
-            "io {mode} {} MiB: agent reports written {} read {}; device saw {dev:?}",
+            "io {mode} {} MiB: {} ({}); agent reports written {} read {}; device saw {dev:?}",
             bytes >> 20,
+            got["state"],
+            got["reason"],
             c["bytes_written"],
             c["bytes_read"]
         );
-        let moved = if mode == "write" { &c["bytes_written"] } else { &c["bytes_read"] };
-        assert_eq!(moved.as_u64(), Some(bytes), "{mode}: {got}");
-        if let Some((read, written)) = dev {
-            let seen = if mode == "write" { written } else { read };
-            assert!(seen >= bytes, "{mode}: the device saw only {seen} bytes of {bytes}");
+        let (written, read) =
+            (c["bytes_written"].as_u64().unwrap(), c["bytes_read"].as_u64().unwrap());
+        // --bytes counts all that moved: a read worker's first pass writes the data it reads
+        // (16 MiB, or half the bytes when fewer).
+        let (want_w, want_r) =
+            if mode == "write" { (bytes, 0) } else { (16 << 20, bytes - (16 << 20)) };
+        assert_eq!((written, read), (want_w, want_r), "{mode}: {got}");
+        assert_eq!(got["state"], "expired", "{mode}: {got}");
+        let reason = if mode == "write" {
+            format!("done: {}MiB written", bytes >> 20)
+        } else {
+            format!("done: {}MiB moved (16MiB written, {}MiB read)", bytes >> 20, want_r >> 20)
+        };
+        assert_eq!(got["reason"].as_str(), Some(reason.as_str()), "{got}");
+        if let Some((dev_read, dev_written)) = dev {
+            let (seen, moved) =
+                if mode == "write" { (dev_written, written) } else { (dev_read, read) };
+            assert!(seen >= moved, "{mode}: the device saw only {seen} bytes of {moved}");
         }
-        assert!(cg.procs().is_empty(), "workers left after cancel");
+        assert!(cg.procs().is_empty(), "workers left after the end");
     }
     assert_eq!(
         std::fs::read_dir(fs.dir.path())
@@ -294,6 +300,42 @@ fn io_workers_move_the_bytes_asked_and_the_device_sees_them() {
         0,
         "no file left behind"
     );
+}
+
+/// `--rate` holds for everything moved, the first pass that writes what mixed and read
+/// workers read too: 5 MiB/s for 6 s is 30 MiB (give or take a block). The workers are named
+/// as users know them in ps.
+#[test]
+fn io_at_a_rate_moves_rate_times_time_first_pass_included() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("iorate");
+    let dir = TempDir::new("iorate");
+    let path = dir.path().display().to_string();
+    let e = stress(
+        &agent,
+        &cg,
+        &["io", "--mode", "mixed", "--rate", "5mb", "--dir", &path, "--for", "6s"],
+    );
+    let procs = cg.procs();
+    assert_eq!(procs.len(), 1, "{procs:?}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", procs[0])).unwrap();
+    assert!(
+        cmdline.starts_with(b"faultline\0__stress-worker\0io\0"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let got = wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(15));
+    let c = &got["counters"];
+    let (written, read) = (c["bytes_written"].as_u64().unwrap(), c["bytes_read"].as_u64().unwrap());
+    let mib = (written + read) as f64 / (1 << 20) as f64;
+    eprintln!(
+        "io mixed 5mb/s for 6s: written {written} read {read}: {mib:.1} MiB; {}",
+        got["state"]
+    );
+    assert_eq!(got["state"], "expired", "{got}");
+    assert!((27.0..=33.0).contains(&mib), "asked 5 MiB/s for 6 s (30 MiB), moved {mib:.1} MiB");
+    assert!(read > 0 && written > read, "mixed: the first pass writes, then both: {got}");
+    assert!(cg.procs().is_empty(), "workers left after the end");
 }
 
 #[test]

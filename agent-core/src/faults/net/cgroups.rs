@@ -23,21 +23,27 @@ use crate::engine::{
     model::ResolvedCgroup,
 };
 
-/// cgroup_skb ingress and egress: the packet faults.
-pub const HOOK_SKB: u8 = 1;
+/// cgroup_skb egress: the packet faults, and DNS (below).
+pub const HOOK_SKB_EGRESS: u8 = 1;
 /// connect4/connect6: reject, and DNS steering of connected UDP.
 pub const HOOK_CONNECT: u8 = 2;
 /// sendmsg, recvmsg, getpeername: DNS steering of unconnected UDP and the resolver's
 /// address shown back.
 pub const HOOK_DNS: u8 = 4;
+/// cgroup_skb ingress: the packet faults.
+pub const HOOK_SKB_INGRESS: u8 = 8;
+pub const HOOK_SKB: u8 = HOOK_SKB_EGRESS | HOOK_SKB_INGRESS;
 pub const HOOK_ALL: u8 = HOOK_SKB | HOOK_CONNECT | HOOK_DNS;
 
 /// The hook groups a rule with this action is evaluated in.
 pub fn hooks_for(action: u32) -> u8 {
     match action {
         ACTION_REJECT => HOOK_CONNECT,
-        // The egress program notes the steered queries.
-        ACTION_DNS => HOOK_ALL,
+        // The egress program notes each steered query's source address and port, which the
+        // socket may get only when it sends (an unbound UDP socket's port is picked after the
+        // sendmsg hook ran): the responder, which sees the query from that address, looks up
+        // by it where the query was meant to go. Nothing DNS needs runs at ingress.
+        ACTION_DNS => HOOK_SKB_EGRESS | HOOK_CONNECT | HOOK_DNS,
         _ => HOOK_SKB,
     }
 }
@@ -55,14 +61,16 @@ pub const DNS_PROGRAMS: &[&str] = &[
 /// What one topmost target holds attached; dropping a group detaches it.
 #[derive(Default)]
 pub struct Links {
-    skb: Option<(CgroupSkbLink, CgroupSkbLink)>,
+    skb_egress: Option<CgroupSkbLink>,
+    skb_ingress: Option<CgroupSkbLink>,
     connect: Option<Vec<CgroupSockAddrLink>>,
     dns: Option<Vec<CgroupSockAddrLink>>,
 }
 
 impl Links {
     pub fn hooks(&self) -> u8 {
-        (if self.skb.is_some() { HOOK_SKB } else { 0 })
+        (if self.skb_egress.is_some() { HOOK_SKB_EGRESS } else { 0 })
+            | (if self.skb_ingress.is_some() { HOOK_SKB_INGRESS } else { 0 })
             | (if self.connect.is_some() { HOOK_CONNECT } else { 0 })
             | (if self.dns.is_some() { HOOK_DNS } else { 0 })
     }
@@ -75,10 +83,13 @@ impl Links {
         }
         let dir = File::open(cg.fs_path())
             .map_err(|e| Error::NotFound(format!("target: cgroup {} vanished: {e}", cg.path)))?;
-        if missing & HOOK_SKB != 0 {
-            let egress = attach_skb(ebpf, cg, &dir, PROG_EGRESS, CgroupSkbAttachType::Egress)?;
-            let ingress = attach_skb(ebpf, cg, &dir, PROG_INGRESS, CgroupSkbAttachType::Ingress)?;
-            self.skb = Some((egress, ingress));
+        if missing & HOOK_SKB_EGRESS != 0 {
+            self.skb_egress =
+                Some(attach_skb(ebpf, cg, &dir, PROG_EGRESS, CgroupSkbAttachType::Egress)?);
+        }
+        if missing & HOOK_SKB_INGRESS != 0 {
+            self.skb_ingress =
+                Some(attach_skb(ebpf, cg, &dir, PROG_INGRESS, CgroupSkbAttachType::Ingress)?);
         }
         if missing & HOOK_CONNECT != 0 {
             self.connect = Some(attach_sock(ebpf, cg, &dir, CONNECT_PROGRAMS)?);
@@ -92,8 +103,11 @@ impl Links {
 
     /// Detaches the groups outside `want`.
     pub fn retain(&mut self, want: u8) {
-        if want & HOOK_SKB == 0 {
-            self.skb = None;
+        if want & HOOK_SKB_EGRESS == 0 {
+            self.skb_egress = None;
+        }
+        if want & HOOK_SKB_INGRESS == 0 {
+            self.skb_ingress = None;
         }
         if want & HOOK_CONNECT == 0 {
             self.connect = None;
@@ -148,4 +162,21 @@ fn attach_sock(
             prog.take_link(id).map_err(|e| Error::internal("taking link", e))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use faultline_common::net::{ACTION_DNS, ACTION_DROP, ACTION_REJECT};
+
+    use super::*;
+
+    #[test]
+    fn each_action_gets_only_the_hooks_it_is_evaluated_in() {
+        assert_eq!(hooks_for(ACTION_DROP), HOOK_SKB_EGRESS | HOOK_SKB_INGRESS);
+        assert_eq!(hooks_for(ACTION_REJECT), HOOK_CONNECT);
+        // DNS: every sock_addr hook and the egress program that notes the steered queries;
+        // no cgroup_skb ingress.
+        assert_eq!(hooks_for(ACTION_DNS), HOOK_SKB_EGRESS | HOOK_CONNECT | HOOK_DNS);
+        assert_eq!(hooks_for(ACTION_DNS) & HOOK_SKB_INGRESS, 0);
+    }
 }

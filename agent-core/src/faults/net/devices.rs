@@ -140,7 +140,8 @@ impl Devices {
             if d.netns_ino != dev.netns_ino {
                 return Err(Error::FailedPrecondition(format!(
                     "device index {} is already used by a fault in another network namespace ({}); \
-                     faultline tells devices apart by index on this kernel",
+                     faultline's tc programs tell devices apart by interface index alone, so one \
+                     index carries them in one namespace at a time: end that fault first",
                     dev.ifindex, d.name
                 )));
             }

@@ -47,6 +47,8 @@ use devices::{Device, Devices};
 
 pub const BACKEND: &str = "cgroup_skb";
 pub const BACKEND_TC: &str = "tc";
+/// Reject: the connect4/connect6 programs.
+pub const BACKEND_SOCK_ADDR: &str = "cgroup_sock_addr";
 
 pub struct NetDriver {
     state: Arc<Mutex<NetState>>,
@@ -349,7 +351,8 @@ impl NetState {
             ) if a != b => {
                 return Err(Error::FailedPrecondition(format!(
                     "device index {} is already a target in another network namespace ({name}); \
-                     faultline tells devices apart by index on this kernel",
+                     faultline's tc programs tell devices apart by interface index alone, so one \
+                     index can be a target in one namespace at a time: end that fault first",
                     key & !IFACE_KEY
                 )));
             }
@@ -520,7 +523,13 @@ pub struct Extras {
 
 impl FaultHandle for NetHandle {
     fn backend(&self) -> &'static str {
-        if self.key & IFACE_KEY != 0 || !self.devices.is_empty() { BACKEND_TC } else { BACKEND }
+        if self.key & IFACE_KEY != 0 || !self.devices.is_empty() {
+            BACKEND_TC
+        } else if self.calls {
+            BACKEND_SOCK_ADDR
+        } else {
+            BACKEND
+        }
     }
 
     fn counters(&self) -> Counters {

@@ -48,14 +48,6 @@ impl FaultHandle for DnsHandle {
     }
 }
 
-/// Faults that act only on sent packets for cgroup targets refuse an ingress direction.
-fn egress_only(filter: &PacketFilter, field: &str, what: &str) -> Result<()> {
-    if filter.direction == Direction::Egress {
-        return Ok(());
-    }
-    Err(Error::FailedPrecondition(format!("unsupported: {field}.filter.direction: {what}")))
-}
-
 /// The devices a cgroup target's packets leave by, in its network namespace: those named,
 /// else those routing the filter's CIDRs, else every device that is up.
 fn egress_devices(
@@ -242,11 +234,13 @@ impl FaultDriver for NetFaults {
                 };
                 let devices = match target {
                     Resolved::Cgroup(cg) => {
-                        egress_only(
-                            &m.filter,
-                            field,
-                            "on a cgroup target only EGRESS; use an interface target",
-                        )?;
+                        // Validation refuses this first (wire::validate_net::mangle_direction).
+                        if m.filter.direction != Direction::Egress {
+                            return Err(Error::invalid(
+                                format!("{field}.filter.direction"),
+                                "on a cgroup target only egress: use an interface target for ingress",
+                            ));
+                        }
                         egress_devices(cg, &m.filter, &m.devices, field)?.1
                     }
                     Resolved::Interface(i) => vec![Self::interface_device(i)],

@@ -1,7 +1,8 @@
 //! Stress faults: CPU, memory and disk fill, done by worker processes (`worker.rs`) placed in
 //! the target's cgroups (`placement.rs`) by a dedicated spawner thread (`spawn.rs`). A
 //! supervisor thread per experiment runs the CPU control loop and notices a worker's death
-//! (an OOM kill fails the experiment with reason "oom-killed").
+//! (an OOM kill fails the experiment with reason "oom-killed") and the end of an IO stress
+//! that moved all its bytes (the experiment ends then, as expired, with reason "done: ...").
 
 mod placement;
 pub mod shared;
@@ -67,10 +68,15 @@ impl Recover for StressDriver {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
-    Cpu { target_cpus: f64 },
+    Cpu {
+        target_cpus: f64,
+    },
     Memory,
     Fill,
-    Io,
+    /// With the bytes to move in all (`--bytes`), if bounded.
+    Io {
+        bytes: Option<u64>,
+    },
 }
 
 struct Inner {
@@ -80,6 +86,8 @@ struct Inner {
     workers: Mutex<Vec<Child>>,
     stop: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// Set once every worker did all it was asked (an IO stress with `--bytes`).
+    finished: Mutex<Option<String>>,
     cpu0: u64,
     oom0: u64,
     count: usize,
@@ -128,6 +136,32 @@ impl Inner {
                 *f = Some(why);
             }
         }
+        if let Kind::Io { bytes: Some(goal) } = self.kind
+            && workers.iter_mut().all(|w| matches!(w.try_wait(), Ok(Some(s)) if s.success()))
+        {
+            let t = self.shared.totals(self.count);
+            // Workers also end cleanly at the deadline: only all bytes moved is "done".
+            if t.written + t.read >= goal {
+                let why = done_reason(t.written, t.read);
+                debug!(reason = %why, "io stress finished");
+                lock(&self.finished).get_or_insert(why);
+            }
+        }
+    }
+}
+
+/// "done: 2GiB written", or with reads "done: 64MiB moved (16MiB written, 48MiB read)".
+fn done_reason(written: u64, read: u64) -> String {
+    use crate::units::human_bytes;
+    if read == 0 {
+        format!("done: {} written", human_bytes(written))
+    } else {
+        format!(
+            "done: {} moved ({} written, {} read)",
+            human_bytes(written + read),
+            human_bytes(written),
+            human_bytes(read)
+        )
     }
 }
 
@@ -157,6 +191,10 @@ impl FaultHandle for StressHandle {
 
     fn failure(&self) -> Option<String> {
         lock(&self.inner.failure).clone()
+    }
+
+    fn finished(&self) -> Option<String> {
+        lock(&self.inner.finished).clone()
     }
 }
 
@@ -251,7 +289,11 @@ fn io_plan(s: &IoStress, p: &Placement) -> Plan {
             ]
         })
         .collect();
-    Plan { kind: Kind::Io, name: "io", workers, extra, oom_score_adj: None }
+    let bytes = match s.amount {
+        IoAmount::Bytes(b) => Some(b),
+        _ => None,
+    };
+    Plan { kind: Kind::Io { bytes }, name: "io", workers, extra, oom_score_adj: None }
 }
 
 fn fill_plan(d: &DiskFill) -> Plan {
@@ -302,6 +344,7 @@ impl FaultDriver for StressDriver {
             workers: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             failure: Mutex::new(None),
+            finished: Mutex::new(None),
             count: plan.workers,
         });
         // From here on, the handle's drop stops whatever was started.
@@ -335,7 +378,10 @@ impl FaultDriver for StressDriver {
                 .name("stress-supervisor".into())
                 .spawn(move || {
                     let t0 = Instant::now();
-                    while !sup.stop.load(Ordering::Relaxed) && monotonic_ns() < expires {
+                    while !sup.stop.load(Ordering::Relaxed)
+                        && monotonic_ns() < expires
+                        && lock(&sup.finished).is_none()
+                    {
                         sup.tick(t0);
                         std::thread::sleep(TICK);
                     }
@@ -343,5 +389,19 @@ impl FaultDriver for StressDriver {
                 .map_err(|e| Error::internal("starting the stress supervisor", e))?,
         );
         Ok(Box::new(handle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::done_reason;
+
+    #[test]
+    fn the_done_reason_says_what_moved() {
+        assert_eq!(done_reason(2 << 30, 0), "done: 2GiB written");
+        assert_eq!(
+            done_reason(16 << 20, 48 << 20),
+            "done: 64MiB moved (16MiB written, 48MiB read)"
+        );
     }
 }

@@ -216,6 +216,21 @@ fn open_io(dir: &str, direct: bool) -> std::io::Result<(std::fs::File, bool)> {
 /// Work file region used over and over, so IO load never turns into a disk fill.
 const SPAN: u64 = 16 << 20;
 
+/// How much of the work file a worker uses, in whole blocks: at most `SPAN`. Read and mixed
+/// workers write it first (reads need data), and that first pass counts against their
+/// budget: so with `--bytes` it takes at most half of it (reads remain), and with `--rate`
+/// about one second of it.
+fn io_span(kind: &str, value: u64, block: u64, mode: &str) -> u64 {
+    let prefill = mode != "write";
+    let want = match kind {
+        "b" if prefill => value / 2,
+        "b" => value,
+        "r" if value > 0 => value,
+        _ => SPAN,
+    };
+    want.min(SPAN).div_ceil(block).max(1) * block
+}
+
 #[allow(clippy::too_many_arguments)]
 fn io(
     shared: &Shared,
@@ -235,24 +250,14 @@ fn io(
         Err(e) => return e.raw_os_error().unwrap_or(libc::EIO),
     };
     let Some(mut buf) = Aligned::new(block as usize) else { return libc::ENOMEM };
-    let span = if kind == "b" { value.min(SPAN) } else { SPAN }.div_ceil(block).max(1) * block;
+    let span = io_span(kind, value, block, mode);
     let fail = |e: i32| {
         slot.error.store(e as u64, Ordering::Relaxed);
         e
     };
-    // Reads need data there first.
-    if mode != "write" {
-        let mut off = 0;
-        while off < span {
-            let n = match f.write_at(buf.get(block as usize), off) {
-                Ok(0) => return fail(libc::EIO),
-                Ok(n) => n,
-                Err(e) => return fail(e.raw_os_error().unwrap_or(libc::EIO)),
-            };
-            off += n as u64;
-            slot.written.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
+    // Reads need data: read and mixed workers write the span first, as the first pass of
+    // the loop below, so those bytes count against --bytes and are paced by --rate.
+    let mut filling = mode != "write";
     let start = monotonic_ns();
     let (mut done, mut pos, mut turn) = (0u64, 0u64, 0u64);
     loop {
@@ -260,17 +265,20 @@ fn io(
             return 0;
         }
         if kind == "b" && done >= value {
+            // All asked for is done: the worker ends, and the experiment with its last one.
             slot.ready.store(1, Ordering::Relaxed);
-            hold_until(deadline);
             return 0;
         }
         let len = if kind == "b" { block.min(value - done).div_ceil(4096) * 4096 } else { block };
-        let write = match mode {
-            "read" => false,
-            "mixed" => turn % 2 == 0,
-            _ => true,
-        };
-        turn += 1;
+        let write = filling
+            || match mode {
+                "read" => false,
+                "mixed" => {
+                    turn += 1;
+                    turn % 2 == 1
+                }
+                _ => true,
+            };
         // len <= block: the buffer holds it.
         let data = buf.get(len as usize);
         let n = match if write { f.write_at(data, pos) } else { f.read_at(data, pos) } {
@@ -284,6 +292,7 @@ fn io(
         pos += n;
         if pos >= span {
             pos = 0;
+            filling = false;
             if !direct {
                 // Through the page cache: push the writes out and drop the cache, so the
                 // next pass reaches the disk again.
@@ -340,7 +349,27 @@ pub fn main(args: &[String]) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::Aligned;
+    use super::{Aligned, SPAN, io_span};
+
+    #[test]
+    fn the_work_span_leaves_room_for_reads_and_is_whole_blocks() {
+        const K: u64 = 1024;
+        const M: u64 = 1 << 20;
+        // Writes only: the bytes asked, at most SPAN.
+        assert_eq!(io_span("b", 2 * M, 64 * K, "write"), 2 * M);
+        assert_eq!(io_span("b", 4 * 1024 * M, 64 * K, "write"), SPAN);
+        // Read and mixed: the first pass (writes) takes at most half of --bytes.
+        assert_eq!(io_span("b", 2 * M, 64 * K, "read"), M);
+        assert_eq!(io_span("b", 64 * M, 64 * K, "mixed"), SPAN);
+        // Less than a block still gets one.
+        assert_eq!(io_span("b", 8 * K, 64 * K, "read"), 64 * K);
+        // --rate: about a second's worth, rounded up to blocks, at most SPAN.
+        assert_eq!(io_span("r", 5 * M, 64 * K, "mixed"), 5 * M);
+        assert_eq!(io_span("r", 5_000_000, 64 * K, "mixed"), 77 * 64 * K);
+        assert_eq!(io_span("r", 500 * M, 64 * K, "read"), SPAN);
+        // As fast as it goes: all of it.
+        assert_eq!(io_span("u", 0, 64 * K, "read"), SPAN);
+    }
 
     #[test]
     fn aligned_buffers_start_on_a_4k_boundary_and_hold_the_pattern() {
