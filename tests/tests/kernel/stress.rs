@@ -9,7 +9,7 @@ use std::{
 };
 
 use faultline_tests::{
-    Agent, Cgroup, one_line_error,
+    Agent, Cgroup, TempDir, one_line_error,
     stress::{Mem, SmallFs, V1, pure_v2, v1_mount},
 };
 
