@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use faultline_core::wire::convert::system_time as time;
+use faultline_core::{units::human_duration, wire::convert::system_time as time};
 use faultline_proto::v1 as pb;
 
 use super::{
@@ -233,8 +233,7 @@ pub fn watch_frame(
     (cols, rows): (usize, usize),
 ) -> String {
     let cols = usable(cols);
-    let title =
-        format!("faultline watch  {endpoint}  every {}", humantime::format_duration(interval));
+    let title = format!("faultline watch  {endpoint}  every {}", human_duration(interval));
     let shown: Vec<pb::Experiment> = seen.map(|s| select(&s.data, all, now)).unwrap_or_default();
     let live = shown.iter().filter(|e| is_live(e)).count();
     let status = if all {
@@ -266,22 +265,23 @@ pub fn detail_frame(
     (cols, rows): (usize, usize),
 ) -> String {
     let cols = usable(cols);
-    let title =
-        format!("faultline get {id} --watch  every {}", humantime::format_duration(interval));
+    let title = format!("faultline get {id} --watch  every {}", human_duration(interval));
     let status = seen.map(|s| format!("{} {}", state_name(s.data.state), counters_text(&s.data)));
     let mut lines = heading(&title, now, &status.unwrap_or_default(), error, seen.map(|s| s.at));
     if let Some(s) = seen {
         let e = &s.data;
+        let mut rows = experiment::detail_rows(e);
+        let value_at = experiment::label_width(&rows) + 1;
         let left = match time_left(e, now) {
             TimeLeft::Bar { left, total } => {
                 let label = compact(ceil_secs(left)).len();
-                let cells = cols.saturating_sub(17 + 3 + label).clamp(BAR_MIN, 50);
+                let cells = cols.saturating_sub(value_at + 3 + label).clamp(BAR_MIN, 50);
                 bar(left, total, cells)
             }
             TimeLeft::Text(t) => t,
         };
-        lines.push(format!("{:<16} {left}", "time left"));
-        lines.extend(experiment::experiment_detail(e).lines().map(str::to_string));
+        rows.insert(0, ("time left", left));
+        lines.extend(experiment::detail_text(&rows).lines().map(str::to_string));
     }
     fit_frame(lines, cols, rows)
 }

@@ -19,24 +19,34 @@ use faultline_proto::v1 as pb;
 
 use super::Output;
 
+/// `ls`: a table ("(no experiments)" when there are none), or a JSON list (`[]` then).
 pub fn print_experiments(output: Output, list: &[pb::Experiment]) -> anyhow::Result<()> {
     match output {
-        Output::Table => print!("{}", experiment::experiments_table(list)),
+        Output::Table => {
+            write_stdout(&experiment::experiments_table(list, std::time::SystemTime::now()))
+        }
         Output::Json => {
             let v: Vec<_> = list.iter().map(experiment::experiment_json).collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            write_stdout(&(serde_json::to_string_pretty(&v)? + "\n"))
         }
     }
-    Ok(())
 }
 
 pub fn print_experiment(output: Output, e: &pb::Experiment) -> anyhow::Result<()> {
     match output {
-        Output::Table => print!("{}", experiment::experiment_detail(e)),
+        Output::Table => write_stdout(&experiment::experiment_detail(e)),
         Output::Json => {
-            println!("{}", serde_json::to_string_pretty(&experiment::experiment_json(e))?)
+            write_stdout(&(serde_json::to_string_pretty(&experiment::experiment_json(e))? + "\n"))
         }
     }
+}
+
+/// Writes `text` to stdout. Unlike print!, a reader that went away (`| head`) is no panic: the
+/// std::io::Error (kind BrokenPipe) comes back to the caller, who knows whether that loses
+/// anything (an inject's id) or is the usual end of a pipe.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush())?;
     Ok(())
 }
 
