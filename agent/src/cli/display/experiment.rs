@@ -252,11 +252,11 @@ mod tests {
         });
         e.counters =
             Some(pb::Counters { packets_matched: 412, packets_dropped: 412, ..Default::default() });
-        let now = t0() + Duration::from_millis(12_500);
+        let now = t0() + Duration::from_secs(13);
         assert_eq!(
             experiments_table(&[e], now),
             "ID            STATE   FAULT                TARGET     MATCHED  HIT          TIME\n\
-             2f4c81a09b3e  active  loss 100% port 6379  /checkout  412      412 dropped  4m48s left\n"
+             2f4c81a09b3e  active  loss 100% port 6379  /checkout  412      412 dropped  4m47s left\n"
         );
     }
 

@@ -370,6 +370,29 @@ mod tests {
     }
 
     #[test]
+    fn the_detail_screen_lines_up_its_time_bar_with_the_values() {
+        use crate::cli::display::fixtures::{active, all_counters};
+        let now = t0() + Duration::from_secs(18);
+        let kill = active(
+            "bbbb",
+            pb::fault::Kind::ProcessKill(Default::default()),
+            pb::target::Kind::Pid(4242),
+            all_counters(),
+        );
+        let seen = Seen { at: now, data: kill };
+        let f = detail_frame("bbbb", Duration::from_secs(1), now, Some(&seen), None, (120, 40));
+        let at = |label: &str| {
+            let l = f.lines().find(|l| l.starts_with(label)).unwrap_or_default();
+            l[label.len()..].find(|c| c != ' ').map(|i| i + label.len())
+        };
+        assert_eq!(at("time left"), Some(20), "{f}");
+        assert_eq!(at("processes signalled"), Some(20), "{f}");
+        assert!(f.contains("time left           [#"), "{f}");
+        assert!(f.lines().all(|l| l.chars().count() < 120), "{f}");
+        assert!(f.contains("every 1s") && f.contains("active signalled 3"), "{f}");
+    }
+
+    #[test]
     fn all_adds_recently_ended() {
         let now = t0() + Duration::from_secs(3600);
         let mut recent = loss("recent", pb::State::Expired, t0(), 60);

@@ -150,7 +150,7 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
         }
         Some(pb::fault::Kind::SyscallErrno(e)) => {
             let how = match (e.every_nth, e.percent) {
-                (Some(n), _) => format!(" every {}", ordinal(n.into())),
+                (Some(n), _) => format!(" every {}", ordinal(n)),
                 (None, Some(p)) if p < 100.0 => format!(" {p}%"),
                 _ => String::new(),
             };
