@@ -225,7 +225,7 @@ impl Policy {
             "allow_host={} max_duration={} max_concurrent={} max_stress_memory={memory} \
              protected_cgroups={:?} protected_namespaces={:?} pods_log_dir={}",
             self.allow_host,
-            humantime::format_duration(self.max_duration),
+            crate::units::human_duration(self.max_duration),
             self.max_concurrent,
             self.protected_cgroups,
             self.protected_namespaces,
@@ -250,8 +250,8 @@ impl Policy {
         if spec.duration > self.max_duration {
             return Err(Error::PermissionDenied(format!(
                 "policy max_duration ({}): duration {} is longer",
-                humantime::format_duration(self.max_duration),
-                humantime::format_duration(spec.duration)
+                crate::units::human_duration(self.max_duration),
+                crate::units::human_duration(spec.duration)
             )));
         }
         // A percent is only known in bytes once placed: the stress driver checks that one.

@@ -76,6 +76,12 @@ pub struct SmallFs {
     pub image: Option<PathBuf>,
 }
 
+impl Default for SmallFs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SmallFs {
     pub fn new() -> SmallFs {
         let dir = TempDir::new("fill");

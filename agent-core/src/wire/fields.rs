@@ -7,10 +7,6 @@ use crate::engine::error::{Error, Result};
 
 pub const MAX_CIDRS: usize = 256;
 
-pub fn fmt_dur(d: Duration) -> String {
-    crate::units::format_duration(d)
-}
-
 /// A non-negative, normalised protobuf Duration: seconds >= 0 and nanos in 0..=999,999,999
 /// (a larger nanos would silently carry into the seconds).
 pub fn proto_duration(d: &prost_types::Duration, field: &str) -> Result<Duration> {

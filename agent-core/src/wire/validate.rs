@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use faultline_proto::v1 as pb;
 
+use super::fields::proto_duration;
 pub use super::fields::{MAX_CIDRS, errno, percent};
-use super::fields::{fmt_dur, proto_duration};
 use super::validate_net as net;
 pub use super::validate_net::{
     MAX_BURST_BYTES, MAX_DELAY, MAX_DNS_NAMES, MAX_RATE_BPS, MIN_RATE_BPS, filter, parse_cidr,
@@ -15,6 +15,7 @@ use crate::engine::{
     error::{Error, Result},
     model::{Direction, ExperimentSpec, FaultSpec, State, TargetSpec},
 };
+use crate::units::human_duration;
 
 pub const MAX_LABELS: usize = 32;
 
@@ -228,7 +229,7 @@ fn on_devices(f: &FaultSpec) -> bool {
 /// policy refuses it, naming its rule.
 fn duration(d: Option<&prost_types::Duration>, limits: &Limits) -> Result<Duration> {
     let (max, rule) = limits.effective_max_duration();
-    let allowed = format!("> 0 and at most {} ({rule})", fmt_dur(max));
+    let allowed = format!("> 0 and at most {} ({rule})", human_duration(max));
     let Some(d) = d else {
         return Err(Error::invalid("duration", format!("required: {allowed}")));
     };
@@ -240,7 +241,10 @@ fn duration(d: Option<&prost_types::Duration>, limits: &Limits) -> Result<Durati
     }
     let dur = proto_duration(d, "duration")?;
     if dur > limits.max_duration {
-        return Err(Error::invalid("duration", format!("must be {allowed}, got {}", fmt_dur(dur))));
+        return Err(Error::invalid(
+            "duration",
+            format!("must be {allowed}, got {}", human_duration(dur)),
+        ));
     }
     Ok(dur)
 }

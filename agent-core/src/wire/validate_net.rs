@@ -7,7 +7,7 @@ use faultline_common::net::MAX_PORT_RANGES;
 use faultline_proto::v1 as pb;
 use ipnet::IpNet;
 
-use super::fields::{MAX_CIDRS, errno, fmt_dur, non_negative, percent};
+use super::fields::{MAX_CIDRS, errno, non_negative, percent};
 use crate::engine::{
     error::{Error, Result},
     model::{
@@ -15,6 +15,7 @@ use crate::engine::{
         NetLoss, NetMangle, NetReject, PacketFilter, PortRange, Protocol, TargetSpec,
     },
 };
+use crate::units::human_duration;
 
 /// A corrupt or duplicate fault: its filter (egress by default), share and devices.
 pub(super) fn mangle(
@@ -142,7 +143,11 @@ pub(super) fn net_delay(d: &pb::NetDelay, field: &str) -> Result<NetDelay> {
     if jitter > latency {
         return Err(Error::invalid(
             format!("{field}.jitter"),
-            format!("must be <= latency ({}), got {}", fmt_dur(latency), fmt_dur(jitter)),
+            format!(
+                "must be <= latency ({}), got {}",
+                human_duration(latency),
+                human_duration(jitter)
+            ),
         ));
     }
     if latency + jitter > MAX_DELAY {
@@ -150,8 +155,8 @@ pub(super) fn net_delay(d: &pb::NetDelay, field: &str) -> Result<NetDelay> {
             format!("{field}.latency"),
             format!(
                 "latency + jitter must be <= {}, got {}",
-                fmt_dur(MAX_DELAY),
-                fmt_dur(latency + jitter)
+                human_duration(MAX_DELAY),
+                human_duration(latency + jitter)
             ),
         ));
     }

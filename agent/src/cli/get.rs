@@ -116,7 +116,7 @@ async fn watch_lines(
                 if !outage {
                     eprint_line(&format!(
                         "{why}; retrying every {}",
-                        humantime::format_duration(interval)
+                        faultline_core::units::human_duration(interval)
                     ));
                     outage = true;
                 }

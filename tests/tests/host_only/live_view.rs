@@ -1,6 +1,7 @@
 //! `faultline watch` in a real terminal (a detached tmux session): the experiment's row with
 //! a counter that moves, the agent going away and coming back, Ctrl-C restoring the terminal
-//! with exit 0; and piped, one snapshot. Host only: the VM guests have no tmux.
+//! with exit 0, the terminal's own width (and a resize) used, SIGTERM restoring the terminal
+//! of `get --watch` too; and piped, one snapshot. Host only: the VM guests have no tmux.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -32,6 +33,11 @@ fn tmux_missing() -> ! {
 
 impl Tmux {
     fn start(tag: &str, command: &str) -> Tmux {
+        Tmux::start_sized(tag, command, COLS)
+    }
+
+    /// A session `cols` columns wide (and ROWS high).
+    fn start_sized(tag: &str, command: &str, cols: usize) -> Tmux {
         match Command::new("tmux").arg("-V").output() {
             Ok(o) if o.status.success() => {}
             _ => tmux_missing(),
@@ -49,7 +55,7 @@ impl Tmux {
             .args(["-L", &t.socket, "-f"])
             .arg(&conf)
             .args(["new-session", "-d", "-s", &t.session])
-            .args(["-x", &COLS.to_string(), "-y", &ROWS.to_string()])
+            .args(["-x", &cols.to_string(), "-y", &ROWS.to_string()])
             .arg(command)
             .env_remove("TMUX")
             .output()
@@ -67,6 +73,20 @@ impl Tmux {
     /// What the pane shows now, line by line.
     fn screen(&self) -> String {
         self.tmux(&["capture-pane", "-p", "-t", &self.session])
+    }
+
+    /// The view's process: the shell's child.
+    fn view_pid(&self) -> i32 {
+        let shell = self.format("#{pane_pid}");
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"));
+        children.unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// Sends SIGTERM to the view.
+    fn terminate_view(&self) {
+        let view = self.view_pid();
+        // SAFETY: signalling the view this test started.
+        assert_eq!(unsafe { libc::kill(view, libc::SIGTERM) }, 0);
     }
 
     fn format(&self, f: &str) -> String {
@@ -145,8 +165,13 @@ fn send(cg: &Cgroup, sink: &UdpSink, n: usize) {
 /// ignores SIGINT, so Ctrl-C ends only the view; the view inherits SIG_IGN, so it exits on
 /// Ctrl-C only because it handles SIGINT itself.
 fn watch_command(agent: &Agent) -> String {
+    view_command(agent, "watch --interval 200ms")
+}
+
+/// The shell text of `watch_command` around any view (`args` after the endpoint).
+fn view_command(agent: &Agent, args: &str) -> String {
     format!(
-        "trap '' INT; echo BEFORE-THE-VIEW; '{}' --endpoint '{}' watch --interval 200ms; \
+        "trap '' INT; echo BEFORE-THE-VIEW; '{}' --endpoint '{}' {args}; \
          echo \"EXIT=$?\"; exec sleep 600",
         faultline_bin().display(),
         agent.endpoint()
@@ -217,12 +242,77 @@ fn live_view_says_when_the_agent_is_unreachable_and_recovers() {
         !s.contains("agent unreachable") && s.lines().any(|l| l.ends_with(" active"))
     });
     // SIGTERM ends it as cleanly as Ctrl-C.
-    let shell = tmux.format("#{pane_pid}");
-    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"));
-    let view: i32 = children.unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    // SAFETY: signalling the view this test started.
-    assert_eq!(unsafe { libc::kill(view, libc::SIGTERM) }, 0);
+    tmux.terminate_view();
     assert_restored(&tmux, &id);
+}
+
+/// A 50% loss on a cgroup with a long path (about 100 characters: wider than an 80-column
+/// terminal on its own).
+fn long_target(tag: &str) -> (Agent, Cgroup, Cgroup, UdpSink, String) {
+    let agent = Agent::start();
+    let parent = Cgroup::new(tag);
+    let cg = parent.child(&format!("a-service-with-a-long-cgroup-name-{}", "x".repeat(30)));
+    let sink = UdpSink::bind("127.0.0.1:0");
+    let port = sink.addr().port().to_string();
+    let e = agent.cli_json_args(&udp_loss(&["--cgroup", &cg.rel], "50", &port, "60s"));
+    let id = e["id"].as_str().unwrap().to_string();
+    send(&cg, &sink, 100);
+    (agent, parent, cg, sink, id)
+}
+
+#[test]
+fn live_view_uses_the_terminal_width_and_follows_a_resize() {
+    let (agent, _parent, cg, _sink, id) = long_target("wide");
+    assert!(cg.rel.len() > 90, "{}", cg.rel);
+    let wide = 250;
+    let tmux = Tmux::start_sized("wide", &watch_command(&agent), wide);
+    // 250 columns: the whole row, nothing cut, the bar at its longest.
+    let s = tmux.wait_screen("the whole row on a wide terminal", |s| {
+        row(s, &id).is_some_and(|r| r.contains(&cg.rel) && counter(r, "dropped").is_some())
+    });
+    let r = row(&s, &id).unwrap();
+    eprintln!("{r}");
+    assert!(!r.contains("..."), "nothing is cut at {wide} columns: {r}");
+    assert!(r.chars().count() > 160, "the row uses the width: {r}");
+    assert!(r.chars().count() < wide, "{r}");
+    assert!(r.contains(&format!("[{}", "#".repeat(30))), "a long bar: {r}");
+
+    // Narrower (SIGWINCH): the next frame fits the new width, the target cut.
+    let narrow = 100;
+    tmux.tmux(&["resize-window", "-t", &tmux.session, "-x", &narrow.to_string()]);
+    let s = tmux.wait_screen("the row cut to the narrower terminal", |s| {
+        row(s, &id).is_some_and(|r| r.contains("..."))
+    });
+    let r = row(&s, &id).unwrap();
+    assert!(r.chars().count() < narrow, "{r}");
+    assert!(!r.contains(&cg.rel), "{r}");
+    assert!(r.contains("dropped") && r.contains("] "), "counters and bar stay: {r}");
+    tmux.terminate_view();
+    assert_restored(&tmux, &id);
+}
+
+#[test]
+fn get_watch_uses_the_width_and_sigterm_restores_the_terminal() {
+    let (agent, _parent, cg, _sink, id) = long_target("getw");
+    let tmux = Tmux::start_sized(
+        "getw",
+        &view_command(&agent, &format!("get {id} --watch --interval 200ms")),
+        250,
+    );
+    let s = tmux.wait_screen("the detail with its time bar", |s| {
+        s.lines().any(|l| l.starts_with("time left") && l.contains("[#"))
+            && s.lines().any(|l| l.starts_with("target") && l.ends_with(&cg.rel))
+    });
+    assert_eq!(tmux.format("#{alternate_on}"), "1", "{s}");
+    assert!(s.lines().any(|l| l.starts_with("packets dropped")), "{s}");
+    assert!(!s.contains("calls seen") && !s.contains("processes"), "a loss's counters only:\n{s}");
+    tmux.terminate_view();
+    let s = tmux.wait_screen("the view to exit", |s| s.contains("EXIT="));
+    assert!(s.lines().any(|l| l == "EXIT=0"), "exit status:\n{s}");
+    assert_eq!(tmux.format("#{alternate_on}"), "0", "the alternate screen was left");
+    assert_eq!(tmux.format("#{cursor_flag}"), "1", "the cursor is shown again");
+    assert!(s.lines().any(|l| l == "BEFORE-THE-VIEW"), "the shell's screen is back:\n{s}");
+    assert!(!s.contains("time left") && !s.contains(&cg.rel), "the view left lines behind:\n{s}");
 }
 
 #[test]

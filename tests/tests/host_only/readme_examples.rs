@@ -241,9 +241,9 @@ fn the_drill_and_the_observability_commands() {
     subs.push(("2f4c81a09b3e", id_sub.as_str()));
     let ls = ok(&agent, DRILL[1], &subs);
     let header: Vec<&str> = ls.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["ID", "STATE", "FAULT", "TARGET", "MATCHED", "DROPPED", "TIME"], "{ls}");
+    assert_eq!(header, ["ID", "STATE", "FAULT", "TARGET", "MATCHED", "HIT", "TIME"], "{ls}");
     let row = ls.lines().find(|l| l.starts_with(&id)).expect("the experiment in ls");
-    for word in ["active", &cg.rel, "200", "left"] {
+    for word in ["active", &cg.rel, "200 dropped", "left"] {
         assert!(row.contains(word), "{word} not in {row}");
     }
 

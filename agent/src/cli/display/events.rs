@@ -14,13 +14,13 @@ use super::{
 };
 use crate::cli::Output;
 
-/// What an event is: "state", "snapshot", "first-hit" (an agent that sends no type only
-/// sends state changes).
+/// What an event is, by the API's name for it (EventType without its prefix): "STATE",
+/// "SNAPSHOT", "FIRST_HIT" (an agent that sends no type only sends state changes).
 pub fn event_name(t: i32) -> &'static str {
     match pb::EventType::try_from(t) {
-        Ok(pb::EventType::Snapshot) => "snapshot",
-        Ok(pb::EventType::FirstHit) => "first-hit",
-        _ => "state",
+        Ok(pb::EventType::Snapshot) => "SNAPSHOT",
+        Ok(pb::EventType::FirstHit) => "FIRST_HIT",
+        _ => "STATE",
     }
 }
 
@@ -82,9 +82,14 @@ mod tests {
         let now = t0() + Duration::from_secs(18);
         let e = loss("aaaaaaaaaaaa", pb::State::Active, t0(), 60);
         let l = event_line(event_name(pb::EventType::Snapshot as i32), None, &e, now);
-        assert!(l.contains("  snapshot   aaaaaaaaaaaa  active"), "{l}");
+        assert!(l.contains("  SNAPSHOT   aaaaaaaaaaaa  active"), "{l}");
         assert!(l.ends_with("matched 1000 dropped 503  42s left"), "{l}");
-        assert_eq!(event_name(0), "state");
-        assert_eq!(event_name(pb::EventType::FirstHit as i32), "first-hit");
+        // The API's names, as the README writes them.
+        assert_eq!(event_name(0), "STATE");
+        assert_eq!(event_name(pb::EventType::State as i32), "STATE");
+        assert_eq!(event_name(pb::EventType::FirstHit as i32), "FIRST_HIT");
+        let j = event_text(Output::Json, event_name(pb::EventType::FirstHit as i32), None, &e);
+        let v: Value = serde_json::from_str(&j).unwrap_or_default();
+        assert_eq!(v["event"], "FIRST_HIT", "{j}");
     }
 }

@@ -44,3 +44,37 @@ pub fn with_kind(kind: pb::fault::Kind, c: pb::Counters) -> pb::Experiment {
         ..Default::default()
     }
 }
+
+/// An active experiment of `kind` on `target`, started at t0() for 60s, with counters `c`.
+pub fn active(
+    id: &str,
+    kind: pb::fault::Kind,
+    target: pb::target::Kind,
+    c: pb::Counters,
+) -> pb::Experiment {
+    let mut e = loss(id, pb::State::Active, t0(), 60);
+    e.target = Some(pb::Target { kind: Some(target) });
+    e.fault = Some(pb::Fault { kind: Some(kind) });
+    e.counters = Some(c);
+    e
+}
+
+/// Every family's counters moved, each to a different value.
+pub fn all_counters() -> pb::Counters {
+    pb::Counters {
+        packets_matched: 1000,
+        packets_dropped: 503,
+        packets_delayed: 7,
+        packets_corrupted: 8,
+        packets_duplicated: 9,
+        calls_seen: 40,
+        calls_failed: 12,
+        cpu_usage_usec: 1_500_000,
+        bytes_resident: 256 << 20,
+        bytes_filled: 1 << 30,
+        bytes_written: 2048,
+        bytes_read: 1024,
+        processes_signalled: 3,
+        processes_frozen: 2,
+    }
+}

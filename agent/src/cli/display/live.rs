@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use faultline_core::wire::convert::system_time as time;
+use faultline_core::{units::human_duration, wire::convert::system_time as time};
 use faultline_proto::v1 as pb;
 
 use super::{
@@ -233,8 +233,7 @@ pub fn watch_frame(
     (cols, rows): (usize, usize),
 ) -> String {
     let cols = usable(cols);
-    let title =
-        format!("faultline watch  {endpoint}  every {}", humantime::format_duration(interval));
+    let title = format!("faultline watch  {endpoint}  every {}", human_duration(interval));
     let shown: Vec<pb::Experiment> = seen.map(|s| select(&s.data, all, now)).unwrap_or_default();
     let live = shown.iter().filter(|e| is_live(e)).count();
     let status = if all {
@@ -266,22 +265,23 @@ pub fn detail_frame(
     (cols, rows): (usize, usize),
 ) -> String {
     let cols = usable(cols);
-    let title =
-        format!("faultline get {id} --watch  every {}", humantime::format_duration(interval));
+    let title = format!("faultline get {id} --watch  every {}", human_duration(interval));
     let status = seen.map(|s| format!("{} {}", state_name(s.data.state), counters_text(&s.data)));
     let mut lines = heading(&title, now, &status.unwrap_or_default(), error, seen.map(|s| s.at));
     if let Some(s) = seen {
         let e = &s.data;
+        let mut rows = experiment::detail_rows(e);
+        let value_at = experiment::label_width(&rows) + 1;
         let left = match time_left(e, now) {
             TimeLeft::Bar { left, total } => {
                 let label = compact(ceil_secs(left)).len();
-                let cells = cols.saturating_sub(17 + 3 + label).clamp(BAR_MIN, 50);
+                let cells = cols.saturating_sub(value_at + 3 + label).clamp(BAR_MIN, 50);
                 bar(left, total, cells)
             }
             TimeLeft::Text(t) => t,
         };
-        lines.push(format!("{:<16} {left}", "time left"));
-        lines.extend(experiment::experiment_detail(e).lines().map(str::to_string));
+        rows.insert(0, ("time left", left));
+        lines.extend(experiment::detail_text(&rows).lines().map(str::to_string));
     }
     fit_frame(lines, cols, rows)
 }
@@ -367,6 +367,29 @@ mod tests {
         let f = watch_frame("/s", Duration::from_secs(1), false, now, Some(&many), None, (80, 10));
         assert_eq!(f.lines().count(), 10, "{f}");
         assert!(f.lines().last().unwrap_or_default().contains("more lines"), "{f}");
+    }
+
+    #[test]
+    fn the_detail_screen_lines_up_its_time_bar_with_the_values() {
+        use crate::cli::display::fixtures::{active, all_counters};
+        let now = t0() + Duration::from_secs(18);
+        let kill = active(
+            "bbbb",
+            pb::fault::Kind::ProcessKill(Default::default()),
+            pb::target::Kind::Pid(4242),
+            all_counters(),
+        );
+        let seen = Seen { at: now, data: kill };
+        let f = detail_frame("bbbb", Duration::from_secs(1), now, Some(&seen), None, (120, 40));
+        let at = |label: &str| {
+            let l = f.lines().find(|l| l.starts_with(label)).unwrap_or_default();
+            l[label.len()..].find(|c| c != ' ').map(|i| i + label.len())
+        };
+        assert_eq!(at("time left"), Some(20), "{f}");
+        assert_eq!(at("processes signalled"), Some(20), "{f}");
+        assert!(f.contains("time left           [#"), "{f}");
+        assert!(f.lines().all(|l| l.chars().count() < 120), "{f}");
+        assert!(f.contains("every 1s") && f.contains("active signalled 3"), "{f}");
     }
 
     #[test]

@@ -19,9 +19,12 @@ use faultline_proto::v1 as pb;
 
 use super::{Output, output as out};
 
+/// `ls`: a table ("(no experiments)" when there are none), or a JSON list (`[]` then).
 pub fn print_experiments(output: Output, list: &[pb::Experiment]) -> anyhow::Result<()> {
     match output {
-        Output::Table => out::print(&experiment::experiments_table(list)),
+        Output::Table => {
+            out::print(&experiment::experiments_table(list, std::time::SystemTime::now()))
+        }
         Output::Json => {
             let v: Vec<_> = list.iter().map(experiment::experiment_json).collect();
             out::println(&serde_json::to_string_pretty(&v)?)

@@ -7,6 +7,7 @@ use faultline_proto::v1 as pb;
 
 use faultline_core::{
     counters,
+    units::human_duration,
     wire::{convert, convert::system_time as time},
 };
 
@@ -25,16 +26,9 @@ pub fn counters_text(e: &pb::Experiment) -> String {
     if parts.is_empty() { "-".into() } else { parts.join(" ") }
 }
 
-/// 42s, 90s, 12m05s, 1h02m.
+/// In whole seconds (the rest dropped): 42s, 1m30s, 12m5s, 1h2m5s.
 pub fn compact(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 100 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
-    }
+    human_duration(Duration::from_secs(d.as_secs()))
 }
 
 /// Whole seconds, rounded up: 0.2s left shows as 1s, not 0s.
@@ -42,17 +36,21 @@ pub(super) fn ceil_secs(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
-/// When the fault first acted, counted from its start: "+0.3s", "+12s"; "not yet" while it is
-/// live and has done nothing, "never" after.
+/// When the fault first acted, counted from its start: "+312ms", "+1.3s", "+12s", "+2m5s";
+/// "not yet" while it is live and has done nothing, "never" after.
 pub fn first_hit(e: &pb::Experiment) -> String {
     match (time(e.first_hit_at.as_ref()), time(e.started_at.as_ref())) {
         (Some(hit), Some(start)) => {
             let d = hit.duration_since(start).unwrap_or_default();
-            if d < Duration::from_secs(10) {
-                format!("+{:.1}s", d.as_secs_f64())
+            // Three digits at most below 10s: milliseconds, then tenths.
+            let shown = if d < Duration::from_secs(1) {
+                Duration::from_millis(d.as_millis() as u64)
+            } else if d < Duration::from_secs(10) {
+                Duration::from_millis(d.as_millis() as u64 / 100 * 100)
             } else {
-                format!("+{}", compact(d))
-            }
+                Duration::from_secs(d.as_secs())
+            };
+            format!("+{}", human_duration(shown))
         }
         (Some(_), None) => "yes".into(),
         (None, _) if is_live(e) => "not yet".into(),
@@ -120,16 +118,16 @@ mod tests {
     #[test]
     fn bars_drain_with_the_time_left() {
         let m = Duration::from_secs(60);
-        assert_eq!(bar(m, m, 10), "[##########] 60s");
+        assert_eq!(bar(m, m, 10), "[##########] 1m");
         assert_eq!(bar(Duration::from_secs(42), m, 10), "[#######---] 42s");
         assert_eq!(bar(Duration::from_millis(41_200), m, 10), "[#######---] 42s");
         // Any time left shows at least one mark, and none once it is over.
         assert_eq!(bar(Duration::from_millis(300), m, 10), "[#---------] 1s");
         assert_eq!(bar(Duration::ZERO, m, 5), "[-----] 0s");
-        assert_eq!(bar(Duration::from_secs(90), m, 4), "[####] 90s");
-        assert_eq!(compact(Duration::from_secs(125)), "2m05s");
-        assert_eq!(bar(m, Duration::ZERO, 3), "[---] 60s");
-        assert_eq!(compact(Duration::from_secs(3725)), "1h02m");
+        assert_eq!(bar(Duration::from_secs(90), m, 4), "[####] 1m30s");
+        assert_eq!(compact(Duration::from_secs(125)), "2m5s");
+        assert_eq!(bar(m, Duration::ZERO, 3), "[---] 1m");
+        assert_eq!(compact(Duration::from_millis(3_725_900)), "1h2m5s");
     }
 
     #[test]
@@ -173,10 +171,12 @@ mod tests {
     fn first_hit_from_the_start() {
         let mut e = loss("a", pb::State::Active, t0(), 60);
         assert_eq!(first_hit(&e), "not yet");
-        e.first_hit_at = Some(ts(t0() + Duration::from_millis(300)));
-        assert_eq!(first_hit(&e), "+0.3s");
-        e.first_hit_at = Some(ts(t0() + Duration::from_secs(125)));
-        assert_eq!(first_hit(&e), "+2m05s");
+        e.first_hit_at = Some(ts(t0() + Duration::from_micros(312_400)));
+        assert_eq!(first_hit(&e), "+312ms");
+        e.first_hit_at = Some(ts(t0() + Duration::from_millis(1_380)));
+        assert_eq!(first_hit(&e), "+1.3s");
+        e.first_hit_at = Some(ts(t0() + Duration::from_millis(125_900)));
+        assert_eq!(first_hit(&e), "+2m5s");
         let ended = loss("b", pb::State::Expired, t0(), 60);
         assert_eq!(first_hit(&ended), "never");
     }

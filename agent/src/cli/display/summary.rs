@@ -3,8 +3,26 @@
 
 use std::time::Duration;
 
+use faultline_core::units::human_duration;
 use faultline_proto::v1 as pb;
 use serde_json::{Value, json};
+
+/// 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, 101st, 111th.
+pub fn ordinal(n: u64) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// "1 worker", "2 workers", "0 workers".
+pub fn count(n: u64, one: &str) -> String {
+    if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") }
+}
 
 fn enum_name(s: &str, prefix: &str) -> String {
     s.trim_start_matches(prefix).to_ascii_lowercase()
@@ -20,14 +38,33 @@ fn filter_json(f: &pb::PacketFilter) -> Value {
     })
 }
 
+/// Which way a fault's packets go, as its summary says it.
+#[derive(Clone, Copy)]
+enum Way {
+    /// Not said (partition: both ways always; reject: connect() goes out).
+    Unsaid,
+    /// Unspecified means both ways (loss): said unless both.
+    BothByDefault,
+    /// Unspecified means egress (delay, bandwidth, corrupt, duplicate): said unless both.
+    EgressByDefault,
+}
+
 /// The filter in words: " egress tcp to 10.0.0.0/8 port 6379" (empty parts left out).
-fn filter_summary(f: Option<&pb::PacketFilter>, with_direction: bool) -> String {
-    let Some(f) = f else { return String::new() };
-    let v = filter_json(f);
+fn filter_summary(f: Option<&pb::PacketFilter>, way: Way) -> String {
     let mut s = String::new();
-    if with_direction && v["direction"] != "both" {
-        s += &format!(" {}", v["direction"].as_str().unwrap_or_default());
+    let dir = match (f.map(|f| pb::Direction::try_from(f.direction)), way) {
+        (_, Way::Unsaid) => None,
+        (None | Some(Ok(pb::Direction::Unspecified)), Way::EgressByDefault) => Some("egress"),
+        (None | Some(Ok(pb::Direction::Unspecified | pb::Direction::Both)), _) => None,
+        (Some(Ok(pb::Direction::Egress)), _) => Some("egress"),
+        (Some(Ok(pb::Direction::Ingress)), _) => Some("ingress"),
+        (Some(Err(_)), _) => Some("unknown direction"),
+    };
+    if let Some(d) = dir {
+        s += &format!(" {d}");
     }
+    let Some(f) = f else { return s };
+    let v = filter_json(f);
     if v["protocol"] != "any" {
         s += &format!(" {}", v["protocol"].as_str().unwrap_or_default());
     }
@@ -49,7 +86,7 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
     match f.and_then(|f| f.kind.as_ref()) {
         Some(pb::fault::Kind::NetLoss(l)) => {
             let model = if l.every_nth > 0 {
-                format!("every {}th", l.every_nth)
+                format!("every {}", ordinal(l.every_nth.into()))
             } else if l.burst_length > 0.0 {
                 format!("{}% in bursts of {}", l.percent, l.burst_length)
             } else {
@@ -60,7 +97,10 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
                 "net_loss".into(),
                 json!({ "percent": l.percent, "burst_length": l.burst_length, "every_nth": l.every_nth,
                         "seed": l.seed, "filter": l.filter.as_ref().map(filter_json) }),
-                format!("loss {model}{}{seed}", filter_summary(l.filter.as_ref(), true)),
+                format!(
+                    "loss {model}{}{seed}",
+                    filter_summary(l.filter.as_ref(), Way::BothByDefault)
+                ),
             )
         }
         Some(pb::fault::Kind::NetDelay(d)) => {
@@ -73,9 +113,9 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
                 .map(|x| enum_name(x.as_str_name(), "DISTRIBUTION_"))
                 .unwrap_or_default()
                 .replace("unspecified", "uniform");
-            let mut summary = format!("delay {}", humantime::format_duration(latency));
+            let mut summary = format!("delay {}", human_duration(latency));
             if !jitter.is_zero() {
-                summary += &format!(" +/- {} {dist}", humantime::format_duration(jitter));
+                summary += &format!(" +/- {} {dist}", human_duration(jitter));
             }
             if d.correlation > 0.0 {
                 summary += &format!(" corr {}%", d.correlation);
@@ -85,7 +125,7 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
                 json!({ "latency_ms": latency.as_secs_f64() * 1000.0, "jitter_ms": jitter.as_secs_f64() * 1000.0,
                         "correlation": d.correlation, "distribution": dist, "percent": d.percent.unwrap_or(100.0),
                         "seed": d.seed, "devices": d.devices, "filter": d.filter.as_ref().map(filter_json) }),
-                summary + &filter_summary(d.filter.as_ref(), true),
+                summary + &filter_summary(d.filter.as_ref(), Way::EgressByDefault),
             )
         }
         Some(pb::fault::Kind::NetBandwidth(b)) => (
@@ -93,24 +133,24 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
             json!({ "rate_bps": b.rate_bps, "burst_bytes": b.burst_bytes, "devices": b.devices,
                     "filter": b.filter.as_ref().map(filter_json) }),
             format!("bandwidth {}", human_rate(b.rate_bps))
-                + &filter_summary(b.filter.as_ref(), true),
+                + &filter_summary(b.filter.as_ref(), Way::EgressByDefault),
         ),
         Some(pb::fault::Kind::NetReject(r)) => {
             let pct = r.percent.unwrap_or(100.0);
             let share = if pct >= 100.0 { String::new() } else { format!(" {pct}%") };
+            let errno = if r.errno.is_empty() { "ECONNREFUSED" } else { r.errno.as_str() };
             (
                 "net_reject".into(),
                 json!({ "errno": r.errno, "percent": pct, "filter": r.filter.as_ref().map(filter_json) }),
                 format!(
-                    "reject connect {}{share}{}",
-                    r.errno,
-                    filter_summary(r.filter.as_ref(), false)
+                    "reject connect {errno}{share}{}",
+                    filter_summary(r.filter.as_ref(), Way::Unsaid)
                 ),
             )
         }
         Some(pb::fault::Kind::SyscallErrno(e)) => {
             let how = match (e.every_nth, e.percent) {
-                (Some(n), _) => format!(" every {n}th"),
+                (Some(n), _) => format!(" every {}", ordinal(n)),
                 (None, Some(p)) if p < 100.0 => format!(" {p}%"),
                 _ => String::new(),
             };
@@ -130,11 +170,16 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
             )
         }
         Some(pb::fault::Kind::CpuStress(c)) => {
-            let workers = if c.workers == 0 { "auto".to_string() } else { c.workers.to_string() };
+            // No count: a worker for each CPU the target may use.
+            let workers = if c.workers == 0 {
+                "on each allowed CPU".to_string()
+            } else {
+                format!("x {}", count(c.workers.into(), "worker"))
+            };
             (
                 "cpu_stress".into(),
                 json!({ "workers": c.workers, "load_percent": c.load_percent }),
-                format!("cpu {}% x {workers} workers", c.load_percent),
+                format!("cpu {}% {workers}", c.load_percent),
             )
         }
         Some(pb::fault::Kind::MemoryStress(m)) => {
@@ -149,11 +194,17 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
                 None => (None, None),
             };
             let ramp = m.ramp.map(|d| d.seconds as f64 + d.nanos as f64 / 1e9).unwrap_or(0.0);
+            let ramp_words = m
+                .ramp
+                .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+                .filter(|d| !d.is_zero())
+                .map(|d| format!(" ramp {}", human_duration(d)))
+                .unwrap_or_default();
             (
                 "memory_stress".into(),
                 json!({ "bytes": bytes, "percent": percent, "workers": m.workers,
                         "ramp_s": ramp, "oom_score_adj": m.oom_score_adj }),
-                format!("memory {size} x {} workers", m.workers.max(1)),
+                format!("memory {size} x {}{ramp_words}", count(m.workers.max(1).into(), "worker")),
             )
         }
         Some(pb::fault::Kind::IoStress(s)) => {
@@ -175,7 +226,7 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
                 json!({ "workers": s.workers, "mode": mode, "block_size": s.block_size,
                         "direct": s.direct, "directory": s.directory, "bytes": bytes,
                         "rate_bytes_per_second": rate }),
-                format!("io {mode} {how} x {} workers{direct}", s.workers.max(1)),
+                format!("io {mode} {how} x {}{direct}", count(s.workers.max(1).into(), "worker")),
             )
         }
         Some(pb::fault::Kind::ProcessKill(k)) => {
@@ -195,9 +246,7 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
                 format!(
                     "kill {signal} {}{}",
                     mode.replace('_', " "),
-                    every
-                        .map(|d| format!(" every {}", humantime::format_duration(d)))
-                        .unwrap_or_default()
+                    every.map(|d| format!(" every {}", human_duration(d))).unwrap_or_default()
                 ),
             )
         }
@@ -219,12 +268,20 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
         Some(pb::fault::Kind::NetCorrupt(c)) => (
             "net_corrupt".into(),
             json!({ "percent": c.percent, "seed": c.seed, "devices": c.devices, "filter": c.filter.as_ref().map(filter_json) }),
-            format!("corrupt {}%{}", c.percent, filter_summary(c.filter.as_ref(), true)),
+            format!(
+                "corrupt {}%{}",
+                c.percent,
+                filter_summary(c.filter.as_ref(), Way::EgressByDefault)
+            ),
         ),
         Some(pb::fault::Kind::NetDuplicate(d)) => (
             "net_duplicate".into(),
             json!({ "percent": d.percent, "devices": d.devices, "filter": d.filter.as_ref().map(filter_json) }),
-            format!("duplicate {}%{}", d.percent, filter_summary(d.filter.as_ref(), true)),
+            format!(
+                "duplicate {}%{}",
+                d.percent,
+                filter_summary(d.filter.as_ref(), Way::EgressByDefault)
+            ),
         ),
         Some(pb::fault::Kind::NetDns(d)) => {
             let answer = pb::DnsAnswer::try_from(d.answer)
@@ -242,7 +299,7 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
         Some(pb::fault::Kind::NetPartition(p)) => (
             "net_partition".into(),
             json!({ "filter": p.filter.as_ref().map(filter_json) }),
-            format!("partition{}", filter_summary(p.filter.as_ref(), false)),
+            format!("partition{}", filter_summary(p.filter.as_ref(), Way::Unsaid)),
         ),
         None => ("none".into(), Value::Null, "-".into()),
     }
@@ -272,7 +329,12 @@ fn interface_name(name: &str, netns: &str) -> String {
     if netns.is_empty() { format!("dev {name}") } else { format!("dev {name}@{netns}") }
 }
 
+/// The target in words: what was asked for a pid ("pid 4242": kill and pause act on that
+/// process alone), else where the agent found it (the cgroup or the device).
 pub fn target_summary(e: &pb::Experiment) -> String {
+    if let Some(pb::target::Kind::Pid(p)) = e.target.as_ref().and_then(|t| t.kind.as_ref()) {
+        return format!("pid {p}");
+    }
     if let Some(r) = &e.resolved_target {
         if !r.interface.is_empty() {
             return interface_name(&r.interface, &r.netns);
@@ -321,5 +383,93 @@ mod tests {
             })),
         };
         assert_eq!(fault_summary(Some(&f)), "loss 30% egress tcp to 10.0.0.0/8 port 6379");
+    }
+
+    #[test]
+    fn ordinals_and_counts_read_as_english() {
+        let o: Vec<String> =
+            [1, 2, 3, 4, 10, 11, 12, 13, 21, 22, 23, 101, 111, 112].map(ordinal).into();
+        assert_eq!(
+            o,
+            [
+                "1st", "2nd", "3rd", "4th", "10th", "11th", "12th", "13th", "21st", "22nd", "23rd",
+                "101st", "111th", "112th"
+            ]
+        );
+        assert_eq!(count(1, "worker"), "1 worker");
+        assert_eq!(count(0, "worker"), "0 workers");
+        assert_eq!(count(4, "worker"), "4 workers");
+    }
+
+    #[test]
+    fn summaries_in_words() {
+        use pb::fault::Kind;
+        let ms = |n: i64| {
+            Some(prost_types::Duration { seconds: n / 1000, nanos: (n % 1000) as i32 * 1_000_000 })
+        };
+        let text = |k: Kind| fault_summary(Some(&pb::Fault { kind: Some(k) }));
+        assert_eq!(
+            text(Kind::NetLoss(pb::NetLoss { every_nth: 3, ..Default::default() })),
+            "loss every 3rd"
+        );
+        assert_eq!(
+            text(Kind::NetLoss(pb::NetLoss { every_nth: 1, ..Default::default() })),
+            "loss every 1st"
+        );
+        let sys = pb::SyscallErrno {
+            syscalls: vec!["openat".into()],
+            errno: "EIO".into(),
+            every_nth: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(text(Kind::SyscallErrno(sys)), "fail openat with EIO every 2nd");
+        let delay = pb::NetDelay { latency: ms(50), jitter: ms(1500), ..Default::default() };
+        assert_eq!(text(Kind::NetDelay(delay)), "delay 50ms +/- 1.5s uniform egress");
+        assert_eq!(
+            text(Kind::CpuStress(pb::CpuStress { workers: 1, load_percent: 80 })),
+            "cpu 80% x 1 worker"
+        );
+        assert_eq!(
+            text(Kind::CpuStress(pb::CpuStress { workers: 2, load_percent: 50 })),
+            "cpu 50% x 2 workers"
+        );
+        assert_eq!(
+            text(Kind::CpuStress(pb::CpuStress { workers: 0, load_percent: 80 })),
+            "cpu 80% on each allowed CPU"
+        );
+        let mem = pb::MemoryStress {
+            size: Some(pb::memory_stress::Size::Bytes(256 << 20)),
+            workers: 1,
+            ramp: ms(30_000),
+            ..Default::default()
+        };
+        assert_eq!(text(Kind::MemoryStress(mem)), "memory 256MiB x 1 worker ramp 30s");
+        let io = pb::IoStress {
+            workers: 4,
+            amount: Some(pb::io_stress::Amount::Bytes(2 << 30)),
+            ..Default::default()
+        };
+        assert_eq!(text(Kind::IoStress(io)), "io write 2GiB x 4 workers");
+        let kill = pb::ProcessKill { interval: ms(2_500), ..Default::default() };
+        assert_eq!(text(Kind::ProcessKill(kill)), "kill SIGKILL all every 2.5s");
+        assert_eq!(text(Kind::NetReject(Default::default())), "reject connect ECONNREFUSED");
+    }
+
+    #[test]
+    fn a_pid_target_shows_as_the_pid() {
+        let e = pb::Experiment {
+            target: Some(pb::Target { kind: Some(pb::target::Kind::Pid(4242)) }),
+            resolved_target: Some(pb::ResolvedTarget {
+                cgroup_path: "/checkout".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(target_summary(&e), "pid 4242");
+        let c = pb::Experiment {
+            target: Some(pb::Target { kind: Some(pb::target::Kind::ContainerId("abc".into())) }),
+            ..e
+        };
+        assert_eq!(target_summary(&c), "/checkout");
     }
 }

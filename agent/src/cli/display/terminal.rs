@@ -1,6 +1,6 @@
 //! The terminal of the live views: its size, the alternate screen, and the signals that end
-//! or pause a view. Whatever way the view ends (return, error, panic, Ctrl-C, SIGTERM), the
-//! terminal gets its screen and cursor back.
+//! or pause a view. Whatever way the view ends (return, error, panic, Ctrl-C, SIGTERM,
+//! SIGHUP), the terminal gets its screen and cursor back.
 
 use std::{
     io::{IsTerminal as _, Write as _},
@@ -26,15 +26,31 @@ pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
 }
 
-/// (columns, rows) of the terminal on stdout; 80x24 when it does not say.
-pub fn size() -> (usize, usize) {
+/// The size the terminal on `fd` reports (TIOCGWINSZ), if it reports one.
+fn winsize(fd: libc::c_int) -> Option<(usize, usize)> {
     let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: (nix has no safe TIOCGWINSZ) the ioctl writes one winsize into the live local we
     // pass, and nothing else.
-    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    let cols = if r == 0 && ws.ws_col > 0 { ws.ws_col as usize } else { 80 };
-    let rows = if r == 0 && ws.ws_row > 0 { ws.ws_row as usize } else { 24 };
-    (cols, rows)
+    let r = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col.into(), ws.ws_row.into()))
+}
+
+/// (columns, rows) of the terminal, read again for every frame (a resize wakes the view with
+/// SIGWINCH): from stdout, else stderr or stdin (the same terminal when only stdout is
+/// redirected elsewhere), else $COLUMNS and $LINES, else 80x24.
+pub fn size() -> (usize, usize) {
+    [libc::STDOUT_FILENO, libc::STDERR_FILENO, libc::STDIN_FILENO]
+        .into_iter()
+        .find_map(winsize)
+        .unwrap_or_else(|| size_from(|k| std::env::var(k).ok()))
+}
+
+/// $COLUMNS and $LINES (each 80x24 when missing or not a positive number).
+fn size_from(var: impl Fn(&str) -> Option<String>) -> (usize, usize) {
+    let num = |k: &str, default: usize| {
+        var(k).and_then(|v| v.trim().parse::<usize>().ok()).filter(|n| *n > 0).unwrap_or(default)
+    };
+    (num("COLUMNS", 80), num("LINES", 24))
 }
 
 fn write_out(s: &str) {
@@ -107,15 +123,18 @@ pub enum Wake {
     Resize,
     /// Ctrl-Z.
     Suspend,
-    /// Ctrl-C or SIGTERM: restore the terminal and exit 0.
+    /// Ctrl-C, Ctrl-\, SIGTERM or SIGHUP: restore the terminal and exit 0.
     Stop,
 }
 
-/// SIGINT, SIGTERM, SIGWINCH and SIGTSTP, taken over for the life of a view (installed
-/// before the screen changes, so none of them can end the process with the screen changed).
+/// SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGWINCH and SIGTSTP, taken over for the life of a view
+/// (installed before the screen changes, so none of them can end the process with the screen
+/// changed).
 pub struct Signals {
     int: Signal,
+    quit: Signal,
     term: Signal,
+    hup: Signal,
     winch: Signal,
     tstp: Signal,
 }
@@ -124,7 +143,9 @@ impl Signals {
     pub fn install() -> anyhow::Result<Signals> {
         Ok(Signals {
             int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
             term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
             winch: signal(SignalKind::window_change())?,
             tstp: signal(SignalKind::from_raw(libc::SIGTSTP))?,
         })
@@ -134,19 +155,38 @@ impl Signals {
     pub async fn sleep(&mut self, d: Duration) -> Wake {
         tokio::select! {
             _ = self.int.recv() => Wake::Stop,
+            _ = self.quit.recv() => Wake::Stop,
             _ = self.term.recv() => Wake::Stop,
+            _ = self.hup.recv() => Wake::Stop,
             _ = self.winch.recv() => Wake::Resize,
             _ = self.tstp.recv() => Wake::Suspend,
             _ = tokio::time::sleep(d) => Wake::Tick,
         }
     }
 
-    /// Runs `f` unless Ctrl-C or SIGTERM comes first (None then).
+    /// Runs `f` unless a stopping signal comes first (None then).
     pub async fn unless_stopped<T>(&mut self, f: impl Future<Output = T>) -> Option<T> {
         tokio::select! {
             _ = self.int.recv() => None,
+            _ = self.quit.recv() => None,
             _ = self.term.recv() => None,
+            _ = self.hup.recv() => None,
             v = f => Some(v),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_sizes_a_terminal_that_does_not_say() {
+        let env = |c: Option<&'static str>, l: Option<&'static str>| {
+            move |k: &str| if k == "COLUMNS" { c } else { l }.map(str::to_string)
+        };
+        assert_eq!(size_from(env(Some("250"), Some("60"))), (250, 60));
+        assert_eq!(size_from(env(None, None)), (80, 24));
+        assert_eq!(size_from(env(Some("0"), Some("wide"))), (80, 24));
     }
 }
