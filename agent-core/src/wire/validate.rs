@@ -395,7 +395,7 @@ mod tests {
         };
         assert_eq!(
             msg(&week, Some(prost_types::Duration { seconds: 8 * 86400, nanos: 0 })),
-            "duration: must be > 0 and at most 7days (the agent's limit), got 8days"
+            "duration: must be > 0 and at most 7d (the agent's limit), got 8d"
         );
     }
 

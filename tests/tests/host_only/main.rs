@@ -1,6 +1,8 @@
 //! The integration tests that run on the host only, never in the VM guests: the guests have
 //! no Python (the example client), no promtool (the metrics and dashboard checks), no tmux
-//! (the live view's terminal), and the load test measures the agent, not the kernel.
+//! (the live view's terminal), the load test measures the agent, not the kernel, and so do
+//! the tests of what the agent and the CLI do around the faults (`serve`, `cli_output`) and
+//! of the README's examples (`readme_examples`, which read README.md).
 
 mod cli_output;
 mod live_view;
@@ -8,3 +10,4 @@ mod load;
 mod observability_tools;
 mod python_client;
 mod readme_examples;
+mod serve;

@@ -516,9 +516,12 @@ fn the_stress_examples() {
     }
     let pid = owner.id().to_string();
     let id = inject(&agent, STRESS[3], &[("4242", pid.as_str())]);
-    wait_until("90% of the limit resident", || {
-        get(&agent, &id)["counters"]["resident_bytes"].as_u64().unwrap_or(0) >= 100 << 20
-    });
+    let t0 = Instant::now();
+    while get(&agent, &id)["counters"]["bytes_resident"].as_u64().unwrap_or(0) < 100 << 20 {
+        let e = get(&agent, &id);
+        assert!(t0.elapsed() < Duration::from_secs(20), "90% of 128 MiB never resident: {e}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let resident = mem.current() >> 20;
     assert!((100..=128).contains(&resident), "90% of 128 MiB asked, {resident} MiB in the cgroup");
     cancel(&agent, &id);
@@ -528,7 +531,7 @@ fn the_stress_examples() {
     let id = inject(&agent, STRESS[4], &subs);
     let moved = || {
         let c = &get(&agent, &id)["counters"];
-        c["written_bytes"].as_u64().unwrap_or(0) + c["read_bytes"].as_u64().unwrap_or(0)
+        c["bytes_written"].as_u64().unwrap_or(0) + c["bytes_read"].as_u64().unwrap_or(0)
     };
     std::thread::sleep(Duration::from_secs(1));
     let (m0, t0) = (moved(), Instant::now());
@@ -540,7 +543,7 @@ fn the_stress_examples() {
     let mut owner = sleeper(&cg);
     let pid = owner.id().to_string();
     let id = inject(&agent, STRESS[5], &[("4242", pid.as_str())]);
-    wait_until("bytes written", || counter(&agent, &id, "written_bytes") > 16 << 20);
+    wait_until("bytes written", || counter(&agent, &id, "bytes_written") > 16 << 20);
     cancel(&agent, &id);
     let _ = owner.kill();
     let _ = owner.wait();

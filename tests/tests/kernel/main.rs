@@ -18,7 +18,6 @@ mod net_reject;
 mod process;
 mod remote;
 mod restart;
-mod serve;
 mod store_recovery;
 mod stress;
 mod sys_files;
