@@ -4,6 +4,7 @@
 //! so both sides agree byte for byte. Map names are constants so neither side spells them.
 #![no_std]
 
+pub mod delay;
 pub mod net;
 pub mod sys;
 
@@ -29,6 +30,11 @@ mod pod {
     unsafe impl aya::Pod for crate::sys::SysState {}
     unsafe impl aya::Pod for crate::sys::SysSlots {}
     unsafe impl aya::Pod for crate::sys::SysConfig {}
+    unsafe impl aya::Pod for crate::delay::DelayRule {}
+    unsafe impl aya::Pod for crate::delay::DelayState {}
+    unsafe impl aya::Pod for crate::delay::DelayArm {}
+    unsafe impl aya::Pod for crate::delay::DelaySlots {}
+    unsafe impl aya::Pod for crate::delay::DelayConfig {}
 }
 
 /// `.rodata` flag of every program, set by user space at load (`faultline serve
