@@ -10,7 +10,7 @@ use std::{
     ffi::CString,
     io,
     os::{
-        fd::{AsRawFd as _, BorrowedFd, IntoRawFd as _},
+        fd::{AsRawFd as _, BorrowedFd, IntoRawFd as _, OwnedFd, RawFd},
         unix::{ffi::OsStrExt as _, process::CommandExt as _},
     },
     path::PathBuf,
@@ -43,6 +43,11 @@ pub struct Spec {
     pub oom_score_adj: Option<i32>,
     /// Sent to the child when the agent dies.
     pub death_signal: i32,
+    /// The child's stdin (None: /dev/null).
+    pub stdin: Option<OwnedFd>,
+    /// Descriptors the child inherits at the same numbers (their close-on-exec flag is
+    /// cleared in the child only).
+    pub keep_fds: Vec<RawFd>,
 }
 
 type Request = (Spec, mpsc::Sender<io::Result<Child>>);
@@ -100,7 +105,8 @@ fn fork(spec: Spec) -> io::Result<Child> {
     // (`faultline __stress-worker ...`), not `/proc/self/exe ...`.
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0(ARGV0).args(&spec.args);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    cmd.stdin(spec.stdin.map_or_else(Stdio::null, Stdio::from)).stdout(Stdio::null());
+    let keep = spec.keep_fds;
     // Runs in the child between fork and exec: only async-signal-safe syscalls (nix's wrappers
     // are thin and do not allocate for a &CStr path) on data prepared before fork.
     let setup = move || -> io::Result<()> {
@@ -121,6 +127,12 @@ fn fork(spec: Spec) -> io::Result<Child> {
         }
         if let Some(adj) = &adj {
             write_file(c"/proc/self/oom_score_adj", adj)?;
+        }
+        for fd in &keep {
+            // SAFETY: the caller keeps these descriptors open for the whole spawn, so the
+            // child's copies are open here too.
+            let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
         }
         if let Some(fd) = shm {
             // SAFETY: fd is the memfd of the caller's Shared, which stays open for the whole

@@ -117,6 +117,8 @@ pub fn freeze(
             shm_fd: None,
             oom_score_adj: None,
             death_signal: libc::SIGTERM,
+            stdin: None,
+            keep_fds: Vec::new(),
         })
         .map_err(|e| Error::internal("starting the thaw guard", e))?,
     );

@@ -363,6 +363,8 @@ impl FaultDriver for StressDriver {
                 shm_fd: Some(inner.shared.raw_fd()),
                 oom_score_adj: plan.oom_score_adj,
                 death_signal: libc::SIGKILL,
+                stdin: None,
+                keep_fds: Vec::new(),
             })
             .map_err(|e| {
                 Error::FailedPrecondition(format!(
