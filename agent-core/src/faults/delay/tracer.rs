@@ -326,7 +326,12 @@ enum State {
     Running,
     /// In its SIGURG signal-delivery-stop until `until`; resumed with `resume` (0, or SIGURG
     /// when a real one merged with the marker).
-    Held { since: u64, until: u64, slot: u32, resume: i32 },
+    Held {
+        since: u64,
+        until: u64,
+        slot: u32,
+        resume: i32,
+    },
     /// In a group-stop (someone SIGSTOPped the process), restarted with PTRACE_LISTEN.
     Listening,
 }
@@ -391,7 +396,8 @@ fn comm(pid: i32) -> String {
 /// A zombie (an exited leader waiting for its threads) cannot be stopped or detached.
 fn is_zombie(tid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{tid}/stat")).map_or(true, |s| {
-        s.rsplit_once(')').is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
     })
 }
 
@@ -628,9 +634,7 @@ impl Daemon {
         if std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
             .is_ok_and(|s| s.trim() == "3")
         {
-            return Reply::Now(format!(
-                "refused {pid}: kernel.yama.ptrace_scope=3 forbids ptrace"
-            ));
+            return Reply::Now(format!("refused {pid}: kernel.yama.ptrace_scope=3 forbids ptrace"));
         }
         // Already followed (a child of a seized process): it is this owner's from now on.
         let mut n = 0;
@@ -922,7 +926,11 @@ impl Daemon {
                 if releasing { self.detach(tid, sig) } else { self.resume(tid, sig) }
             }
             _ => {
-                if releasing { self.detach(tid, 0) } else { self.resume(tid, 0) }
+                if releasing {
+                    self.detach(tid, 0)
+                } else {
+                    self.resume(tid, 0)
+                }
             }
         }
     }

@@ -12,6 +12,8 @@
 //! calls OP ARG COUNT              one system call COUNT times: outcomes (see calls.rs)
 //! wait ARGS...                    print our pid, wait for a line on stdin, then run ARGS
 //! spawn ARGS...                   run ARGS in a child fl-probe, print what it printed
+//! threads-timed SECONDS           two timed threads for the delay tracer (see threads.rs)
+//! exec-thread PROG ARGS...        a thread other than the leader execs PROG (threads.rs)
 //!
 //! For `cargo xtask bench` (see bench.rs):
 //! rate OP ARG SECONDS             open PATH | connect ADDR | connect-refused ADDR |
@@ -25,6 +27,7 @@
 
 mod bench;
 mod calls;
+mod threads;
 
 use std::{
     collections::HashSet,
@@ -294,6 +297,10 @@ fn main() {
         print!("{}", String::from_utf8_lossy(&out.stdout));
         return;
     }
+    if args.first().is_some_and(|a| a == "exec-thread") {
+        threads::exec_thread(&args[1..]);
+        return;
+    }
     let addr = || args[1].parse::<SocketAddr>().expect("ADDR");
     let num = || args[2].parse::<usize>().expect("number");
     let out = match args.first().map(String::as_str) {
@@ -304,6 +311,7 @@ fn main() {
         Some("tcp-send") => tcp_send(addr(), args[2].parse().expect("seconds")),
         Some("calls") => calls::run(&args[1], &args[2], args[3].parse().expect("COUNT")),
         Some("tcp-recv") => tcp_recv(addr(), args[2].parse().expect("seconds")),
+        Some("threads-timed") => threads::timed(args[1].parse().expect("SECONDS")),
         Some("http-get") => http_get(addr(), num()),
         Some("rate") => bench::rate(&args[1], &args[2], args[3].parse().expect("SECONDS")),
         Some("owd") => bench::owd(addr(), num(), args[3].parse().expect("INTERVAL_MS")),

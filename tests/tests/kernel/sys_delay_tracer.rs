@@ -1,0 +1,514 @@
+//! The delay tracer (`faultline __delay-tracer`) on its own, with the test in the place of
+//! the syscall-exit program: it writes FL_DELAY_ARMED[tid] and sends the thread SIGURG with
+//! tgkill, on maps it created itself. The tracer is started by a throwaway shell (its
+//! "agent"), so the agent can be killed and stopped. After every case: no thread of the
+//! target in state T or t, TracerPid 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+        unix::{net::UnixStream, process::CommandExt as _},
+    },
+    process::{Child, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use faultline_tests::{faultline_bin, probe_bin, serial, wait_for};
+
+const SIGURG: i32 = libc::SIGURG;
+
+fn bpf(cmd: u32, attr: &mut [u8]) -> i64 {
+    // SAFETY: a zero-padded bpf_attr prefix of the size passed; its pointers are to buffers
+    // of the callers that outlive the call.
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) }
+}
+
+/// A BPF hash map (u32 keys) made with raw bpf(2), like the ones the agent hands the tracer.
+struct Map {
+    fd: OwnedFd,
+    value_size: usize,
+}
+
+impl Map {
+    fn hash(value_size: usize) -> Map {
+        let mut attr = [0u8; 20];
+        attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // BPF_MAP_TYPE_HASH
+        attr[4..8].copy_from_slice(&4u32.to_ne_bytes());
+        attr[8..12].copy_from_slice(&(value_size as u32).to_ne_bytes());
+        attr[12..16].copy_from_slice(&1024u32.to_ne_bytes());
+        let fd = bpf(0, &mut attr); // BPF_MAP_CREATE
+        assert!(fd >= 0, "BPF_MAP_CREATE: {}", std::io::Error::last_os_error());
+        // SAFETY: a new descriptor from the kernel, owned here.
+        Map { fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) }, value_size }
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn elem(&self, cmd: u32, key: *const u32, value: *mut u8) -> i64 {
+        let mut attr = [0u8; 32];
+        attr[0..4].copy_from_slice(&(self.raw() as u32).to_ne_bytes());
+        attr[8..16].copy_from_slice(&(key as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(value as u64).to_ne_bytes());
+        bpf(cmd, &mut attr)
+    }
+
+    fn put(&self, key: u32, value: &[u8]) {
+        assert_eq!(value.len(), self.value_size);
+        let mut v = value.to_vec();
+        assert_eq!(self.elem(2, &key, v.as_mut_ptr()), 0, "update");
+    }
+
+    fn keys(&self) -> Vec<u32> {
+        let mut keys = Vec::new();
+        let mut next = 0u32;
+        // BPF_MAP_GET_NEXT_KEY from no key: the first one.
+        let mut r = self.elem(4, std::ptr::null(), (&raw mut next).cast());
+        while r == 0 {
+            keys.push(next);
+            let cur = next;
+            r = self.elem(4, &cur, (&raw mut next).cast());
+        }
+        keys.sort_unstable();
+        keys
+    }
+
+    /// FL_DELAY_ARMED's value: DelayArm { delay_ns: u64, slot: u32, syscall: u32 }.
+    fn arm(&self, tid: i32, delay: Duration, slot: u32) {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(delay.as_nanos() as u64).to_ne_bytes());
+        v.extend_from_slice(&slot.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        self.put(tid as u32, &v);
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn tgkill(pid: i32, tid: i32, sig: i32) {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+    assert_eq!(r, 0, "tgkill: {}", std::io::Error::last_os_error());
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: integer arguments only; every pid signalled is a process this test started.
+    unsafe { libc::kill(pid, sig) };
+}
+
+fn status(tid_path: &str, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("{tid_path}/status")).ok()?;
+    text.lines().find_map(|l| Some(l.strip_prefix(field)?.strip_prefix(':')?.trim().to_string()))
+}
+
+/// The state letter of thread `tid` of `pid` (None once it is gone).
+fn state(pid: i32, tid: i32) -> Option<char> {
+    status(&format!("/proc/{pid}/task/{tid}"), "State")?.chars().next()
+}
+
+fn tracer_of(pid: i32, tid: i32) -> i32 {
+    status(&format!("/proc/{pid}/task/{tid}"), "TracerPid").map_or(0, |s| s.parse().unwrap())
+}
+
+fn tids(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// No thread of `pid` stopped (T or t) or traced.
+fn assert_untraced(pid: i32) {
+    for tid in tids(pid) {
+        let s = state(pid, tid);
+        assert!(!matches!(s, Some('T' | 't')), "thread {tid} of {pid} is in state {s:?}");
+        assert_eq!(tracer_of(pid, tid), 0, "thread {tid} of {pid} is still traced");
+    }
+}
+
+/// `faultline __delay-tracer`, started by a throwaway shell that plays the agent.
+struct Tracer {
+    shell: Child,
+    pid: i32,
+    ctl: BufReader<UnixStream>,
+}
+
+impl Tracer {
+    fn start(armed: &Map, seized: &Map, for_s: u64) -> Tracer {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let deadline = monotonic_ns() + for_s * 1_000_000_000;
+        let fds = [armed.raw(), seized.raw()];
+        let mut cmd = Command::new("sh");
+        // A background command's stdin would be /dev/null: the channel goes through fd 9.
+        cmd.args([
+            "-c",
+            r#"exec 9<&0; "$0" __delay-tracer $$ "$1" "$2" "$3" 0<&9 9<&- & echo $!; wait"#,
+        ])
+        .arg(faultline_bin())
+        .args([deadline.to_string(), fds[0].to_string(), fds[1].to_string()])
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::piped());
+        // SAFETY: only fcntl on descriptors this test keeps open across the spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in fds {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            })
+        };
+        let mut shell = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(shell.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let pid = line.trim().parse().unwrap();
+        ours.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut t = Tracer { shell, pid, ctl: BufReader::new(ours) };
+        assert_eq!(t.read(), "ready");
+        t
+    }
+
+    fn read(&mut self) -> String {
+        let mut line = String::new();
+        self.ctl.read_line(&mut line).unwrap();
+        line.trim_end().to_string()
+    }
+
+    fn ask(&mut self, line: &str) -> String {
+        self.ctl.get_mut().write_all(format!("{line}\n").as_bytes()).unwrap();
+        self.read()
+    }
+
+    fn agent(&self) -> i32 {
+        self.shell.id() as i32
+    }
+
+    /// Whether the tracer process is gone (exited; reaped by the shell or by init).
+    fn gone(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).map_or(true, |s| {
+            s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if !self.gone() {
+            kill(self.pid, libc::SIGKILL);
+        }
+        let _ = self.shell.kill();
+        let _ = self.shell.wait();
+    }
+}
+
+/// `fl-probe threads-timed SECONDS`, waiting for its go.
+struct Probe {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    pid: i32,
+    tid_a: i32,
+    tid_b: i32,
+}
+
+impl Probe {
+    fn start(seconds: f64) -> Probe {
+        let mut child = Command::new(probe_bin())
+            .args(["threads-timed", &seconds.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let n = |k: &str| v[k].as_i64().unwrap() as i32;
+        Probe { pid: n("pid"), tid_a: n("tid_a"), tid_b: n("tid_b"), child, out }
+    }
+
+    fn go(&mut self) {
+        self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    }
+
+    fn finish(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert!(self.child.wait().unwrap().success());
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    /// How much longer than A's median round each round that held a hold was, in ms: those
+    /// over 50 ms (the probe lists rounds over 20 ms; this loaded host has those without a
+    /// hold now and then).
+    fn extras(v: &serde_json::Value) -> Vec<f64> {
+        let median = v["median_ms"].as_f64().unwrap();
+        v["long"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["ms"].as_f64().unwrap() - median)
+            .filter(|e| *e > 50.0)
+            .collect()
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn maps() -> (Map, Map) {
+    (Map::hash(16), Map::hash(4))
+}
+
+/// Eight 100 ms holds of thread A: each adds 100 ms +- 10 (median) to the round it lands in,
+/// thread B runs on meanwhile, the tracer counts them for the slot, and `release` leaves the
+/// process untraced while it runs.
+#[test]
+fn holds_only_the_armed_thread_for_its_delay() {
+    let _alone = serial::alone();
+    let (armed, seized) = maps();
+    let mut probe = Probe::start(3.0);
+    let mut tracer = Tracer::start(&armed, &seized, 60);
+    assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
+    let mut want: Vec<u32> = [probe.pid, probe.tid_a, probe.tid_b].map(|t| t as u32).to_vec();
+    want.sort_unstable();
+    assert_eq!(seized.keys(), want);
+    for tid in [probe.pid, probe.tid_a, probe.tid_b] {
+        assert_eq!(tracer_of(probe.pid, tid), tracer.pid);
+    }
+    probe.go();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..8 {
+        armed.arm(probe.tid_a, Duration::from_millis(100), 7);
+        tgkill(probe.pid, probe.tid_a, SIGURG);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(armed.keys(), Vec::<u32>::new(), "every armed entry was taken");
+    let stats = tracer.ask("stats");
+    let s: Vec<u64> =
+        stats.strip_prefix("ok 7:").unwrap().split(':').map(|n| n.parse().unwrap()).collect();
+    assert_eq!(s[0], 8, "{stats}");
+    let mean_ms = s[1] as f64 / 8e6;
+    assert!((99.0..130.0).contains(&mean_ms), "mean hold {mean_ms} ms");
+    assert_eq!(tracer.ask(&format!("release {}", probe.pid)), "ok 3");
+    assert_untraced(probe.pid);
+    assert_eq!(seized.keys(), Vec::<u32>::new());
+    let v = probe.finish();
+    let extras = Probe::extras(&v);
+    eprintln!("{v}");
+    assert_eq!(extras.len(), 8, "one long round per hold: {v}");
+    let m = median(extras);
+    assert!((90.0..=110.0).contains(&m), "median added {m} ms: {v}");
+    let (inside, outside) = (v["b_inside"].as_f64().unwrap(), v["b_outside"].as_f64().unwrap());
+    assert!(v["b_inside_ms"].as_u64().unwrap() > 400, "{v}");
+    assert!(inside >= 0.7 * outside, "B ran {inside} calls/ms during holds, {outside} outside");
+    assert_eq!(tracer.ask("stop"), "ok");
+    wait_for("the tracer to exit", Duration::from_secs(3), || tracer.gone());
+}
+
+/// A traced process is refused naming its tracer; so are the agent itself and a pid that
+/// does not exist. Nothing is left seized.
+#[test]
+fn refuses_a_traced_process_and_the_agent() {
+    let (armed, seized) = maps();
+    let mut strace = Command::new("strace")
+        .args(["-o", "/dev/null", "sleep", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let spid = strace.id() as i32;
+    let mut sleeper = 0;
+    wait_for("strace to trace sleep", Duration::from_secs(5), || {
+        let children = std::fs::read_to_string(format!("/proc/{spid}/task/{spid}/children"))
+            .unwrap_or_default();
+        sleeper = children.split_whitespace().next().map_or(0, |p| p.parse().unwrap());
+        sleeper != 0 && tracer_of(sleeper, sleeper) == spid
+    });
+    let mut tracer = Tracer::start(&armed, &seized, 60);
+    let r = tracer.ask(&format!("seize {sleeper}"));
+    assert_eq!(r, format!("refused {sleeper}: traced by {spid} (strace)"));
+    let agent = tracer.agent();
+    assert_eq!(
+        tracer.ask(&format!("seize {agent}")),
+        format!("refused {agent}: the agent's own process")
+    );
+    let r = tracer.ask("seize 999999999");
+    assert!(r.starts_with("error 999999999:"), "{r}");
+    assert_eq!(tracer.ask("bogus"), "error: unknown request \"bogus\"");
+    assert_eq!(seized.keys(), Vec::<u32>::new());
+    assert_eq!(tracer_of(sleeper, sleeper), spid, "strace keeps its tracee");
+    let _ = strace.kill();
+    let _ = strace.wait();
+    kill(sleeper, libc::SIGKILL);
+    assert_eq!(tracer.ask("stop"), "ok");
+}
+
+/// A child the target forks and the program it execs are followed (their tids in the seized
+/// map); an exec from a thread other than the leader leaves only the leader's tid; release
+/// of the target lets all of it go.
+#[test]
+fn follows_forks_and_execs() {
+    let (armed, seized) = maps();
+    let mut tracer = Tracer::start(&armed, &seized, 60);
+
+    let mut sh = Command::new("sh")
+        .args(["-c", "read go; sleep 5 & exec sleep 6"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = sh.id() as i32;
+    assert_eq!(tracer.ask(&format!("seize {pid}")), "ok 1");
+    sh.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut child = 0;
+    wait_for("the fork and the exec", Duration::from_secs(5), || {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        child = seized.keys().into_iter().map(|k| k as i32).find(|k| *k != pid).unwrap_or(0);
+        comm.trim() == "sleep"
+            && child != 0
+            && std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|c| c.trim() == "sleep")
+    });
+    assert_eq!(seized.keys(), {
+        let mut k = vec![pid as u32, child as u32];
+        k.sort_unstable();
+        k
+    });
+    assert_eq!(status(&format!("/proc/{child}"), "PPid").unwrap(), pid.to_string());
+    assert_eq!(tracer_of(pid, pid), tracer.pid);
+    assert_eq!(tracer_of(child, child), tracer.pid);
+    assert_eq!(tracer.ask(&format!("release {pid}")), "ok 2");
+    assert_untraced(pid);
+    assert_untraced(child);
+    assert_eq!(seized.keys(), Vec::<u32>::new());
+    kill(child, libc::SIGKILL);
+    let _ = sh.kill();
+    let _ = sh.wait();
+
+    // exec from the second thread
+    let mut p = Command::new(probe_bin())
+        .args(["exec-thread", "sleep", "5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(p.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (pid, tid) = (v["pid"].as_i64().unwrap() as i32, v["tid"].as_i64().unwrap() as i32);
+    assert_eq!(tracer.ask(&format!("seize {pid}")), "ok 2");
+    assert_eq!(seized.keys(), {
+        let mut k = vec![pid as u32, tid as u32];
+        k.sort_unstable();
+        k
+    });
+    p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    wait_for("the exec", Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+            && seized.keys() == vec![pid as u32]
+    });
+    assert_eq!(tids(pid), vec![pid]);
+    assert_eq!(tracer_of(pid, pid), tracer.pid);
+    assert_eq!(tracer.ask(&format!("release {pid}")), "ok 1");
+    assert_untraced(pid);
+    let _ = p.kill();
+    let _ = p.wait();
+    assert_eq!(tracer.ask("stop"), "ok");
+}
+
+/// SIGKILL of the tracer's parent (the agent) during a 5 s hold: the thread runs again within
+/// 100 ms, untraced, and the tracer is gone.
+#[test]
+fn agent_killed_releases_a_held_thread() {
+    let _alone = serial::alone();
+    let (armed, seized) = maps();
+    let mut probe = Probe::start(1.5);
+    let tracer = Tracer::start(&armed, &seized, 60);
+    let mut tracer = tracer;
+    assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
+    probe.go();
+    std::thread::sleep(Duration::from_millis(200));
+    armed.arm(probe.tid_a, Duration::from_secs(5), 1);
+    tgkill(probe.pid, probe.tid_a, SIGURG);
+    wait_for("A held", Duration::from_secs(2), || state(probe.pid, probe.tid_a) == Some('t'));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(state(probe.pid, probe.tid_a), Some('t'));
+    kill(tracer.agent(), libc::SIGKILL);
+    let t0 = Instant::now();
+    while state(probe.pid, probe.tid_a) == Some('t') || tracer_of(probe.pid, probe.tid_a) != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(2), "A still held or traced");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let took = t0.elapsed();
+    eprintln!("A released {took:?} after the agent's SIGKILL");
+    assert!(took < Duration::from_millis(100), "released {took:?} after the kill");
+    wait_for("the tracer to exit", Duration::from_secs(3), || tracer.gone());
+    assert_untraced(probe.pid);
+    assert_eq!(seized.keys(), Vec::<u32>::new());
+    let v = probe.finish();
+    assert_eq!(Probe::extras(&v).len(), 1, "{v}");
+}
+
+/// SIGSTOP of the tracer's parent: holds still end on time.
+#[test]
+fn agent_stopped_holds_end_on_time() {
+    let _alone = serial::alone();
+    let (armed, seized) = maps();
+    let mut probe = Probe::start(1.5);
+    let mut tracer = Tracer::start(&armed, &seized, 60);
+    assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
+    probe.go();
+    kill(tracer.agent(), libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        armed.arm(probe.tid_a, Duration::from_millis(100), 2);
+        tgkill(probe.pid, probe.tid_a, SIGURG);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let v = probe.finish();
+    let extras = Probe::extras(&v);
+    assert_eq!(extras.len(), 3, "{v}");
+    for e in &extras {
+        assert!((90.0..=130.0).contains(e), "hold added {e} ms with the agent stopped: {v}");
+    }
+    let stats = tracer.ask("stats");
+    assert!(stats.starts_with("ok 2:3:"), "{stats}");
+    kill(tracer.agent(), libc::SIGCONT);
+    assert_eq!(tracer.ask("stop"), "ok");
+    wait_for("the tracer to exit", Duration::from_secs(3), || tracer.gone());
+}
+
+/// The deadline on the command line ends a hold and the tracer.
+#[test]
+fn deadline_releases_everything() {
+    let (armed, seized) = maps();
+    let mut probe = Probe::start(3.0);
+    let mut tracer = Tracer::start(&armed, &seized, 1);
+    assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
+    probe.go();
+    std::thread::sleep(Duration::from_millis(200));
+    armed.arm(probe.tid_a, Duration::from_secs(30), 1);
+    tgkill(probe.pid, probe.tid_a, SIGURG);
+    wait_for("the tracer to exit at its deadline", Duration::from_secs(3), || tracer.gone());
+    assert_untraced(probe.pid);
+    assert_eq!(seized.keys(), Vec::<u32>::new());
+    let v = probe.finish();
+    let extras: Vec<f64> = Probe::extras(&v).into_iter().filter(|e| *e > 500.0).collect();
+    assert_eq!(extras.len(), 1, "{v}");
+    assert!(extras[0] < 1500.0, "held {} ms past a 1 s deadline: {v}", extras[0]);
+}
