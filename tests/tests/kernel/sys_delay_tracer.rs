@@ -285,6 +285,8 @@ fn holds_only_the_armed_thread_for_its_delay() {
     let mut probe = Probe::start(3.0);
     let mut tracer = Tracer::start(&armed, &seized, 60);
     assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
+    // Seizing it again changes nothing.
+    assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
     let mut want: Vec<u32> = [probe.pid, probe.tid_a, probe.tid_b].map(|t| t as u32).to_vec();
     want.sort_unstable();
     assert_eq!(seized.keys(), want);
@@ -351,6 +353,11 @@ fn refuses_a_traced_process_and_the_agent() {
     let r = tracer.ask("seize 999999999");
     assert!(r.starts_with("error 999999999:"), "{r}");
     assert_eq!(tracer.ask("bogus"), "error: unknown request \"bogus\"");
+    // A kernel thread: ptrace refuses it.
+    if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
+        let r = tracer.ask("seize 2");
+        assert!(r.starts_with("refused 2: ptrace refused thread 2:"), "{r}");
+    }
     assert_eq!(seized.keys(), Vec::<u32>::new());
     assert_eq!(tracer_of(sleeper, sleeper), spid, "strace keeps its tracee");
     let _ = strace.kill();
@@ -511,4 +518,62 @@ fn deadline_releases_everything() {
     let extras: Vec<f64> = Probe::extras(&v).into_iter().filter(|e| *e > 500.0).collect();
     assert_eq!(extras.len(), 1, "{v}");
     assert!(extras[0] < 1500.0, "held {} ms past a 1 s deadline: {v}", extras[0]);
+}
+
+/// Signals other than the marker pass through unchanged (a real SIGURG too, also when it
+/// merges with an armed one: after the hold); SIGSTOP and SIGCONT of the target stop and
+/// continue it as they would untraced; a process released while stopped stays stopped.
+#[test]
+fn other_signals_and_job_control_pass_through() {
+    let (armed, seized) = maps();
+    let dir = faultline_tests::TempDir::new("delay-signals");
+    let file = dir.path().join("got");
+    let script = format!(
+        "trap 'echo usr1 >> {f}' USR1; trap 'echo urg >> {f}' URG; while :; do sleep 0.02; done",
+        f = file.display()
+    );
+    let mut sh = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    let pid = sh.id() as i32;
+    let got = |what: &str| {
+        std::fs::read_to_string(&file).unwrap_or_default().lines().filter(|l| *l == what).count()
+    };
+    let mut tracer = Tracer::start(&armed, &seized, 60);
+    assert!(tracer.ask(&format!("seize {pid}")).starts_with("ok "));
+    kill(pid, libc::SIGUSR1);
+    wait_for("SIGUSR1 handled", Duration::from_secs(3), || got("usr1") == 1);
+    kill(pid, SIGURG);
+    wait_for("a real SIGURG handled", Duration::from_secs(3), || got("urg") == 1);
+    armed.arm(pid, Duration::from_millis(200), 4);
+    let t0 = Instant::now();
+    kill(pid, SIGURG);
+    wait_for("a real SIGURG merged with a marker", Duration::from_secs(3), || got("urg") == 2);
+    assert!(t0.elapsed() >= Duration::from_millis(195), "handled after {:?}", t0.elapsed());
+    assert!(tracer.ask("stats").starts_with("ok 4:1:"));
+
+    kill(pid, libc::SIGSTOP);
+    wait_for("stopped", Duration::from_secs(3), || matches!(state(pid, pid), Some('T' | 't')));
+    let n = got("usr1");
+    kill(pid, libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(got("usr1"), n, "a stopped process ran its handler");
+    kill(pid, libc::SIGCONT);
+    wait_for("continued", Duration::from_secs(3), || got("usr1") == n + 1);
+    assert_eq!(tracer_of(pid, pid), tracer.pid);
+
+    kill(pid, libc::SIGSTOP);
+    wait_for("stopped again", Duration::from_secs(3), || {
+        matches!(state(pid, pid), Some('T' | 't'))
+    });
+    assert!(tracer.ask(&format!("release {pid}")).starts_with("ok "));
+    assert_eq!(state(pid, pid), Some('T'), "released while stopped: stays stopped");
+    assert_eq!(tracer_of(pid, pid), 0);
+    kill(pid, libc::SIGCONT);
+    wait_for("running after release", Duration::from_secs(3), || {
+        !matches!(state(pid, pid), Some('T' | 't'))
+    });
+    assert_untraced(pid);
+    assert_eq!(seized.keys(), Vec::<u32>::new());
+    let _ = sh.kill();
+    let _ = sh.wait();
+    assert_eq!(tracer.ask("stop"), "ok");
 }
