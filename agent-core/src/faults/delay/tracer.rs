@@ -365,8 +365,9 @@ struct Daemon {
     /// Owners being released: their threads are detached at their next stop.
     releasing: Vec<i32>,
     pending: Option<Pending>,
-    /// Set once everything is being released; the reply to `stop` if it asked.
+    /// Set once everything is being released: when to exit even if threads are left.
     stopping: Option<u64>,
+    /// `stop` asked (and gets its `ok` at the exit).
     stop_reply: bool,
     stats: BTreeMap<u32, (u64, u64)>,
 }
