@@ -1,6 +1,7 @@
 //! Fault drivers, one module per family; each owns its kernel objects and implements
 //! `FaultDriver`. `Drivers` only routes a fault to its family.
 
+pub mod delay;
 pub mod net;
 pub mod process;
 pub mod spawn;

@@ -1,0 +1,12 @@
+//! System-call latency (`sys delay`, issue 16): the syscall-exit program in
+//! agent-ebpf/src/delay.rs picks the calls of seized threads and signals them; a tracer
+//! process holds each signalled thread for its delay. This module owns the kernel side
+//! (datapath.rs: maps, rule slots, the exit program's attachment, counters, probes); the
+//! tracer gets FL_DELAY_ARMED and FL_DELAY_SEIZED through `DelayDatapath::tracer_fds`.
+
+pub mod datapath;
+
+pub use datapath::{
+    DelayCounters, DelayDatapath, DelayError, DelayProbe, DelayTarget, ExitHook, ThreadMaps, probe,
+    syscall_bitmap,
+};
