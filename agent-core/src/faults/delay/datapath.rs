@@ -427,6 +427,16 @@ impl DelayDatapath {
         self.exit.as_ref().map(ExitLink::hook)
     }
 
+    /// The kernel ids of the exit program's forms loaded so far (to find their links).
+    pub fn exit_program_ids(&self) -> Vec<u32> {
+        self.ebpf
+            .programs()
+            .filter(|(name, _)| [PROG_BTF, PROG_RAW].contains(name))
+            .filter_map(|(_, p)| p.info().ok())
+            .map(|i| i.id())
+            .collect()
+    }
+
     /// The descriptors of (FL_DELAY_ARMED, FL_DELAY_SEIZED) for the tracer process; valid
     /// as long as the datapath. Dup them (without CLOEXEC) into the tracer; it opens them
     /// with `ThreadMaps::from_fds`.

@@ -6,6 +6,8 @@
 
 pub mod datapath;
 
+pub use faultline_common::delay::{DELAY_PROB_ONE, DELAY_SIGNAL, DelayArm, DelayRule};
+
 pub use datapath::{
     DelayCounters, DelayDatapath, DelayError, DelayProbe, DelayTarget, ExitHook, ThreadMaps, probe,
     syscall_bitmap,
