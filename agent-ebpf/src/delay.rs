@@ -183,13 +183,10 @@ fn arm(tid: u32, slot: u32, nr: u32, delay_ns: u64) {
     dlog!("delay: rule {} armed tid {} (syscall {}) for {} ns", slot, tid, nr, delay_ns);
 }
 
-/// sys_exit(struct pt_regs *regs, long ret), for both program types.
+/// sys_exit(struct pt_regs *regs, long ret), for both program types: `nr` is
+/// regs->orig_ax.
 #[inline(always)]
-fn on_exit(regs: *const u8, ret: i64) {
-    // SAFETY: reading regs->orig_ax of the current task's saved registers.
-    let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(PT_REGS_ORIG_AX).cast::<u64>()) }) else {
-        return;
-    };
+fn on_exit(nr: u64, ret: i64) {
     // Also not a system call: orig_ax is -1 there.
     if nr >= u64::from(DELAY_MAX_SYSCALL) {
         return;
@@ -217,16 +214,26 @@ fn on_exit(regs: *const u8, ret: i64) {
     }
 }
 
+/// tp_btf: `regs` is a typed kernel pointer, read directly (cheaper than a probe read on a
+/// path every system call of the host takes).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn fl_delay_sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
-    on_exit(ctx.arg(0), ctx.arg(1));
+    let regs: *const u8 = ctx.arg(0);
+    // SAFETY: the verifier checks the load against struct pt_regs in the kernel's BTF.
+    let nr = unsafe { core::ptr::read_volatile(regs.add(PT_REGS_ORIG_AX).cast::<u64>()) };
+    on_exit(nr, ctx.arg(1));
     0
 }
 
-/// The same, where the kernel refuses tp_btf.
+/// The same, where the kernel refuses tp_btf: every read goes through the probe helper.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn fl_delay_sys_exit_raw(ctx: RawTracePointContext) -> i32 {
-    on_exit(ctx.arg(0), ctx.arg(1));
+    let regs: *const u8 = ctx.arg(0);
+    // SAFETY: reading regs->orig_ax of the current task's saved registers.
+    let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(PT_REGS_ORIG_AX).cast::<u64>()) }) else {
+        return 0;
+    };
+    on_exit(nr, ctx.arg(1));
     0
 }
 

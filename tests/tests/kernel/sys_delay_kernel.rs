@@ -7,7 +7,7 @@
 use std::{
     ffi::CString,
     os::unix::fs::MetadataExt as _,
-    sync::atomic::{AtomicPtr, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering},
     thread::sleep,
     time::Duration,
 };
@@ -27,16 +27,25 @@ struct Shared {
     sigurg: AtomicU64,
     /// Loop iterations (one call each).
     calls: AtomicU64,
+    /// ForkReader: set by the test to make the worker fork its reading child.
+    go: AtomicU64,
+    /// ForkReader: the child's pid once forked, and the markers its handler took.
+    child_pid: AtomicU64,
+    child_sigurg: AtomicU64,
 }
 
 /// The worker's own view of its shared page (set in the child after fork).
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+/// Set in a ForkReader's child: its markers are counted apart.
+static IS_CHILD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigurg(_: libc::c_int) {
     let p = SHARED.load(Ordering::Relaxed);
     if !p.is_null() {
         // SAFETY: the child's shared page, mapped before fork and never unmapped there.
-        unsafe { (*p).sigurg.fetch_add(1, Ordering::Relaxed) };
+        let s = unsafe { &*p };
+        let n = if IS_CHILD.load(Ordering::Relaxed) { &s.child_sigurg } else { &s.sigurg };
+        n.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -48,6 +57,8 @@ enum Op {
     Getppid,
     /// read(2) as above, with SIGURG blocked.
     ReadBlocked,
+    /// read(2), and once told (`go`), fork a child that reads too.
+    ForkReader,
 }
 
 /// A forked process in a cgroup making one call in a loop, with a SIGURG handler that
@@ -107,8 +118,12 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // SAFETY: our own child, then its page.
+        // SAFETY: our own child (and its child, which PDEATHSIG does not cover), then the page.
         unsafe {
+            let child = (*self.shared).child_pid.load(Ordering::Relaxed);
+            if child != 0 {
+                libc::kill(child as i32, libc::SIGKILL);
+            }
             libc::kill(self.pid, libc::SIGKILL);
             libc::waitpid(self.pid, std::ptr::null_mut(), 0);
             libc::munmap(self.shared.cast(), 4096);
@@ -141,8 +156,21 @@ unsafe fn worker(shared: *mut Shared, procs: &CString, zero: &CString, op: Op) -
         let zfd = libc::open(zero.as_ptr(), libc::O_RDONLY);
         let mut b = [0u8; 1];
         loop {
+            if matches!(op, Op::ForkReader)
+                && (*shared).go.load(Ordering::Relaxed) != 0
+                && !IS_CHILD.load(Ordering::Relaxed)
+                && (*shared).child_pid.load(Ordering::Relaxed) == 0
+            {
+                let child = libc::fork();
+                if child == 0 {
+                    IS_CHILD.store(true, Ordering::Relaxed);
+                    (*shared).child_pid.store(libc::getpid() as u64, Ordering::Relaxed);
+                } else if child < 0 {
+                    libc::_exit(4);
+                }
+            }
             match op {
-                Op::Read | Op::ReadBlocked => {
+                Op::Read | Op::ReadBlocked | Op::ForkReader => {
                     libc::read(zfd, b.as_mut_ptr().cast(), 1);
                 }
                 Op::Getppid => {
@@ -200,9 +228,21 @@ fn exit_links(progs: &[u32]) -> usize {
 
 #[test]
 fn the_exit_program_arms_and_signals_only_chosen_calls_of_seized_threads() {
+    arms_and_signals(false);
+}
+
+#[test]
+fn the_raw_tracepoint_fallback_does_the_same() {
+    arms_and_signals(true);
+}
+
+fn arms_and_signals(raw_tp: bool) {
     let _alone = faultline_tests::serial::alone();
     let mut dp = DelayDatapath::load(false).expect("loading the delay datapath");
     assert_eq!(dp.hook(), None, "nothing is attached before the first rule");
+    if raw_tp {
+        dp.force_raw_tp();
+    }
     let (cg, sibling) = (Cgroup::new("delay-target"), Cgroup::new("delay-sibling"));
     let reader = Worker::start(&cg, Op::Read);
     let other_call = Worker::start(&cg, Op::Getppid);
@@ -216,7 +256,9 @@ fn the_exit_program_arms_and_signals_only_chosen_calls_of_seized_threads() {
     let slot = dp.add_rule(target(&cg), rule(&[NR_READ], 100, 10), None).unwrap();
     let hook = dp.hook().expect("the exit program is attached with the first rule");
     eprintln!("exit program attached as {}", hook.name());
-    if hook != ExitHook::TpBtf {
+    if raw_tp {
+        assert_eq!(hook, ExitHook::RawTp);
+    } else if hook != ExitHook::TpBtf {
         eprintln!("note: tp_btf was refused here; the raw tracepoint serves");
     }
     assert_eq!(exit_links(&dp.exit_program_ids()), 1, "one sys_exit link in the kernel");
@@ -295,4 +337,49 @@ fn the_probe_reports_the_hook_and_the_signal() {
     eprintln!("delay_exit_hook: {:?}; send_signal_thread: {:?}", p.exit_hook, p.send_signal_thread);
     assert!(p.exit_hook.is_ok(), "{:?}", p.exit_hook);
     assert!(p.send_signal_thread.is_ok(), "{:?}", p.send_signal_thread);
+}
+
+#[test]
+fn pid_rules_that_follow_children_cover_a_child_forked_during_the_rule() {
+    let _alone = faultline_tests::serial::alone();
+    let mut dp = DelayDatapath::load(false).expect("loading the delay datapath");
+    if let Err(why) = &dp.follow {
+        panic!("following children needs task_struct offsets from BTF: {why}");
+    }
+    let cg = Cgroup::new("delay-follow");
+    let (follows, stays) = (Worker::start(&cg, Op::ForkReader), Worker::start(&cg, Op::ForkReader));
+    let mut slots = Vec::new();
+    for (w, follow) in [(&follows, true), (&stays, false)] {
+        dp.threads().seize(w.tid()).unwrap();
+        let target = DelayTarget::Pid { tgid: w.pid as u32, follow };
+        slots.push(dp.add_rule(target, rule(&[NR_READ], 1, 0), None).unwrap());
+    }
+    let mut children = Vec::new();
+    for w in [&follows, &stays] {
+        // SAFETY: the shared page lives as long as the worker.
+        let s = unsafe { &*w.shared };
+        s.go.store(1, Ordering::Relaxed);
+        faultline_tests::wait_until("the worker forks", || {
+            s.child_pid.load(Ordering::Relaxed) != 0
+        });
+        let child = s.child_pid.load(Ordering::Relaxed) as u32;
+        // The tracer seizes children as they are born (PTRACE_O_TRACEFORK); the test, later.
+        dp.threads().seize(child).unwrap();
+        children.push((s, child));
+    }
+    faultline_tests::wait_until("the followed child is signalled", || {
+        children[0].0.child_sigurg.load(Ordering::Relaxed) > 10
+    });
+    assert!(follows.sigurg() > 10 && stays.sigurg() > 10, "both parents are targets");
+    sleep(Duration::from_millis(200));
+    assert_eq!(
+        children[1].0.child_sigurg.load(Ordering::Relaxed),
+        0,
+        "the child of a rule without follow is not covered"
+    );
+    assert!(dp.threads().armed(children[0].1).is_some_and(|a| a.slot == slots[0]));
+    for s in slots {
+        dp.remove_rule(s).unwrap();
+    }
+    assert_eq!(dp.hook(), None);
 }

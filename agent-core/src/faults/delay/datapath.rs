@@ -427,6 +427,12 @@ impl DelayDatapath {
         self.exit.as_ref().map(ExitLink::hook)
     }
 
+    /// The raw tracepoint from the next attach on, even where tp_btf works (tests, and the
+    /// bench's per-hook figures). Takes effect once nothing is attached.
+    pub fn force_raw_tp(&mut self) {
+        self.btf_refused.get_or_insert_with(|| "raw_tp asked for".into());
+    }
+
     /// The kernel ids of the exit program's forms loaded so far (to find their links).
     pub fn exit_program_ids(&self) -> Vec<u32> {
         self.ebpf
