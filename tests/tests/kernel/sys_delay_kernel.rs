@@ -13,7 +13,7 @@ use std::{
 };
 
 use faultline_core::faults::delay::{
-    DELAY_PROB_ONE, DelayDatapath, DelayRule, DelayTarget, ExitHook, syscall_bitmap,
+    DELAY_PROB_ONE, DelayDatapath, DelayRule, DelayTarget, ExitHook, ThreadMaps, syscall_bitmap,
 };
 use faultline_tests::Cgroup;
 
@@ -249,8 +249,18 @@ fn arms_and_signals(raw_tp: bool) {
     let unseized = Worker::start(&cg, Op::Read);
     let outside = Worker::start(&sibling, Op::Read);
     let blocker = Worker::start(&cg, Op::ReadBlocked);
+    // Seized the tracer's way: through duplicates of the descriptors it inherits.
+    let mut tracer = {
+        let (armed, seized) = dp.tracer_fds();
+        ThreadMaps::from_fds(
+            armed.try_clone_to_owned().unwrap(),
+            seized.try_clone_to_owned().unwrap(),
+        )
+        .expect("opening the thread maps from their descriptors")
+    };
     for w in [&reader, &other_call, &outside, &blocker] {
-        dp.threads().seize(w.tid()).unwrap();
+        tracer.seize(w.tid()).unwrap();
+        assert!(dp.threads().is_seized(w.tid()), "the datapath sees the tracer's entry");
     }
 
     let slot = dp.add_rule(target(&cg), rule(&[NR_READ], 100, 10), None).unwrap();
@@ -286,7 +296,7 @@ fn arms_and_signals(raw_tp: bool) {
     assert!(signals > 100, "SIGURG reaches the reader's handler: {signals}");
     // One marker per armed call; the handler may lag behind by a call in flight.
     assert!(signals <= c.delayed + 1 && signals + 2 >= c.delayed, "{signals} vs {c:?}");
-    let arm = dp.threads().armed(reader.tid()).expect("an armed entry for the reader");
+    let arm = tracer.take_armed(reader.tid()).unwrap().expect("an armed entry for the reader");
     assert_eq!((arm.slot, arm.syscall), (slot, NR_READ));
     assert!((90_000_000..=110_000_000).contains(&arm.delay_ns), "{arm:?}");
     eprintln!("armed[{}] = {arm:?}", reader.tid());
@@ -381,5 +391,66 @@ fn pid_rules_that_follow_children_cover_a_child_forked_during_the_rule() {
     for s in slots {
         dp.remove_rule(s).unwrap();
     }
+    assert_eq!(dp.hook(), None);
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of `expires_ns` (bpf_ktime_get_ns).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes the local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn max_hits_every_nth_percent_and_expiry_choose_the_calls() {
+    let _alone = faultline_tests::serial::alone();
+    let mut dp = DelayDatapath::load(false).expect("loading the delay datapath");
+    let cg = Cgroup::new("delay-judge");
+    let reader = Worker::start(&cg, Op::Read);
+    dp.threads().seize(reader.tid()).unwrap();
+    let run = |dp: &mut DelayDatapath, r: DelayRule, seed: Option<u64>, ms: u64| {
+        let before = reader.sigurg();
+        let slot = dp.add_rule(target(&cg), r, seed).unwrap();
+        sleep(Duration::from_millis(ms));
+        dp.remove_rule(slot).unwrap();
+        sleep(Duration::from_millis(50));
+        (dp.counters(slot).unwrap(), reader.sigurg() - before)
+    };
+
+    let (c, signals) = run(&mut dp, DelayRule { max_hits: 5, ..rule(&[NR_READ], 1, 0) }, None, 300);
+    eprintln!("max_hits 5: {c:?}, {signals} markers");
+    assert_eq!((c.delayed, signals), (5, 5), "{c:?}");
+    assert!(c.seen > 1000, "calls go on being seen past max hits: {c:?}");
+
+    let (c, signals) =
+        run(&mut dp, DelayRule { every_nth: 10, ..rule(&[NR_READ], 1, 0) }, None, 300);
+    eprintln!("every 10th: {c:?}, {signals} markers");
+    assert!(c.delayed > 100 && c.seen / 10 - c.delayed <= 1, "{c:?}");
+    assert_eq!(signals, c.delayed);
+
+    let half = DelayRule { threshold: DELAY_PROB_ONE / 2, ..rule(&[NR_READ], 1, 0) };
+    let (c, _) = run(&mut dp, half, Some(42), 300);
+    let share = c.delayed as f64 / c.seen as f64;
+    eprintln!("50%, seeded: {c:?} ({share:.3})");
+    assert!(c.seen > 1000 && (0.45..0.55).contains(&share), "{c:?}");
+
+    // Uniform jitter stays within latency +- jitter, and spreads over it.
+    let (c, _) = run(&mut dp, rule(&[NR_READ], 50, 50), None, 300);
+    let mean = c.delay_ns / c.delayed.max(1);
+    eprintln!("50 ms +- 50 ms: {c:?}, mean {mean} ns");
+    assert!(c.delayed > 100 && (40_000_000..60_000_000).contains(&mean), "{c:?}");
+
+    // Expiry: the rule stops choosing at expires_ns though it is still installed.
+    let r = DelayRule { expires_ns: monotonic_ns() + 200_000_000, ..rule(&[NR_READ], 1, 0) };
+    let slot = dp.add_rule(target(&cg), r, None).unwrap();
+    sleep(Duration::from_millis(300));
+    let at = dp.counters(slot).unwrap();
+    sleep(Duration::from_millis(300));
+    let later = dp.counters(slot).unwrap();
+    eprintln!("expired after 200 ms: {at:?} then {later:?}");
+    assert!(at.delayed > 100, "{at:?}");
+    assert_eq!((later.seen, later.delayed), (at.seen, at.delayed), "nothing after expiry");
+    dp.remove_rule(slot).unwrap();
     assert_eq!(dp.hook(), None);
 }
