@@ -166,7 +166,7 @@ impl SysDriver {
             .override_global(GLOBAL_HAS_SET_RETVAL, &retval, true)
             .override_global(GLOBAL_TASK_PID, &task_pid, true)
             .override_global(GLOBAL_TASK_TGID, &task_tgid, true);
-        for m in NET_MAPS {
+        for m in NET_MAPS.iter().chain(faultline_common::delay::DELAY_MAPS) {
             loader.map_max_entries(m, 1);
         }
         bpflog::configure(&mut loader, debug);
