@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::{
-    Btf, BtfError, Ebpf, EbpfError, EbpfLoader,
+    Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Pod,
     maps::{Array, HashMap as BpfHashMap, IterableMap, Map, MapData, MapError},
     programs::{
         BtfTracePoint, ProgramError, RawTracePoint, raw_trace_point::RawTracePointLink,
@@ -193,18 +193,10 @@ impl ThreadMaps {
     /// The maps behind descriptors from `DelayDatapath::tracer_fds` (in another process:
     /// inherited or passed over a socket).
     pub fn from_fds(armed: OwnedFd, seized: OwnedFd) -> Result<Self> {
-        let open = |fd, name| {
-            MapData::from_fd(fd).map(Map::HashMap).map_err(map_err(name)).and_then(|m| {
-                m.try_into().map_err(map_err(name)).map(|h: BpfHashMap<MapData, u32, u32>| h)
-            })
-        };
-        let seized = open(seized, MAP_DELAY_SEIZED)?;
-        let armed = MapData::from_fd(armed)
-            .map(Map::HashMap)
-            .map_err(map_err(MAP_DELAY_ARMED))?
-            .try_into()
-            .map_err(map_err(MAP_DELAY_ARMED))?;
-        Ok(ThreadMaps { armed, seized })
+        Ok(ThreadMaps {
+            armed: hash_from_fd(armed, MAP_DELAY_ARMED)?,
+            seized: hash_from_fd(seized, MAP_DELAY_SEIZED)?,
+        })
     }
 
     /// The thread is under PTRACE_SEIZE: its calls may be armed from now on.
@@ -243,6 +235,11 @@ impl ThreadMaps {
     pub fn fds(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
         (self.armed.map().fd().as_fd(), self.seized.map().fd().as_fd())
     }
+}
+
+fn hash_from_fd<V: Pod>(fd: OwnedFd, name: &'static str) -> Result<BpfHashMap<MapData, u32, V>> {
+    let map = MapData::from_fd(fd).map_err(map_err(name))?;
+    BpfHashMap::try_from(Map::HashMap(map)).map_err(map_err(name))
 }
 
 /// The exit program's attachment (dropping it detaches).
@@ -425,6 +422,11 @@ impl DelayDatapath {
     /// The form of the exit program attached now (None: no rule, nothing attached).
     pub fn hook(&self) -> Option<ExitHook> {
         self.exit.as_ref().map(ExitLink::hook)
+    }
+
+    /// Why tp_btf was refused (or not tried), once the raw tracepoint was chosen.
+    pub fn tp_btf_refused(&self) -> Option<&str> {
+        self.btf_refused.as_deref()
     }
 
     /// The raw tracepoint from the next attach on, even where tp_btf works (tests, and the
