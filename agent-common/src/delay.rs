@@ -19,8 +19,23 @@ pub const MAP_DELAY_ARMED: &str = "FL_DELAY_ARMED";
 /// tid -> u32 (1): threads the tracer has seized; only these are ever armed.
 pub const MAP_DELAY_SEIZED: &str = "FL_DELAY_SEIZED";
 
+/// Every delay map: other families' loaders of the shared object shrink them to one entry
+/// (FL_DELAY_PIDS, _ARMED and _SEIZED are preallocated at about 5-7 MB each).
+pub const DELAY_MAPS: &[&str] = &[
+    MAP_DELAY_RULES,
+    MAP_DELAY_STATE,
+    MAP_DELAY_CGROUPS,
+    MAP_DELAY_PIDS,
+    MAP_DELAY_ARMED,
+    MAP_DELAY_SEIZED,
+];
+
 /// `.rodata`: the agent's and the tracer's tgids, whose calls are never delayed.
 pub const GLOBAL_DELAY_AGENT_TGID: &str = "FL_DELAY_AGENT_TGID";
+/// `.rodata`: offsetof(struct task_struct, blocked), from the kernel's BTF. A thread that
+/// blocks the marker signal would stop at some later, unrelated point: its calls are seen
+/// but never armed. 0: unknown, not checked.
+pub const GLOBAL_DELAY_TASK_BLOCKED: &str = "FL_DELAY_TASK_BLOCKED";
 
 /// The marker signal: SIGURG, whose default action is to ignore it, so a marker left
 /// pending after the tracer died does nothing.

@@ -7,6 +7,10 @@
 #[cfg(target_arch = "bpf")]
 mod atomics;
 #[cfg(target_arch = "bpf")]
+mod calls;
+#[cfg(target_arch = "bpf")]
+mod delay;
+#[cfg(target_arch = "bpf")]
 mod dlog;
 #[cfg(target_arch = "bpf")]
 mod levels;

@@ -1,13 +1,17 @@
 //! Every map and load-time global of the kernel programs, in one module that the programs
 //! import (no program module defines a map another one uses). User-space owners: the net
-//! maps belong to agent-core/src/faults/net, the sys maps to agent-core/src/faults/sys; their
-//! names are consts in agent-common.
+//! maps belong to agent-core/src/faults/net, the sys maps to agent-core/src/faults/sys, the
+//! delay maps to agent-core/src/faults/delay; their names are consts in agent-common.
 
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use faultline_common::{
+    delay::{
+        DelayArm, DelayConfig, DelayRule, DelaySlots, DelayState, MAX_DELAY_RULES,
+        MAX_DELAY_THREADS,
+    },
     net::{
         CgroupRules, CidrKey, DevInfo, DnsClient, DnsOrig, MAX_CIDR_ENTRIES, MAX_PORT_ENTRIES,
         MAX_RULES, NetConfig, NetCounters, NetRule, PortKey, RuleState,
@@ -107,6 +111,40 @@ pub static FL_SYS_TASK_PID: u32 = 0;
 
 #[unsafe(no_mangle)]
 pub static FL_SYS_TASK_TGID: u32 = 0;
+
+// ---- system-call latency (delay.rs); user-space owner: agent-core/src/faults/delay
+
+#[map(name = "FL_DELAY_RULES")]
+pub static FL_DELAY_RULES: HashMap<u32, DelayRule> = HashMap::with_max_entries(MAX_DELAY_RULES, 0);
+
+#[map(name = "FL_DELAY_STATE")]
+pub static FL_DELAY_STATE: Array<DelayState> = Array::with_max_entries(MAX_DELAY_RULES, 0);
+
+#[map(name = "FL_DELAY_CGROUPS")]
+pub static FL_DELAY_CGROUPS: HashMap<u64, DelaySlots> = HashMap::with_max_entries(1024, 0);
+
+/// By tgid; the fork tracepoint adds children of processes whose rules follow them.
+#[map(name = "FL_DELAY_PIDS")]
+pub static FL_DELAY_PIDS: HashMap<u32, DelaySlots> = HashMap::with_max_entries(65536, 0);
+
+#[map(name = "FL_DELAY_CONFIG")]
+pub static FL_DELAY_CONFIG: Array<DelayConfig> = Array::with_max_entries(1, 0);
+
+/// tid -> the call the program chose; the tracer takes (deletes) it at the thread's stop.
+#[map(name = "FL_DELAY_ARMED")]
+pub static FL_DELAY_ARMED: HashMap<u32, DelayArm> = HashMap::with_max_entries(MAX_DELAY_THREADS, 0);
+
+/// tid -> 1: threads under the tracer's PTRACE_SEIZE, written by the tracer.
+#[map(name = "FL_DELAY_SEIZED")]
+pub static FL_DELAY_SEIZED: HashMap<u32, u32> = HashMap::with_max_entries(MAX_DELAY_THREADS, 0);
+
+/// `.rodata` (faultline_common::delay::GLOBAL_*): the agent's tgid, and
+/// offsetof(struct task_struct, blocked) (0: unknown, the check is skipped).
+#[unsafe(no_mangle)]
+pub static FL_DELAY_AGENT_TGID: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub static FL_DELAY_TASK_BLOCKED: u32 = 0;
 
 // ---- tc/tcx device programs (tc.rs)
 

@@ -6,8 +6,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid,
-        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_set_retval,
+        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_set_retval,
     },
     macros::{cgroup_sock, cgroup_sock_addr, fentry, lsm, raw_tracepoint},
     programs::{FEntryContext, LsmContext, RawTracePointContext, SockAddrContext, SockContext},
@@ -20,12 +20,12 @@ use faultline_common::sys::{
 
 use crate::{
     atomics,
+    calls::{self, next, rodata},
     dlog::dlog,
     levels,
     maps::{
         FL_HAS_SET_RETVAL, FL_SYS_AGENT_TGID, FL_SYS_CGROUPS, FL_SYS_CONFIG, FL_SYS_FILE_F_PATH,
-        FL_SYS_FILES, FL_SYS_HAS_FETCH, FL_SYS_PATHS, FL_SYS_PIDS, FL_SYS_RULES, FL_SYS_STATE,
-        FL_SYS_TASK_PID, FL_SYS_TASK_TGID,
+        FL_SYS_FILES, FL_SYS_PATHS, FL_SYS_PIDS, FL_SYS_RULES, FL_SYS_STATE,
     },
 };
 
@@ -36,43 +36,11 @@ const MAY_READ: u32 = 4;
 /// Room for the path d_path writes; longer paths never match a prefix.
 const PATH_BUF: usize = 256;
 
-fn rodata(v: &u32) -> u32 {
-    // SAFETY: a frozen .rodata value; volatile so the compiler keeps the load.
-    unsafe { core::ptr::read_volatile(v) }
-}
-
-/// The next value of a shared counter: exact across CPUs where the kernel has atomic
-/// fetch-and-add, else a plain increment (two CPUs may then read the same value).
-#[inline(always)]
-fn next(p: *mut u64) -> u64 {
-    if rodata(&FL_SYS_HAS_FETCH) != 0 {
-        atomics::fetch_add(p, 1) + 1
-    } else {
-        // SAFETY: p points into a map value.
-        unsafe {
-            *p += 1;
-            *p
-        }
-    }
-}
-
 /// A uniform 32-bit draw: the rule's own generator when seeded, else the kernel's.
 #[inline(always)]
 fn draw(rule: &SysRule, st: *mut SysState) -> u64 {
-    if rule.flags & SYS_F_SEEDED != 0 {
-        // SAFETY: st points into a map value; a lost update only repeats a draw.
-        unsafe {
-            let mut x = (*st).rng;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (*st).rng = x;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32
-        }
-    } else {
-        // SAFETY: helper without arguments.
-        u64::from(unsafe { bpf_get_prandom_u32() })
-    }
+    // SAFETY: st points into a map value.
+    calls::draw(rule.flags & SYS_F_SEEDED != 0, unsafe { core::ptr::addr_of_mut!((*st).rng) })
 }
 
 /// One rule against one matching call: its errno if the call fails, else 0.
@@ -482,14 +450,7 @@ pub fn fl_sys_fork(ctx: RawTracePointContext) -> i32 {
     let set = *set;
     // sched_process_fork(struct task_struct *parent, struct task_struct *child)
     let child: *const u8 = ctx.arg(1);
-    // SAFETY: reading two ints of the child task at offsets from BTF.
-    let (pid, child_tgid) = unsafe {
-        (
-            bpf_probe_read_kernel(child.add(rodata(&FL_SYS_TASK_PID) as usize).cast::<u32>()),
-            bpf_probe_read_kernel(child.add(rodata(&FL_SYS_TASK_TGID) as usize).cast::<u32>()),
-        )
-    };
-    let (Ok(pid), Ok(child_tgid)) = (pid, child_tgid) else { return 0 };
+    let Some((pid, child_tgid)) = calls::task_ids(child) else { return 0 };
     // A new thread shares its process's entry.
     if pid == child_tgid {
         let _ = FL_SYS_PIDS.insert(pid, set, 0);

@@ -67,6 +67,7 @@ pub enum FaultSpec {
     NetDuplicate(NetMangle),
     NetDns(NetDns),
     SyscallErrno(SyscallErrno),
+    SyscallDelay(SyscallDelay),
     CpuStress(CpuStress),
     MemoryStress(MemoryStress),
     DiskFill(DiskFill),
@@ -235,6 +236,27 @@ pub struct SyscallErrno {
     pub seed: Option<u64>,
 }
 
+/// Chosen calls of the target take `latency` (+- jitter) longer before their result reaches
+/// the caller; only the calling thread waits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyscallDelay {
+    /// As the request named them (validated), in order.
+    pub syscalls: Vec<String>,
+    /// x86_64 numbers of `syscalls`, in the same order.
+    pub numbers: Vec<u32>,
+    pub latency: Duration,
+    pub jitter: Duration,
+    pub distribution: Distribution,
+    /// Of matching calls; 100 when every_nth is set.
+    pub percent: f64,
+    pub every_nth: Option<u64>,
+    pub max_hits: Option<u64>,
+    /// Absolute, without a trailing slash (except "/").
+    pub path_prefix: Option<String>,
+    pub follow_children: bool,
+    pub seed: Option<u64>,
+}
+
 impl FaultSpec {
     /// Whether the fault is expected to make its target go away (a killed container's cgroup
     /// is removed), so that is how it ends rather than a failure.
@@ -245,11 +267,14 @@ impl FaultSpec {
     /// Whether a pid target means that process alone (its system calls fail, it gets the
     /// signal) rather than the whole cgroup it sits in.
     pub fn acts_on_process(&self) -> bool {
-        matches!(self, FaultSpec::SyscallErrno(_) | FaultSpec::ProcessKill(_))
+        matches!(
+            self,
+            FaultSpec::SyscallErrno(_) | FaultSpec::SyscallDelay(_) | FaultSpec::ProcessKill(_)
+        )
     }
 
     /// Every kind's API name, as `kind` returns it.
-    pub const KINDS: [&'static str; 15] = [
+    pub const KINDS: [&'static str; 16] = [
         "net_loss",
         "net_delay",
         "net_bandwidth",
@@ -261,6 +286,7 @@ impl FaultSpec {
         "process_kill",
         "process_pause",
         "syscall_errno",
+        "syscall_delay",
         "cpu_stress",
         "memory_stress",
         "io_stress",
@@ -279,6 +305,7 @@ impl FaultSpec {
             FaultSpec::NetDuplicate(_) => "net_duplicate",
             FaultSpec::NetDns(_) => "net_dns",
             FaultSpec::SyscallErrno(_) => "syscall_errno",
+            FaultSpec::SyscallDelay(_) => "syscall_delay",
             FaultSpec::CpuStress(_) => "cpu_stress",
             FaultSpec::MemoryStress(_) => "memory_stress",
             FaultSpec::DiskFill(_) => "disk_fill",

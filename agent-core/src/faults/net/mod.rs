@@ -153,6 +153,10 @@ impl NetDriver {
             &ingress_edt,
             true,
         );
+        // The delay maps belong to faults/delay's own instance.
+        for m in faultline_common::delay::DELAY_MAPS {
+            loader.map_max_entries(m, 1);
+        }
         bpflog::configure(&mut loader, debug);
         let mut ebpf = loader
             .load(crate::kernel::ebpf_object())

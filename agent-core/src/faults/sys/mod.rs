@@ -4,7 +4,7 @@
 
 pub mod attach;
 pub mod fmodret;
-mod sanitize;
+pub(crate) mod sanitize;
 pub mod syscalls;
 
 use std::{
@@ -166,7 +166,7 @@ impl SysDriver {
             .override_global(GLOBAL_HAS_SET_RETVAL, &retval, true)
             .override_global(GLOBAL_TASK_PID, &task_pid, true)
             .override_global(GLOBAL_TASK_TGID, &task_tgid, true);
-        for m in NET_MAPS {
+        for m in NET_MAPS.iter().chain(faultline_common::delay::DELAY_MAPS) {
             loader.map_max_entries(m, 1);
         }
         bpflog::configure(&mut loader, debug);
@@ -352,7 +352,7 @@ impl SysDriver {
     }
 }
 
-fn splitmix(seed: u64) -> u64 {
+pub(crate) fn splitmix(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

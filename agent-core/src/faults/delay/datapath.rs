@@ -1,0 +1,671 @@
+//! The owner of the FL_DELAY_* maps: one instance of the eBPF object whose syscall-exit
+//! program (agent-ebpf/src/delay.rs) is attached only while a rule exists (tp_btf, else the
+//! same code as a raw tracepoint), the rule slots (by cgroup id or by tgid, as faults/sys),
+//! the counters per rule, and the two maps the tracer process shares: FL_DELAY_ARMED (the
+//! program writes, the tracer takes) and FL_DELAY_SEIZED (the tracer writes). The maps live
+//! as long as the datapath, so the tracer's descriptors stay valid across attach/detach.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    sync::mpsc,
+    time::Duration,
+};
+
+use aya::{
+    Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Pod,
+    maps::{Array, HashMap as BpfHashMap, IterableMap, Map, MapData, MapError},
+    programs::{
+        BtfTracePoint, ProgramError, RawTracePoint, raw_trace_point::RawTracePointLink,
+        tp_btf::BtfTracePointLink,
+    },
+};
+use faultline_common::{
+    delay::{
+        DELAY_F_FOLLOW, DELAY_F_SEEDED, DELAY_MAX_SYSCALL, DELAY_SIGNAL, DelayArm, DelayConfig,
+        DelayRule, DelaySlots, DelayState, GLOBAL_DELAY_AGENT_TGID, GLOBAL_DELAY_TASK_BLOCKED,
+        MAP_DELAY_ARMED, MAP_DELAY_CGROUPS, MAP_DELAY_CONFIG, MAP_DELAY_PIDS, MAP_DELAY_RULES,
+        MAP_DELAY_SEIZED, MAP_DELAY_STATE, MAX_DELAY_RULES, MAX_DELAY_RULES_PER_TARGET,
+    },
+    net::{MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS},
+    sys::GLOBAL_SYS_HAS_FETCH,
+};
+use tracing::{debug, info};
+
+use crate::{
+    engine::error::chain,
+    faults::sys::{sanitize, splitmix},
+    kernel::{bpflog, btf, ebpf_object, probes::probe_atomic_fetch},
+};
+
+/// The exit program in its two forms, and the fork/exit followers of pid rules.
+const PROG_BTF: &str = "fl_delay_sys_exit_btf";
+const PROG_RAW: &str = "fl_delay_sys_exit_raw";
+const PROG_FORK: &str = "fl_delay_fork";
+const PROG_TASK_EXIT: &str = "fl_delay_task_exit";
+/// The tracepoint the exit program hooks.
+const SYS_EXIT: &str = "sys_exit";
+
+/// Where a task's pid and tgid sit, for the fork tracepoint (`.rodata` shared with sys).
+const GLOBAL_TASK_PID: &str = "FL_SYS_TASK_PID";
+const GLOBAL_TASK_TGID: &str = "FL_SYS_TASK_TGID";
+
+/// Maps of the other families this instance never uses: kept at one entry.
+const OTHER_MAPS: &[&str] = &[
+    "FL_NET_RULES",
+    "FL_NET_CGROUPS",
+    "FL_NET_CIDRS",
+    "FL_NET_PORTS",
+    "FL_NET_STATE",
+    "FL_NET_COUNTERS",
+    "FL_TC_DEVS",
+    "FL_DNS_ORIG",
+    "FL_DNS_CLIENTS",
+    "FL_SYS_RULES",
+    "FL_SYS_STATE",
+    "FL_SYS_CGROUPS",
+    "FL_SYS_PIDS",
+    "FL_SYS_FILES",
+    "FL_SYS_PATHS",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DelayError {
+    #[error("loading the eBPF object")]
+    Load(#[source] EbpfError),
+    #[error("the eBPF object is not ELF64")]
+    NotElf,
+    #[error("map {0} missing from the eBPF object")]
+    MapMissing(&'static str),
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("program {0} missing from the eBPF object")]
+    ProgramMissing(&'static str),
+    #[error("program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("reading the kernel's BTF")]
+    Btf(#[source] BtfError),
+    #[error("no syscall-exit hook: tp_btf: {tp_btf}; raw_tp: {raw_tp}")]
+    NoExitHook { tp_btf: String, raw_tp: String },
+    #[error("at most {MAX_DELAY_RULES} system-call delays at once")]
+    Full,
+    #[error("at most {MAX_DELAY_RULES_PER_TARGET} system-call delays per target")]
+    TargetFull,
+    #[error("cgroup level {0} is too deep: at most {MAX_CGROUP_LEVEL}")]
+    TooDeep(u32),
+    #[error("targets may sit at no more than {MAX_LEVEL_LOOKUPS} distinct cgroup depths at once")]
+    TooManyLevels,
+    #[error("system call number {0} is out of range (at most {max})", max = DELAY_MAX_SYSCALL - 1)]
+    SyscallRange(u32),
+    #[error("no system-call delay in slot {0}")]
+    UnknownSlot(u32),
+}
+
+type Result<T, E = DelayError> = std::result::Result<T, E>;
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> DelayError {
+    move |source| DelayError::Map { name, source }
+}
+
+fn prog_err(name: &'static str) -> impl Fn(ProgramError) -> DelayError {
+    move |source| DelayError::Program { name, source }
+}
+
+/// The bitmap of a rule (`DelayRule::syscalls`) for these x86_64 system call numbers.
+pub fn syscall_bitmap(nrs: &[u32]) -> Result<[u64; (DELAY_MAX_SYSCALL / 64) as usize]> {
+    let mut bits = [0u64; (DELAY_MAX_SYSCALL / 64) as usize];
+    for &nr in nrs {
+        if nr >= DELAY_MAX_SYSCALL {
+            return Err(DelayError::SyscallRange(nr));
+        }
+        bits[(nr / 64) as usize] |= 1 << (nr % 64);
+    }
+    Ok(bits)
+}
+
+/// Which form of the exit program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitHook {
+    TpBtf,
+    RawTp,
+}
+
+impl ExitHook {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitHook::TpBtf => "tp_btf",
+            ExitHook::RawTp => "raw_tp",
+        }
+    }
+}
+
+/// What a rule applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DelayTarget {
+    /// Every task in the cgroup (id = the cgroup directory's inode) and its descendants;
+    /// `level` is its depth under the cgroup2 root (the root is 0).
+    Cgroup { id: u64, level: u32 },
+    /// Every thread of the process; `follow`: children it forks get the rule too.
+    Pid { tgid: u32, follow: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    Cgroup(u64),
+    Pid(u32),
+}
+
+struct Live {
+    key: Key,
+    /// Cgroup targets: their level.
+    level: Option<u32>,
+    follow: bool,
+    syscalls: [u64; (DELAY_MAX_SYSCALL / 64) as usize],
+}
+
+/// A rule's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DelayCounters {
+    /// Calls of seized threads that matched the rule's syscalls and target.
+    pub seen: u64,
+    /// Calls the rule armed (the thread was signalled).
+    pub delayed: u64,
+    /// Nanoseconds of delay armed, in all.
+    pub delay_ns: u64,
+}
+
+/// FL_DELAY_ARMED and FL_DELAY_SEIZED, as the datapath holds them and as the tracer opens
+/// them from the descriptors it inherits.
+pub struct ThreadMaps {
+    armed: BpfHashMap<MapData, u32, DelayArm>,
+    seized: BpfHashMap<MapData, u32, u32>,
+}
+
+impl ThreadMaps {
+    /// The maps behind descriptors from `DelayDatapath::tracer_fds` (in another process:
+    /// inherited or passed over a socket).
+    pub fn from_fds(armed: OwnedFd, seized: OwnedFd) -> Result<Self> {
+        Ok(ThreadMaps {
+            armed: hash_from_fd(armed, MAP_DELAY_ARMED)?,
+            seized: hash_from_fd(seized, MAP_DELAY_SEIZED)?,
+        })
+    }
+
+    /// The thread is under PTRACE_SEIZE: its calls may be armed from now on.
+    pub fn seize(&mut self, tid: u32) -> Result<()> {
+        self.seized.insert(tid, 1, 0).map_err(map_err(MAP_DELAY_SEIZED))
+    }
+
+    /// The thread is no longer held by the tracer (detached or gone): forget it.
+    pub fn release(&mut self, tid: u32) {
+        let _ = self.seized.remove(&tid);
+        let _ = self.armed.remove(&tid);
+    }
+
+    /// The call armed for the thread, removed from the map; None if nothing is armed.
+    pub fn take_armed(&mut self, tid: u32) -> Result<Option<DelayArm>> {
+        match self.armed.get(&tid, 0) {
+            Ok(arm) => {
+                let _ = self.armed.remove(&tid);
+                Ok(Some(arm))
+            }
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(MAP_DELAY_ARMED)(e)),
+        }
+    }
+
+    /// The call armed for the thread, left in place.
+    pub fn armed(&self, tid: u32) -> Option<DelayArm> {
+        self.armed.get(&tid, 0).ok()
+    }
+
+    pub fn is_seized(&self, tid: u32) -> bool {
+        self.seized.get(&tid, 0).is_ok()
+    }
+
+    /// (FL_DELAY_ARMED, FL_DELAY_SEIZED).
+    pub fn fds(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
+        (self.armed.map().fd().as_fd(), self.seized.map().fd().as_fd())
+    }
+}
+
+fn hash_from_fd<V: Pod>(fd: OwnedFd, name: &'static str) -> Result<BpfHashMap<MapData, u32, V>> {
+    let map = MapData::from_fd(fd).map_err(map_err(name))?;
+    BpfHashMap::try_from(Map::HashMap(map)).map_err(map_err(name))
+}
+
+/// The exit program's attachment (dropping it detaches).
+enum ExitLink {
+    TpBtf(#[expect(dead_code, reason = "held for its drop")] BtfTracePointLink),
+    RawTp(#[expect(dead_code, reason = "held for its drop")] RawTracePointLink),
+}
+
+impl ExitLink {
+    fn hook(&self) -> ExitHook {
+        match self {
+            ExitLink::TpBtf(_) => ExitHook::TpBtf,
+            ExitLink::RawTp(_) => ExitHook::RawTp,
+        }
+    }
+}
+
+/// How an instance is loaded: the agent's own (`DelayDatapath::load`) or the probe's.
+struct LoadOptions {
+    /// Calls of this process are never delayed.
+    agent_tgid: u32,
+    /// Skip threads that block the marker (needs task_struct.blocked from BTF).
+    check_blocked: bool,
+    debug: bool,
+}
+
+pub struct DelayDatapath {
+    ebpf: Ebpf,
+    _log: Option<bpflog::BpfLog>,
+    rules: BpfHashMap<MapData, u32, DelayRule>,
+    state: Array<MapData, DelayState>,
+    cgroups: BpfHashMap<MapData, u64, DelaySlots>,
+    pids: BpfHashMap<MapData, u32, DelaySlots>,
+    config: Array<MapData, DelayConfig>,
+    threads: ThreadMaps,
+    free: VecDeque<u32>,
+    live: BTreeMap<u32, Live>,
+    exit: Option<ExitLink>,
+    /// Why tp_btf was refused, once it was (the raw tracepoint is used from then on).
+    btf_refused: Option<String>,
+    followers: Option<(RawTracePointLink, RawTracePointLink)>,
+    /// Pid rules can follow children (task_struct pid/tgid offsets known), or why not.
+    pub follow: std::result::Result<(), String>,
+    /// Threads that block the marker are skipped (task_struct.blocked known), or why not.
+    pub blocked_check: std::result::Result<(), String>,
+}
+
+impl DelayDatapath {
+    /// Creates the maps and loads the object; nothing is attached until the first rule.
+    /// `debug` turns the program's debug log lines on (`--debug-bpf`).
+    pub fn load(debug: bool) -> Result<Self> {
+        Self::load_with(&LoadOptions { agent_tgid: std::process::id(), check_blocked: true, debug })
+    }
+
+    fn load_with(opts: &LoadOptions) -> Result<Self> {
+        let exact = probe_atomic_fetch().is_ok();
+        let task = |m| btf::member_offset("task_struct", m);
+        let ids = task("pid").and_then(|p| task("tgid").map(|t| (p, t)));
+        let blocked =
+            if opts.check_blocked { task("blocked") } else { Err("not asked for".to_string()) };
+        let (task_pid, task_tgid) = ids.as_ref().map_or((0, 0), |i| *i);
+        let (fetch, blocked_off) = (u32::from(exact), *blocked.as_ref().unwrap_or(&0));
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(GLOBAL_DELAY_AGENT_TGID, &opts.agent_tgid, true)
+            .override_global(GLOBAL_DELAY_TASK_BLOCKED, &blocked_off, true)
+            .override_global(GLOBAL_SYS_HAS_FETCH, &fetch, true)
+            .override_global(GLOBAL_TASK_PID, &task_pid, true)
+            .override_global(GLOBAL_TASK_TGID, &task_tgid, true);
+        for m in OTHER_MAPS {
+            loader.map_max_entries(m, 1);
+        }
+        bpflog::configure(&mut loader, opts.debug);
+        let sanitized;
+        let object: &[u8] = if exact {
+            ebpf_object()
+        } else {
+            sanitized = sanitize::without_fetch(ebpf_object()).ok_or(DelayError::NotElf)?;
+            &sanitized
+        };
+        let mut ebpf = loader.load(object).map_err(DelayError::Load)?;
+        let log = if opts.debug { bpflog::forward(&mut ebpf, "delay") } else { None };
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DelayError::MapMissing(name));
+        let rules = take(MAP_DELAY_RULES)?.try_into().map_err(map_err(MAP_DELAY_RULES))?;
+        let state = take(MAP_DELAY_STATE)?.try_into().map_err(map_err(MAP_DELAY_STATE))?;
+        let cgroups = take(MAP_DELAY_CGROUPS)?.try_into().map_err(map_err(MAP_DELAY_CGROUPS))?;
+        let pids = take(MAP_DELAY_PIDS)?.try_into().map_err(map_err(MAP_DELAY_PIDS))?;
+        let config = take(MAP_DELAY_CONFIG)?.try_into().map_err(map_err(MAP_DELAY_CONFIG))?;
+        let armed = take(MAP_DELAY_ARMED)?.try_into().map_err(map_err(MAP_DELAY_ARMED))?;
+        let seized = take(MAP_DELAY_SEIZED)?.try_into().map_err(map_err(MAP_DELAY_SEIZED))?;
+        Ok(DelayDatapath {
+            ebpf,
+            _log: log,
+            rules,
+            state,
+            cgroups,
+            pids,
+            config,
+            threads: ThreadMaps { armed, seized },
+            free: (0..MAX_DELAY_RULES).collect(),
+            live: BTreeMap::new(),
+            exit: None,
+            btf_refused: None,
+            followers: None,
+            follow: ids.map(drop),
+            blocked_check: blocked.map(drop),
+        })
+    }
+
+    /// Installs `rule` for `target` and attaches the exit program if it was not; returns the
+    /// rule's slot (`DelayArm::slot`). `rule.flags` gets DELAY_F_FOLLOW from the target and
+    /// DELAY_F_SEEDED from `seed`. On an error nothing is left installed.
+    pub fn add_rule(
+        &mut self,
+        target: DelayTarget,
+        mut rule: DelayRule,
+        seed: Option<u64>,
+    ) -> Result<u32> {
+        let (key, level, follow) = match target {
+            DelayTarget::Cgroup { level, .. } if level > MAX_CGROUP_LEVEL => {
+                return Err(DelayError::TooDeep(level));
+            }
+            DelayTarget::Cgroup { id, level } => (Key::Cgroup(id), Some(level), false),
+            DelayTarget::Pid { tgid, follow } => (Key::Pid(tgid), None, follow),
+        };
+        if self.live.values().filter(|l| l.key == key).count() >= MAX_DELAY_RULES_PER_TARGET {
+            return Err(DelayError::TargetFull);
+        }
+        let levels = self.levels() | level.map_or(0, |l| 1 << l);
+        if levels.count_ones() as usize > MAX_LEVEL_LOOKUPS {
+            return Err(DelayError::TooManyLevels);
+        }
+        let slot = self.free.pop_front().ok_or(DelayError::Full)?;
+        rule.flags &= !(DELAY_F_FOLLOW | DELAY_F_SEEDED);
+        if follow {
+            rule.flags |= DELAY_F_FOLLOW;
+        }
+        if seed.is_some() {
+            rule.flags |= DELAY_F_SEEDED;
+        }
+        let rng = seed.map(splitmix).unwrap_or(0) | 1;
+        let mut installing = || -> Result<()> {
+            self.state
+                .set(slot, DelayState { rng, ..Default::default() }, 0)
+                .map_err(map_err(MAP_DELAY_STATE))?;
+            self.rules.insert(slot, rule, 0).map_err(map_err(MAP_DELAY_RULES))?;
+            self.live.insert(slot, Live { key, level, follow, syscalls: rule.syscalls });
+            self.publish(key)?;
+            self.reconcile()
+        };
+        let result = installing();
+        if result.is_err() {
+            let _ = self.remove_rule(slot);
+        }
+        result.map(|()| slot)
+    }
+
+    /// Removes the rule in `slot`; the exit program is detached with the last rule.
+    pub fn remove_rule(&mut self, slot: u32) -> Result<()> {
+        let _ = self.rules.remove(&slot);
+        let live = self.live.remove(&slot);
+        if !self.free.contains(&slot) && slot < MAX_DELAY_RULES {
+            self.free.push_back(slot);
+        }
+        let published = match &live {
+            Some(l) => self.publish(l.key),
+            None => Ok(()),
+        };
+        self.reconcile()?;
+        published?;
+        live.map(drop).ok_or(DelayError::UnknownSlot(slot))
+    }
+
+    /// The counters of the rule in `slot`.
+    pub fn counters(&self, slot: u32) -> Result<DelayCounters> {
+        let s = self.state.get(&slot, 0).map_err(map_err(MAP_DELAY_STATE))?;
+        Ok(DelayCounters { seen: s.seen, delayed: s.delayed, delay_ns: s.delay_ns })
+    }
+
+    /// The form of the exit program attached now (None: no rule, nothing attached).
+    pub fn hook(&self) -> Option<ExitHook> {
+        self.exit.as_ref().map(ExitLink::hook)
+    }
+
+    /// Why tp_btf was refused (or not tried), once the raw tracepoint was chosen.
+    pub fn tp_btf_refused(&self) -> Option<&str> {
+        self.btf_refused.as_deref()
+    }
+
+    /// The raw tracepoint from the next attach on, even where tp_btf works (tests, and the
+    /// bench's per-hook figures). Takes effect once nothing is attached.
+    pub fn force_raw_tp(&mut self) {
+        self.btf_refused.get_or_insert_with(|| "raw_tp asked for".into());
+    }
+
+    /// The kernel ids of the exit program's forms loaded so far (to find their links).
+    pub fn exit_program_ids(&self) -> Vec<u32> {
+        self.ebpf
+            .programs()
+            .filter(|(name, _)| [PROG_BTF, PROG_RAW].contains(name))
+            .filter_map(|(_, p)| p.info().ok())
+            .map(|i| i.id())
+            .collect()
+    }
+
+    /// The descriptors of (FL_DELAY_ARMED, FL_DELAY_SEIZED) for the tracer process; valid
+    /// as long as the datapath. Dup them (without CLOEXEC) into the tracer; it opens them
+    /// with `ThreadMaps::from_fds`.
+    pub fn tracer_fds(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
+        self.threads.fds()
+    }
+
+    /// The datapath's own handle on the thread maps (tests, and a tracer in this process).
+    pub fn threads(&mut self) -> &mut ThreadMaps {
+        &mut self.threads
+    }
+
+    fn levels(&self) -> u32 {
+        self.live.values().filter_map(|l| l.level).fold(0, |a, l| a | 1 << l)
+    }
+
+    /// Writes `key`'s slot list and the config.
+    fn publish(&mut self, key: Key) -> Result<()> {
+        let slots: Vec<u32> =
+            self.live.iter().filter(|(_, l)| l.key == key).map(|(s, _)| *s).collect();
+        let follow = self.live.values().any(|l| l.key == key && l.follow);
+        let mut set = DelaySlots {
+            count: slots.len() as u32,
+            follow: u32::from(follow),
+            ..Default::default()
+        };
+        set.slots[..slots.len()].copy_from_slice(&slots);
+        match key {
+            Key::Cgroup(id) if slots.is_empty() => {
+                let _ = self.cgroups.remove(&id);
+            }
+            Key::Cgroup(id) => {
+                self.cgroups.insert(id, set, 0).map_err(map_err(MAP_DELAY_CGROUPS))?
+            }
+            Key::Pid(pid) if slots.is_empty() => {
+                let _ = self.pids.remove(&pid);
+            }
+            Key::Pid(pid) => self.pids.insert(pid, set, 0).map_err(map_err(MAP_DELAY_PIDS))?,
+        }
+        let mut syscalls = [0u64; (DELAY_MAX_SYSCALL / 64) as usize];
+        for l in self.live.values() {
+            for (a, b) in syscalls.iter_mut().zip(l.syscalls) {
+                *a |= b;
+            }
+        }
+        let cfg = DelayConfig {
+            levels: self.levels(),
+            pids: u32::from(self.live.values().any(|l| matches!(l.key, Key::Pid(_)))),
+            syscalls,
+        };
+        self.config.set(0, cfg, 0).map_err(map_err(MAP_DELAY_CONFIG))
+    }
+
+    /// Attaches the exit program while a rule exists (and the fork/exit followers while a
+    /// pid rule does); detaches them otherwise.
+    fn reconcile(&mut self) -> Result<()> {
+        if self.live.is_empty() {
+            if let Some(l) = self.exit.take() {
+                debug!(hook = l.hook().name(), "system-call delay exit program detached");
+            }
+        } else if self.exit.is_none() {
+            let link = self.attach_exit()?;
+            info!(hook = link.hook().name(), "system-call delay exit program attached");
+            self.exit = Some(link);
+        }
+        let pids = self.live.values().any(|l| matches!(l.key, Key::Pid(_)));
+        if !pids {
+            self.followers = None;
+        } else if self.followers.is_none() && self.follow.is_ok() {
+            let fork = attach_raw(&mut self.ebpf, PROG_FORK, "sched_process_fork")?;
+            let exit = attach_raw(&mut self.ebpf, PROG_TASK_EXIT, "sched_process_exit")?;
+            self.followers = Some((fork, exit));
+        }
+        Ok(())
+    }
+
+    /// tp_btf first (cheaper: no tracefs, typed context), the raw tracepoint where it is
+    /// refused.
+    fn attach_exit(&mut self) -> Result<ExitLink> {
+        if self.btf_refused.is_none() {
+            match attach_btf(&mut self.ebpf) {
+                Ok(l) => return Ok(ExitLink::TpBtf(l)),
+                Err(e) => {
+                    let why = chain(&e);
+                    info!(reason = %why, "tp_btf on sys_exit refused: using the raw tracepoint");
+                    self.btf_refused = Some(why);
+                }
+            }
+        }
+        attach_raw(&mut self.ebpf, PROG_RAW, SYS_EXIT).map(ExitLink::RawTp).map_err(|e| {
+            DelayError::NoExitHook {
+                tp_btf: self.btf_refused.clone().unwrap_or_default(),
+                raw_tp: chain(&e),
+            }
+        })
+    }
+}
+
+fn attach_btf(ebpf: &mut Ebpf) -> Result<BtfTracePointLink> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(PROG_BTF)
+        .ok_or(DelayError::ProgramMissing(PROG_BTF))?
+        .try_into()
+        .map_err(prog_err(PROG_BTF))?;
+    if prog.fd().is_err() {
+        let btf = Btf::from_sys_fs().map_err(DelayError::Btf)?;
+        prog.load(SYS_EXIT, &btf).map_err(prog_err(PROG_BTF))?;
+    }
+    let id = prog.attach().map_err(prog_err(PROG_BTF))?;
+    prog.take_link(id).map_err(prog_err(PROG_BTF))
+}
+
+fn attach_raw(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<RawTracePointLink> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(DelayError::ProgramMissing(name))?
+        .try_into()
+        .map_err(prog_err(name))?;
+    if prog.fd().is_err() {
+        prog.load().map_err(prog_err(name))?;
+    }
+    let id = prog.attach(event).map_err(prog_err(name))?;
+    prog.take_link(id).map_err(prog_err(name))
+}
+
+/// What the capability probe learned about the delay datapath on this kernel.
+#[derive(Clone, Debug)]
+pub struct DelayProbe {
+    /// "delay_exit_hook": the form of the exit program that attaches, or why none does.
+    pub exit_hook: std::result::Result<ExitHook, String>,
+    /// "send_signal_thread": a call of a seized thread got the marker from the exit program.
+    pub send_signal_thread: std::result::Result<String, String>,
+}
+
+/// getppid(2) on x86_64: the probe's chosen call.
+const NR_GETPPID: u32 = 110;
+
+/// Learns by doing: a scratch instance delays getppid of one thread of this process (which
+/// blocks the marker, so it stays pending), the thread calls getppid, and takes the marker
+/// with sigtimedwait. The exit program is attached for well under a second.
+pub fn probe() -> DelayProbe {
+    let opts = LoadOptions { agent_tgid: 0, check_blocked: false, debug: false };
+    let mut dp = match DelayDatapath::load_with(&opts) {
+        Ok(dp) => dp,
+        Err(e) => {
+            let why = format!("eBPF object: {}", chain(&e));
+            return DelayProbe { exit_hook: Err(why.clone()), send_signal_thread: Err(why) };
+        }
+    };
+    let rule = DelayRule {
+        syscalls: syscall_bitmap(&[NR_GETPPID]).unwrap_or_default(),
+        latency_ns: 1,
+        jitter_ns: 0,
+        threshold: faultline_common::delay::DELAY_PROB_ONE,
+        every_nth: 0,
+        max_hits: 0,
+        expires_ns: u64::MAX,
+        flags: 0,
+        _pad: 0,
+    };
+    let target = DelayTarget::Pid { tgid: std::process::id(), follow: false };
+    let slot = match dp.add_rule(target, rule, None) {
+        Ok(s) => s,
+        Err(e) => {
+            let why = chain(&e);
+            return DelayProbe { exit_hook: Err(why.clone()), send_signal_thread: Err(why) };
+        }
+    };
+    let exit_hook = dp.hook().ok_or_else(|| "not attached".to_string());
+    let signalled = signal_round(&mut dp);
+    let _ = dp.remove_rule(slot);
+    DelayProbe { exit_hook, send_signal_thread: signalled }
+}
+
+/// One seized thread's getppid, and whether the marker reached that thread.
+fn signal_round(dp: &mut DelayDatapath) -> std::result::Result<String, String> {
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let worker = std::thread::Builder::new()
+        .name("fl-delay-probe".into())
+        .spawn(move || -> std::result::Result<(), String> {
+            // SAFETY: sigset manipulation on locals; pthread_sigmask on this thread only.
+            let set = unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, DELAY_SIGNAL as i32);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                set
+            };
+            // SAFETY: gettid has no arguments.
+            let tid = unsafe { libc::gettid() } as u32;
+            tid_tx.send(tid).map_err(|e| e.to_string())?;
+            go_rx.recv().map_err(|e| e.to_string())?;
+            // SAFETY: getppid has no arguments; made through syscall(2) so no libc cache.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+            let timeout = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
+            // SAFETY: waits for the blocked signal on this thread, with a timeout.
+            let got = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
+            if got == DELAY_SIGNAL as i32 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "no marker signal after a chosen call ({})",
+                    std::io::Error::last_os_error()
+                ))
+            }
+        })
+        .map_err(|e| format!("spawning the probe thread: {e}"))?;
+    (|| {
+        let tid = tid_rx.recv_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        dp.threads().seize(tid).map_err(|e| chain(&e))?;
+        go_tx.send(()).map_err(|e| e.to_string())?;
+        let r = worker.join().map_err(|_| "the probe thread panicked".to_string())?;
+        let arm = dp.threads().take_armed(tid).map_err(|e| chain(&e))?;
+        dp.threads().release(tid);
+        r?;
+        match arm {
+            Some(a) if a.syscall == NR_GETPPID => {
+                Ok("bpf_send_signal_thread at sys_exit signalled the chosen thread".to_string())
+            }
+            other => Err(format!("the marker came but the armed entry is {other:?}")),
+        }
+    })()
+}
