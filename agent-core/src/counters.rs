@@ -128,11 +128,16 @@ mod defs {
         "Signals a kill fault delivered.");
     counter!(PROCESSES_FROZEN, Processes, processes_frozen, "processes frozen", Count,
         "faultline_experiment_frozen_processes", Gauge, "Processes a pause fault froze.");
+    counter!(CALLS_DELAYED, Calls, calls_delayed, "calls delayed", Count,
+        "faultline_experiment_calls_delayed_total", Counter, "System calls a delay fault held.");
+    counter!(DELAY_ADDED, Calls, delay_added_usec, "delay added", Micros,
+        "faultline_experiment_delay_added_seconds_total", Counter,
+        "Time the threads of a delay fault's target were held, in all.");
 }
 pub use defs::*;
 
 /// Every counter, in the order of the proto's `Counters`.
-pub const ALL: [&Counter; 14] = [
+pub const ALL: [&Counter; 16] = [
     &PACKETS_MATCHED,
     &PACKETS_DROPPED,
     &PACKETS_DELAYED,
@@ -147,6 +152,8 @@ pub const ALL: [&Counter; 14] = [
     &BYTES_READ,
     &PROCESSES_SIGNALLED,
     &PROCESSES_FROZEN,
+    &CALLS_DELAYED,
+    &DELAY_ADDED,
 ];
 
 /// One counter as a kind of fault shows it in the short views: "dropped 503".
@@ -172,6 +179,8 @@ pub struct KindCounters {
     pub matched: Option<Shown>,
     /// What it did, in order: `ls`'s HIT column is their sum.
     pub did: &'static [Shown],
+    /// More of what it did, in another unit (not in HIT): the delay a delay fault added.
+    pub also: &'static [Shown],
 }
 
 impl KindCounters {
@@ -185,6 +194,7 @@ impl KindCounters {
         self.matched
             .iter()
             .chain(self.did)
+            .chain(self.also)
             .filter(|s| !s.only_if_moved || (s.counter.read)(c) > 0)
             .map(|s| (s.label, s.counter.show(c)))
             .collect()
@@ -199,22 +209,22 @@ impl KindCounters {
 
     /// Every counter the kind keeps: `get`'s detail and the Prometheus families.
     pub fn all(&self) -> impl Iterator<Item = &'static Counter> + '_ {
-        self.matched.iter().chain(self.did).map(|s| s.counter)
+        self.matched.iter().chain(self.did).chain(self.also).map(|s| s.counter)
     }
 }
 
 const fn packets(did: &'static [Shown]) -> KindCounters {
-    KindCounters { matched: Some(shown("matched", &PACKETS_MATCHED)), did }
+    KindCounters { matched: Some(shown("matched", &PACKETS_MATCHED)), did, also: &[] }
 }
 
 const FAILED: [Shown; 1] = [shown("failed", &CALLS_FAILED)];
 
 const fn calls(label: &'static str) -> KindCounters {
-    KindCounters { matched: Some(shown(label, &CALLS_SEEN)), did: &FAILED }
+    KindCounters { matched: Some(shown(label, &CALLS_SEEN)), did: &FAILED, also: &[] }
 }
 
 const fn only(did: &'static [Shown]) -> KindCounters {
-    KindCounters { matched: None, did }
+    KindCounters { matched: None, did, also: &[] }
 }
 
 const LOSS: KindCounters = packets(&[shown("dropped", &PACKETS_DROPPED)]);
@@ -224,6 +234,11 @@ const DUPLICATE: KindCounters = packets(&[shown("duplicated", &PACKETS_DUPLICATE
 const DNS: KindCounters = calls("queries");
 const REJECT: KindCounters = calls("connects");
 const SYSCALL: KindCounters = calls("calls");
+const SYSCALL_DELAY: KindCounters = KindCounters {
+    matched: Some(shown("calls", &CALLS_SEEN)),
+    did: &[shown("delayed", &CALLS_DELAYED)],
+    also: &[shown("added", &DELAY_ADDED)],
+};
 const CPU: KindCounters = only(&[shown("cpu", &CPU_USAGE)]);
 const MEMORY: KindCounters = only(&[shown("resident", &BYTES_RESIDENT)]);
 const IO: KindCounters = only(&[shown("written", &BYTES_WRITTEN), if_moved("read", &BYTES_READ)]);
@@ -242,6 +257,7 @@ pub fn of_kind(kind: &str) -> &'static KindCounters {
         "net_dns" => &DNS,
         "net_reject" => &REJECT,
         "syscall_errno" => &SYSCALL,
+        "syscall_delay" => &SYSCALL_DELAY,
         "cpu_stress" => &CPU,
         "memory_stress" => &MEMORY,
         "io_stress" => &IO,
@@ -279,9 +295,11 @@ mod tests {
             bytes_read: 12,
             processes_signalled: 13,
             processes_frozen: 14,
+            calls_delayed: 15,
+            delay_added_usec: 16,
         };
         let read: Vec<u64> = ALL.iter().map(|d| (d.read)(&c)).collect();
-        assert_eq!(read, (1..=14).collect::<Vec<u64>>());
+        assert_eq!(read, (1..=16).collect::<Vec<u64>>());
     }
 
     #[test]
@@ -311,6 +329,11 @@ mod tests {
         };
         assert_eq!(text("net_loss"), ["matched 10", "dropped 4"]);
         assert_eq!(text("io_stress"), ["written 2KiB"]);
+        let d = Counters { calls_seen: 9, calls_delayed: 4, delay_added_usec: 400_000, ..c };
+        let delay: Vec<String> =
+            of_kind("syscall_delay").short(&d).iter().map(|(l, v)| format!("{l} {v}")).collect();
+        assert_eq!(delay, ["calls 9", "delayed 4", "added 0.4s"]);
+        assert_eq!(of_kind("syscall_delay").hit(&d), "4");
         assert_eq!(of_kind("net_loss").hit(&c), "4");
         assert_eq!(of_kind("cpu_stress").hit(&c), "1.5s");
         assert_eq!(CPU_USAGE.metric_value(&c), "1.500000");

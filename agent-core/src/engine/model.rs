@@ -470,6 +470,8 @@ impl Counters {
             self.bytes_read,
             self.processes_signalled,
             self.processes_frozen,
+            self.calls_delayed,
+            self.delay_added_usec,
         ]
         .iter()
         .any(|&v| v > 0)
@@ -493,6 +495,8 @@ pub struct Counters {
     pub bytes_read: u64,
     pub processes_signalled: u64,
     pub processes_frozen: u64,
+    pub calls_delayed: u64,
+    pub delay_added_usec: u64,
 }
 
 #[cfg(test)]

@@ -39,6 +39,11 @@ impl Drivers {
             FaultSpec::SyscallErrno(_) => self.sys.as_deref().map_err(|why| {
                 Error::FailedPrecondition(format!("unsupported: system-call faults: {why}"))
             })?,
+            FaultSpec::SyscallDelay(_) => {
+                return Err(Error::FailedPrecondition(
+                    "unsupported: system-call delays: no driver yet".into(),
+                ));
+            }
             FaultSpec::CpuStress(_)
             | FaultSpec::MemoryStress(_)
             | FaultSpec::DiskFill(_)

@@ -161,6 +161,21 @@ fn fault(f: &FaultSpec) -> pb::Fault {
             follow_children: s.follow_children,
             seed: s.seed,
         }),
+        FaultSpec::SyscallDelay(s) => pb::fault::Kind::SyscallDelay(pb::SyscallDelay {
+            syscalls: s.syscalls.clone(),
+            latency: Some(duration(s.latency)),
+            jitter: Some(duration(s.jitter)),
+            distribution: match s.distribution {
+                Distribution::Uniform => pb::Distribution::Uniform,
+                Distribution::Normal => pb::Distribution::Normal,
+            } as i32,
+            percent: s.every_nth.is_none().then_some(s.percent),
+            every_nth: s.every_nth,
+            max_hits: s.max_hits,
+            path_prefix: s.path_prefix.clone().unwrap_or_default(),
+            follow_children: s.follow_children,
+            seed: s.seed,
+        }),
         FaultSpec::CpuStress(c) => pb::fault::Kind::CpuStress(pb::CpuStress {
             workers: c.workers.unwrap_or(0),
             load_percent: c.load_percent,
@@ -262,6 +277,8 @@ pub fn counters(c: &Counters) -> pb::Counters {
         bytes_read: c.bytes_read,
         processes_signalled: c.processes_signalled,
         processes_frozen: c.processes_frozen,
+        calls_delayed: c.calls_delayed,
+        delay_added_usec: c.delay_added_usec,
     }
 }
 
@@ -282,6 +299,8 @@ pub fn counters_from_pb(c: &pb::Counters) -> Counters {
         bytes_read: c.bytes_read,
         processes_signalled: c.processes_signalled,
         processes_frozen: c.processes_frozen,
+        calls_delayed: c.calls_delayed,
+        delay_added_usec: c.delay_added_usec,
     }
 }
 
@@ -298,6 +317,7 @@ pub fn fault_kind(f: Option<&pb::Fault>) -> Option<&'static str> {
         Kind::NetDuplicate(_) => "net_duplicate",
         Kind::NetDns(_) => "net_dns",
         Kind::SyscallErrno(_) => "syscall_errno",
+        Kind::SyscallDelay(_) => "syscall_delay",
         Kind::CpuStress(_) => "cpu_stress",
         Kind::MemoryStress(_) => "memory_stress",
         Kind::DiskFill(_) => "disk_fill",

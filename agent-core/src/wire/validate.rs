@@ -60,7 +60,10 @@ pub fn inject(req: &pb::InjectRequest, limits: &Limits) -> Result<ExperimentSpec
     if target == TargetSpec::Host
         && matches!(
             fault,
-            FaultSpec::SyscallErrno(_) | FaultSpec::ProcessKill(_) | FaultSpec::ProcessPause
+            FaultSpec::SyscallErrno(_)
+                | FaultSpec::SyscallDelay(_)
+                | FaultSpec::ProcessKill(_)
+                | FaultSpec::ProcessPause
         )
     {
         return Err(Error::invalid(
@@ -80,12 +83,14 @@ pub fn inject(req: &pb::InjectRequest, limits: &Limits) -> Result<ExperimentSpec
              target its cgroup, container or pod",
         ));
     }
-    if let FaultSpec::SyscallErrno(s) = &fault
-        && s.follow_children
-        && !matches!(target, TargetSpec::Pid(_))
-    {
+    let follow = match &fault {
+        FaultSpec::SyscallErrno(s) => s.follow_children,
+        FaultSpec::SyscallDelay(s) => s.follow_children,
+        _ => false,
+    };
+    if follow && !matches!(target, TargetSpec::Pid(_)) {
         return Err(Error::invalid(
-            "fault.syscall_errno.follow_children",
+            format!("fault.{}.follow_children", fault.kind()),
             "applies to pid targets only (a cgroup target already covers every process in it)",
         ));
     }
@@ -183,6 +188,9 @@ fn fault(f: Option<&pb::Fault>) -> Result<FaultSpec> {
         Some(pb::fault::Kind::SyscallErrno(s)) => Ok(FaultSpec::SyscallErrno(
             super::validate_sys::syscall_errno(s, "fault.syscall_errno")?,
         )),
+        Some(pb::fault::Kind::SyscallDelay(s)) => Ok(FaultSpec::SyscallDelay(
+            super::validate_sys::syscall_delay(s, "fault.syscall_delay")?,
+        )),
         Some(pb::fault::Kind::CpuStress(c)) => {
             Ok(FaultSpec::CpuStress(super::validate_stress::cpu(c, "fault.cpu_stress")?))
         }
@@ -216,6 +224,7 @@ fn on_devices(f: &FaultSpec) -> bool {
         FaultSpec::NetReject(_)
             | FaultSpec::NetDns(_)
             | FaultSpec::SyscallErrno(_)
+            | FaultSpec::SyscallDelay(_)
             | FaultSpec::CpuStress(_)
             | FaultSpec::MemoryStress(_)
             | FaultSpec::DiskFill(_)
@@ -495,6 +504,40 @@ mod tests {
             ..Default::default()
         }));
         assert_eq!(field_of(inject(&dev, &l)), "fault.net_delay.devices[0]");
+    }
+
+    /// sys delay takes the targets sys fail takes: cgroup, pid, container, pod; not the host,
+    /// not a device; follow_children only with a pid.
+    #[test]
+    fn syscall_delay_targets() {
+        use pb::target::Kind as T;
+        let l = Limits::default();
+        let r = |target: T, follow: bool| {
+            let mut r = with_fault(pb::fault::Kind::SyscallDelay(pb::SyscallDelay {
+                syscalls: vec!["read".into()],
+                latency: ms(100),
+                follow_children: follow,
+                ..Default::default()
+            }));
+            r.target = Some(pb::Target { kind: Some(target) });
+            r
+        };
+        let pod =
+            pb::Pod { uid: "0123abcd-0000-1111-2222-333344445555".into(), ..Default::default() };
+        for ok in
+            [T::CgroupPath("/x".into()), T::Pid(7), T::ContainerId("abcd12".into()), T::Pod(pod)]
+        {
+            let s = inject(&r(ok.clone(), false), &l).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+            assert_eq!(s.fault.kind(), "syscall_delay");
+        }
+        assert!(inject(&r(T::Pid(7), true), &l).is_ok());
+        assert_eq!(field_of(inject(&r(T::Host(true), false), &l)), "target.host");
+        let dev = T::Interface(pb::NetworkInterface { name: "eth0".into(), netns: String::new() });
+        assert_eq!(field_of(inject(&r(dev, false), &l)), "target.interface");
+        assert_eq!(
+            field_of(inject(&r(T::CgroupPath("/x".into()), true), &l)),
+            "fault.syscall_delay.follow_children"
+        );
     }
 
     #[test]

@@ -76,5 +76,7 @@ pub fn all_counters() -> pb::Counters {
         bytes_read: 1024,
         processes_signalled: 3,
         processes_frozen: 2,
+        calls_delayed: 6,
+        delay_added_usec: 600_000,
     }
 }

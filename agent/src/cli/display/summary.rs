@@ -169,6 +169,47 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
                 format!("fail {} with {}{how}{hits}{path}{follow}", e.syscalls.join(","), e.errno),
             )
         }
+        Some(pb::fault::Kind::SyscallDelay(d)) => {
+            let dur = |d: Option<&prost_types::Duration>| {
+                d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+                    .unwrap_or_default()
+            };
+            let (latency, jitter) = (dur(d.latency.as_ref()), dur(d.jitter.as_ref()));
+            let dist = pb::Distribution::try_from(d.distribution)
+                .map(|x| enum_name(x.as_str_name(), "DISTRIBUTION_"))
+                .unwrap_or_default()
+                .replace("unspecified", "uniform");
+            let mut summary = format!("delay {} {}", d.syscalls.join(","), human_duration(latency));
+            if !jitter.is_zero() {
+                summary += &format!(" +/- {}", human_duration(jitter));
+                if dist != "uniform" {
+                    summary += &format!(" {dist}");
+                }
+            }
+            match (d.every_nth, d.percent) {
+                (Some(n), _) => summary += &format!(" every {}", ordinal(n)),
+                (None, Some(p)) if p < 100.0 => summary += &format!(" {p}%"),
+                _ => {}
+            }
+            if let Some(m) = d.max_hits {
+                summary += &format!(" max {m}");
+            }
+            if !d.path_prefix.is_empty() {
+                summary += &format!(" under {}", d.path_prefix);
+            }
+            if d.follow_children {
+                summary += " +children";
+            }
+            (
+                "syscall_delay".into(),
+                json!({ "syscalls": d.syscalls, "latency_ms": latency.as_secs_f64() * 1000.0,
+                        "jitter_ms": jitter.as_secs_f64() * 1000.0, "distribution": dist,
+                        "percent": d.percent.unwrap_or(100.0), "every_nth": d.every_nth,
+                        "max_hits": d.max_hits, "path_prefix": d.path_prefix,
+                        "follow_children": d.follow_children, "seed": d.seed }),
+                summary,
+            )
+        }
         Some(pb::fault::Kind::CpuStress(c)) => {
             // No count: a worker for each CPU the target may use.
             let workers = if c.workers == 0 {
@@ -423,6 +464,33 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(text(Kind::SyscallErrno(sys)), "fail openat with EIO every 2nd");
+        let sd = |f: &dyn Fn(&mut pb::SyscallDelay)| {
+            let mut d = pb::SyscallDelay {
+                syscalls: vec!["read".into(), "write".into()],
+                latency: ms(100),
+                ..Default::default()
+            };
+            f(&mut d);
+            text(Kind::SyscallDelay(d))
+        };
+        assert_eq!(sd(&|_| {}), "delay read,write 100ms");
+        assert_eq!(
+            sd(&|d| {
+                d.jitter = ms(10);
+                d.percent = Some(50.0);
+            }),
+            "delay read,write 100ms +/- 10ms 50%"
+        );
+        assert_eq!(
+            sd(&|d| {
+                d.jitter = ms(10);
+                d.distribution = pb::Distribution::Normal as i32;
+                d.every_nth = Some(3);
+                d.max_hits = Some(5);
+                d.follow_children = true;
+            }),
+            "delay read,write 100ms +/- 10ms normal every 3rd max 5 +children"
+        );
         let delay = pb::NetDelay { latency: ms(50), jitter: ms(1500), ..Default::default() };
         assert_eq!(text(Kind::NetDelay(delay)), "delay 50ms +/- 1.5s uniform egress");
         assert_eq!(
