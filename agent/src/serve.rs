@@ -158,6 +158,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ifbs: ifbs.clone(),
         }),
         sys: sys.clone(),
+        delay: Arc::new(faultline_core::faults::delay::DelayDriver::new(args.debug_bpf)),
         stress: stress.clone(),
         process: process.clone(),
     });

@@ -21,6 +21,8 @@ use crate::engine::{
 pub struct Drivers {
     pub net: Arc<net::plan::NetFaults>,
     pub sys: std::result::Result<Arc<sys::SysDriver>, String>,
+    /// Loads its datapath with the first delay fault.
+    pub delay: Arc<delay::DelayDriver>,
     pub stress: Arc<stress::StressDriver>,
     pub process: Arc<process::ProcessDriver>,
 }
@@ -39,11 +41,7 @@ impl Drivers {
             FaultSpec::SyscallErrno(_) => self.sys.as_deref().map_err(|why| {
                 Error::FailedPrecondition(format!("unsupported: system-call faults: {why}"))
             })?,
-            FaultSpec::SyscallDelay(_) => {
-                return Err(Error::FailedPrecondition(
-                    "unsupported: system-call delays: no driver yet".into(),
-                ));
-            }
+            FaultSpec::SyscallDelay(_) => self.delay.as_ref(),
             FaultSpec::CpuStress(_)
             | FaultSpec::MemoryStress(_)
             | FaultSpec::DiskFill(_)

@@ -6,9 +6,12 @@
 //! `DelayDatapath::tracer_fds`.
 
 pub mod datapath;
+pub mod driver;
 pub mod tracer;
 
 pub use faultline_common::delay::{DELAY_PROB_ONE, DELAY_SIGNAL, DelayArm, DelayRule};
+
+pub use driver::DelayDriver;
 
 pub use datapath::{
     DelayCounters, DelayDatapath, DelayError, DelayProbe, DelayTarget, ExitHook, ThreadMaps, probe,
