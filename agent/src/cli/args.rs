@@ -273,13 +273,13 @@ mod tests {
     #[test]
     fn every_inject_verb_offers_the_targets_its_fault_can_take() {
         let verbs = inject_verbs();
-        // net: 8, sys: 1, stress: 4, process: 2.
-        assert_eq!(verbs.len(), 15, "{:?}", verbs.iter().map(|v| &v.0).collect::<Vec<_>>());
+        // net: 8, sys: 2, stress: 4, process: 2.
+        assert_eq!(verbs.len(), 16, "{:?}", verbs.iter().map(|v| &v.0).collect::<Vec<_>>());
         let all = ["cgroup", "container", "pod", "pid", "host", "interface", "netns"];
         for (name, cmd) in &verbs {
             let want: &[&str] = match name.as_str() {
                 "process pause" => &all[..3],
-                "sys fail" | "process kill" => &all[..4],
+                "sys fail" | "sys delay" | "process kill" => &all[..4],
                 "net reject" | "net dns" => &all[..5],
                 n if n.starts_with("stress ") => &all[..5],
                 n if n.starts_with("net ") => &all,
@@ -313,6 +313,7 @@ mod tests {
         assert!(help("net reject").contains("cgroup of process PID"));
         assert!(help("stress cpu").contains("the workers join it"));
         assert!(help("sys fail").contains("process PID itself"));
+        assert!(help("sys delay").contains("process PID itself"));
         assert!(help("process kill").contains("only it is signalled"));
     }
 
