@@ -292,6 +292,72 @@ fn sys_support(sys: &Result<Arc<crate::faults::sys::SysDriver>, String>) -> (Pro
     }
 }
 
+/// What ptrace allows here: Yama's scope, if Yama is active.
+fn ptrace_probe() -> Probe {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| s.trim().to_string())
+        .ok();
+    let forbidden = crate::faults::delay::driver::ptrace_forbidden();
+    Probe {
+        name: "ptrace_seize",
+        supported: forbidden.is_none(),
+        detail: match (forbidden, scope) {
+            (Some(why), _) => why,
+            (None, Some(s)) => {
+                format!("kernel.yama.ptrace_scope={s}: the agent may seize processes")
+            }
+            (None, None) => "Yama is not active: the agent may seize processes".into(),
+        },
+    }
+}
+
+/// How system calls are delayed here: the exit hook, the marker signal, ptrace, and the
+/// syscall_delay fault they make.
+fn delay_support(d: crate::faults::delay::DelayProbe, ptrace: Probe) -> (Vec<Probe>, FaultSupport) {
+    use crate::faults::delay::ExitHook;
+    let hook = result(
+        "delay_exit_hook",
+        d.exit_hook
+            .as_ref()
+            .map(|h| match h {
+                ExitHook::TpBtf => "tp_btf on sys_exit attached".to_string(),
+                ExitHook::RawTp => {
+                    "raw_tp on sys_exit attached (tp_btf refused: every read goes through \
+                 bpf_probe_read_kernel)"
+                        .to_string()
+                }
+            })
+            .map_err(Clone::clone),
+    );
+    let signal = result("send_signal_thread", d.send_signal_thread.clone());
+    let probes = vec![hook, signal, ptrace];
+    let missing = probes.iter().find(|p| !p.supported);
+    let fault = match (missing, &d.exit_hook) {
+        (None, Ok(h)) => FaultSupport {
+            fault: "syscall_delay",
+            supported: true,
+            backend: crate::faults::delay::driver::backend(*h),
+            reason: "no path prefixes yet; while a delay fault is active every system call on \
+                     the node passes the syscall-exit tracepoint (tens of ns each); a delayed \
+                     process shows a TracerPid and cannot be debugged meanwhile"
+                .into(),
+        },
+        (Some(p), _) => FaultSupport {
+            fault: "syscall_delay",
+            supported: false,
+            backend: "",
+            reason: format!("unsupported: {}: {}", p.name, p.detail),
+        },
+        (None, Err(e)) => FaultSupport {
+            fault: "syscall_delay",
+            supported: false,
+            backend: "",
+            reason: format!("unsupported: delay_exit_hook: {e}"),
+        },
+    };
+    (probes, fault)
+}
+
 /// Each network fault and what it needs, from the probes' results.
 fn net_faults(probes: &[Probe]) -> Vec<FaultSupport> {
     let get = |name: &str| probes.iter().find(|p| p.name == name);
@@ -465,6 +531,9 @@ pub fn probe(
     let (sys_probe, sys_fault) = sys_support(sys);
     probes.push(sys_probe);
     faults.push(sys_fault);
+    let (delay_probes, delay_fault) = delay_support(crate::faults::delay::probe(), ptrace_probe());
+    probes.extend(delay_probes);
+    faults.push(delay_fault);
 
     Capabilities {
         kernel_release: kernel_release(),
@@ -472,6 +541,41 @@ pub fn probe(
         btf,
         probes,
         faults,
+    }
+}
+
+#[cfg(test)]
+mod delay_tests {
+    use super::*;
+    use crate::faults::delay::{DelayProbe, ExitHook};
+
+    fn ptrace(ok: bool) -> Probe {
+        Probe { name: "ptrace_seize", supported: ok, detail: "kernel.yama.ptrace_scope=3 x".into() }
+    }
+
+    #[test]
+    fn the_delay_row_follows_its_probes() {
+        let ok = DelayProbe { exit_hook: Ok(ExitHook::TpBtf), send_signal_thread: Ok("y".into()) };
+        let (probes, f) = delay_support(ok.clone(), ptrace(true));
+        let names: Vec<_> = probes.iter().map(|p| p.name).collect();
+        assert_eq!(names, ["delay_exit_hook", "send_signal_thread", "ptrace_seize"]);
+        assert!(f.supported && f.backend == "tp_btf+ptrace", "{f:?}");
+        assert!(f.reason.contains("no path prefixes"), "{f:?}");
+        let raw = DelayProbe { exit_hook: Ok(ExitHook::RawTp), ..ok.clone() };
+        assert_eq!(delay_support(raw, ptrace(true)).1.backend, "raw_tp+ptrace");
+        let (_, f) = delay_support(ok.clone(), ptrace(false));
+        assert!(!f.supported);
+        assert_eq!(f.reason, "unsupported: ptrace_seize: kernel.yama.ptrace_scope=3 x");
+        let no_signal = DelayProbe { send_signal_thread: Err("no marker".into()), ..ok };
+        let (_, f) = delay_support(no_signal, ptrace(true));
+        assert_eq!(f.reason, "unsupported: send_signal_thread: no marker");
+        let none =
+            DelayProbe { exit_hook: Err("refused".into()), send_signal_thread: Err("x".into()) };
+        let (_, f) = delay_support(none, ptrace(true));
+        assert_eq!(
+            (f.supported, f.reason.as_str()),
+            (false, "unsupported: delay_exit_hook: refused")
+        );
     }
 }
 
