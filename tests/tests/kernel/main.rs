@@ -20,6 +20,7 @@ mod remote;
 mod restart;
 mod store_recovery;
 mod stress;
+mod sys_delay;
 mod sys_delay_kernel;
 mod sys_delay_tracer;
 mod sys_files;

@@ -1,6 +1,7 @@
 //! `calls OP ARG COUNT`: one system call (or a small fixed sequence ending in it) COUNT
 //! times; reports how many succeeded, the errnos seen, and the first 200 outcomes in order
-//! ('.' success, 'x' failure) so tests can check every-Nth and max-hits patterns.
+//! ('.' success, 'x' failure) so tests can check every-Nth and max-hits patterns, and how
+//! long each of the first 200 took in ms (`ms`: sys delay).
 
 use std::{
     collections::BTreeMap,
@@ -24,8 +25,13 @@ fn each(count: usize, mut op: impl FnMut(usize) -> Result<(), i32>) -> String {
     let mut ok = 0;
     let mut errnos: BTreeMap<i32, usize> = BTreeMap::new();
     let mut seq = String::new();
+    let mut ms = Vec::new();
     for i in 0..count {
+        let t0 = std::time::Instant::now();
         let r = op(i);
+        if ms.len() < 200 {
+            ms.push(format!("{:.3}", t0.elapsed().as_secs_f64() * 1e3));
+        }
         match r {
             Ok(()) => ok += 1,
             Err(e) => *errnos.entry(e).or_default() += 1,
@@ -35,7 +41,11 @@ fn each(count: usize, mut op: impl FnMut(usize) -> Result<(), i32>) -> String {
         }
     }
     let errs: Vec<String> = errnos.iter().map(|(e, n)| format!(r#""{e}":{n}"#)).collect();
-    format!(r#"{{"calls":{count},"ok":{ok},"errnos":{{{}}},"seq":"{seq}"}}"#, errs.join(","))
+    format!(
+        r#"{{"calls":{count},"ok":{ok},"errnos":{{{}}},"seq":"{seq}","ms":[{}]}}"#,
+        errs.join(","),
+        ms.join(",")
+    )
 }
 
 pub fn run(op: &str, arg: &str, count: usize) -> String {

@@ -1,0 +1,461 @@
+//! `faultline sys delay` end to end: the CLI against a real agent, real programs in the
+//! target (fl-probe `threads-timed`: thread A reads /dev/zero and sleeps 1 ms, timing each
+//! round; thread B counts getppid calls per ms), the effect measured from the programs'
+//! own clocks. After every case: no thread of the target stopped (T or t) or traced.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Child, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use faultline_tests::{
+    Agent, Cgroup, TempDir, Waiting, one_line_error, probe_bin, serial, wait_for,
+};
+
+fn status(path: &str, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("{path}/status")).ok()?;
+    text.lines().find_map(|l| Some(l.strip_prefix(field)?.strip_prefix(':')?.trim().to_string()))
+}
+
+/// The state letter of thread `tid` of `pid` (None once it is gone).
+fn state(pid: i32, tid: i32) -> Option<char> {
+    status(&format!("/proc/{pid}/task/{tid}"), "State")?.chars().next()
+}
+
+fn tracer_of(pid: i32, tid: i32) -> i32 {
+    status(&format!("/proc/{pid}/task/{tid}"), "TracerPid").map_or(0, |s| s.parse().unwrap())
+}
+
+fn tids(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// No thread of `pid` stopped (T or t) or traced.
+fn assert_untraced(pid: i32) {
+    for tid in tids(pid) {
+        let s = state(pid, tid);
+        assert!(!matches!(s, Some('T' | 't')), "thread {tid} of {pid} is in state {s:?}");
+        assert_eq!(tracer_of(pid, tid), 0, "thread {tid} of {pid} is still traced");
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Whether this kernel can delay system calls (caps); if not, Inject must refuse with the
+/// reason caps give.
+fn supported(agent: &Agent, cg: &Cgroup) -> bool {
+    let caps = agent.cli_json(&["caps"]);
+    let row = caps["faults"].as_array().unwrap().iter().find(|f| f["fault"] == "syscall_delay");
+    let row = row.cloned().unwrap();
+    eprintln!("caps: {row}");
+    if row["supported"] == true {
+        return true;
+    }
+    let out = agent.cli(&[
+        "sys",
+        "delay",
+        "--cgroup",
+        &cg.rel,
+        "--syscall",
+        "read",
+        "--latency",
+        "10ms",
+        "--for",
+        "30s",
+    ]);
+    let err = one_line_error(&out);
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+    false
+}
+
+/// `fl-probe threads-timed SECONDS` in a cgroup, waiting for its go.
+struct Timed {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    pid: i32,
+    tid_a: i32,
+    tid_b: i32,
+}
+
+impl Timed {
+    fn start(cg: &Cgroup, seconds: f64) -> Timed {
+        let mut child = cg
+            .command(probe_bin())
+            .args(["threads-timed", &seconds.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let n = |k: &str| v[k].as_i64().unwrap() as i32;
+        Timed { pid: n("pid"), tid_a: n("tid_a"), tid_b: n("tid_b"), child, out }
+    }
+
+    fn go(&mut self) {
+        self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    }
+
+    fn finish(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert!(self.child.wait().unwrap().success());
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    /// Every thread traced by one tracer (not this test, not nobody).
+    fn traced(&self) -> bool {
+        [self.pid, self.tid_a, self.tid_b].iter().all(|t| tracer_of(self.pid, *t) != 0)
+    }
+
+    /// How much longer than A's median round each round that held a hold was, in ms: those
+    /// over 50 ms (the probe lists rounds over 20 ms; the loaded host has a few of those).
+    fn extras(v: &serde_json::Value) -> Vec<f64> {
+        Timed::extras_over(v, v["median_ms"].as_f64().unwrap())
+    }
+
+    /// As `extras`, over a round of `median` ms (where most rounds are delayed, A's own
+    /// median is a delayed one: an undelayed run's median is the baseline).
+    fn extras_over(v: &serde_json::Value, median: f64) -> Vec<f64> {
+        v["long"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["ms"].as_f64().unwrap() - median)
+            .filter(|e| *e > 50.0)
+            .collect()
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn delay(agent: &Agent, target: &[&str], rest: &[&str]) -> serde_json::Value {
+    let mut args = vec!["sys", "delay"];
+    args.extend_from_slice(target);
+    args.extend_from_slice(rest);
+    agent.cli_json(&args)
+}
+
+fn counter(e: &serde_json::Value, name: &str) -> u64 {
+    e["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name}: {e}"))
+}
+
+fn ms_list(v: &serde_json::Value) -> Vec<f64> {
+    v["ms"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect()
+}
+
+/// Half of thread A's reads take 100 ms +- 10 ms longer (median of the delayed ones); B,
+/// making other calls in the same process, runs on meanwhile; a process in a sibling cgroup
+/// doing the same sees nothing and is not traced. Counters: calls seen, calls delayed,
+/// delay added; the first hit is recorded.
+#[test]
+fn half_of_one_threads_reads_take_100ms_longer() {
+    let _alone = serial::alone();
+    let agent = Agent::start();
+    let cg = Cgroup::new("sdelay");
+    let sibling = Cgroup::new("sdelay-sib");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let mut p = Timed::start(&cg, 4.0);
+    let mut s = Timed::start(&sibling, 4.0);
+    let e = delay(
+        &agent,
+        &["--cgroup", &cg.rel],
+        &["--syscall", "read", "--latency", "100ms", "--percent", "50", "--for", "60s"],
+    );
+    let id = e["id"].as_str().unwrap().to_string();
+    eprintln!("{}: backend {} summary {}", id, e["backend"], e["summary"]);
+    assert!(e["backend"].as_str().unwrap().ends_with("+ptrace"), "{e}");
+    assert!(p.traced(), "the target's threads are seized when Inject returns");
+    assert!(!s.traced(), "the sibling is not traced");
+    p.go();
+    s.go();
+    let v = p.finish();
+    let w = s.finish();
+    eprintln!("target: {v}\nsibling: {w}");
+    let extras = Timed::extras_over(&v, w["median_ms"].as_f64().unwrap());
+    let rounds = v["rounds"].as_u64().unwrap();
+    let share = extras.len() as f64 / rounds as f64;
+    let m = median(extras.clone());
+    eprintln!(
+        "{} of {rounds} rounds delayed ({:.0}%), median added {m:.1} ms",
+        extras.len(),
+        share * 100.0
+    );
+    assert!((0.3..=0.7).contains(&share), "{} of {rounds} delayed", extras.len());
+    assert!((90.0..=110.0).contains(&m), "median added {m} ms");
+    let (inside, outside) = (v["b_inside"].as_f64().unwrap(), v["b_outside"].as_f64().unwrap());
+    eprintln!("B: {inside} calls/ms while A was held, {outside} otherwise");
+    assert!(v["b_inside_ms"].as_u64().unwrap() > 1000, "{v}");
+    assert!(inside >= 0.7 * outside, "B ran {inside} calls/ms during holds, {outside} outside");
+    assert_eq!(Timed::extras(&w), Vec::<f64>::new(), "the sibling was delayed: {w}");
+    // The watcher reads the held time every 250 ms.
+    std::thread::sleep(Duration::from_millis(600));
+    let got = agent.cli_json(&["get", &id]);
+    let (seen, delayed) = (counter(&got, "calls_seen"), counter(&got, "calls_delayed"));
+    let added = counter(&got, "delay_added_usec");
+    eprintln!("counters: seen {seen} delayed {delayed} added {added} us");
+    assert!(seen >= rounds, "{got}");
+    // A's holds, and maybe the main thread's read of the go line.
+    assert!((extras.len() as u64..=extras.len() as u64 + 2).contains(&delayed), "{got}");
+    let per = added as f64 / delayed as f64 / 1000.0;
+    assert!((99.0..=115.0).contains(&per), "{per} ms held per delayed call: {got}");
+    assert!(got["first_hit_at"].as_str().is_some_and(|t| !t.is_empty()), "{got}");
+    let c = agent.cli_json(&["cancel", &id]);
+    assert_eq!(c["state"], "cancelled");
+}
+
+/// fsync of a file in the target takes 500 ms more; the process entered the cgroup after
+/// the fault began (the watcher seizes it within 250 ms).
+#[test]
+fn fsync_takes_500ms_longer_for_a_process_that_entered_later() {
+    let _alone = serial::alone();
+    let agent = Agent::start();
+    let cg = Cgroup::new("sdfsync");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let dir = TempDir::new("fsync");
+    let file = dir.path().join("f").display().to_string();
+    let e = delay(
+        &agent,
+        &["--cgroup", &cg.rel],
+        &["--syscall", "fsync,fdatasync", "--latency", "500ms", "--for", "60s"],
+    );
+    let id = e["id"].as_str().unwrap().to_string();
+    let w = Waiting::start(&cg, &["calls", "fsync", &file, "4"]);
+    let pid: i32 = w.pid.parse().unwrap();
+    let t0 = Instant::now();
+    wait_for("the newcomer to be seized", Duration::from_secs(2), || tracer_of(pid, pid) != 0);
+    eprintln!("seized {:?} after it started", t0.elapsed());
+    let v = w.release();
+    let ms = ms_list(&v);
+    eprintln!("fsync ms: {ms:?}");
+    assert_eq!(ms.len(), 4, "{v}");
+    for m in &ms {
+        assert!((500.0..=600.0).contains(m), "an fsync took {m} ms: {v}");
+    }
+    // A process outside the target: fsync as fast as ever.
+    let out = Command::new(probe_bin()).args(["calls", "fsync", &file, "4"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(ms_list(&v).iter().all(|m| *m < 200.0), "outside: {v}");
+    let got = agent.cli_json(&["get", &id]);
+    assert_eq!((counter(&got, "calls_seen"), counter(&got, "calls_delayed")), (4, 4), "{got}");
+}
+
+/// Cancel while thread A is held for 5 s (a pid target): A runs again by the time Cancel
+/// answers, nothing is left stopped or traced.
+#[test]
+fn cancel_mid_delay_resumes_the_held_thread_at_once() {
+    let _alone = serial::alone();
+    let agent = Agent::start();
+    let cg = Cgroup::new("sdcancel");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let mut p = Timed::start(&cg, 2.0);
+    let e = delay(
+        &agent,
+        &["--pid", &p.pid.to_string()],
+        &["--syscall", "read", "--latency", "5s", "--every-nth", "5", "--for", "60s"],
+    );
+    let id = e["id"].as_str().unwrap().to_string();
+    p.go();
+    wait_for("A held", Duration::from_secs(3), || state(p.pid, p.tid_a) == Some('t'));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(state(p.pid, p.tid_a), Some('t'), "A is held");
+    assert!(!matches!(state(p.pid, p.tid_b), Some('t' | 'T')), "B is not held");
+    let t0 = Instant::now();
+    let c = agent.cli_json(&["cancel", &id]);
+    let took = t0.elapsed();
+    assert_eq!(c["state"], "cancelled");
+    assert_untraced(p.pid);
+    eprintln!("cancel answered in {took:?}, A already running");
+    let v = p.finish();
+    let extras = Timed::extras(&v);
+    assert_eq!(extras.len(), 1, "{v}");
+    assert!(extras[0] < 2000.0, "A held {} ms of 5 s after a cancel: {v}", extras[0]);
+}
+
+/// SIGKILL of the agent during a 5 s hold: the thread runs again within 100 ms, untraced.
+#[test]
+fn agent_killed_during_a_hold_releases_the_thread() {
+    let _alone = serial::alone();
+    let mut agent = Agent::start();
+    let cg = Cgroup::new("sdkill");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let mut p = Timed::start(&cg, 2.0);
+    delay(
+        &agent,
+        &["--cgroup", &cg.rel],
+        &["--syscall", "read", "--latency", "5s", "--every-nth", "5", "--for", "60s"],
+    );
+    p.go();
+    wait_for("A held", Duration::from_secs(3), || state(p.pid, p.tid_a) == Some('t'));
+    std::thread::sleep(Duration::from_millis(100));
+    agent.signal(libc::SIGKILL);
+    let t0 = Instant::now();
+    while state(p.pid, p.tid_a) == Some('t') || tracer_of(p.pid, p.tid_a) != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(2), "A still held or traced");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let took = t0.elapsed();
+    eprintln!("A released {took:?} after the agent's SIGKILL");
+    assert!(took < Duration::from_millis(100), "released {took:?} after the kill");
+    // The tracer detaches the other threads as they stop for it, then exits.
+    let untraced = |pid: i32| tids(pid).iter().all(|t| tracer_of(pid, *t) == 0);
+    wait_for("every thread untraced", Duration::from_secs(1), || untraced(p.pid));
+    eprintln!("every thread untraced {:?} after the kill", t0.elapsed());
+    assert_untraced(p.pid);
+    let _ = agent.wait_exit(Duration::from_secs(5));
+    let v = p.finish();
+    assert_eq!(Timed::extras(&v).len(), 1, "{v}");
+}
+
+/// A process under strace in the target: refused, naming it and strace's pid, with nothing
+/// applied (strace keeps its tracee, no experiment is recorded); the same for a pid target.
+#[test]
+fn a_traced_process_is_refused_naming_its_tracer() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("sdstrace");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let mut strace = cg
+        .command("strace")
+        .args(["-o", "/dev/null", "sleep", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let spid = strace.id() as i32;
+    let mut sleeper = 0;
+    wait_for("strace to trace sleep", Duration::from_secs(5), || {
+        let children = std::fs::read_to_string(format!("/proc/{spid}/task/{spid}/children"))
+            .unwrap_or_default();
+        sleeper = children.split_whitespace().next().map_or(0, |p| p.parse().unwrap());
+        sleeper != 0 && tracer_of(sleeper, sleeper) == spid
+    });
+    for target in [["--cgroup", cg.rel.as_str()], ["--pid", &sleeper.to_string()]] {
+        let mut args = vec!["sys", "delay"];
+        args.extend_from_slice(&target);
+        args.extend(["--syscall", "read", "--latency", "10ms", "--for", "30s"]);
+        let out = agent.cli(&args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = one_line_error(&out);
+        eprintln!("{target:?} -> {err}");
+        assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+        assert!(err.contains(&format!("process {sleeper}: traced by {spid} (strace)")), "{err}");
+        assert_eq!(tracer_of(sleeper, sleeper), spid, "strace keeps its tracee");
+        assert_eq!(tracer_of(spid, spid), 0, "strace itself was let go");
+        let list = agent.cli_json(&["ls"]);
+        assert_eq!(list.as_array().unwrap().len(), 0, "a refused request left {list}");
+    }
+    let _ = strace.kill();
+    let _ = strace.wait();
+}
+
+/// A child the target forks (and execs: fl-probe `spawn` runs another fl-probe) while the
+/// fault lasts is delayed too.
+#[test]
+fn a_child_forked_during_the_fault_is_delayed() {
+    let _alone = serial::alone();
+    let agent = Agent::start();
+    let cg = Cgroup::new("sdchild");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let dir = TempDir::new("child");
+    let file = dir.path().join("f").display().to_string();
+    let w = Waiting::start(&cg, &["spawn", "calls", "fsync", &file, "3"]);
+    let pid: i32 = w.pid.parse().unwrap();
+    delay(
+        &agent,
+        &["--cgroup", &cg.rel],
+        &["--syscall", "fsync", "--latency", "200ms", "--for", "60s"],
+    );
+    assert_ne!(tracer_of(pid, pid), 0, "seized at Inject");
+    let v = w.release();
+    let ms = ms_list(&v);
+    eprintln!("the child's fsync ms: {ms:?}");
+    assert_eq!(ms.len(), 3, "{v}");
+    for m in &ms {
+        assert!((200.0..=300.0).contains(m), "the child's fsync took {m} ms: {v}");
+    }
+}
+
+/// Bad input: InvalidArgument naming the field (a path prefix: FailedPrecondition, not
+/// served yet), nothing recorded.
+#[test]
+fn bad_input_is_refused_naming_the_field() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("sdbad");
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--latency", "0s"], "INVALID_ARGUMENT", "fault.syscall_delay.latency"),
+        (
+            &["--latency", "50s", "--jitter", "20s"],
+            "INVALID_ARGUMENT",
+            "fault.syscall_delay.latency",
+        ),
+        (
+            &["--latency", "10ms", "--jitter", "20ms"],
+            "INVALID_ARGUMENT",
+            "fault.syscall_delay.jitter",
+        ),
+        (&["--syscall", "getppid"], "INVALID_ARGUMENT", "fault.syscall_delay.syscalls[1]"),
+        (&["--percent", "0"], "INVALID_ARGUMENT", "fault.syscall_delay.percent"),
+        (&["--percent", "101"], "INVALID_ARGUMENT", "fault.syscall_delay.percent"),
+        (&["--every-nth", "0"], "INVALID_ARGUMENT", "fault.syscall_delay.every_nth"),
+        (&["--max-hits", "0"], "INVALID_ARGUMENT", "fault.syscall_delay.max_hits"),
+        (&["--follow-children"], "INVALID_ARGUMENT", "fault.syscall_delay.follow_children"),
+        (&["--path", "data"], "INVALID_ARGUMENT", "fault.syscall_delay.path_prefix"),
+        (&["--path", "/data"], "FAILED_PRECONDITION", "fault.syscall_delay.path_prefix"),
+    ];
+    for (extra, code, field) in cases {
+        let mut args =
+            vec!["sys", "delay", "--cgroup", &cg.rel, "--syscall", "read", "--for", "30s"];
+        if !extra.contains(&"--latency") {
+            args.extend(["--latency", "100ms"]);
+        }
+        args.extend_from_slice(extra);
+        let out = agent.cli(&args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let line = one_line_error(&out);
+        eprintln!("{extra:?} -> {line}");
+        assert!(line.contains(code) && line.contains(field), "{extra:?}: {line}");
+    }
+    let agent_pid = agent.pid().to_string();
+    let out = agent.cli(&[
+        "sys",
+        "delay",
+        "--pid",
+        &agent_pid,
+        "--syscall",
+        "read",
+        "--latency",
+        "1ms",
+        "--for",
+        "5s",
+    ]);
+    let line = one_line_error(&out);
+    eprintln!("the agent's pid -> {line}");
+    assert!(line.contains("target.pid"), "{line}");
+    let list = agent.cli_json(&["ls"]);
+    assert_eq!(list.as_array().unwrap().len(), 0, "a refused request left {list}");
+}
