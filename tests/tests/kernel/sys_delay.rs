@@ -210,11 +210,21 @@ fn half_of_one_threads_reads_take_100ms_longer() {
     let added = counter(&got, "delay_added_usec");
     eprintln!("counters: seen {seen} delayed {delayed} added {added} us");
     assert!(seen >= rounds, "{got}");
-    // A's holds, and maybe the main thread's read of the go line.
-    assert!((extras.len() as u64..=extras.len() as u64 + 2).contains(&delayed), "{got}");
+    // A's holds, and maybe the main thread's read of the go line (and a loaded host's long
+    // round or two that held no hold).
+    assert!(delayed.abs_diff(extras.len() as u64) <= 3, "{} long rounds: {got}", extras.len());
     let per = added as f64 / delayed as f64 / 1000.0;
     assert!((99.0..=115.0).contains(&per), "{per} ms held per delayed call: {got}");
     assert!(got["first_hit_at"].as_str().is_some_and(|t| !t.is_empty()), "{got}");
+    let text = agent.scrape();
+    for (family, want) in [
+        ("faultline_experiment_calls_seen_total", seen as f64),
+        ("faultline_experiment_calls_delayed_total", delayed as f64),
+        ("faultline_experiment_delay_added_seconds_total", added as f64 / 1e6),
+    ] {
+        let v = agent.metric(&text, family, &id).unwrap_or_else(|| panic!("no {family}: {text}"));
+        assert!((v - want).abs() <= want * 0.05 + 1.0, "{family} {v}, get says {want}");
+    }
     let c = agent.cli_json(&["cancel", &id]);
     assert_eq!(c["state"], "cancelled");
 }
@@ -286,7 +296,8 @@ fn cancel_mid_delay_resumes_the_held_thread_at_once() {
     assert_untraced(p.pid);
     eprintln!("cancel answered in {took:?}, A already running");
     let v = p.finish();
-    let extras = Timed::extras(&v);
+    // Only the long hold: a loaded host has rounds of tens of ms now and then.
+    let extras: Vec<f64> = Timed::extras(&v).into_iter().filter(|e| *e > 150.0).collect();
     assert_eq!(extras.len(), 1, "{v}");
     assert!(extras[0] < 2000.0, "A held {} ms of 5 s after a cancel: {v}", extras[0]);
 }
@@ -325,7 +336,7 @@ fn agent_killed_during_a_hold_releases_the_thread() {
     assert_untraced(p.pid);
     let _ = agent.wait_exit(Duration::from_secs(5));
     let v = p.finish();
-    assert_eq!(Timed::extras(&v).len(), 1, "{v}");
+    assert_eq!(Timed::extras(&v).iter().filter(|e| **e > 150.0).count(), 1, "{v}");
 }
 
 /// A process under strace in the target: refused, naming it and strace's pid, with nothing
@@ -349,7 +360,13 @@ fn a_traced_process_is_refused_naming_its_tracer() {
     wait_for("strace to trace sleep", Duration::from_secs(5), || {
         let children = std::fs::read_to_string(format!("/proc/{spid}/task/{spid}/children"))
             .unwrap_or_default();
-        sleeper = children.split_whitespace().next().map_or(0, |p| p.parse().unwrap());
+        // Not the child strace forks at start to test ptrace: the one that runs sleep.
+        let comm = |p: i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        sleeper = children
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .find(|p| comm(*p).trim() == "sleep")
+            .unwrap_or(0);
         sleeper != 0 && tracer_of(sleeper, sleeper) == spid
     });
     for target in [["--cgroup", cg.rel.as_str()], ["--pid", &sleeper.to_string()]] {
@@ -361,7 +378,8 @@ fn a_traced_process_is_refused_naming_its_tracer() {
         let err = one_line_error(&out);
         eprintln!("{target:?} -> {err}");
         assert!(err.contains("FAILED_PRECONDITION"), "{err}");
-        assert!(err.contains(&format!("process {sleeper}: traced by {spid} (strace)")), "{err}");
+        let want = format!("process {sleeper}: traced by {spid} (strace)");
+        assert!(err.contains(&want), "{err}: expected {want}");
         assert_eq!(tracer_of(sleeper, sleeper), spid, "strace keeps its tracee");
         assert_eq!(tracer_of(spid, spid), 0, "strace itself was let go");
         let list = agent.cli_json(&["ls"]);
@@ -458,4 +476,82 @@ fn bad_input_is_refused_naming_the_field() {
     assert!(line.contains("target.pid"), "{line}");
     let list = agent.cli_json(&["ls"]);
     assert_eq!(list.as_array().unwrap().len(), 0, "a refused request left {list}");
+}
+
+/// At the deadline a thread held for longer runs again, and nothing of the target is left
+/// stopped or traced; the experiment ends as expired. Holds also end on time while the
+/// agent is SIGSTOPped (the tracer is its own process, out of the agent's group).
+#[test]
+fn the_deadline_ends_a_hold_and_a_stopped_agent_does_not_prolong_one() {
+    let _alone = serial::alone();
+    let agent = Agent::start();
+    let cg = Cgroup::new("sddeadline");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let mut p = Timed::start(&cg, 3.0);
+    let e = delay(
+        &agent,
+        &["--cgroup", &cg.rel],
+        &["--syscall", "read", "--latency", "30s", "--every-nth", "50", "--for", "1500ms"],
+    );
+    let id = e["id"].as_str().unwrap().to_string();
+    p.go();
+    wait_for("A held", Duration::from_secs(2), || state(p.pid, p.tid_a) == Some('t'));
+    let v = p.finish();
+    assert_untraced(p.pid);
+    // Only the long hold: a loaded host has rounds of tens of ms now and then.
+    let extras: Vec<f64> = Timed::extras(&v).into_iter().filter(|e| *e > 150.0).collect();
+    eprintln!("held {extras:?} ms by a 30 s delay in a 1.5 s fault");
+    assert_eq!(extras.len(), 1, "{v}");
+    assert!(extras[0] < 1600.0, "held {} ms past the deadline: {v}", extras[0]);
+    wait_for("the experiment to expire", Duration::from_secs(3), || {
+        agent.cli_json(&["get", &id])["state"] == "expired"
+    });
+
+    let mut p = Timed::start(&cg, 1.5);
+    delay(
+        &agent,
+        &["--cgroup", &cg.rel],
+        &["--syscall", "read", "--latency", "100ms", "--every-nth", "10", "--for", "60s"],
+    );
+    agent.signal(libc::SIGSTOP);
+    p.go();
+    let v = p.finish();
+    agent.signal(libc::SIGCONT);
+    let extras = Timed::extras(&v);
+    eprintln!("with the agent stopped: holds of {extras:?} ms");
+    assert!(extras.len() >= 3, "{v}");
+    for x in &extras {
+        assert!((90.0..=130.0).contains(x), "a hold of {x} ms with the agent stopped: {v}");
+    }
+}
+
+/// connect() to a listening socket takes 1 s more.
+#[test]
+fn connect_takes_a_second_longer() {
+    let _alone = serial::alone();
+    let agent = Agent::start();
+    let cg = Cgroup::new("sdconnect");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    delay(
+        &agent,
+        &["--cgroup", &cg.rel],
+        &["--syscall", "connect", "--latency", "1s", "--for", "60s"],
+    );
+    let w = Waiting::start(&cg, &["calls", "connect", &addr, "2"]);
+    let pid: i32 = w.pid.parse().unwrap();
+    wait_for("the newcomer to be seized", Duration::from_secs(2), || tracer_of(pid, pid) != 0);
+    let v = w.release();
+    let ms = ms_list(&v);
+    eprintln!("connect ms: {ms:?}");
+    assert_eq!(v["ok"], 2, "{v}");
+    for m in &ms {
+        assert!((1000.0..=1100.0).contains(m), "a connect took {m} ms: {v}");
+    }
+    drop(listener);
 }

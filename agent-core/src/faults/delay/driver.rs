@@ -295,6 +295,11 @@ fn stop_tracer(tracer: &Mutex<Option<Tracer>>, pid: i32) {
     if let Some(t) = lock(tracer).take() {
         match t.stop() {
             Ok(()) => debug!(tracer = pid, "delay tracer stopped"),
+            // It ended by itself (its deadline, as the experiment's): its exit let go of
+            // every thread; it is reaped as the client drops.
+            Err(TracerError::Closed | TracerError::Io(_)) => {
+                debug!(tracer = pid, "delay tracer had ended")
+            }
             Err(e) => warn!(error = %chain(&e), tracer = pid, "stopping the delay tracer"),
         }
     }
