@@ -280,9 +280,9 @@ impl Policy {
             if let TargetSpec::Pid(pid) = spec.target {
                 return Err(Error::PermissionDenied(format!(
                     "policy protected_cgroups: process {pid} sits in the root cgroup /, and {} \
-                     acts on a pid's whole cgroup, here the whole host (only syscall_errno and \
-                     process_kill act on the process alone); a host-wide fault is asked for \
-                     with the host target, which the policy must allow",
+                     acts on a pid's whole cgroup, here the whole host (only syscall_errno, \
+                     syscall_delay and process_kill act on the process alone); a host-wide \
+                     fault is asked for with the host target, which the policy must allow",
                     spec.fault.kind()
                 )));
             }

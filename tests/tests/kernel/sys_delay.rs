@@ -319,7 +319,8 @@ fn agent_killed_during_a_hold_releases_the_thread() {
     );
     p.go();
     wait_for("A held", Duration::from_secs(3), || state(p.pid, p.tid_a) == Some('t'));
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(p.pid, p.tid_a), Some('t'), "A is held");
     agent.signal(libc::SIGKILL);
     let t0 = Instant::now();
     while state(p.pid, p.tid_a) == Some('t') || tracer_of(p.pid, p.tid_a) != 0 {
@@ -554,4 +555,35 @@ fn connect_takes_a_second_longer() {
         assert!((1000.0..=1100.0).contains(m), "a connect took {m} ms: {v}");
     }
     drop(listener);
+}
+
+/// The agent exiting (SIGTERM) ends the fault: a held thread runs again and nothing is left
+/// traced.
+#[test]
+fn agent_exit_releases_a_held_thread() {
+    let _alone = serial::alone();
+    let mut agent = Agent::start();
+    let cg = Cgroup::new("sdexit");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let mut p = Timed::start(&cg, 2.0);
+    delay(
+        &agent,
+        &["--cgroup", &cg.rel],
+        &["--syscall", "read", "--latency", "5s", "--every-nth", "5", "--for", "60s"],
+    );
+    p.go();
+    wait_for("A held", Duration::from_secs(3), || state(p.pid, p.tid_a) == Some('t'));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(p.pid, p.tid_a), Some('t'), "A is held");
+    let t0 = Instant::now();
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "exit");
+    eprintln!("the agent exited {:?} after SIGTERM", t0.elapsed());
+    assert_untraced(p.pid);
+    let v = p.finish();
+    let held: Vec<f64> = Timed::extras(&v).into_iter().filter(|e| *e > 150.0).collect();
+    assert_eq!(held.len(), 1, "{v}");
+    assert!(held[0] < 2000.0, "held {} ms of 5 s across the agent's exit: {v}", held[0]);
 }
