@@ -587,3 +587,34 @@ fn agent_exit_releases_a_held_thread() {
     assert_eq!(held.len(), 1, "{v}");
     assert!(held[0] < 2000.0, "held {} ms of 5 s across the agent's exit: {v}", held[0]);
 }
+
+/// A pid target with --follow-children: the child it forks (and execs) while the fault lasts
+/// is delayed; without the flag the child is not (it is still followed by the tracer, so it
+/// shows a TracerPid, but no rule covers it).
+#[test]
+fn a_pid_target_follows_children_only_when_asked() {
+    let _alone = serial::alone();
+    let agent = Agent::start();
+    let cg = Cgroup::new("sdfollow");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let dir = TempDir::new("follow");
+    let file = dir.path().join("f").display().to_string();
+    for (follow, delayed) in [(true, true), (false, false)] {
+        let w = Waiting::start(&cg, &["spawn", "calls", "fsync", &file, "3"]);
+        let mut rest = vec!["--syscall", "fsync", "--latency", "200ms", "--for", "60s"];
+        if follow {
+            rest.push("--follow-children");
+        }
+        let e = delay(&agent, &["--pid", &w.pid], &rest);
+        let v = w.release();
+        let ms = ms_list(&v);
+        eprintln!("follow {follow}: the child's fsync ms {ms:?}");
+        assert_eq!(ms.len(), 3, "{v}");
+        for m in &ms {
+            assert_eq!(*m >= 200.0, delayed, "follow {follow}: an fsync took {m} ms: {v}");
+        }
+        agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
+    }
+}
