@@ -618,3 +618,43 @@ fn a_pid_target_follows_children_only_when_asked() {
         agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
     }
 }
+
+/// A process that leaves a cgroup target is let go (untraced within a rescan or two); a
+/// second delay fault on processes the first one holds is refused, saying so.
+#[test]
+fn a_process_that_leaves_is_let_go_and_a_second_fault_is_refused() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("sdleave");
+    let other = Cgroup::new("sdleave-other");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let p = Timed::start(&cg, 5.0);
+    delay(
+        &agent,
+        &["--cgroup", &cg.rel],
+        &["--syscall", "fsync", "--latency", "10ms", "--for", "60s"],
+    );
+    assert!(p.traced());
+    let out = agent.cli(&[
+        "sys",
+        "delay",
+        "--pid",
+        &p.pid.to_string(),
+        "--syscall",
+        "read",
+        "--latency",
+        "10ms",
+        "--for",
+        "60s",
+    ]);
+    let err = one_line_error(&out);
+    eprintln!("a second fault: {err}");
+    assert!(err.contains("FAILED_PRECONDITION") && err.contains("another sys delay"), "{err}");
+    std::fs::write(other.fs.join("cgroup.procs"), p.pid.to_string()).unwrap();
+    let t0 = Instant::now();
+    let untraced = || tids(p.pid).iter().all(|t| tracer_of(p.pid, *t) == 0);
+    wait_for("the leaver to be let go", Duration::from_secs(2), untraced);
+    eprintln!("let go {:?} after it left", t0.elapsed());
+    assert_untraced(p.pid);
+}

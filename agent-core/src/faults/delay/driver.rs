@@ -248,9 +248,21 @@ fn candidates(cg: &ResolvedCgroup) -> Vec<i32> {
 fn refusal(e: TracerError, tracer: i32) -> Error {
     match e {
         // "PID: traced by 1234 (strace)", "PID: kernel.yama.ptrace_scope=3 forbids ptrace"
-        TracerError::Refused(why) => Error::FailedPrecondition(format!(
-            "sys delay cannot hold process {why}: nothing was applied"
-        )),
+        TracerError::Refused(why) => {
+            let ours = why
+                .split_once("traced by ")
+                .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<i32>().ok())
+                .is_some_and(|tp| lock(&TRACERS).contains(&tp));
+            let also = if ours {
+                " (the tracer of another sys delay experiment: one delay fault per process at \
+                 a time)"
+            } else {
+                ""
+            };
+            Error::FailedPrecondition(format!(
+                "sys delay cannot hold process {why}{also}: nothing was applied"
+            ))
+        }
         other => Error::internal(&format!("the delay tracer ({tracer})"), chain(&other)),
     }
 }
@@ -505,6 +517,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        lock(&TRACERS).insert(77_777_777);
+        let e = refusal(TracerError::Refused("42: traced by 77777777 (faultline)".into()), 5);
+        lock(&TRACERS).remove(&77_777_777);
+        assert!(e.to_string().contains("another sys delay experiment"), "{e}");
         assert!(matches!(refusal(TracerError::Closed, 5), Error::Internal(_)));
         assert!(matches!(datapath_error(DelayError::Full), Error::ResourceExhausted(_)));
         assert!(matches!(datapath_error(DelayError::TooDeep(40)), Error::InvalidArgument { .. }));
