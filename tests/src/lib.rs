@@ -6,6 +6,7 @@ pub mod containers;
 pub mod net;
 pub mod serial;
 pub mod stress;
+pub mod threads;
 
 use std::{
     path::{Path, PathBuf},

@@ -11,36 +11,10 @@ use std::{
 };
 
 use faultline_tests::{
-    Agent, Cgroup, TempDir, Waiting, one_line_error, probe_bin, serial, wait_for,
+    Agent, Cgroup, TempDir, Waiting, one_line_error, probe_bin, serial,
+    threads::{assert_untraced, state, strace_sleeping, tids, tracer_of},
+    wait_for,
 };
-
-fn status(path: &str, field: &str) -> Option<String> {
-    let text = std::fs::read_to_string(format!("{path}/status")).ok()?;
-    text.lines().find_map(|l| Some(l.strip_prefix(field)?.strip_prefix(':')?.trim().to_string()))
-}
-
-/// The state letter of thread `tid` of `pid` (None once it is gone).
-fn state(pid: i32, tid: i32) -> Option<char> {
-    status(&format!("/proc/{pid}/task/{tid}"), "State")?.chars().next()
-}
-
-fn tracer_of(pid: i32, tid: i32) -> i32 {
-    status(&format!("/proc/{pid}/task/{tid}"), "TracerPid").map_or(0, |s| s.parse().unwrap())
-}
-
-fn tids(pid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
-}
-
-/// No thread of `pid` stopped (T or t) or traced.
-fn assert_untraced(pid: i32) {
-    for tid in tids(pid) {
-        let s = state(pid, tid);
-        assert!(!matches!(s, Some('T' | 't')), "thread {tid} of {pid} is in state {s:?}");
-        assert_eq!(tracer_of(pid, tid), 0, "thread {tid} of {pid} is still traced");
-    }
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -349,27 +323,8 @@ fn a_traced_process_is_refused_naming_its_tracer() {
     if !supported(&agent, &cg) {
         return;
     }
-    let mut strace = cg
-        .command("strace")
-        .args(["-o", "/dev/null", "sleep", "30"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut strace, sleeper) = strace_sleeping(cg.command("strace"));
     let spid = strace.id() as i32;
-    let mut sleeper = 0;
-    wait_for("strace to trace sleep", Duration::from_secs(5), || {
-        let children = std::fs::read_to_string(format!("/proc/{spid}/task/{spid}/children"))
-            .unwrap_or_default();
-        // Not the child strace forks at start to test ptrace: the one that runs sleep.
-        let comm = |p: i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-        sleeper = children
-            .split_whitespace()
-            .map(|p| p.parse().unwrap())
-            .find(|p| comm(*p).trim() == "sleep")
-            .unwrap_or(0);
-        sleeper != 0 && tracer_of(sleeper, sleeper) == spid
-    });
     for target in [["--cgroup", cg.rel.as_str()], ["--pid", &sleeper.to_string()]] {
         let mut args = vec!["sys", "delay"];
         args.extend_from_slice(&target);

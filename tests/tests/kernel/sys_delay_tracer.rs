@@ -15,7 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use faultline_tests::{faultline_bin, probe_bin, serial, wait_for};
+use faultline_tests::{
+    faultline_bin, probe_bin, serial,
+    threads::{assert_untraced, state, strace_sleeping, tids, tracer_of},
+    wait_for,
+};
 
 const SIGURG: i32 = libc::SIGURG;
 
@@ -102,34 +106,6 @@ fn tgkill(pid: i32, tid: i32, sig: i32) {
 fn kill(pid: i32, sig: i32) {
     // SAFETY: integer arguments only; every pid signalled is a process this test started.
     unsafe { libc::kill(pid, sig) };
-}
-
-fn status(tid_path: &str, field: &str) -> Option<String> {
-    let text = std::fs::read_to_string(format!("{tid_path}/status")).ok()?;
-    text.lines().find_map(|l| Some(l.strip_prefix(field)?.strip_prefix(':')?.trim().to_string()))
-}
-
-/// The state letter of thread `tid` of `pid` (None once it is gone).
-fn state(pid: i32, tid: i32) -> Option<char> {
-    status(&format!("/proc/{pid}/task/{tid}"), "State")?.chars().next()
-}
-
-fn tracer_of(pid: i32, tid: i32) -> i32 {
-    status(&format!("/proc/{pid}/task/{tid}"), "TracerPid").map_or(0, |s| s.parse().unwrap())
-}
-
-fn tids(pid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
-}
-
-/// No thread of `pid` stopped (T or t) or traced.
-fn assert_untraced(pid: i32) {
-    for tid in tids(pid) {
-        let s = state(pid, tid);
-        assert!(!matches!(s, Some('T' | 't')), "thread {tid} of {pid} is in state {s:?}");
-        assert_eq!(tracer_of(pid, tid), 0, "thread {tid} of {pid} is still traced");
-    }
 }
 
 /// `faultline __delay-tracer`, started by a throwaway shell that plays the agent.
@@ -328,20 +304,8 @@ fn holds_only_the_armed_thread_for_its_delay() {
 #[test]
 fn refuses_a_traced_process_and_the_agent() {
     let (armed, seized) = maps();
-    let mut strace = Command::new("strace")
-        .args(["-o", "/dev/null", "sleep", "30"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut strace, sleeper) = strace_sleeping(Command::new("strace"));
     let spid = strace.id() as i32;
-    let mut sleeper = 0;
-    wait_for("strace to trace sleep", Duration::from_secs(5), || {
-        let children = std::fs::read_to_string(format!("/proc/{spid}/task/{spid}/children"))
-            .unwrap_or_default();
-        sleeper = children.split_whitespace().next().map_or(0, |p| p.parse().unwrap());
-        sleeper != 0 && tracer_of(sleeper, sleeper) == spid
-    });
     let mut tracer = Tracer::start(&armed, &seized, 60);
     let r = tracer.ask(&format!("seize {sleeper}"));
     assert_eq!(r, format!("refused {sleeper}: traced by {spid} (strace)"));
