@@ -17,7 +17,7 @@ use std::{
 
 use faultline_tests::{
     faultline_bin, probe_bin, serial,
-    threads::{assert_untraced, state, strace_sleeping, tids, tracer_of},
+    threads::{assert_untraced, state, status, strace_sleeping, tids, tracer_of},
     wait_for,
 };
 
