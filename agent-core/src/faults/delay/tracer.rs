@@ -372,10 +372,13 @@ struct Daemon {
     stats: BTreeMap<u32, (u64, u64)>,
 }
 
-fn ptrace(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> io::Result<libc::c_long> {
+/// ptrace(2) through the raw system call: glibc declares the request unsigned and musl signed
+/// (the static guest build), and no request used here is a PEEK, whose result the libc
+/// wrappers would rewrite.
+fn ptrace(req: impl Into<i64>, tid: i32, addr: usize, data: usize) -> io::Result<libc::c_long> {
     // SAFETY: requests whose addr/data are integers, or (GETEVENTMSG, GETSIGINFO) pointers to
     // live locals of the type the request writes.
-    let r = unsafe { libc::ptrace(req, tid, addr, data) };
+    let r = unsafe { libc::syscall(libc::SYS_ptrace, req.into(), tid, addr, data) };
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
