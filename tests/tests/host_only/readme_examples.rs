@@ -481,8 +481,10 @@ fn the_stress_examples() {
     let subs = [("/checkout", cg.rel.as_str())];
 
     // The load is there and never above what was asked; its accuracy is the stress tests'
-    // and the bench's (on a busy host the workers get less than they ask for).
-    let share = |used: f64, want: f64| (0.5 * want..=1.15 * want).contains(&used);
+    // and the bench's. On a busy host the workers get less than they ask for: a build in
+    // another cgroup takes its fair share whatever its nice value (cgroups split the CPU
+    // first), so only a quarter of the asked load is required here.
+    let share = |used: f64, want: f64| (0.25 * want..=1.15 * want).contains(&used);
     let id = inject(&agent, STRESS[0], &subs);
     let used = cpu_rate(&cg, 3.0);
     let want = 0.8 * cpus();
