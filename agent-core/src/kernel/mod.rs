@@ -3,6 +3,7 @@
 
 pub mod bpflog;
 pub mod btf;
+pub mod lsm;
 pub mod netns;
 pub mod object;
 pub mod probes;

@@ -375,7 +375,7 @@ fn file_backend(
     object: &[u8],
     fds: &HashMap<String, RawFd>,
 ) -> std::result::Result<FileBackend, String> {
-    let lsm = match crate::caps::bpf_lsm_inactive() {
+    let lsm = match crate::kernel::lsm::bpf_lsm_inactive() {
         None => {
             aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}")).and_then(|btf| {
                 let prog: &mut Lsm = ebpf
