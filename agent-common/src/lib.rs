@@ -35,6 +35,7 @@ mod pod {
     unsafe impl aya::Pod for crate::delay::DelayArm {}
     unsafe impl aya::Pod for crate::delay::DelaySlots {}
     unsafe impl aya::Pod for crate::delay::DelayConfig {}
+    unsafe impl aya::Pod for crate::delay::DelayFileOffsets {}
 }
 
 /// `.rodata` flag of every program, set by user space at load (`faultline serve

@@ -284,17 +284,30 @@ fn delay_support(d: crate::faults::delay::DelayProbe, ptrace: Probe) -> (Vec<Pro
             .map_err(Clone::clone),
     );
     let signal = result("send_signal_thread", d.send_signal_thread.clone());
-    let probes = vec![hook, signal, ptrace];
-    let missing = probes.iter().find(|p| !p.supported);
+    let walk = result(
+        "delay_path_walk",
+        d.path_walk.clone().map(|()| {
+            "struct file, dentry and mount offsets from BTF: --path is matched in the kernel"
+                .to_string()
+        }),
+    );
+    let paths = match &d.path_walk {
+        Ok(()) => "--path matched in the kernel by the directory's identity".to_string(),
+        Err(why) => format!("no --path: {why}"),
+    };
+    // The path walk is optional: without it only --path is refused.
+    let probes = vec![hook, signal, ptrace, walk];
+    let missing = probes[..3].iter().find(|p| !p.supported);
     let fault = match (missing, &d.exit_hook) {
         (None, Ok(h)) => FaultSupport {
             fault: "syscall_delay",
             supported: true,
             backend: crate::faults::delay::driver::backend(*h),
-            reason: "no path prefixes yet; while a delay fault is active every system call on \
-                     the node passes the syscall-exit tracepoint (tens of ns each); a delayed \
-                     process shows a TracerPid and cannot be debugged meanwhile"
-                .into(),
+            reason: format!(
+                "{paths}; while a delay fault is active every system call on the node passes \
+                 the syscall-exit tracepoint (tens of ns each); a delayed process shows a \
+                 TracerPid and cannot be debugged meanwhile"
+            ),
         },
         (Some(p), _) => FaultSupport {
             fault: "syscall_delay",
@@ -509,22 +522,35 @@ mod delay_tests {
 
     #[test]
     fn the_delay_row_follows_its_probes() {
-        let ok = DelayProbe { exit_hook: Ok(ExitHook::TpBtf), send_signal_thread: Ok("y".into()) };
+        let ok = DelayProbe {
+            exit_hook: Ok(ExitHook::TpBtf),
+            send_signal_thread: Ok("y".into()),
+            path_walk: Ok(()),
+        };
         let (probes, f) = delay_support(ok.clone(), ptrace(true));
         let names: Vec<_> = probes.iter().map(|p| p.name).collect();
-        assert_eq!(names, ["delay_exit_hook", "send_signal_thread", "ptrace_seize"]);
+        assert_eq!(
+            names,
+            ["delay_exit_hook", "send_signal_thread", "ptrace_seize", "delay_path_walk"]
+        );
         assert!(f.supported && f.backend == "tp_btf+ptrace", "{f:?}");
-        assert!(f.reason.contains("no path prefixes"), "{f:?}");
+        assert!(f.reason.starts_with("--path matched in the kernel"), "{f:?}");
+        // Without the walk the fault still works, --path aside.
+        let no_walk =
+            DelayProbe { path_walk: Err("struct file has no member f_path".into()), ..ok.clone() };
+        let (probes, f) = delay_support(no_walk, ptrace(true));
+        assert!(f.supported && !probes[3].supported, "{f:?}");
+        assert!(f.reason.starts_with("no --path: struct file has no member f_path"), "{f:?}");
         let raw = DelayProbe { exit_hook: Ok(ExitHook::RawTp), ..ok.clone() };
         assert_eq!(delay_support(raw, ptrace(true)).1.backend, "raw_tp+ptrace");
         let (_, f) = delay_support(ok.clone(), ptrace(false));
         assert!(!f.supported);
         assert_eq!(f.reason, "unsupported: ptrace_seize: kernel.yama.ptrace_scope=3 x");
         let no_signal = DelayProbe { send_signal_thread: Err("no marker".into()), ..ok };
-        let (_, f) = delay_support(no_signal, ptrace(true));
+        let (_, f) = delay_support(no_signal.clone(), ptrace(true));
         assert_eq!(f.reason, "unsupported: send_signal_thread: no marker");
         let none =
-            DelayProbe { exit_hook: Err("refused".into()), send_signal_thread: Err("x".into()) };
+            DelayProbe { exit_hook: Err("refused".into()), path_walk: Ok(()), ..no_signal.clone() };
         let (_, f) = delay_support(none, ptrace(true));
         assert_eq!(
             (f.supported, f.reason.as_str()),

@@ -14,15 +14,16 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use faultline_common::delay::{
-    DELAY_F_NORMAL, DELAY_F_SEEDED, DELAY_MAX_SYSCALL, DELAY_SIGNAL, DelayArm, DelayConfig,
-    DelayRule, DelaySlots, MAX_DELAY_RULES_PER_TARGET,
+    DELAY_F_NORMAL, DELAY_F_PATH, DELAY_F_SEEDED, DELAY_MAX_SYSCALL, DELAY_SIGNAL, DelayArm,
+    DelayConfig, DelayRule, DelaySlots, MAX_DELAY_RULES_PER_TARGET, PATH_FD_ARG0, PATH_FD_ARG4,
+    PATH_FD_RET, path_fd,
 };
 
 use crate::{
     atomics,
     calls::{self, next, rodata},
     dlog::dlog,
-    levels,
+    fdpath, levels,
     maps::{
         FL_DELAY_AGENT_TGID, FL_DELAY_ARMED, FL_DELAY_CGROUPS, FL_DELAY_CONFIG, FL_DELAY_PIDS,
         FL_DELAY_RULES, FL_DELAY_SEIZED, FL_DELAY_STATE, FL_DELAY_TASK_BLOCKED,
@@ -32,6 +33,9 @@ use crate::{
 
 /// offsetof(struct pt_regs, orig_ax) on x86_64: the system call's number at its exit.
 const PT_REGS_ORIG_AX: usize = 120;
+/// offsetof(struct pt_regs, di) and (.., r8): the first and fifth arguments.
+const PT_REGS_DI: usize = 112;
+const PT_REGS_R8: usize = 72;
 /// -ERESTARTSYS .. -ERESTART_RESTARTBLOCK: the call is restarted or interrupted by a real
 /// signal; it is judged when it finally completes.
 const RESTART_FIRST: i64 = -516;
@@ -183,10 +187,32 @@ fn arm(tid: u32, slot: u32, nr: u32, delay_ns: u64) {
     dlog!("delay: rule {} armed tid {} (syscall {}) for {} ns", slot, tid, nr, delay_ns);
 }
 
+/// The descriptor of the file call `nr` worked on: from its arguments in `regs` or its
+/// result `ret`; None when the call names no file by a descriptor.
+#[inline(always)]
+fn call_fd(nr: u32, regs: *const u8, ret: i64) -> Option<u64> {
+    let arg = |off: usize| {
+        // SAFETY: reading one saved register of the current task.
+        unsafe { bpf_probe_read_kernel(regs.add(off).cast::<u64>()) }.ok().map(|v| v & 0xffff_ffff)
+    };
+    match path_fd(nr) {
+        PATH_FD_ARG0 => arg(PT_REGS_DI),
+        PATH_FD_ARG4 => arg(PT_REGS_R8),
+        PATH_FD_RET if ret >= 0 => Some(ret as u64),
+        _ => None,
+    }
+}
+
+/// Whether a rule with a path matches the call: its file is at or under the rule's directory.
+#[inline(always)]
+fn path_matches(rule: &DelayRule, nr: u32, regs: *const u8, ret: i64) -> bool {
+    call_fd(nr, regs, ret).is_some_and(|fd| fdpath::fd_under(fd, rule.path_dev, rule.path_ino))
+}
+
 /// sys_exit(struct pt_regs *regs, long ret), for both program types: `nr` is
 /// regs->orig_ax.
 #[inline(always)]
-fn on_exit(nr: u64, ret: i64) {
+fn on_exit(regs: *const u8, nr: u64, ret: i64) {
     // Also not a system call: orig_ax is -1 there.
     if nr >= u64::from(DELAY_MAX_SYSCALL) {
         return;
@@ -204,7 +230,9 @@ fn on_exit(nr: u64, ret: i64) {
     }
     let blocked = marker_blocked();
     let chosen = each_rule(cfg, tgid, |slot, rule| {
-        if !has(&rule.syscalls, nr) {
+        if !has(&rule.syscalls, nr)
+            || (rule.flags & DELAY_F_PATH != 0 && !path_matches(rule, nr, regs, ret))
+        {
             return None;
         }
         judge(slot, rule, blocked).map(|d| (slot, d))
@@ -221,7 +249,7 @@ pub fn fl_delay_sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
     // SAFETY: the verifier checks the load against struct pt_regs in the kernel's BTF.
     let nr = unsafe { core::ptr::read_volatile(regs.add(PT_REGS_ORIG_AX).cast::<u64>()) };
-    on_exit(nr, ctx.arg(1));
+    on_exit(regs, nr, ctx.arg(1));
     0
 }
 
@@ -233,7 +261,7 @@ pub fn fl_delay_sys_exit_raw(ctx: RawTracePointContext) -> i32 {
     let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(PT_REGS_ORIG_AX).cast::<u64>()) }) else {
         return 0;
     };
-    on_exit(nr, ctx.arg(1));
+    on_exit(regs, nr, ctx.arg(1));
     0
 }
 

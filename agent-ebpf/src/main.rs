@@ -13,6 +13,8 @@ mod delay;
 #[cfg(target_arch = "bpf")]
 mod dlog;
 #[cfg(target_arch = "bpf")]
+mod fdpath;
+#[cfg(target_arch = "bpf")]
 mod levels;
 #[cfg(target_arch = "bpf")]
 mod maps;

@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use faultline_common::{
     delay::{
-        DelayArm, DelayConfig, DelayRule, DelaySlots, DelayState, MAX_DELAY_RULES,
-        MAX_DELAY_THREADS,
+        DelayArm, DelayConfig, DelayFileOffsets, DelayRule, DelaySlots, DelayState,
+        MAX_DELAY_RULES, MAX_DELAY_THREADS,
     },
     net::{
         CgroupRules, CidrKey, DevInfo, DnsClient, DnsOrig, MAX_CIDR_ENTRIES, MAX_PORT_ENTRIES,
@@ -145,6 +145,28 @@ pub static FL_DELAY_AGENT_TGID: u32 = 0;
 
 #[unsafe(no_mangle)]
 pub static FL_DELAY_TASK_BLOCKED: u32 = 0;
+
+/// `.rodata` (GLOBAL_DELAY_FILE): the offsets the path walk reads; all 0: path rules are
+/// never loaded.
+#[unsafe(no_mangle)]
+pub static FL_DELAY_FILE: DelayFileOffsets = DelayFileOffsets {
+    known: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_f_path: 0,
+    dentry_d_parent: 0,
+    dentry_d_inode: 0,
+    dentry_d_sb: 0,
+    inode_i_ino: 0,
+    sb_s_dev: 0,
+    mount_mnt: 0,
+    mount_mnt_parent: 0,
+    mount_mnt_mountpoint: 0,
+    vfsmount_mnt_root: 0,
+    _pad: 0,
+};
 
 // ---- tc/tcx device programs (tc.rs)
 

@@ -23,7 +23,18 @@ fn name_at(strings: &[u8], off: u32) -> &[u8] {
     &s[..s.iter().position(|&c| c == 0).unwrap_or(s.len())]
 }
 
-/// Byte offset of `member` in `struct name`, from BTF data `btf`.
+/// One BTF type: its kind, name, member count, kind flag and where its members start.
+struct Type {
+    kind: u32,
+    name_off: u32,
+    vlen: usize,
+    kind_flag: bool,
+    body: usize,
+}
+
+/// Byte offset of `member` in `struct name`, from BTF data `btf`. Members of anonymous
+/// structs and unions inside it count as its own (C's rule: `file.f_path` sits in an
+/// anonymous union on recent kernels).
 pub fn member_offset_in(btf: &[u8], name: &str, member: &str) -> Result<u32, String> {
     if btf.len() < 24 || btf[0..2] != [0x9f, 0xeb] {
         return Err("not little-endian BTF".into());
@@ -37,11 +48,13 @@ pub fn member_offset_in(btf: &[u8], name: &str, member: &str) -> Result<u32, Str
     let strings = btf
         .get(hdr_len + str_off..hdr_len + str_off + str_len)
         .ok_or("BTF strings out of range")?;
+    // Type ids start at 1.
+    let mut all = vec![Type { kind: 0, name_off: 0, vlen: 0, kind_flag: false, body: 0 }];
     let mut at = 0;
     while at + 12 <= types.len() {
         let name_off = u32_at(types, at)?;
         let info = u32_at(types, at + 4)?;
-        let (kind, vlen, kind_flag) = ((info >> 24) & 0x1f, info & 0xffff, info >> 31);
+        let (kind, vlen, kind_flag) = ((info >> 24) & 0x1f, info & 0xffff, info >> 31 == 1);
         let body = at + 12;
         let extra = match kind {
             KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
@@ -50,42 +63,88 @@ pub fn member_offset_in(btf: &[u8], name: &str, member: &str) -> Result<u32, Str
             KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
             _ => 0,
         };
-        if kind == KIND_STRUCT && name_at(strings, name_off) == name.as_bytes() {
-            for i in 0..vlen as usize {
-                let m = body + i * 12;
-                if name_at(strings, u32_at(types, m)?) == member.as_bytes() {
-                    let raw = u32_at(types, m + 8)?;
-                    let bits = if kind_flag == 1 { raw & 0x00ff_ffff } else { raw };
-                    return Ok(bits / 8);
-                }
-            }
-            return Err(format!("struct {name} has no member {member}"));
-        }
+        all.push(Type { kind, name_off, vlen: vlen as usize, kind_flag, body });
         at = body + extra;
     }
-    Err(format!("struct {name} is not in the kernel's BTF"))
+    let Some(top) = all
+        .iter()
+        .find(|t| t.kind == KIND_STRUCT && name_at(strings, t.name_off) == name.as_bytes())
+    else {
+        return Err(format!("struct {name} is not in the kernel's BTF"));
+    };
+    find_member(types, strings, &all, top, member.as_bytes(), 0)?
+        .ok_or_else(|| format!("struct {name} has no member {member}"))
+}
+
+/// The bit offset of `member` in `t`, looking into anonymous members (to a bounded depth).
+fn find_member(
+    types: &[u8],
+    strings: &[u8],
+    all: &[Type],
+    t: &Type,
+    member: &[u8],
+    depth: u32,
+) -> Result<Option<u32>, String> {
+    for i in 0..t.vlen {
+        let m = t.body + i * 12;
+        let (name_off, type_id, raw) =
+            (u32_at(types, m)?, u32_at(types, m + 4)?, u32_at(types, m + 8)?);
+        let bits = if t.kind_flag { raw & 0x00ff_ffff } else { raw };
+        if name_off != 0 {
+            if name_at(strings, name_off) == member {
+                return Ok(Some(bits / 8));
+            }
+            continue;
+        }
+        let Some(inner) = all.get(type_id as usize) else { continue };
+        if depth < 4
+            && matches!(inner.kind, KIND_STRUCT | KIND_UNION)
+            && let Some(off) = find_member(types, strings, all, inner, member, depth + 1)?
+        {
+            return Ok(Some(bits / 8 + off));
+        }
+    }
+    Ok(None)
+}
+
+/// The running kernel's BTF, read once for several look-ups.
+pub struct KernelBtf(Vec<u8>);
+
+impl KernelBtf {
+    pub fn read() -> Result<Self, String> {
+        std::fs::read("/sys/kernel/btf/vmlinux")
+            .map(KernelBtf)
+            .map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))
+    }
+
+    /// Byte offset of `member` in `struct name`.
+    pub fn offset(&self, name: &str, member: &str) -> Result<u32, String> {
+        member_offset_in(&self.0, name, member)
+    }
 }
 
 /// Byte offset of `member` in `struct name` in the running kernel.
 pub fn member_offset(name: &str, member: &str) -> Result<u32, String> {
-    let btf = std::fs::read("/sys/kernel/btf/vmlinux")
-        .map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))?;
-    member_offset_in(&btf, name, member)
+    KernelBtf::read()?.offset(name, member)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A BTF blob with `int` and `struct file { int a; int f_path; }`.
+    /// A BTF blob with `int`, `struct file { int a; int f_path; }` and
+    /// `struct task { int a; union { int x; int files; }; }` (the union anonymous, at byte 8).
     fn blob() -> Vec<u8> {
-        let strings = b"\0int\0file\0a\0f_path\0".to_vec();
+        let strings = b"\0int\0file\0a\0f_path\0task\0x\0files\0".to_vec();
         let mut types = Vec::new();
         let mut push = |v: &[u32]| v.iter().for_each(|x| types.extend_from_slice(&x.to_le_bytes()));
         // [1] int: name "int", kind INT, size 4, encoding word.
         push(&[1, KIND_INT << 24, 4, 32]);
         // [2] struct file, 2 members: a at bit 0, f_path at bit 64.
         push(&[5, KIND_STRUCT << 24 | 2, 16, 10, 1, 0, 12, 1, 64]);
+        // [3] union { x; files; } (anonymous), [4] struct task { a; <union at bit 64> }.
+        push(&[0, KIND_UNION << 24 | 2, 4, 24, 1, 0, 26, 1, 0]);
+        push(&[19, KIND_STRUCT << 24 | 2, 12, 10, 1, 0, 0, 3, 64]);
         let mut b = vec![0x9f, 0xeb, 1, 0];
         for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
             b.extend_from_slice(&v.to_le_bytes());
@@ -100,5 +159,7 @@ mod tests {
         assert_eq!(member_offset_in(&blob(), "file", "f_path"), Ok(8));
         assert!(member_offset_in(&blob(), "file", "nope").is_err());
         assert!(member_offset_in(&blob(), "inode", "i_mode").is_err());
+        assert_eq!(member_offset_in(&blob(), "task", "files"), Ok(8));
+        assert!(member_offset_in(&blob(), "task", "y").is_err());
     }
 }

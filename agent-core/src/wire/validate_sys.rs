@@ -1,6 +1,9 @@
 //! Validation of system-call faults.
 
-use faultline_common::sys::{PATH_HOOKS, SYS_PATH_MAX};
+use faultline_common::{
+    delay::{PATH_FD_NONE, path_fd},
+    sys::{PATH_HOOKS, SYS_PATH_MAX},
+};
 use faultline_proto::v1 as pb;
 
 use std::time::Duration;
@@ -160,12 +163,17 @@ pub fn syscall_delay(s: &pb::SyscallDelay, field: &str) -> Result<SyscallDelay> 
         None => 100.0,
     };
     let path_prefix = path_prefix(&s.path_prefix, &format!("{field}.path_prefix"))?;
-    if path_prefix.is_some() {
-        // A well-formed request this agent cannot serve yet: the exit program has no path
-        // matching (the dentry walk of issue 16 is still to come).
-        return Err(Error::FailedPrecondition(format!(
-            "unsupported: {field}.path_prefix: path prefixes for sys delay are not supported yet"
-        )));
+    if path_prefix.is_some()
+        && let Some(i) = numbers.iter().position(|&nr| path_fd(nr) == PATH_FD_NONE)
+    {
+        return Err(Error::invalid(
+            format!("{field}.path_prefix"),
+            format!(
+                "applies to calls on a file descriptor or that open one (open, read, write, \
+                 fsync, fdatasync, sync_file_range, fallocate, mmap and their variants), not {}",
+                names[i]
+            ),
+        ));
     }
     Ok(SyscallDelay {
         syscalls: names,
@@ -212,7 +220,7 @@ mod tests {
         }
     }
 
-    fn field_of(r: Result<SyscallErrno>) -> String {
+    fn field_of<T: std::fmt::Debug>(r: Result<T>) -> String {
         match r {
             Err(Error::InvalidArgument { field, .. }) => field,
             other => panic!("expected InvalidArgument, got {other:?}"),
@@ -371,16 +379,21 @@ mod tests {
         );
     }
 
-    /// A well-formed path prefix is refused as not supported yet (FailedPrecondition), "/"
-    /// (every path) is no filter at all.
+    /// A delay's path prefix: normalized as for errno faults, only with calls on a file
+    /// descriptor or that open one; "/" (every path) is no filter at all.
     #[test]
-    fn delay_path_prefix_is_not_supported_yet() {
-        let mut r = delay(&["read"]);
+    fn delay_path_prefix_goes_with_file_calls_only() {
+        let mut r = delay(&["read", "openat", "fsync", "mmap"]);
+        r.path_prefix = "/data/".into();
+        assert_eq!(syscall_delay(&r, "f").unwrap().path_prefix.as_deref(), Some("/data"));
+        r.path_prefix = "data".into();
+        assert_eq!(field_of(syscall_delay(&r, "f")), "f.path_prefix");
+        let mut r = delay(&["read", "unlink"]);
         r.path_prefix = "/data".into();
-        match syscall_delay(&r, "fault.syscall_delay") {
-            Err(Error::FailedPrecondition(m)) => {
-                assert!(m.starts_with("unsupported: fault.syscall_delay.path_prefix"), "{m}");
-                assert!(m.contains("not supported yet"), "{m}");
+        match syscall_delay(&r, "f") {
+            Err(Error::InvalidArgument { field, message }) => {
+                assert_eq!(field, "f.path_prefix");
+                assert!(message.ends_with("not unlink"), "{message}");
             }
             other => panic!("{other:?}"),
         }

@@ -87,7 +87,8 @@ pub struct SysDelayArgs {
     /// After this many delays the calls run at full speed again.
     #[arg(long)]
     pub max_hits: Option<u64>,
-    /// Only calls on files under this absolute path (not supported yet: refused).
+    /// Only calls on files at or under this absolute path, as the target sees it (it must
+    /// exist): open, read, write, fsync and the other calls on a file descriptor.
     #[arg(long)]
     pub path: Option<String>,
     /// Seed for reproducible random decisions.

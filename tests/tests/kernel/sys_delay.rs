@@ -59,9 +59,15 @@ struct Timed {
 
 impl Timed {
     fn start(cg: &Cgroup, seconds: f64) -> Timed {
+        Timed::start_with(cg, seconds, &[])
+    }
+
+    /// With `files` = [IN, OUT]: A's calls on both files, each timed.
+    fn start_with(cg: &Cgroup, seconds: f64, files: &[&str]) -> Timed {
         let mut child = cg
             .command(probe_bin())
             .args(["threads-timed", &seconds.to_string()])
+            .args(files)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -399,7 +405,13 @@ fn bad_input_is_refused_naming_the_field() {
         (&["--max-hits", "0"], "INVALID_ARGUMENT", "fault.syscall_delay.max_hits"),
         (&["--follow-children"], "INVALID_ARGUMENT", "fault.syscall_delay.follow_children"),
         (&["--path", "data"], "INVALID_ARGUMENT", "fault.syscall_delay.path_prefix"),
-        (&["--path", "/data"], "FAILED_PRECONDITION", "fault.syscall_delay.path_prefix"),
+        // A prefix must exist (it is matched by identity); path applies to file calls.
+        (&["--path", "/fl-no-such-dir"], "INVALID_ARGUMENT", "fault.syscall_delay.path_prefix"),
+        (
+            &["--syscall", "connect", "--path", "/tmp"],
+            "INVALID_ARGUMENT",
+            "fault.syscall_delay.path_prefix",
+        ),
     ];
     for (extra, code, field) in cases {
         let mut args =
@@ -612,4 +624,105 @@ fn a_process_that_leaves_is_let_go_and_a_second_fault_is_refused() {
     wait_for("the leaver to be let go", Duration::from_secs(2), untraced);
     eprintln!("let go {:?} after it left", t0.elapsed());
     assert_untraced(p.pid);
+}
+
+/// A tmpfs mounted for a test, lazily unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn at(dir: &std::path::Path) -> Tmpfs {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "fl-test"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs at {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `--path`: half of thread A's opens of a file under the directory, and of its preads and
+/// pwrites through a descriptor opened before the fault began, take 100 ms longer; the same
+/// calls on a file outside it (in a directory whose name starts with the prefix's), and B's
+/// calls, take no longer. The prefix is matched in the kernel by the directory's identity,
+/// walking up from the descriptor's file.
+#[test]
+fn half_of_the_calls_under_a_path_take_100ms_longer_and_none_outside() {
+    let _alone = serial::alone();
+    let agent = Agent::start();
+    let cg = Cgroup::new("sdpath");
+    if !supported(&agent, &cg) {
+        return;
+    }
+    let tmp = TempDir::new("sdpath");
+    let (data, other) = (tmp.path().join("data"), tmp.path().join("database"));
+    assert!(other.to_str().unwrap().starts_with(data.to_str().unwrap()));
+    // The file under the prefix lies on another filesystem mounted below it: the walk
+    // crosses the mount.
+    let mnt = data.join("deep/er");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    let _tmpfs = Tmpfs::at(&mnt);
+    std::fs::create_dir_all(mnt.join("d")).unwrap();
+    let (inside, outside) = (mnt.join("d/f"), other.join("f"));
+    for f in [&inside, &outside] {
+        std::fs::write(f, [0u8; 4096]).unwrap();
+    }
+    let (inside, outside) = (inside.to_str().unwrap(), outside.to_str().unwrap());
+    let mut p = Timed::start_with(&cg, 3.0, &[inside, outside]);
+    let e = delay(
+        &agent,
+        &["--cgroup", &cg.rel],
+        &[
+            "--syscall",
+            "openat,pread64,pwrite64",
+            "--path",
+            data.to_str().unwrap(),
+            "--latency",
+            "100ms",
+            "--percent",
+            "50",
+            "--for",
+            "60s",
+        ],
+    );
+    let id = e["id"].as_str().unwrap().to_string();
+    p.go();
+    let v = p.finish();
+    eprintln!("target: {v}");
+    let long = v["long"].as_array().unwrap();
+    let outside_long: Vec<_> = long.iter().filter(|r| r["file"] == "out").collect();
+    assert!(outside_long.is_empty(), "calls outside the path were delayed: {outside_long:?}");
+    // The calls' own median is an undelayed one (fewer than half of all calls are delayed).
+    let base = v["median_ms"].as_f64().unwrap();
+    let extras: Vec<f64> = long
+        .iter()
+        .filter(|r| r["file"] == "in")
+        .map(|r| r["ms"].as_f64().unwrap() - base)
+        .filter(|e| *e > 50.0)
+        .collect();
+    let calls_in = v["calls_in"].as_u64().unwrap();
+    let share = extras.len() as f64 / calls_in as f64;
+    let m = median(extras.clone());
+    eprintln!(
+        "{} of {calls_in} calls under the path delayed, median added {m:.1} ms",
+        extras.len()
+    );
+    assert!(calls_in >= 20, "{v}");
+    assert!((0.25..=0.75).contains(&share), "{} of {calls_in} delayed", extras.len());
+    assert!((90.0..=110.0).contains(&m), "median added {m} ms");
+    std::thread::sleep(Duration::from_millis(600));
+    let got = agent.cli_json(&["get", &id]);
+    let (seen, delayed) = (counter(&got, "calls_seen"), counter(&got, "calls_delayed"));
+    eprintln!("counters: seen {seen} delayed {delayed}");
+    // Only calls under the path are seen.
+    assert!(seen.abs_diff(calls_in) <= 2, "seen {seen}, {calls_in} calls under the path: {got}");
+    assert!(delayed.abs_diff(extras.len() as u64) <= 2, "{got}");
+    agent.cli_json(&["cancel", &id]);
 }

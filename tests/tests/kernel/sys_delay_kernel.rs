@@ -192,7 +192,8 @@ fn rule(nrs: &[u32], latency_ms: u64, jitter_ms: u64) -> DelayRule {
         max_hits: 0,
         expires_ns: u64::MAX,
         flags: 0,
-        _pad: 0,
+        path_dev: 0,
+        path_ino: 0,
     }
 }
 

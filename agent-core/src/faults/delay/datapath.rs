@@ -22,10 +22,11 @@ use aya::{
 };
 use faultline_common::{
     delay::{
-        DELAY_F_FOLLOW, DELAY_F_SEEDED, DELAY_MAX_SYSCALL, DELAY_SIGNAL, DelayArm, DelayConfig,
-        DelayRule, DelaySlots, DelayState, GLOBAL_DELAY_AGENT_TGID, GLOBAL_DELAY_TASK_BLOCKED,
-        MAP_DELAY_ARMED, MAP_DELAY_CGROUPS, MAP_DELAY_CONFIG, MAP_DELAY_PIDS, MAP_DELAY_RULES,
-        MAP_DELAY_SEIZED, MAP_DELAY_STATE, MAX_DELAY_RULES, MAX_DELAY_RULES_PER_TARGET,
+        DELAY_F_FOLLOW, DELAY_F_PATH, DELAY_F_SEEDED, DELAY_MAX_SYSCALL, DELAY_SIGNAL, DelayArm,
+        DelayConfig, DelayFileOffsets, DelayRule, DelaySlots, DelayState, GLOBAL_DELAY_AGENT_TGID,
+        GLOBAL_DELAY_FILE, GLOBAL_DELAY_TASK_BLOCKED, MAP_DELAY_ARMED, MAP_DELAY_CGROUPS,
+        MAP_DELAY_CONFIG, MAP_DELAY_PIDS, MAP_DELAY_RULES, MAP_DELAY_SEIZED, MAP_DELAY_STATE,
+        MAX_DELAY_RULES, MAX_DELAY_RULES_PER_TARGET,
     },
     net::{MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS},
     sys::GLOBAL_SYS_HAS_FETCH,
@@ -107,6 +108,8 @@ pub enum DelayError {
     SyscallRange(u32),
     #[error("no system-call delay in slot {0}")]
     UnknownSlot(u32),
+    #[error("path prefixes need the kernel's file structures from BTF: {0}")]
+    NoPathWalk(String),
 }
 
 type Result<T, E = DelayError> = std::result::Result<T, E>;
@@ -257,6 +260,31 @@ impl ExitLink {
     }
 }
 
+/// The offsets the exit program's path walk reads (agent-ebpf/src/fdpath.rs), from the
+/// running kernel's BTF; the first member missing is the error.
+pub fn file_offsets() -> std::result::Result<DelayFileOffsets, String> {
+    let btf = btf::KernelBtf::read()?;
+    let at = |s: &str, m: &str| btf.offset(s, m);
+    Ok(DelayFileOffsets {
+        known: 1,
+        task_files: at("task_struct", "files")?,
+        files_fdt: at("files_struct", "fdt")?,
+        fdt_max_fds: at("fdtable", "max_fds")?,
+        fdt_fd: at("fdtable", "fd")?,
+        file_f_path: at("file", "f_path")?,
+        dentry_d_parent: at("dentry", "d_parent")?,
+        dentry_d_inode: at("dentry", "d_inode")?,
+        dentry_d_sb: at("dentry", "d_sb")?,
+        inode_i_ino: at("inode", "i_ino")?,
+        sb_s_dev: at("super_block", "s_dev")?,
+        mount_mnt: at("mount", "mnt")?,
+        mount_mnt_parent: at("mount", "mnt_parent")?,
+        mount_mnt_mountpoint: at("mount", "mnt_mountpoint")?,
+        vfsmount_mnt_root: at("vfsmount", "mnt_root")?,
+        _pad: 0,
+    })
+}
+
 /// How an instance is loaded: the agent's own (`DelayDatapath::load`) or the probe's.
 struct LoadOptions {
     /// Calls of this process are never delayed.
@@ -285,6 +313,8 @@ pub struct DelayDatapath {
     pub follow: std::result::Result<(), String>,
     /// Threads that block the marker are skipped (task_struct.blocked known), or why not.
     pub blocked_check: std::result::Result<(), String>,
+    /// Rules may have a path (the file offsets known), or why not.
+    pub paths: std::result::Result<(), String>,
 }
 
 impl DelayDatapath {
@@ -302,10 +332,13 @@ impl DelayDatapath {
             if opts.check_blocked { task("blocked") } else { Err("not asked for".to_string()) };
         let (task_pid, task_tgid) = ids.as_ref().map_or((0, 0), |i| *i);
         let (fetch, blocked_off) = (u32::from(exact), *blocked.as_ref().unwrap_or(&0));
+        let files = file_offsets();
+        let files_off = files.clone().unwrap_or_default();
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_DELAY_AGENT_TGID, &opts.agent_tgid, true)
             .override_global(GLOBAL_DELAY_TASK_BLOCKED, &blocked_off, true)
+            .override_global(GLOBAL_DELAY_FILE, &files_off, true)
             .override_global(GLOBAL_SYS_HAS_FETCH, &fetch, true)
             .override_global(GLOBAL_TASK_PID, &task_pid, true)
             .override_global(GLOBAL_TASK_TGID, &task_tgid, true);
@@ -346,6 +379,7 @@ impl DelayDatapath {
             followers: None,
             follow: ids.map(drop),
             blocked_check: blocked.map(drop),
+            paths: files.map(drop),
         })
     }
 
@@ -365,6 +399,11 @@ impl DelayDatapath {
             DelayTarget::Cgroup { id, level } => (Key::Cgroup(id), Some(level), false),
             DelayTarget::Pid { tgid, follow } => (Key::Pid(tgid), None, follow),
         };
+        if rule.flags & DELAY_F_PATH != 0
+            && let Err(why) = &self.paths
+        {
+            return Err(DelayError::NoPathWalk(why.clone()));
+        }
         if self.live.values().filter(|l| l.key == key).count() >= MAX_DELAY_RULES_PER_TARGET {
             return Err(DelayError::TargetFull);
         }
@@ -577,6 +616,8 @@ pub struct DelayProbe {
     pub exit_hook: std::result::Result<ExitHook, String>,
     /// "send_signal_thread": a call of a seized thread got the marker from the exit program.
     pub send_signal_thread: std::result::Result<String, String>,
+    /// "delay_path_walk": path prefixes can be matched (the file offsets from BTF), or why not.
+    pub path_walk: std::result::Result<(), String>,
 }
 
 /// getppid(2) on x86_64: the probe's chosen call.
@@ -591,7 +632,11 @@ pub fn probe() -> DelayProbe {
         Ok(dp) => dp,
         Err(e) => {
             let why = format!("eBPF object: {}", chain(&e));
-            return DelayProbe { exit_hook: Err(why.clone()), send_signal_thread: Err(why) };
+            return DelayProbe {
+                exit_hook: Err(why.clone()),
+                send_signal_thread: Err(why.clone()),
+                path_walk: Err(why),
+            };
         }
     };
     let rule = DelayRule {
@@ -603,20 +648,25 @@ pub fn probe() -> DelayProbe {
         max_hits: 0,
         expires_ns: u64::MAX,
         flags: 0,
-        _pad: 0,
+        path_dev: 0,
+        path_ino: 0,
     };
     let target = DelayTarget::Pid { tgid: std::process::id(), follow: false };
     let slot = match dp.add_rule(target, rule, None) {
         Ok(s) => s,
         Err(e) => {
             let why = chain(&e);
-            return DelayProbe { exit_hook: Err(why.clone()), send_signal_thread: Err(why) };
+            return DelayProbe {
+                exit_hook: Err(why.clone()),
+                send_signal_thread: Err(why.clone()),
+                path_walk: Err(why),
+            };
         }
     };
     let exit_hook = dp.hook().ok_or_else(|| "not attached".to_string());
     let signalled = signal_round(&mut dp);
     let _ = dp.remove_rule(slot);
-    DelayProbe { exit_hook, send_signal_thread: signalled }
+    DelayProbe { exit_hook, send_signal_thread: signalled, path_walk: dp.paths.clone() }
 }
 
 /// One seized thread's getppid, and whether the marker reached that thread.

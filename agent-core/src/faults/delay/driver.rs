@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use faultline_common::delay::{DELAY_F_NORMAL, DELAY_PROB_ONE, DelayRule};
+use faultline_common::delay::{DELAY_F_NORMAL, DELAY_F_PATH, DELAY_PROB_ONE, DelayRule};
 use tracing::{debug, info, warn};
 
 use super::{
@@ -108,15 +108,17 @@ impl DelayDriver {
         if cg.pid == Some(own) {
             return Err(Error::invalid("target.pid", "the agent's own process cannot be delayed"));
         }
-        if spec.path_prefix.is_some() {
-            return Err(Error::FailedPrecondition(format!(
-                "unsupported: {FIELD}.path_prefix: path prefixes for sys delay are not supported yet"
-            )));
-        }
         if let Some(why) = ptrace_forbidden() {
             return Err(Error::FailedPrecondition(format!("unsupported: sys delay: {why}")));
         }
-        let rule = rule(spec, expires)?;
+        let mut rule = rule(spec, expires)?;
+        if let Some(prefix) = &spec.path_prefix {
+            // Resolved in the target's own root (a container sees its own /data).
+            let root = cg.pid.map(|p| p as i32).or_else(|| candidates(cg).first().copied());
+            let (dev, ino) = path_identity(prefix, root)?;
+            rule.flags |= DELAY_F_PATH;
+            (rule.path_dev, rule.path_ino) = (dev, ino);
+        }
         let target = match cg.pid {
             Some(tgid) => DelayTarget::Pid { tgid, follow: spec.follow_children },
             None => DelayTarget::Cgroup { id: cg.id, level: cg.level },
@@ -229,8 +231,39 @@ fn rule(spec: &SyscallDelay, expires: u64) -> Result<DelayRule> {
         max_hits: spec.max_hits.unwrap_or(0),
         expires_ns: expires,
         flags: if spec.distribution == Distribution::Normal { DELAY_F_NORMAL } else { 0 },
-        _pad: 0,
+        path_dev: 0,
+        path_ino: 0,
     })
+}
+
+/// The (device in the kernel's dev_t encoding, inode) of `prefix` as process `root_pid`
+/// sees it (through /proc/PID/root; the agent's own root when the target has no process).
+/// The exit program matches files at or under it by these, so it must exist now.
+fn path_identity(prefix: &str, root_pid: Option<i32>) -> Result<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (path, seen_by) = match root_pid {
+        Some(pid) => (format!("/proc/{pid}/root{prefix}"), format!("process {pid}")),
+        None => (prefix.to_string(), "the agent (the target has no process yet)".to_string()),
+    };
+    let m = std::fs::metadata(&path).map_err(|e| {
+        Error::invalid(
+            format!("{FIELD}.path_prefix"),
+            format!(
+                "{prefix:?} cannot be resolved as {seen_by} sees it: {e} (sys delay matches a \
+                 path prefix by the identity of that directory or file, so it must exist when \
+                 the fault starts)"
+            ),
+        )
+    })?;
+    Ok((kernel_dev(m.dev()), m.ino()))
+}
+
+/// A user-space dev_t (glibc's encoding, as stat returns it) in the kernel's own encoding
+/// (`MKDEV`: major << 20 | minor), as struct super_block.s_dev holds it.
+fn kernel_dev(dev: u64) -> u32 {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    ((major << 20) | (minor & 0xf_ffff)) as u32
 }
 
 /// Every process of a cgroup target but the agent and its tracers.
@@ -273,7 +306,7 @@ fn datapath_error(e: DelayError) -> Error {
             Error::ResourceExhausted(e.to_string())
         }
         DelayError::TooDeep(_) => Error::invalid("target", e.to_string()),
-        DelayError::NoExitHook { .. } => {
+        DelayError::NoExitHook { .. } | DelayError::NoPathWalk(_) => {
             Error::FailedPrecondition(format!("unsupported: sys delay: {}", chain(&e)))
         }
         other => Error::internal("adding the delay rule", chain(&other)),

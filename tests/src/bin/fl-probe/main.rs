@@ -12,7 +12,7 @@
 //! calls OP ARG COUNT              one system call COUNT times: outcomes (see calls.rs)
 //! wait ARGS...                    print our pid, wait for a line on stdin, then run ARGS
 //! spawn ARGS...                   run ARGS in a child fl-probe, print what it printed
-//! threads-timed SECONDS           two timed threads for the delay tracer (see threads.rs)
+//! threads-timed SECONDS [IN OUT]  two timed threads for the delay tracer (see threads.rs)
 //! exec-thread PROG ARGS...        a thread other than the leader execs PROG (threads.rs)
 //!
 //! For `cargo xtask bench` (see bench.rs):
@@ -311,7 +311,10 @@ fn main() {
         Some("tcp-send") => tcp_send(addr(), args[2].parse().expect("seconds")),
         Some("calls") => calls::run(&args[1], &args[2], args[3].parse().expect("COUNT")),
         Some("tcp-recv") => tcp_recv(addr(), args[2].parse().expect("seconds")),
-        Some("threads-timed") => threads::timed(args[1].parse().expect("SECONDS")),
+        Some("threads-timed") => threads::timed(
+            args[1].parse().expect("SECONDS"),
+            args.get(2).map(|i| (i.as_str(), args.get(3).expect("OUT").as_str())),
+        ),
         Some("http-get") => http_get(addr(), num()),
         Some("rate") => bench::rate(&args[1], &args[2], args[3].parse().expect("SECONDS")),
         Some("owd") => bench::owd(addr(), num(), args[3].parse().expect("INTERVAL_MS")),
