@@ -56,6 +56,9 @@ const SYSCALLS: &[&str] = &[
     "faultline sys fail --cgroup /checkout --syscall write,pwrite64 --errno ENOSPC --every-nth 3 --for 5m",
     "faultline sys fail --pid 4242 --follow-children --syscall connect --errno ECONNREFUSED --max-hits 5 --for 1m",
     "faultline sys fail --cgroup /checkout --syscall execve,clone --errno EAGAIN --for 1m",
+    "faultline sys delay --cgroup /checkout --syscall read,write,pread64,pwrite64 --path /data --latency 100ms --percent 50 --for 5m",
+    "faultline sys delay --cgroup /checkout --syscall fsync,fdatasync --latency 2s --for 10m",
+    "faultline sys delay --pid 4242 --follow-children --syscall connect --latency 3s --jitter 500ms --distribution normal --for 5m",
 ];
 
 const STRESS: &[&str] = &[
@@ -458,6 +461,62 @@ fn the_system_call_examples() {
     assert_eq!(r["seq"], "xxxxx.....", "the child's first 5 connects fail, then succeed: {r}");
     assert_eq!(r["errnos"]["111"], 5, "{r}");
     assert_eq!(counter(&agent, &id, "calls_failed"), 5);
+}
+
+fn ms_of(r: &serde_json::Value) -> Vec<f64> {
+    r["ms"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect()
+}
+
+/// The latency examples: the calls of a process in the target take what was asked longer
+/// (each fault cancelled before the next).
+#[test]
+fn the_system_call_latency_examples() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("checkout");
+    let tmp = faultline_tests::TempDir::new("readme-delay");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (inside, outside) = (data.join("f"), tmp.path().join("g"));
+    for f in [&inside, &outside] {
+        std::fs::write(f, b"x").unwrap();
+    }
+    let data = data.to_str().unwrap();
+    let subs = [("/checkout", cg.rel.as_str()), ("/data", data)];
+    if !(agent.supports("delay_exit_hook") && agent.supports("ptrace_seize")) {
+        for readme in &SYSCALLS[4..] {
+            refused(&agent, readme, &subs, "unsupported");
+        }
+        return;
+    }
+    // Half of the reads under /data take 100 ms longer; reads elsewhere do not.
+    let reads_in = Waiting::start(&cg, &["calls", "read", inside.to_str().unwrap(), "20"]);
+    let reads_out = Waiting::start(&cg, &["calls", "read", outside.to_str().unwrap(), "20"]);
+    let id = inject(&agent, SYSCALLS[4], &subs);
+    let (r_in, r_out) = (reads_in.release(), reads_out.release());
+    let slow = ms_of(&r_in).iter().filter(|m| (90.0..=150.0).contains(*m)).count();
+    assert!((3..=17).contains(&slow), "{slow} of 20 reads under /data delayed: {r_in}");
+    assert!(ms_of(&r_out).iter().all(|m| *m < 50.0), "a read outside /data was delayed: {r_out}");
+    assert_eq!(counter(&agent, &id, "calls_delayed"), slow as u64);
+    cancel(&agent, &id);
+
+    // fsync takes 2 s longer.
+    let sync = Waiting::start(&cg, &["calls", "fsync", inside.to_str().unwrap(), "1"]);
+    let id = inject(&agent, SYSCALLS[5], &subs);
+    let ms = ms_of(&sync.release());
+    assert!(ms.len() == 1 && (2000.0..=2300.0).contains(&ms[0]), "fsync took {ms:?} ms");
+    cancel(&agent, &id);
+
+    // A child the process forks after the inject: its connect takes about 3 s longer.
+    let listener = TcpEcho::start("127.0.0.1:0").unwrap();
+    let addr = listener.addr().to_string();
+    let waiting = Waiting::start(&cg, &["spawn", "calls", "connect", &addr, "1"]);
+    let pid = waiting.pid.clone();
+    let id = inject(&agent, SYSCALLS[6], &[("4242", pid.as_str())]);
+    let r = waiting.release();
+    let ms = ms_of(&r);
+    assert!(ms.len() == 1 && (1000.0..=3700.0).contains(&ms[0]), "connect took {ms:?} ms: {r}");
+    assert_eq!(counter(&agent, &id, "calls_delayed"), 1);
+    cancel(&agent, &id);
 }
 
 /// CPU seconds per second the cgroup used over `secs`, after a second to settle.
