@@ -18,6 +18,9 @@ pub const MAP_DELAY_CONFIG: &str = "FL_DELAY_CONFIG";
 pub const MAP_DELAY_ARMED: &str = "FL_DELAY_ARMED";
 /// tid -> u32 (1): threads the tracer has seized; only these are ever armed.
 pub const MAP_DELAY_SEIZED: &str = "FL_DELAY_SEIZED";
+/// DelayPathKey (a rule's directory) -> u64: the slots of the rules with that path. A call's
+/// file is walked up once and the masks of the directories met are or'ed.
+pub const MAP_DELAY_PATHS: &str = "FL_DELAY_PATHS";
 
 /// Every delay map: other families' loaders of the shared object shrink them to one entry
 /// (FL_DELAY_PIDS, _ARMED and _SEIZED are preallocated at about 5-7 MB each).
@@ -28,6 +31,7 @@ pub const DELAY_MAPS: &[&str] = &[
     MAP_DELAY_PIDS,
     MAP_DELAY_ARMED,
     MAP_DELAY_SEIZED,
+    MAP_DELAY_PATHS,
 ];
 
 /// `.rodata`: the agent's and the tracer's tgids, whose calls are never delayed.
@@ -45,6 +49,8 @@ pub const GLOBAL_DELAY_FILE: &str = "FL_DELAY_FILE";
 pub const DELAY_SIGNAL: u32 = 23;
 
 pub const MAX_DELAY_RULES: u32 = 64;
+/// Copies of the fexit program (`fl_delay_fexit_<i>`): system-call functions hooked at once.
+pub const DELAY_FEXIT_COPIES: usize = 16;
 /// Rules on one cgroup or one process.
 pub const MAX_DELAY_RULES_PER_TARGET: usize = 8;
 /// Syscall numbers the bitmap covers (x86_64 has fewer than 512).
@@ -108,9 +114,19 @@ pub struct DelayRule {
     pub expires_ns: u64,
     pub flags: u32,
     /// DELAY_F_PATH: the directory's (or file's) device, in the kernel's dev_t encoding
-    /// (major << 20 | minor), and inode number.
+    /// (major << 20 | minor), and inode number (the program matches through FL_DELAY_PATHS;
+    /// these say which entry is the rule's).
     pub path_dev: u32,
     pub path_ino: u64,
+}
+
+/// A directory (or file) of a path rule: its device in the kernel's encoding and its inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DelayPathKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
 }
 
 /// offsetof() of the members the path walk reads, from the kernel's BTF; `known` is 1 when
@@ -185,4 +201,7 @@ pub struct DelayConfig {
     pub pids: u32,
     /// Union of the live rules' syscall bitmaps: other calls return at once.
     pub syscalls: [u64; (DELAY_MAX_SYSCALL / 64) as usize],
+    /// Non-zero while some rule has a path: a chosen call's file is walked (FL_DELAY_PATHS).
+    pub paths: u32,
+    pub _pad: u32,
 }

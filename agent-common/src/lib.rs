@@ -36,6 +36,7 @@ mod pod {
     unsafe impl aya::Pod for crate::delay::DelaySlots {}
     unsafe impl aya::Pod for crate::delay::DelayConfig {}
     unsafe impl aya::Pod for crate::delay::DelayFileOffsets {}
+    unsafe impl aya::Pod for crate::delay::DelayPathKey {}
 }
 
 /// `.rodata` flag of every program, set by user space at load (`faultline serve

@@ -273,12 +273,26 @@ fn delay_support(d: crate::faults::delay::DelayProbe, ptrace: Probe) -> (Vec<Pro
         "delay_exit_hook",
         d.exit_hook
             .as_ref()
-            .map(|h| match h {
-                ExitHook::TpBtf => "tp_btf on sys_exit attached".to_string(),
-                ExitHook::RawTp => {
-                    "raw_tp on sys_exit attached (tp_btf refused: every read goes through \
-                 bpf_probe_read_kernel)"
-                        .to_string()
+            .map(|h| {
+                let fexit = d
+                    .fexit_refused
+                    .as_ref()
+                    .map(|why| format!("; fexit refused: {why}"))
+                    .unwrap_or_default();
+                match h {
+                    ExitHook::FExit => {
+                        "fexit on each delayed system call's function attached (only those \
+                         calls pass the program)"
+                            .to_string()
+                    }
+                    ExitHook::TpBtf => format!(
+                        "tp_btf on sys_exit attached (every system call on the node takes \
+                         the traced exit path while a delay fault is active{fexit})"
+                    ),
+                    ExitHook::RawTp => format!(
+                        "raw_tp on sys_exit attached (tp_btf refused: every read goes through \
+                         bpf_probe_read_kernel{fexit})"
+                    ),
                 }
             })
             .map_err(Clone::clone),
@@ -304,9 +318,17 @@ fn delay_support(d: crate::faults::delay::DelayProbe, ptrace: Probe) -> (Vec<Pro
             supported: true,
             backend: crate::faults::delay::driver::backend(*h),
             reason: format!(
-                "{paths}; while a delay fault is active every system call on the node passes \
-                 the syscall-exit tracepoint (tens of ns each); a delayed process shows a \
-                 TracerPid and cannot be debugged meanwhile"
+                "{paths}; {cost}; a delayed process shows a TracerPid and cannot be debugged \
+                 meanwhile",
+                cost = match h {
+                    ExitHook::FExit => {
+                        "only calls of the delayed system calls pass the program (fexit)"
+                    }
+                    _ => {
+                        "while a delay fault is active every system call on the node passes \
+                         the syscall-exit tracepoint (tens of ns each)"
+                    }
+                }
             ),
         },
         (Some(p), _) => FaultSupport {
@@ -526,8 +548,15 @@ mod delay_tests {
             exit_hook: Ok(ExitHook::TpBtf),
             send_signal_thread: Ok("y".into()),
             path_walk: Ok(()),
+            fexit_refused: Some("EPERM".into()),
         };
         let (probes, f) = delay_support(ok.clone(), ptrace(true));
+        assert!(probes[0].detail.ends_with("; fexit refused: EPERM)"), "{:?}", probes[0]);
+        let fexit =
+            DelayProbe { exit_hook: Ok(ExitHook::FExit), fexit_refused: None, ..ok.clone() };
+        let (_, f_fexit) = delay_support(fexit, ptrace(true));
+        assert_eq!(f_fexit.backend, "fexit+ptrace");
+        assert!(f_fexit.reason.contains("only calls of the delayed system calls"), "{f_fexit:?}");
         let names: Vec<_> = probes.iter().map(|p| p.name).collect();
         assert_eq!(
             names,

@@ -10,8 +10,8 @@ use aya_ebpf::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal_thread,
     },
-    macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    macros::{btf_tracepoint, fexit, raw_tracepoint},
+    programs::{BtfTracePointContext, FExitContext, RawTracePointContext},
 };
 use faultline_common::delay::{
     DELAY_F_NORMAL, DELAY_F_PATH, DELAY_F_SEEDED, DELAY_MAX_SYSCALL, DELAY_SIGNAL, DelayArm,
@@ -203,12 +203,6 @@ fn call_fd(nr: u32, regs: *const u8, ret: i64) -> Option<u64> {
     }
 }
 
-/// Whether a rule with a path matches the call: its file is at or under the rule's directory.
-#[inline(always)]
-fn path_matches(rule: &DelayRule, nr: u32, regs: *const u8, ret: i64) -> bool {
-    call_fd(nr, regs, ret).is_some_and(|fd| fdpath::fd_under(fd, rule.path_dev, rule.path_ino))
-}
-
 /// sys_exit(struct pt_regs *regs, long ret), for both program types: `nr` is
 /// regs->orig_ax.
 #[inline(always)]
@@ -229,9 +223,12 @@ fn on_exit(regs: *const u8, nr: u64, ret: i64) {
         return;
     }
     let blocked = marker_blocked();
+    // The path rules whose directory holds the call's file (one walk for all of them).
+    let over =
+        if cfg.paths != 0 { call_fd(nr, regs, ret).map_or(0, fdpath::rules_over) } else { 0 };
     let chosen = each_rule(cfg, tgid, |slot, rule| {
         if !has(&rule.syscalls, nr)
-            || (rule.flags & DELAY_F_PATH != 0 && !path_matches(rule, nr, regs, ret))
+            || (rule.flags & DELAY_F_PATH != 0 && over & (1 << (slot & 63)) == 0)
         {
             return None;
         }
@@ -264,6 +261,48 @@ pub fn fl_delay_sys_exit_raw(ctx: RawTracePointContext) -> i32 {
     on_exit(regs, nr, ctx.arg(1));
     0
 }
+
+/// The exit of one system call's function (`__x64_sys_<name>(const struct pt_regs *regs)`),
+/// where the kernel lets fexit attach there: only that call's callers pay, where sys_exit
+/// makes every system call on the node take the slow exit path. One copy per function (a
+/// loaded program has one attach point); the agent attaches copy i to the i-th function its
+/// rules need. They share one body.
+#[inline(never)]
+fn on_fexit(regs: *const u8, ret: i64) {
+    // SAFETY: the verifier checks the load against struct pt_regs in the kernel's BTF.
+    let nr = unsafe { core::ptr::read_volatile(regs.add(PT_REGS_ORIG_AX).cast::<u64>()) };
+    on_exit(regs, nr, ret);
+}
+
+macro_rules! fexit_copies {
+    ($($name:ident),*) => {$(
+        #[fexit(function = "__x64_sys_getppid")]
+        pub fn $name(ctx: FExitContext) -> i32 {
+            on_fexit(ctx.arg(0), ctx.arg(1));
+            0
+        }
+    )*};
+}
+
+// As many as a rule may name system calls (DELAY_FEXIT_COPIES).
+fexit_copies!(
+    fl_delay_fexit_0,
+    fl_delay_fexit_1,
+    fl_delay_fexit_2,
+    fl_delay_fexit_3,
+    fl_delay_fexit_4,
+    fl_delay_fexit_5,
+    fl_delay_fexit_6,
+    fl_delay_fexit_7,
+    fl_delay_fexit_8,
+    fl_delay_fexit_9,
+    fl_delay_fexit_10,
+    fl_delay_fexit_11,
+    fl_delay_fexit_12,
+    fl_delay_fexit_13,
+    fl_delay_fexit_14,
+    fl_delay_fexit_15
+);
 
 /// Pid targets that follow children: a child of a targeted process gets its rules (it is
 /// delayed once the tracer has seized it too). Runs in the parent.

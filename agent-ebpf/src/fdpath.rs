@@ -1,14 +1,14 @@
 //! Path rules of the delay programs without `bpf_d_path` (which tracepoints may not call):
 //! the file behind a descriptor of the current task (task->files->fdt->fd[fd]) and a walk
-//! up its directories, across mounts, comparing each (device, inode) with the rule's
-//! directory. Offsets come from the kernel's BTF (FL_DELAY_FILE, set by
+//! up its directories, across mounts, looking each (device, inode) up in FL_DELAY_PATHS (the
+//! rules' directories): one walk per call, whatever the number of path rules. Offsets come from the kernel's BTF (FL_DELAY_FILE, set by
 //! agent-core/src/faults/delay/datapath.rs). Matching by identity, not by name: a directory
 //! reached through a bind mount or a symlink matches as itself.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use faultline_common::delay::{DELAY_PATH_DEPTH, DelayFileOffsets};
+use faultline_common::delay::{DELAY_PATH_DEPTH, DelayFileOffsets, DelayPathKey};
 
-use crate::maps::FL_DELAY_FILE;
+use crate::maps::{FL_DELAY_FILE, FL_DELAY_PATHS};
 
 #[inline(always)]
 fn offsets() -> DelayFileOffsets {
@@ -39,30 +39,36 @@ fn file_of(o: &DelayFileOffsets, fd: u64) -> Option<u64> {
     (file != 0).then_some(file)
 }
 
-/// Whether the file behind `fd` is the directory or file (`dev`, `ino`), or lies under it.
+/// The slots of the path rules whose directory (or file) is the file behind `fd` or one of
+/// its ancestors: a bit per rule slot.
 #[inline(always)]
-pub fn fd_under(fd: u64, dev: u32, ino: u64) -> bool {
+pub fn rules_over(fd: u64) -> u64 {
     let o = offsets();
     if o.known == 0 {
-        return false;
+        return 0;
     }
-    walk(&o, fd, dev, ino).unwrap_or(false)
+    walk(&o, fd).unwrap_or(0)
 }
 
 #[inline(always)]
-fn walk(o: &DelayFileOffsets, fd: u64, dev: u32, ino: u64) -> Option<bool> {
+fn walk(o: &DelayFileOffsets, fd: u64) -> Option<u64> {
     let file = file_of(o, fd)?;
     // struct path { struct vfsmount *mnt; struct dentry *dentry; }
     let mut vfsmnt: u64 = read(file, o.file_f_path)?;
     let mut dentry: u64 = read(file, o.file_f_path + 8)?;
+    let mut mask = 0u64;
     for _ in 0..DELAY_PATH_DEPTH {
         let inode: u64 = read(dentry, o.dentry_d_inode)?;
-        let sb: u64 = read(dentry, o.dentry_d_sb)?;
         if inode != 0 {
-            let i: u64 = read(inode, o.inode_i_ino)?;
-            let d: u32 = read(sb, o.sb_s_dev)?;
-            if i == ino && d == dev {
-                return Some(true);
+            let sb: u64 = read(dentry, o.dentry_d_sb)?;
+            let key = DelayPathKey {
+                ino: read(inode, o.inode_i_ino)?,
+                dev: read(sb, o.sb_s_dev)?,
+                _pad: 0,
+            };
+            // SAFETY: only read.
+            if let Some(m) = unsafe { FL_DELAY_PATHS.get(&key) } {
+                mask |= *m;
             }
         }
         let root: u64 = read(vfsmnt, o.vfsmount_mnt_root)?;
@@ -71,17 +77,17 @@ fn walk(o: &DelayFileOffsets, fd: u64, dev: u32, ino: u64) -> Option<bool> {
             let mount = vfsmnt - u64::from(o.mount_mnt);
             let parent: u64 = read(mount, o.mount_mnt_parent)?;
             if parent == mount {
-                return Some(false);
+                break;
             }
             dentry = read(mount, o.mount_mnt_mountpoint)?;
             vfsmnt = parent + u64::from(o.mount_mnt);
         } else {
             let up: u64 = read(dentry, o.dentry_d_parent)?;
             if up == dentry {
-                return Some(false);
+                break;
             }
             dentry = up;
         }
     }
-    Some(false)
+    Some(mask)
 }

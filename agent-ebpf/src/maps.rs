@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use faultline_common::{
     delay::{
-        DelayArm, DelayConfig, DelayFileOffsets, DelayRule, DelaySlots, DelayState,
+        DelayArm, DelayConfig, DelayFileOffsets, DelayPathKey, DelayRule, DelaySlots, DelayState,
         MAX_DELAY_RULES, MAX_DELAY_THREADS,
     },
     net::{
@@ -126,6 +126,11 @@ pub static FL_DELAY_CGROUPS: HashMap<u64, DelaySlots> = HashMap::with_max_entrie
 /// By tgid; the fork tracepoint adds children of processes whose rules follow them.
 #[map(name = "FL_DELAY_PIDS")]
 pub static FL_DELAY_PIDS: HashMap<u32, DelaySlots> = HashMap::with_max_entries(65536, 0);
+
+/// A path rule's directory -> the slots of the rules with it.
+#[map(name = "FL_DELAY_PATHS")]
+pub static FL_DELAY_PATHS: HashMap<DelayPathKey, u64> =
+    HashMap::with_max_entries(MAX_DELAY_RULES, 0);
 
 #[map(name = "FL_DELAY_CONFIG")]
 pub static FL_DELAY_CONFIG: Array<DelayConfig> = Array::with_max_entries(1, 0);

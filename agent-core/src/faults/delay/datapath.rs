@@ -6,7 +6,7 @@
 //! as long as the datapath, so the tracer's descriptors stay valid across attach/detach.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     os::fd::{AsFd, BorrowedFd, OwnedFd},
     sync::mpsc,
     time::Duration,
@@ -16,17 +16,18 @@ use aya::{
     Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Pod,
     maps::{Array, HashMap as BpfHashMap, IterableMap, Map, MapData, MapError},
     programs::{
-        BtfTracePoint, ProgramError, RawTracePoint, raw_trace_point::RawTracePointLink,
-        tp_btf::BtfTracePointLink,
+        BtfTracePoint, FExit, ProgramError, RawTracePoint, fexit::FExitLink,
+        raw_trace_point::RawTracePointLink, tp_btf::BtfTracePointLink,
     },
 };
 use faultline_common::{
     delay::{
-        DELAY_F_FOLLOW, DELAY_F_PATH, DELAY_F_SEEDED, DELAY_MAX_SYSCALL, DELAY_SIGNAL, DelayArm,
-        DelayConfig, DelayFileOffsets, DelayRule, DelaySlots, DelayState, GLOBAL_DELAY_AGENT_TGID,
-        GLOBAL_DELAY_FILE, GLOBAL_DELAY_TASK_BLOCKED, MAP_DELAY_ARMED, MAP_DELAY_CGROUPS,
-        MAP_DELAY_CONFIG, MAP_DELAY_PIDS, MAP_DELAY_RULES, MAP_DELAY_SEIZED, MAP_DELAY_STATE,
-        MAX_DELAY_RULES, MAX_DELAY_RULES_PER_TARGET,
+        DELAY_F_FOLLOW, DELAY_F_PATH, DELAY_F_SEEDED, DELAY_FEXIT_COPIES, DELAY_MAX_SYSCALL,
+        DELAY_SIGNAL, DelayArm, DelayConfig, DelayFileOffsets, DelayPathKey, DelayRule, DelaySlots,
+        DelayState, GLOBAL_DELAY_AGENT_TGID, GLOBAL_DELAY_FILE, GLOBAL_DELAY_TASK_BLOCKED,
+        MAP_DELAY_ARMED, MAP_DELAY_CGROUPS, MAP_DELAY_CONFIG, MAP_DELAY_PATHS, MAP_DELAY_PIDS,
+        MAP_DELAY_RULES, MAP_DELAY_SEIZED, MAP_DELAY_STATE, MAX_DELAY_RULES,
+        MAX_DELAY_RULES_PER_TARGET,
     },
     net::{MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS},
     sys::GLOBAL_SYS_HAS_FETCH,
@@ -35,7 +36,7 @@ use tracing::{debug, info};
 
 use crate::{
     engine::error::chain,
-    faults::sys::{sanitize, splitmix},
+    faults::sys::{sanitize, splitmix, syscalls::x86_64_name},
     kernel::{bpflog, btf, ebpf_object, probes::probe_atomic_fetch},
 };
 
@@ -46,6 +47,11 @@ const PROG_FORK: &str = "fl_delay_fork";
 const PROG_TASK_EXIT: &str = "fl_delay_task_exit";
 /// The tracepoint the exit program hooks.
 const SYS_EXIT: &str = "sys_exit";
+
+/// The fexit copies' names (agent-ebpf/src/delay.rs).
+fn fexit_copy(i: usize) -> String {
+    format!("fl_delay_fexit_{i}")
+}
 
 /// Where a task's pid and tgid sit, for the fork tracepoint (`.rodata` shared with sys).
 const GLOBAL_TASK_PID: &str = "FL_SYS_TASK_PID";
@@ -137,6 +143,9 @@ pub fn syscall_bitmap(nrs: &[u32]) -> Result<[u64; (DELAY_MAX_SYSCALL / 64) as u
 /// Which form of the exit program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitHook {
+    /// fexit on each delayed system call's function: only those calls pass the program.
+    FExit,
+    /// tp_btf on sys_exit: every system call on the node passes it.
     TpBtf,
     RawTp,
 }
@@ -144,6 +153,7 @@ pub enum ExitHook {
 impl ExitHook {
     pub fn name(self) -> &'static str {
         match self {
+            ExitHook::FExit => "fexit",
             ExitHook::TpBtf => "tp_btf",
             ExitHook::RawTp => "raw_tp",
         }
@@ -168,6 +178,8 @@ enum Key {
 
 struct Live {
     key: Key,
+    /// Path rules: their directory (their bit is set in its FL_DELAY_PATHS entry).
+    path: Option<DelayPathKey>,
     /// Cgroup targets: their level.
     level: Option<u32>,
     follow: bool,
@@ -247,6 +259,8 @@ fn hash_from_fd<V: Pod>(fd: OwnedFd, name: &'static str) -> Result<BpfHashMap<Ma
 
 /// The exit program's attachment (dropping it detaches).
 enum ExitLink {
+    /// By system call number: the fexit copy attached to its function, and the link.
+    FExit(BTreeMap<u32, (usize, FExitLink)>),
     TpBtf(#[expect(dead_code, reason = "held for its drop")] BtfTracePointLink),
     RawTp(#[expect(dead_code, reason = "held for its drop")] RawTracePointLink),
 }
@@ -254,6 +268,7 @@ enum ExitLink {
 impl ExitLink {
     fn hook(&self) -> ExitHook {
         match self {
+            ExitLink::FExit(_) => ExitHook::FExit,
             ExitLink::TpBtf(_) => ExitHook::TpBtf,
             ExitLink::RawTp(_) => ExitHook::RawTp,
         }
@@ -302,12 +317,15 @@ pub struct DelayDatapath {
     cgroups: BpfHashMap<MapData, u64, DelaySlots>,
     pids: BpfHashMap<MapData, u32, DelaySlots>,
     config: Array<MapData, DelayConfig>,
+    paths_map: BpfHashMap<MapData, DelayPathKey, u64>,
     threads: ThreadMaps,
     free: VecDeque<u32>,
     live: BTreeMap<u32, Live>,
     exit: Option<ExitLink>,
     /// Why tp_btf was refused, once it was (the raw tracepoint is used from then on).
     btf_refused: Option<String>,
+    /// Why fexit on the syscall functions was refused (or not tried): sys_exit from then on.
+    fexit_refused: Option<String>,
     followers: Option<(RawTracePointLink, RawTracePointLink)>,
     /// Pid rules can follow children (task_struct pid/tgid offsets known), or why not.
     pub follow: std::result::Result<(), String>,
@@ -363,6 +381,7 @@ impl DelayDatapath {
         let config = take(MAP_DELAY_CONFIG)?.try_into().map_err(map_err(MAP_DELAY_CONFIG))?;
         let armed = take(MAP_DELAY_ARMED)?.try_into().map_err(map_err(MAP_DELAY_ARMED))?;
         let seized = take(MAP_DELAY_SEIZED)?.try_into().map_err(map_err(MAP_DELAY_SEIZED))?;
+        let paths_map = take(MAP_DELAY_PATHS)?.try_into().map_err(map_err(MAP_DELAY_PATHS))?;
         Ok(DelayDatapath {
             ebpf,
             _log: log,
@@ -371,11 +390,13 @@ impl DelayDatapath {
             cgroups,
             pids,
             config,
+            paths_map,
             threads: ThreadMaps { armed, seized },
             free: (0..MAX_DELAY_RULES).collect(),
             live: BTreeMap::new(),
             exit: None,
             btf_refused: None,
+            fexit_refused: None,
             followers: None,
             follow: ids.map(drop),
             blocked_check: blocked.map(drop),
@@ -425,7 +446,15 @@ impl DelayDatapath {
                 .set(slot, DelayState { rng, ..Default::default() }, 0)
                 .map_err(map_err(MAP_DELAY_STATE))?;
             self.rules.insert(slot, rule, 0).map_err(map_err(MAP_DELAY_RULES))?;
-            self.live.insert(slot, Live { key, level, follow, syscalls: rule.syscalls });
+            let path = (rule.flags & DELAY_F_PATH != 0).then_some(DelayPathKey {
+                ino: rule.path_ino,
+                dev: rule.path_dev,
+                _pad: 0,
+            });
+            self.live.insert(slot, Live { key, path, level, follow, syscalls: rule.syscalls });
+            if let Some(dir) = path {
+                self.publish_path(dir)?;
+            }
             self.publish(key)?;
             self.reconcile()
         };
@@ -444,7 +473,10 @@ impl DelayDatapath {
             self.free.push_back(slot);
         }
         let published = match &live {
-            Some(l) => self.publish(l.key),
+            Some(l) => {
+                let path = l.path.map_or(Ok(()), |dir| self.publish_path(dir));
+                self.publish(l.key).and(path)
+            }
             None => Ok(()),
         };
         self.reconcile()?;
@@ -471,14 +503,27 @@ impl DelayDatapath {
     /// The raw tracepoint from the next attach on, even where tp_btf works (tests, and the
     /// bench's per-hook figures). Takes effect once nothing is attached.
     pub fn force_raw_tp(&mut self) {
+        self.force_tp_btf();
         self.btf_refused.get_or_insert_with(|| "raw_tp asked for".into());
+    }
+
+    /// sys_exit (tp_btf, else raw_tp) from the next attach on, even where fexit works.
+    pub fn force_tp_btf(&mut self) {
+        self.fexit_refused.get_or_insert_with(|| "sys_exit asked for".into());
+    }
+
+    /// Why fexit was refused (or not tried), once sys_exit was chosen.
+    pub fn fexit_refused(&self) -> Option<&str> {
+        self.fexit_refused.as_deref()
     }
 
     /// The kernel ids of the exit program's forms loaded so far (to find their links).
     pub fn exit_program_ids(&self) -> Vec<u32> {
         self.ebpf
             .programs()
-            .filter(|(name, _)| [PROG_BTF, PROG_RAW].contains(name))
+            .filter(|(name, _)| {
+                [PROG_BTF, PROG_RAW].contains(name) || name.starts_with("fl_delay_fexit_")
+            })
             .filter_map(|(_, p)| p.info().ok())
             .map(|i| i.id())
             .collect()
@@ -498,6 +543,20 @@ impl DelayDatapath {
 
     fn levels(&self) -> u32 {
         self.live.values().filter_map(|l| l.level).fold(0, |a, l| a | 1 << l)
+    }
+
+    /// Writes the slots of the live rules with directory `dir` (removes it with the last).
+    fn publish_path(&mut self, dir: DelayPathKey) -> Result<()> {
+        let mask = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.path == Some(dir))
+            .fold(0u64, |m, (slot, _)| m | 1 << (slot % 64));
+        if mask == 0 {
+            let _ = self.paths_map.remove(&dir);
+            return Ok(());
+        }
+        self.paths_map.insert(dir, mask, 0).map_err(map_err(MAP_DELAY_PATHS))
     }
 
     /// Writes `key`'s slot list and the config.
@@ -533,6 +592,8 @@ impl DelayDatapath {
             levels: self.levels(),
             pids: u32::from(self.live.values().any(|l| matches!(l.key, Key::Pid(_)))),
             syscalls,
+            paths: u32::from(self.live.values().any(|l| l.path.is_some())),
+            _pad: 0,
         };
         self.config.set(0, cfg, 0).map_err(map_err(MAP_DELAY_CONFIG))
     }
@@ -540,12 +601,26 @@ impl DelayDatapath {
     /// Attaches the exit program while a rule exists (and the fork/exit followers while a
     /// pid rule does); detaches them otherwise.
     fn reconcile(&mut self) -> Result<()> {
+        let want = self.wanted_syscalls();
         if self.live.is_empty() {
             if let Some(l) = self.exit.take() {
                 debug!(hook = l.hook().name(), "system-call delay exit program detached");
+                self.unload_fexit(l);
             }
+        } else if let Some(ExitLink::FExit(links)) = &self.exit
+            && !links.keys().eq(want.iter())
+            && let Err(why) = self.retarget_fexit(&want)
+        {
+            // Another function refused: every call through sys_exit from now on (the fexit
+            // links go first, so no call is judged twice).
+            info!(reason = %why, "fexit on a system call refused: using sys_exit");
+            if let Some(l) = self.exit.take() {
+                self.unload_fexit(l);
+            }
+            self.fexit_refused = Some(why);
+            self.exit = Some(self.attach_exit(&want)?);
         } else if self.exit.is_none() {
-            let link = self.attach_exit()?;
+            let link = self.attach_exit(&want)?;
             info!(hook = link.hook().name(), "system-call delay exit program attached");
             self.exit = Some(link);
         }
@@ -560,9 +635,39 @@ impl DelayDatapath {
         Ok(())
     }
 
-    /// tp_btf first (cheaper: no tracefs, typed context), the raw tracepoint where it is
-    /// refused.
-    fn attach_exit(&mut self) -> Result<ExitLink> {
+    /// The system call numbers of the live rules.
+    fn wanted_syscalls(&self) -> Vec<u32> {
+        (0..DELAY_MAX_SYSCALL)
+            .filter(|&nr| {
+                self.live.values().any(|l| l.syscalls[(nr / 64) as usize] & (1 << (nr % 64)) != 0)
+            })
+            .collect()
+    }
+
+    /// fexit on each wanted call's function first (only those calls pay), then tp_btf on
+    /// sys_exit (cheaper than raw_tp: no tracefs, typed context), the raw tracepoint where
+    /// both are refused.
+    fn attach_exit(&mut self, want: &[u32]) -> Result<ExitLink> {
+        if self.fexit_refused.is_none() {
+            if want.len() > DELAY_FEXIT_COPIES {
+                debug!(calls = want.len(), "more system calls than fexit copies: sys_exit");
+            } else {
+                let mut links = BTreeMap::new();
+                let attached = want.iter().enumerate().try_for_each(|(i, &nr)| {
+                    attach_fexit(&mut self.ebpf, i, nr).map(|l| {
+                        links.insert(nr, (i, l));
+                    })
+                });
+                match attached {
+                    Ok(()) => return Ok(ExitLink::FExit(links)),
+                    Err(why) => {
+                        info!(reason = %why, "fexit on the system calls refused: using sys_exit");
+                        self.unload_fexit(ExitLink::FExit(links));
+                        self.fexit_refused = Some(why);
+                    }
+                }
+            }
+        }
         if self.btf_refused.is_none() {
             match attach_btf(&mut self.ebpf) {
                 Ok(l) => return Ok(ExitLink::TpBtf(l)),
@@ -579,6 +684,75 @@ impl DelayDatapath {
                 raw_tp: chain(&e),
             }
         })
+    }
+}
+
+impl DelayDatapath {
+    /// Moves the fexit links to exactly `want`: calls no rule names any more are detached
+    /// (their copies unloaded, free for another function), new ones attached to free copies.
+    fn retarget_fexit(&mut self, want: &[u32]) -> std::result::Result<(), String> {
+        let Some(ExitLink::FExit(links)) = &mut self.exit else { return Ok(()) };
+        let gone: Vec<u32> = links.keys().copied().filter(|nr| !want.contains(nr)).collect();
+        for nr in gone {
+            if let Some((copy, link)) = links.remove(&nr) {
+                drop(link);
+                unload_copy(&mut self.ebpf, copy);
+            }
+        }
+        for &nr in want {
+            if links.contains_key(&nr) {
+                continue;
+            }
+            let used: BTreeSet<usize> = links.values().map(|(c, _)| *c).collect();
+            let copy = (0..DELAY_FEXIT_COPIES)
+                .find(|c| !used.contains(c))
+                .ok_or_else(|| format!("more than {DELAY_FEXIT_COPIES} system calls at once"))?;
+            let link = attach_fexit(&mut self.ebpf, copy, nr)?;
+            links.insert(nr, (copy, link));
+        }
+        Ok(())
+    }
+
+    /// Detaches `link` and, for fexit, unloads its copies (each is bound to its function).
+    fn unload_fexit(&mut self, link: ExitLink) {
+        if let ExitLink::FExit(links) = link {
+            for (_, (copy, link)) in links {
+                drop(link);
+                unload_copy(&mut self.ebpf, copy);
+            }
+        }
+    }
+}
+
+/// Loads fexit copy `copy` on the function of system call `nr` and attaches it.
+fn attach_fexit(ebpf: &mut Ebpf, copy: usize, nr: u32) -> std::result::Result<FExitLink, String> {
+    // getppid: the capability probe's call.
+    let func = x86_64_name(nr)
+        .or((nr == NR_GETPPID).then_some("getppid"))
+        .map(|n| format!("__x64_sys_{n}"))
+        .ok_or_else(|| format!("no function known for system call {nr}"))?;
+    let name = fexit_copy(copy);
+    let prog: &mut FExit = ebpf
+        .program_mut(&name)
+        .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()
+        .map_err(|e: ProgramError| format!("program {name}: {}", chain(&e)))?;
+    let btf = Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {}", chain(&e)))?;
+    let refused = |e: ProgramError| format!("fexit on {func}: {}", chain(&e));
+    if prog.fd().is_err() {
+        prog.load(&func, &btf).map_err(refused)?;
+    }
+    let id = prog.attach().map_err(refused)?;
+    prog.take_link(id).map_err(refused)
+}
+
+fn unload_copy(ebpf: &mut Ebpf, copy: usize) {
+    let name = fexit_copy(copy);
+    if let Some(p) = ebpf.program_mut(&name)
+        && let Ok(p) = <&mut FExit>::try_from(p)
+        && let Err(e) = p.unload()
+    {
+        debug!(error = %chain(&e), program = name, "unloading an fexit copy");
     }
 }
 
@@ -618,6 +792,8 @@ pub struct DelayProbe {
     pub send_signal_thread: std::result::Result<String, String>,
     /// "delay_path_walk": path prefixes can be matched (the file offsets from BTF), or why not.
     pub path_walk: std::result::Result<(), String>,
+    /// Why fexit on the system call functions was refused, where sys_exit is used.
+    pub fexit_refused: Option<String>,
 }
 
 /// getppid(2) on x86_64: the probe's chosen call.
@@ -636,6 +812,7 @@ pub fn probe() -> DelayProbe {
                 exit_hook: Err(why.clone()),
                 send_signal_thread: Err(why.clone()),
                 path_walk: Err(why),
+                fexit_refused: None,
             };
         }
     };
@@ -660,13 +837,19 @@ pub fn probe() -> DelayProbe {
                 exit_hook: Err(why.clone()),
                 send_signal_thread: Err(why.clone()),
                 path_walk: Err(why),
+                fexit_refused: None,
             };
         }
     };
     let exit_hook = dp.hook().ok_or_else(|| "not attached".to_string());
     let signalled = signal_round(&mut dp);
     let _ = dp.remove_rule(slot);
-    DelayProbe { exit_hook, send_signal_thread: signalled, path_walk: dp.paths.clone() }
+    DelayProbe {
+        exit_hook,
+        send_signal_thread: signalled,
+        path_walk: dp.paths.clone(),
+        fexit_refused: dp.fexit_refused().map(str::to_string),
+    }
 }
 
 /// One seized thread's getppid, and whether the marker reached that thread.

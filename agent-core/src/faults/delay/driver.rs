@@ -56,6 +56,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The backend string of each form of the exit program.
 pub fn backend(hook: ExitHook) -> &'static str {
     match hook {
+        ExitHook::FExit => "fexit+ptrace",
         ExitHook::TpBtf => "tp_btf+ptrace",
         ExitHook::RawTp => "raw_tp+ptrace",
     }

@@ -104,6 +104,11 @@ pub fn x86_64_number(name: &str) -> Option<u32> {
     X86_64.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
 }
 
+/// The name of x86_64 system call `nr`, if faultline knows it.
+pub fn x86_64_name(nr: u32) -> Option<&'static str> {
+    X86_64.iter().find(|(_, n)| *n == nr).map(|(name, _)| *name)
+}
+
 pub fn lookup(name: &str) -> Option<Hook> {
     TABLE.iter().find(|(n, _)| *n == name).map(|(_, h)| *h)
 }
