@@ -83,7 +83,7 @@ enum Task {
         /// Write this run's ratios to bench/baseline.json.
         #[arg(long)]
         save_baseline: bool,
-        /// datapath, syscall, latency, accuracy, scale, vm, load (default: all).
+        /// datapath, syscall, latency, accuracy, delay, scale, vm, load (default: all).
         sections: Vec<String>,
     },
     /// Fuzz request validation and the journal reader (cargo-fuzz, nightly): N executions

@@ -8,6 +8,8 @@
 //! - syscall: connect() with the cgroup connect hooks attached but not matching (net.rs)
 //! - latency: from the Inject call's return to the first affected packet (net.rs)
 //! - accuracy: loss against iptables statistic (net.rs), CPU against stress-ng (cpu.rs)
+//! - delay: `sys delay` added latency against the asked, cost to the target's other calls
+//!   (against strace's injection) and to processes outside the target (delay.rs)
 //! - scale: per-packet cost with 1, 100, 1,000 experiments; agent RSS and CPU (scale.rs)
 //! - vm: the VM-tier items in one Debian guest: openat cost with BPF LSM, delay against
 //!   netem, bandwidth against tbf (vm.rs)
@@ -18,6 +20,7 @@
 //! 10%; `--save-baseline` writes this run's ratios there.
 
 mod cpu;
+mod delay;
 mod host;
 mod net;
 mod report;
@@ -37,10 +40,11 @@ use host::Env;
 use report::{Figure, Report};
 
 pub const SECTIONS: &[&str] =
-    &["datapath", "syscall", "latency", "accuracy", "scale", "vm", "load"];
+    &["datapath", "syscall", "latency", "accuracy", "delay", "scale", "vm", "load"];
 
 /// Tools the bench runs next to faultline.
-const PACKAGES: &[&str] = &["stress-ng", "iperf3", "sockperf", "iptables", "bpftool"];
+const PACKAGES: &[&str] =
+    &["stress-ng", "iperf3", "sockperf", "iptables", "bpftool", "strace", "gcc"];
 
 pub struct Opts {
     pub quick: bool,
@@ -88,6 +92,7 @@ pub fn bench(o: Opts) -> anyhow::Result<()> {
             "syscall" => net::syscall(&env, &mut rep),
             "latency" => net::latency(&env, &mut rep),
             "accuracy" => net::loss(&env, &mut rep).and_then(|_| cpu::cpu(&env, &mut rep)),
+            "delay" => delay::delay(&env, &mut rep),
             "scale" => scale::scale(&env, &mut rep),
             "vm" => vm::vm(&env, &mut rep),
             "load" => load(&env, &mut rep),

@@ -12,6 +12,7 @@ pub const HEADINGS: &[&str] = &[
     "Syscall path cost",
     "Inject-to-effect latency",
     "Accuracy",
+    "System-call latency",
     "Scale",
     "Load",
 ];
