@@ -446,7 +446,8 @@ fn bad_input_is_refused_naming_the_field() {
     assert_eq!(list.as_array().unwrap().len(), 0, "a refused request left {list}");
 }
 
-/// At the deadline a thread held for longer runs again, and nothing of the target is left
+/// At the deadline a thread held for longer runs again (the 3 s count from the request:
+/// loading the datapath in a slow guest takes part of them), and nothing of the target is left
 /// stopped or traced; the experiment ends as expired. Holds also end on time while the
 /// agent is SIGSTOPped (the tracer is its own process, out of the agent's group).
 #[test]
@@ -457,11 +458,11 @@ fn the_deadline_ends_a_hold_and_a_stopped_agent_does_not_prolong_one() {
     if !supported(&agent, &cg) {
         return;
     }
-    let mut p = Timed::start(&cg, 3.0);
+    let mut p = Timed::start(&cg, 4.5);
     let e = delay(
         &agent,
         &["--cgroup", &cg.rel],
-        &["--syscall", "read", "--latency", "30s", "--every-nth", "50", "--for", "1500ms"],
+        &["--syscall", "read", "--latency", "30s", "--every-nth", "50", "--for", "3s"],
     );
     let id = e["id"].as_str().unwrap().to_string();
     p.go();
@@ -470,9 +471,9 @@ fn the_deadline_ends_a_hold_and_a_stopped_agent_does_not_prolong_one() {
     assert_untraced(p.pid);
     // Only the long hold: a loaded host has rounds of tens of ms now and then.
     let extras: Vec<f64> = Timed::extras(&v).into_iter().filter(|e| *e > 150.0).collect();
-    eprintln!("held {extras:?} ms by a 30 s delay in a 1.5 s fault");
+    eprintln!("held {extras:?} ms by a 30 s delay in a 3 s fault");
     assert_eq!(extras.len(), 1, "{v}");
-    assert!(extras[0] < 1600.0, "held {} ms past the deadline: {v}", extras[0]);
+    assert!(extras[0] < 3100.0, "held {} ms past the deadline: {v}", extras[0]);
     wait_for("the experiment to expire", Duration::from_secs(3), || {
         agent.cli_json(&["get", &id])["state"] == "expired"
     });
@@ -681,7 +682,8 @@ fn half_of_the_calls_under_a_path_take_100ms_longer_and_none_outside() {
         &["--cgroup", &cg.rel],
         &[
             "--syscall",
-            "openat,pread64,pwrite64",
+            // open: a static musl build (the VM tier's) opens with open(2), glibc with openat.
+            "open,openat,pread64,pwrite64",
             "--path",
             data.to_str().unwrap(),
             "--latency",

@@ -1,6 +1,7 @@
 //! The VM-tier items, in one Debian 6.12 guest under QEMU (TCG: absolute rates are
 //! meaningless there, ratios and the size of a fault's effect are not): openat cost with the
-//! BPF LSM program attached but not matching, delay against netem, bandwidth against tbf.
+//! BPF LSM program attached but not matching, the cost of a sys delay fault (fexit backend)
+//! to calls it does not delay, delay against netem, bandwidth against tbf.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -38,6 +39,22 @@ while [ $r -lt $RO ]; do
       path) inject sys fail --cgroup /bench --syscall openat --path /nonexistent --errno EIO --for 10m ;;
     esac
     echo "BENCH-VM openat $v $r $(inside fl-probe rate open /etc/passwd $S)"
+    [ $v != none ] && $F cancel $id >/dev/null
+  done
+  r=$((r+1))
+done
+
+echo "== sys delay: calls it does not delay, in the target and elsewhere, vs no fault"
+dd if=/dev/zero of=/tmp/pread bs=4096 count=1 2>/dev/null
+r=0
+while [ $r -lt $RO ]; do
+  for v in $(order $r "none target other"); do
+    case $v in
+      target) inject sys delay --cgroup /bench --syscall fsync --latency 100ms --for 10m ;;
+      other) inject sys delay --cgroup /other --syscall fsync --latency 100ms --for 10m ;;
+    esac
+    echo "BENCH-VM sysdelay-getppid $v $r $(inside fl-probe rate getppid - $S)"
+    echo "BENCH-VM sysdelay-pread $v $r $(inside fl-probe rate pread /tmp/pread $S)"
     [ $v != none ] && $F cancel $id >/dev/null
   done
   r=$((r+1))
@@ -155,6 +172,36 @@ pub fn vm(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
                 median(&none)
             )),
         );
+    }
+
+    // sys delay on fsync: what calls it does not delay pay (fexit on __x64_sys_fsync here:
+    // getppid and pread pass no program at all).
+    for (call, what) in [("getppid", "getppid (null call)"), ("pread", "4 KiB pread")] {
+        let sec = format!("sysdelay-{call}");
+        let none = field(get(&s, &sec, "none")?, "per_s");
+        for (var, goal, whose) in [
+            ("target", 0.95, "of the targeted process"),
+            ("other", 0.99, "of a process outside the target"),
+        ] {
+            let with = field(get(&s, &sec, var)?, "per_s");
+            let ratios: Vec<f64> = none.iter().zip(&with).map(|(a, b)| b / a).collect();
+            rep.add(
+                Figure::new(
+                    "System-call latency",
+                    &format!("delay.vm.{var}.{call}"),
+                    &format!("sys delay on fsync (fexit), {what} rate {whose} / no fault"),
+                    median(&ratios),
+                    "ratio",
+                )
+                .goal(Goal::AtLeast(goal))
+                .check(Better::Higher)
+                .note(format!(
+                    "{tier}; medians {:.0} / {:.0} calls/s; {open_rounds} rounds of {secs} s",
+                    median(&with),
+                    median(&none)
+                )),
+            );
+        }
     }
 
     // Delay: one-way, added to the base.

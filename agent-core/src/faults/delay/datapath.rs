@@ -324,8 +324,12 @@ pub struct DelayDatapath {
     exit: Option<ExitLink>,
     /// Why tp_btf was refused, once it was (the raw tracepoint is used from then on).
     btf_refused: Option<String>,
-    /// Why fexit on the syscall functions was refused (or not tried): sys_exit from then on.
+    /// Why fexit was refused at the last attach (sys_exit was used then).
     fexit_refused: Option<String>,
+    /// sys_exit only (tests, the bench): fexit is not tried.
+    sys_exit_only: bool,
+    /// The system call whose function each fexit copy is loaded for.
+    fexit_bound: [Option<u32>; DELAY_FEXIT_COPIES],
     followers: Option<(RawTracePointLink, RawTracePointLink)>,
     /// Pid rules can follow children (task_struct pid/tgid offsets known), or why not.
     pub follow: std::result::Result<(), String>,
@@ -397,6 +401,8 @@ impl DelayDatapath {
             exit: None,
             btf_refused: None,
             fexit_refused: None,
+            sys_exit_only: false,
+            fexit_bound: [None; DELAY_FEXIT_COPIES],
             followers: None,
             follow: ids.map(drop),
             blocked_check: blocked.map(drop),
@@ -509,6 +515,7 @@ impl DelayDatapath {
 
     /// sys_exit (tp_btf, else raw_tp) from the next attach on, even where fexit works.
     pub fn force_tp_btf(&mut self) {
+        self.sys_exit_only = true;
         self.fexit_refused.get_or_insert_with(|| "sys_exit asked for".into());
     }
 
@@ -605,20 +612,17 @@ impl DelayDatapath {
         if self.live.is_empty() {
             if let Some(l) = self.exit.take() {
                 debug!(hook = l.hook().name(), "system-call delay exit program detached");
-                self.unload_fexit(l);
             }
         } else if let Some(ExitLink::FExit(links)) = &self.exit
             && !links.keys().eq(want.iter())
             && let Err(why) = self.retarget_fexit(&want)
         {
-            // Another function refused: every call through sys_exit from now on (the fexit
-            // links go first, so no call is judged twice).
+            // A function refused: every call through sys_exit while these rules live (the
+            // fexit links go first, so no call is judged twice).
             info!(reason = %why, "fexit on a system call refused: using sys_exit");
-            if let Some(l) = self.exit.take() {
-                self.unload_fexit(l);
-            }
+            self.exit = None;
             self.fexit_refused = Some(why);
-            self.exit = Some(self.attach_exit(&want)?);
+            self.exit = Some(self.attach_sys_exit()?);
         } else if self.exit.is_none() {
             let link = self.attach_exit(&want)?;
             info!(hook = link.hook().name(), "system-call delay exit program attached");
@@ -647,27 +651,34 @@ impl DelayDatapath {
     /// fexit on each wanted call's function first (only those calls pay), then tp_btf on
     /// sys_exit (cheaper than raw_tp: no tracefs, typed context), the raw tracepoint where
     /// both are refused.
+    /// fexit is tried again at each attach (a call whose function is not in the kernel's
+    /// BTF refuses it for that set of calls only), unless sys_exit was asked for.
     fn attach_exit(&mut self, want: &[u32]) -> Result<ExitLink> {
-        if self.fexit_refused.is_none() {
+        if !self.sys_exit_only {
             if want.len() > DELAY_FEXIT_COPIES {
                 debug!(calls = want.len(), "more system calls than fexit copies: sys_exit");
             } else {
-                let mut links = BTreeMap::new();
-                let attached = want.iter().enumerate().try_for_each(|(i, &nr)| {
-                    attach_fexit(&mut self.ebpf, i, nr).map(|l| {
-                        links.insert(nr, (i, l));
-                    })
-                });
-                match attached {
-                    Ok(()) => return Ok(ExitLink::FExit(links)),
+                self.exit = Some(ExitLink::FExit(BTreeMap::new()));
+                match self.retarget_fexit(want) {
+                    Ok(()) => {
+                        self.fexit_refused = None;
+                        if let Some(l) = self.exit.take() {
+                            return Ok(l);
+                        }
+                    }
                     Err(why) => {
                         info!(reason = %why, "fexit on the system calls refused: using sys_exit");
-                        self.unload_fexit(ExitLink::FExit(links));
+                        self.exit = None;
                         self.fexit_refused = Some(why);
                     }
                 }
             }
         }
+        self.attach_sys_exit()
+    }
+
+    /// tp_btf on sys_exit, else the raw tracepoint.
+    fn attach_sys_exit(&mut self) -> Result<ExitLink> {
         if self.btf_refused.is_none() {
             match attach_btf(&mut self.ebpf) {
                 Ok(l) => return Ok(ExitLink::TpBtf(l)),
@@ -688,71 +699,69 @@ impl DelayDatapath {
 }
 
 impl DelayDatapath {
-    /// Moves the fexit links to exactly `want`: calls no rule names any more are detached
-    /// (their copies unloaded, free for another function), new ones attached to free copies.
+    /// Moves the fexit links to exactly `want`: calls no rule names any more are detached,
+    /// new ones attached. A copy stays loaded for its function after it is detached (the
+    /// next fault on that call attaches it again without a new verification); a copy bound
+    /// to a function no link uses is reloaded for another only when no copy is free.
     fn retarget_fexit(&mut self, want: &[u32]) -> std::result::Result<(), String> {
         let Some(ExitLink::FExit(links)) = &mut self.exit else { return Ok(()) };
-        let gone: Vec<u32> = links.keys().copied().filter(|nr| !want.contains(nr)).collect();
-        for nr in gone {
-            if let Some((copy, link)) = links.remove(&nr) {
-                drop(link);
-                unload_copy(&mut self.ebpf, copy);
-            }
-        }
+        links.retain(|nr, _| want.contains(nr));
         for &nr in want {
             if links.contains_key(&nr) {
                 continue;
             }
             let used: BTreeSet<usize> = links.values().map(|(c, _)| *c).collect();
+            let bound = &mut self.fexit_bound;
             let copy = (0..DELAY_FEXIT_COPIES)
-                .find(|c| !used.contains(c))
+                .find(|&c| bound[c] == Some(nr))
+                .or_else(|| (0..DELAY_FEXIT_COPIES).find(|&c| bound[c].is_none()))
+                .or_else(|| (0..DELAY_FEXIT_COPIES).find(|c| !used.contains(c)))
                 .ok_or_else(|| format!("more than {DELAY_FEXIT_COPIES} system calls at once"))?;
-            let link = attach_fexit(&mut self.ebpf, copy, nr)?;
-            links.insert(nr, (copy, link));
+            if bound[copy].is_some_and(|b| b != nr) {
+                unload_copy(&mut self.ebpf, copy);
+                bound[copy] = None;
+            }
+            let link = attach_fexit(&mut self.ebpf, copy, nr);
+            bound[copy] = fexit_loaded(&mut self.ebpf, copy).then_some(nr);
+            links.insert(nr, (copy, link?));
         }
         Ok(())
     }
-
-    /// Detaches `link` and, for fexit, unloads its copies (each is bound to its function).
-    fn unload_fexit(&mut self, link: ExitLink) {
-        if let ExitLink::FExit(links) = link {
-            for (_, (copy, link)) in links {
-                drop(link);
-                unload_copy(&mut self.ebpf, copy);
-            }
-        }
-    }
 }
 
-/// Loads fexit copy `copy` on the function of system call `nr` and attaches it.
+/// Loads fexit copy `copy` on the function of system call `nr` (unless it is loaded: then
+/// for that function) and attaches it.
 fn attach_fexit(ebpf: &mut Ebpf, copy: usize, nr: u32) -> std::result::Result<FExitLink, String> {
-    // getppid: the capability probe's call.
+    // getpgid: the capability probe's call.
     let func = x86_64_name(nr)
-        .or((nr == NR_GETPPID).then_some("getppid"))
+        .or((nr == NR_PROBE).then_some("getpgid"))
         .map(|n| format!("__x64_sys_{n}"))
         .ok_or_else(|| format!("no function known for system call {nr}"))?;
     let name = fexit_copy(copy);
-    let prog: &mut FExit = ebpf
-        .program_mut(&name)
-        .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
-        .try_into()
-        .map_err(|e: ProgramError| format!("program {name}: {}", chain(&e)))?;
-    let btf = Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {}", chain(&e)))?;
+    let prog = fexit_prog(ebpf, copy).ok_or_else(|| format!("program {name} missing"))?;
     let refused = |e: ProgramError| format!("fexit on {func}: {}", chain(&e));
     if prog.fd().is_err() {
+        let btf =
+            Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {}", chain(&e)))?;
         prog.load(&func, &btf).map_err(refused)?;
     }
     let id = prog.attach().map_err(refused)?;
     prog.take_link(id).map_err(refused)
 }
 
+fn fexit_prog(ebpf: &mut Ebpf, copy: usize) -> Option<&mut FExit> {
+    ebpf.program_mut(&fexit_copy(copy))?.try_into().ok()
+}
+
+fn fexit_loaded(ebpf: &mut Ebpf, copy: usize) -> bool {
+    fexit_prog(ebpf, copy).is_some_and(|p| p.fd().is_ok())
+}
+
 fn unload_copy(ebpf: &mut Ebpf, copy: usize) {
-    let name = fexit_copy(copy);
-    if let Some(p) = ebpf.program_mut(&name)
-        && let Ok(p) = <&mut FExit>::try_from(p)
+    if let Some(p) = fexit_prog(ebpf, copy)
         && let Err(e) = p.unload()
     {
-        debug!(error = %chain(&e), program = name, "unloading an fexit copy");
+        debug!(error = %chain(&e), copy, "unloading an fexit copy");
     }
 }
 
@@ -796,11 +805,12 @@ pub struct DelayProbe {
     pub fexit_refused: Option<String>,
 }
 
-/// getppid(2) on x86_64: the probe's chosen call.
-const NR_GETPPID: u32 = 110;
+/// getpgid(2) on x86_64: the probe's chosen call (called as getpgid(0): no effect; one
+/// argument, so its function has BTF where argument-less ones may not).
+const NR_PROBE: u32 = 121;
 
-/// Learns by doing: a scratch instance delays getppid of one thread of this process (which
-/// blocks the marker, so it stays pending), the thread calls getppid, and takes the marker
+/// Learns by doing: a scratch instance delays getpgid(0) of one thread of this process (which
+/// blocks the marker, so it stays pending), the thread calls getpgid(0), and takes the marker
 /// with sigtimedwait. The exit program is attached for well under a second.
 pub fn probe() -> DelayProbe {
     let opts = LoadOptions { agent_tgid: 0, check_blocked: false, debug: false };
@@ -817,7 +827,7 @@ pub fn probe() -> DelayProbe {
         }
     };
     let rule = DelayRule {
-        syscalls: syscall_bitmap(&[NR_GETPPID]).unwrap_or_default(),
+        syscalls: syscall_bitmap(&[NR_PROBE]).unwrap_or_default(),
         latency_ns: 1,
         jitter_ns: 0,
         threshold: faultline_common::delay::DELAY_PROB_ONE,
@@ -852,7 +862,7 @@ pub fn probe() -> DelayProbe {
     }
 }
 
-/// One seized thread's getppid, and whether the marker reached that thread.
+/// One seized thread's getpgid(0), and whether the marker reached that thread.
 fn signal_round(dp: &mut DelayDatapath) -> std::result::Result<String, String> {
     let (tid_tx, tid_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
@@ -871,8 +881,8 @@ fn signal_round(dp: &mut DelayDatapath) -> std::result::Result<String, String> {
             let tid = unsafe { libc::gettid() } as u32;
             tid_tx.send(tid).map_err(|e| e.to_string())?;
             go_rx.recv().map_err(|e| e.to_string())?;
-            // SAFETY: getppid has no arguments; made through syscall(2) so no libc cache.
-            unsafe { libc::syscall(libc::SYS_getppid) };
+            // SAFETY: getpgid(0) reads this process's group; through syscall(2), no cache.
+            unsafe { libc::syscall(libc::SYS_getpgid, 0) };
             let timeout = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
             // SAFETY: waits for the blocked signal on this thread, with a timeout.
             let got = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
@@ -895,7 +905,7 @@ fn signal_round(dp: &mut DelayDatapath) -> std::result::Result<String, String> {
         dp.threads().release(tid);
         r?;
         match arm {
-            Some(a) if a.syscall == NR_GETPPID => {
+            Some(a) if a.syscall == NR_PROBE => {
                 Ok("bpf_send_signal_thread at sys_exit signalled the chosen thread".to_string())
             }
             other => Err(format!("the marker came but the armed entry is {other:?}")),

@@ -499,7 +499,19 @@ impl FaultDriver for DelayDriver {
         };
         let cg =
             target.cgroup("syscall_delay acts on a task's calls: use a cgroup or pid target")?;
-        self.apply_delay(cg, spec, expires)
+        let started = monotonic_ns();
+        self.apply_delay(cg, spec, expires).map_err(|e| match e {
+            // The tracer ends itself at the deadline: a fault whose time ran out while it was
+            // being applied (loading the datapath, seizing many threads) finds it gone.
+            Error::Internal(why) if monotonic_ns() >= expires => {
+                Error::FailedPrecondition(format!(
+                    "sys delay: the fault's time ran out while it was being applied ({} ms of \
+                 setup; ask for a longer --for): {why}",
+                    (monotonic_ns() - started) / 1_000_000
+                ))
+            }
+            other => other,
+        })
     }
 }
 

@@ -63,6 +63,19 @@ pub fn rate(op: &str, arg: &str, seconds: f64) -> String {
     let mut ops = 0u64;
     let mut errors = 0u64;
     let mut step: Box<dyn FnMut() -> bool> = match op {
+        // A null system call (no libc cache).
+        "getppid" => Box::new(|| {
+            // SAFETY: getppid has no arguments and cannot fail.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+            true
+        }),
+        // 4 KiB of a file in the page cache.
+        "pread" => {
+            use std::os::unix::fs::FileExt as _;
+            let f = std::fs::File::open(arg).expect("FILE");
+            let mut buf = vec![0u8; 4096];
+            Box::new(move || f.read_at(&mut buf, 0).is_ok())
+        }
         "open" => {
             let path = arg.to_string();
             Box::new(move || std::fs::File::open(&path).is_ok())

@@ -17,7 +17,8 @@
 //!
 //! For `cargo xtask bench` (see bench.rs):
 //! rate OP ARG SECONDS             open PATH | connect ADDR | connect-refused ADDR |
-//!                                 udp-connect ADDR, as often as possible: per_s
+//!                                 udp-connect ADDR | getppid - | pread FILE (4 KiB), as
+//!                                 often as possible: per_s
 //! owd ADDR COUNT INTERVAL_MS      datagrams to a receiver in this process: one-way delays
 //! tcp-rate ADDR SECONDS           one TCP connection to a sink in this process: rate_bps
 //! inject-latency SOCKET CGROUP COUNT cold|warm INTERVAL_US
