@@ -223,8 +223,16 @@ impl Probe {
         Probe { pid: n("pid"), tid_a: n("tid_a"), tid_b: n("tid_b"), child, out }
     }
 
+    /// Starts the run and returns once A is in its timed rounds (two reads done: a hold from
+    /// here on lands in a round it times).
     fn go(&mut self) {
         self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let io = format!("/proc/{}/task/{}/io", self.pid, self.tid_a);
+        wait_for("A's rounds", Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&io).unwrap();
+            let rchar = text.lines().find_map(|l| l.strip_prefix("rchar:"));
+            rchar.is_some_and(|n| n.trim().parse::<u64>().unwrap() >= 2)
+        });
     }
 
     fn finish(&mut self) -> serde_json::Value {
@@ -272,7 +280,7 @@ fn maps() -> (Map, Map) {
 fn holds_only_the_armed_thread_for_its_delay() {
     let _alone = serial::alone();
     let (armed, seized) = maps();
-    let mut probe = Probe::start(2.5);
+    let mut probe = Probe::start(2.2);
     let mut tracer = Tracer::start(&armed, &seized, 60);
     // Started as .../exe, it names itself as users know it.
     assert_eq!(tracer.comm(), "faultline");
@@ -286,7 +294,6 @@ fn holds_only_the_armed_thread_for_its_delay() {
         assert_eq!(tracer_of(probe.pid, tid), tracer.pid);
     }
     probe.go();
-    std::thread::sleep(Duration::from_millis(300));
     for _ in 0..6 {
         armed.arm(probe.tid_a, Duration::from_millis(100), 7);
         tgkill(probe.pid, probe.tid_a, SIGURG);
@@ -423,12 +430,11 @@ fn follows_forks_and_execs() {
 fn agent_killed_releases_a_held_thread() {
     let _alone = serial::alone();
     let (armed, seized) = maps();
-    let mut probe = Probe::start(1.5);
+    let mut probe = Probe::start(1.0);
     let tracer = Tracer::start(&armed, &seized, 60);
     let mut tracer = tracer;
     assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
     probe.go();
-    std::thread::sleep(Duration::from_millis(200));
     armed.arm(probe.tid_a, Duration::from_secs(5), 1);
     tgkill(probe.pid, probe.tid_a, SIGURG);
     wait_for("A held", Duration::from_secs(2), || state(probe.pid, probe.tid_a) == Some('t'));
@@ -461,7 +467,8 @@ fn agent_stopped_holds_end_on_time() {
     assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
     probe.go();
     kill(tracer.agent(), libc::SIGSTOP);
-    std::thread::sleep(Duration::from_millis(200));
+    let agent = tracer.agent();
+    wait_for("the agent stopped", Duration::from_secs(3), || state(agent, agent) == Some('T'));
     for _ in 0..3 {
         armed.arm(probe.tid_a, Duration::from_millis(100), 2);
         tgkill(probe.pid, probe.tid_a, SIGURG);
