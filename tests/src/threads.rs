@@ -1,10 +1,13 @@
 //! Threads as /proc shows them, for the tests of faults that hold threads (sys delay):
-//! their state, their tracer, and a process under strace.
+//! their state, their tracer, and a process held by a tracer of the test's own.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::{
+    ffi::{CStr, CString},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
 
-use crate::wait_for;
+use crate::{Cgroup, wait_for};
 
 /// A field of /proc/PID/task/TID/status (`path` is the task's directory).
 pub fn status(path: &str, field: &str) -> Option<String> {
@@ -37,28 +40,105 @@ pub fn assert_untraced(pid: i32) {
     }
 }
 
-/// `strace -o /dev/null sleep 30` through `strace` (a Command for strace, placed where the
-/// test wants it), once strace traces its sleep: (strace, the sleep's pid). strace forks a
-/// child of its own at start to test ptrace; the sleep is found by its comm.
-pub fn strace_sleeping(mut strace: Command) -> (Child, i32) {
-    let child = strace
-        .args(["-o", "/dev/null", "sleep", "30"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let spid = child.id() as i32;
-    let comm = |p: i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-    let mut sleeper = 0;
-    wait_for("strace to trace sleep", Duration::from_secs(5), || {
-        let children = std::fs::read_to_string(format!("/proc/{spid}/task/{spid}/children"))
-            .unwrap_or_default();
-        sleeper = children
-            .split_whitespace()
-            .map(|p| p.parse().unwrap())
-            .find(|p| comm(*p).trim() == "sleep")
-            .unwrap_or(0);
-        sleeper != 0 && tracer_of(sleeper, sleeper) == spid
-    });
-    (child, sleeper)
+/// The comm of the tracer `Traced` starts.
+pub const TRACER_COMM: &str = "fl-test-tracer";
+const TRACER_NAME: &CStr = c"fl-test-tracer";
+
+/// `sleep 30` held by a tracer of the test's own, as a debugger would hold it: a child
+/// forked from the test (named TRACER_COMM) that PTRACE_SEIZEs the sleep and waits, so no
+/// strace or gdb is needed (the VM tier's guests have neither). With a cgroup, both the sleep
+/// and its tracer run in it. Both are killed on drop, the tracer first (which detaches the
+/// sleep), also when the test fails.
+pub struct Traced {
+    /// The traced process (`sleep 30`).
+    pub pid: i32,
+    /// Its tracer.
+    pub tracer: i32,
+    sleep: Child,
+}
+
+impl Traced {
+    pub fn start(cgroup: Option<&Cgroup>) -> Traced {
+        let sleep = cgroup
+            .map_or_else(|| Command::new("sleep"), |cg| cg.command("sleep"))
+            .arg("30")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = sleep.id() as i32;
+        let procs = cgroup.map(|cg| {
+            CString::new(cg.fs.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap()
+        });
+        // SAFETY: the child makes only async-signal-safe calls (no allocation, no locks; the
+        // test process may have other threads) on memory prepared before the fork, and
+        // never returns.
+        let tracer = unsafe { libc::fork() };
+        assert!(tracer >= 0, "fork: {}", std::io::Error::last_os_error());
+        if tracer == 0 {
+            // SAFETY: as above.
+            unsafe { trace(pid, procs.as_deref()) }
+        }
+        let mut t = Traced { pid, tracer, sleep };
+        wait_for("the test's tracer to seize the sleep", Duration::from_secs(10), || {
+            let mut st = 0;
+            // SAFETY: our own child; st is a live local.
+            if unsafe { libc::waitpid(t.tracer, &mut st, libc::WNOHANG) } == t.tracer {
+                t.tracer = 0;
+                panic!("the test's tracer exited: wait status {st:#x}");
+            }
+            tracer_of(pid, pid) == t.tracer
+        });
+        assert_eq!(
+            std::fs::read_to_string(format!("/proc/{}/comm", t.tracer)).unwrap().trim(),
+            TRACER_COMM
+        );
+        t
+    }
+}
+
+/// The forked tracer: names itself, joins `procs` (a cgroup.procs file) when given, seizes
+/// `pid` and waits to be killed (or for the test to die: PDEATHSIG). Exit codes 1 to 4 say
+/// which step failed.
+unsafe fn trace(pid: i32, procs: Option<&CStr>) -> ! {
+    // SAFETY: async-signal-safe calls only, on memory the child owns.
+    unsafe {
+        let parent = libc::getppid();
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        if libc::prctl(libc::PR_SET_NAME, TRACER_NAME.as_ptr()) != 0 {
+            libc::_exit(2);
+        }
+        if let Some(procs) = procs {
+            // "0" moves the writer itself.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                libc::_exit(3);
+            }
+            libc::close(fd);
+        }
+        // The raw call: libc declares the request unsigned on glibc, signed on musl.
+        let seize = libc::PTRACE_SEIZE as libc::c_long;
+        if libc::syscall(libc::SYS_ptrace, seize, pid as libc::c_long, 0usize, 0usize) != 0 {
+            libc::_exit(4);
+        }
+        loop {
+            libc::pause();
+        }
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        if self.tracer > 0 {
+            // SAFETY: our own child, reaped here.
+            unsafe {
+                libc::kill(self.tracer, libc::SIGKILL);
+                libc::waitpid(self.tracer, std::ptr::null_mut(), 0);
+            }
+        }
+        let _ = self.sleep.kill();
+        let _ = self.sleep.wait();
+    }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use faultline_tests::{
     Agent, Cgroup, TempDir, Waiting, one_line_error, probe_bin, serial,
-    threads::{assert_untraced, state, strace_sleeping, tids, tracer_of},
+    threads::{TRACER_COMM, Traced, assert_untraced, state, tids, tracer_of},
     wait_for,
 };
 
@@ -320,8 +320,10 @@ fn agent_killed_during_a_hold_releases_the_thread() {
     assert_eq!(Timed::extras(&v).iter().filter(|e| **e > 150.0).count(), 1, "{v}");
 }
 
-/// A process under strace in the target: refused, naming it and strace's pid, with nothing
-/// applied (strace keeps its tracee, no experiment is recorded); the same for a pid target.
+/// A process held by a tracer in the target (a debugger's way: PTRACE_SEIZE; the tracer is
+/// the test's own, as the VM guests have no strace): refused, naming it and its tracer's pid
+/// and comm, with nothing applied (the tracer keeps its tracee, no experiment is recorded);
+/// the same for a pid target.
 #[test]
 fn a_traced_process_is_refused_naming_its_tracer() {
     let agent = Agent::start();
@@ -329,8 +331,8 @@ fn a_traced_process_is_refused_naming_its_tracer() {
     if !supported(&agent, &cg) {
         return;
     }
-    let (mut strace, sleeper) = strace_sleeping(cg.command("strace"));
-    let spid = strace.id() as i32;
+    let traced = Traced::start(Some(&cg));
+    let (sleeper, tpid) = (traced.pid, traced.tracer);
     for target in [["--cgroup", cg.rel.as_str()], ["--pid", &sleeper.to_string()]] {
         let mut args = vec!["sys", "delay"];
         args.extend_from_slice(&target);
@@ -340,15 +342,13 @@ fn a_traced_process_is_refused_naming_its_tracer() {
         let err = one_line_error(&out);
         eprintln!("{target:?} -> {err}");
         assert!(err.contains("FAILED_PRECONDITION"), "{err}");
-        let want = format!("process {sleeper}: traced by {spid} (strace)");
+        let want = format!("process {sleeper}: traced by {tpid} ({TRACER_COMM})");
         assert!(err.contains(&want), "{err}: expected {want}");
-        assert_eq!(tracer_of(sleeper, sleeper), spid, "strace keeps its tracee");
-        assert_eq!(tracer_of(spid, spid), 0, "strace itself was let go");
+        assert_eq!(tracer_of(sleeper, sleeper), tpid, "the tracer keeps its tracee");
+        assert_eq!(tracer_of(tpid, tpid), 0, "the tracer itself was let go");
         let list = agent.cli_json(&["ls"]);
         assert_eq!(list.as_array().unwrap().len(), 0, "a refused request left {list}");
     }
-    let _ = strace.kill();
-    let _ = strace.wait();
 }
 
 /// A child the target forks (and execs: fl-probe `spawn` runs another fl-probe) while the

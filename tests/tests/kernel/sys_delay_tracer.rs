@@ -16,8 +16,8 @@ use std::{
 };
 
 use faultline_tests::{
-    faultline_bin, probe_bin, serial,
-    threads::{assert_untraced, state, status, strace_sleeping, tids, tracer_of},
+    TempDir, faultline_bin, probe_bin, serial,
+    threads::{TRACER_COMM, Traced, assert_untraced, state, status, tids, tracer_of},
     wait_for,
 };
 
@@ -108,25 +108,34 @@ fn kill(pid: i32, sig: i32) {
     unsafe { libc::kill(pid, sig) };
 }
 
-/// `faultline __delay-tracer`, started by a throwaway shell that plays the agent.
+/// `faultline __delay-tracer`, started by a throwaway shell that plays the agent, through a
+/// symlink named `exe` (the agent starts it through /proc/self/exe).
 struct Tracer {
     shell: Child,
     pid: i32,
     ctl: BufReader<UnixStream>,
+    _dir: TempDir,
 }
 
 impl Tracer {
     fn start(armed: &Map, seized: &Map, for_s: u64) -> Tracer {
+        Tracer::start_until(armed, seized, monotonic_ns() + for_s * 1_000_000_000)
+    }
+
+    /// With its deadline at `deadline` (CLOCK_MONOTONIC ns).
+    fn start_until(armed: &Map, seized: &Map, deadline: u64) -> Tracer {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let deadline = monotonic_ns() + for_s * 1_000_000_000;
         let fds = [armed.raw(), seized.raw()];
+        let dir = TempDir::new("delay-tracer");
+        let exe = dir.path().join("exe");
+        std::os::unix::fs::symlink(faultline_bin(), &exe).unwrap();
         let mut cmd = Command::new("sh");
         // A background command's stdin would be /dev/null: the channel goes through fd 9.
         cmd.args([
             "-c",
             r#"exec 9<&0; "$0" __delay-tracer $$ "$1" "$2" "$3" 0<&9 9<&- & echo $!; wait"#,
         ])
-        .arg(faultline_bin())
+        .arg(exe)
         .args([deadline.to_string(), fds[0].to_string(), fds[1].to_string()])
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::piped());
@@ -146,9 +155,14 @@ impl Tracer {
         BufReader::new(shell.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let pid = line.trim().parse().unwrap();
         ours.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut t = Tracer { shell, pid, ctl: BufReader::new(ours) };
+        let mut t = Tracer { shell, pid, ctl: BufReader::new(ours), _dir: dir };
         assert_eq!(t.read(), "ready");
         t
+    }
+
+    /// Its comm (what ps and the refusals that name a tracer show).
+    fn comm(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap().trim().to_string()
     }
 
     fn read(&mut self) -> String {
@@ -184,6 +198,16 @@ impl Drop for Tracer {
     }
 }
 
+/// A child killed and reaped on drop, also when the test fails.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `fl-probe threads-timed SECONDS`, waiting for its go.
 struct Probe {
     child: Child,
@@ -209,8 +233,16 @@ impl Probe {
         Probe { pid: n("pid"), tid_a: n("tid_a"), tid_b: n("tid_b"), child, out }
     }
 
+    /// Starts the run and returns once A is in its timed rounds (two reads done: a hold from
+    /// here on lands in a round it times).
     fn go(&mut self) {
         self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let io = format!("/proc/{}/task/{}/io", self.pid, self.tid_a);
+        wait_for("A's rounds", Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&io).unwrap();
+            let rchar = text.lines().find_map(|l| l.strip_prefix("rchar:"));
+            rchar.is_some_and(|n| n.trim().parse::<u64>().unwrap() >= 2)
+        });
     }
 
     fn finish(&mut self) -> serde_json::Value {
@@ -221,8 +253,8 @@ impl Probe {
     }
 
     /// How much longer than A's median round each round that held a hold was, in ms: those
-    /// over 50 ms (the probe lists rounds over 20 ms; this loaded host has those without a
-    /// hold now and then).
+    /// over 80 ms (the probe lists rounds over 20 ms; a loaded host has those without a hold
+    /// now and then; the holds here are 100 ms or longer).
     fn extras(v: &serde_json::Value) -> Vec<f64> {
         let median = v["median_ms"].as_f64().unwrap();
         v["long"]
@@ -230,7 +262,7 @@ impl Probe {
             .unwrap()
             .iter()
             .map(|r| r["ms"].as_f64().unwrap() - median)
-            .filter(|e| *e > 50.0)
+            .filter(|e| *e > 80.0)
             .collect()
     }
 }
@@ -251,15 +283,17 @@ fn maps() -> (Map, Map) {
     (Map::hash(16), Map::hash(4))
 }
 
-/// Eight 100 ms holds of thread A: each adds 100 ms +- 10 (median) to the round it lands in,
+/// Six 100 ms holds of thread A: each adds 100 ms +- 10 (median) to the round it lands in,
 /// thread B runs on meanwhile, the tracer counts them for the slot, and `release` leaves the
 /// process untraced while it runs.
 #[test]
 fn holds_only_the_armed_thread_for_its_delay() {
     let _alone = serial::alone();
     let (armed, seized) = maps();
-    let mut probe = Probe::start(3.0);
+    let mut probe = Probe::start(2.2);
     let mut tracer = Tracer::start(&armed, &seized, 60);
+    // Started as .../exe, it names itself as users know it.
+    assert_eq!(tracer.comm(), "faultline");
     assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
     // Seizing it again changes nothing.
     assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
@@ -270,8 +304,7 @@ fn holds_only_the_armed_thread_for_its_delay() {
         assert_eq!(tracer_of(probe.pid, tid), tracer.pid);
     }
     probe.go();
-    std::thread::sleep(Duration::from_millis(300));
-    for _ in 0..8 {
+    for _ in 0..6 {
         armed.arm(probe.tid_a, Duration::from_millis(100), 7);
         tgkill(probe.pid, probe.tid_a, SIGURG);
         std::thread::sleep(Duration::from_millis(250));
@@ -280,16 +313,18 @@ fn holds_only_the_armed_thread_for_its_delay() {
     let stats = tracer.ask("stats");
     let s: Vec<u64> =
         stats.strip_prefix("ok 7:").unwrap().split(':').map(|n| n.parse().unwrap()).collect();
-    assert_eq!(s[0], 8, "{stats}");
-    let mean_ms = s[1] as f64 / 8e6;
-    assert!((99.0..130.0).contains(&mean_ms), "mean hold {mean_ms} ms");
+    assert_eq!(s[0], 6, "{stats}");
+    // The tracer's own count of the time held: never less than asked; more by its wake-up
+    // latency, which a loaded host stretches.
+    let mean_ms = s[1] as f64 / 6e6;
+    assert!((99.0..150.0).contains(&mean_ms), "mean hold {mean_ms} ms");
     assert_eq!(tracer.ask(&format!("release {}", probe.pid)), "ok 3");
     assert_untraced(probe.pid);
     assert_eq!(seized.keys(), Vec::<u32>::new());
     let v = probe.finish();
     let extras = Probe::extras(&v);
     eprintln!("{v}");
-    assert_eq!(extras.len(), 8, "one long round per hold: {v}");
+    assert_eq!(extras.len(), 6, "one long round per hold: {v}");
     let m = median(extras);
     assert!((90.0..=110.0).contains(&m), "median added {m} ms: {v}");
     let (inside, outside) = (v["b_inside"].as_f64().unwrap(), v["b_outside"].as_f64().unwrap());
@@ -304,11 +339,11 @@ fn holds_only_the_armed_thread_for_its_delay() {
 #[test]
 fn refuses_a_traced_process_and_the_agent() {
     let (armed, seized) = maps();
-    let (mut strace, sleeper) = strace_sleeping(Command::new("strace"));
-    let spid = strace.id() as i32;
+    let traced = Traced::start(None);
+    let (sleeper, tpid) = (traced.pid, traced.tracer);
     let mut tracer = Tracer::start(&armed, &seized, 60);
     let r = tracer.ask(&format!("seize {sleeper}"));
-    assert_eq!(r, format!("refused {sleeper}: traced by {spid} (strace)"));
+    assert_eq!(r, format!("refused {sleeper}: traced by {tpid} ({TRACER_COMM})"));
     let agent = tracer.agent();
     assert_eq!(
         tracer.ask(&format!("seize {agent}")),
@@ -323,10 +358,7 @@ fn refuses_a_traced_process_and_the_agent() {
         assert!(r.starts_with("refused 2: ptrace refused thread 2:"), "{r}");
     }
     assert_eq!(seized.keys(), Vec::<u32>::new());
-    assert_eq!(tracer_of(sleeper, sleeper), spid, "strace keeps its tracee");
-    let _ = strace.kill();
-    let _ = strace.wait();
-    kill(sleeper, libc::SIGKILL);
+    assert_eq!(tracer_of(sleeper, sleeper), tpid, "the other tracer keeps its tracee");
     assert_eq!(tracer.ask("stop"), "ok");
 }
 
@@ -338,14 +370,16 @@ fn follows_forks_and_execs() {
     let (armed, seized) = maps();
     let mut tracer = Tracer::start(&armed, &seized, 60);
 
-    let mut sh = Command::new("sh")
-        .args(["-c", "read go; sleep 5 & exec sleep 6"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = sh.id() as i32;
+    let mut sh = Reaped(
+        Command::new("sh")
+            .args(["-c", "read go; sleep 5 & exec sleep 6"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = sh.0.id() as i32;
     assert_eq!(tracer.ask(&format!("seize {pid}")), "ok 1");
-    sh.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    sh.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let mut child = 0;
     wait_for("the fork and the exec", Duration::from_secs(5), || {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -368,18 +402,19 @@ fn follows_forks_and_execs() {
     assert_untraced(child);
     assert_eq!(seized.keys(), Vec::<u32>::new());
     kill(child, libc::SIGKILL);
-    let _ = sh.kill();
-    let _ = sh.wait();
+    drop(sh);
 
     // exec from the second thread
-    let mut p = Command::new(probe_bin())
-        .args(["exec-thread", "sleep", "5"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut p = Reaped(
+        Command::new(probe_bin())
+            .args(["exec-thread", "sleep", "5"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    BufReader::new(p.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(p.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     let (pid, tid) = (v["pid"].as_i64().unwrap() as i32, v["tid"].as_i64().unwrap() as i32);
     assert_eq!(tracer.ask(&format!("seize {pid}")), "ok 2");
@@ -388,7 +423,7 @@ fn follows_forks_and_execs() {
         k.sort_unstable();
         k
     });
-    p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    p.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     wait_for("the exec", Duration::from_secs(5), || {
         std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
             && seized.keys() == vec![pid as u32]
@@ -397,8 +432,7 @@ fn follows_forks_and_execs() {
     assert_eq!(tracer_of(pid, pid), tracer.pid);
     assert_eq!(tracer.ask(&format!("release {pid}")), "ok 1");
     assert_untraced(pid);
-    let _ = p.kill();
-    let _ = p.wait();
+    drop(p);
     assert_eq!(tracer.ask("stop"), "ok");
 }
 
@@ -408,12 +442,11 @@ fn follows_forks_and_execs() {
 fn agent_killed_releases_a_held_thread() {
     let _alone = serial::alone();
     let (armed, seized) = maps();
-    let mut probe = Probe::start(1.5);
+    let mut probe = Probe::start(1.0);
     let tracer = Tracer::start(&armed, &seized, 60);
     let mut tracer = tracer;
     assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
     probe.go();
-    std::thread::sleep(Duration::from_millis(200));
     armed.arm(probe.tid_a, Duration::from_secs(5), 1);
     tgkill(probe.pid, probe.tid_a, SIGURG);
     wait_for("A held", Duration::from_secs(2), || state(probe.pid, probe.tid_a) == Some('t'));
@@ -435,7 +468,8 @@ fn agent_killed_releases_a_held_thread() {
     assert_eq!(Probe::extras(&v).len(), 1, "{v}");
 }
 
-/// SIGSTOP of the tracer's parent: holds still end on time.
+/// SIGSTOP of the tracer's parent: holds still end on time (were they to wait for the agent,
+/// they would last until its SIGCONT, after the probe's end: the bound is loose).
 #[test]
 fn agent_stopped_holds_end_on_time() {
     let _alone = serial::alone();
@@ -445,7 +479,8 @@ fn agent_stopped_holds_end_on_time() {
     assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
     probe.go();
     kill(tracer.agent(), libc::SIGSTOP);
-    std::thread::sleep(Duration::from_millis(200));
+    let agent = tracer.agent();
+    wait_for("the agent stopped", Duration::from_secs(3), || state(agent, agent) == Some('T'));
     for _ in 0..3 {
         armed.arm(probe.tid_a, Duration::from_millis(100), 2);
         tgkill(probe.pid, probe.tid_a, SIGURG);
@@ -455,7 +490,7 @@ fn agent_stopped_holds_end_on_time() {
     let extras = Probe::extras(&v);
     assert_eq!(extras.len(), 3, "{v}");
     for e in &extras {
-        assert!((90.0..=130.0).contains(e), "hold added {e} ms with the agent stopped: {v}");
+        assert!((90.0..=400.0).contains(e), "hold added {e} ms with the agent stopped: {v}");
     }
     let stats = tracer.ask("stats");
     assert!(stats.starts_with("ok 2:3:"), "{stats}");
@@ -464,24 +499,75 @@ fn agent_stopped_holds_end_on_time() {
     wait_for("the tracer to exit", Duration::from_secs(3), || tracer.gone());
 }
 
-/// The deadline on the command line ends a hold and the tracer.
+/// The deadline on the command line ends a hold (30 s asked) and the tracer: the held thread
+/// runs again at the deadline, not before it nor long after it, nothing is left traced, and
+/// the tracer exits. The deadline is fixed before the tracer starts, so a slow start (a loaded
+/// host, a VM) leaves less of it for the hold: an attempt where A was not seen held at least
+/// 200 ms before the deadline proves nothing and is made again with a longer deadline.
 #[test]
 fn deadline_releases_everything() {
+    for secs in [1.0, 3.0, 10.0] {
+        if deadline_attempt(secs) {
+            return;
+        }
+    }
+    panic!("A was never seen held 200 ms before a deadline (1, 3 and 10 s)");
+}
+
+/// One attempt of `deadline_releases_everything` with the deadline `secs` after the start;
+/// false when it cannot tell.
+fn deadline_attempt(secs: f64) -> bool {
     let (armed, seized) = maps();
-    let mut probe = Probe::start(3.0);
-    let mut tracer = Tracer::start(&armed, &seized, 1);
+    // A runs past the deadline (its median round is not needed: a long round is > 150 ms).
+    let mut probe = Probe::start(secs + 0.3);
+    let deadline = monotonic_ns() + (secs * 1e9) as u64;
+    let mut tracer = Tracer::start_until(&armed, &seized, deadline);
     assert_eq!(tracer.ask(&format!("seize {}", probe.pid)), "ok 3");
     probe.go();
-    std::thread::sleep(Duration::from_millis(200));
     armed.arm(probe.tid_a, Duration::from_secs(30), 1);
     tgkill(probe.pid, probe.tid_a, SIGURG);
+    let mut held_at = 0;
+    wait_for("A held, or the deadline", Duration::from_secs(secs as u64 + 5), || {
+        if state(probe.pid, probe.tid_a) == Some('t') {
+            held_at = monotonic_ns();
+        }
+        held_at != 0 || monotonic_ns() >= deadline
+    });
+    if held_at == 0 || held_at + 200_000_000 > deadline {
+        eprintln!(
+            "a {secs} s deadline: A seen held {} ms before it; not enough to tell",
+            deadline.saturating_sub(held_at) / 1_000_000
+        );
+        return false;
+    }
+    // Still held up to the deadline, running within a second of it.
+    let released_at = loop {
+        let now = monotonic_ns();
+        if state(probe.pid, probe.tid_a) != Some('t') {
+            break now;
+        }
+        assert!(now < deadline + 1_000_000_000, "A still held a second past the deadline");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let after_ms = (released_at as f64 - deadline as f64) / 1e6;
+    eprintln!(
+        "a {secs} s deadline: A held from {} ms before it, running {after_ms:.1} ms after it",
+        (deadline - held_at) / 1_000_000
+    );
+    assert!(released_at >= deadline, "A ran again {} ms before the deadline", -after_ms);
     wait_for("the tracer to exit at its deadline", Duration::from_secs(3), || tracer.gone());
     assert_untraced(probe.pid);
     assert_eq!(seized.keys(), Vec::<u32>::new());
     let v = probe.finish();
-    let extras: Vec<f64> = Probe::extras(&v).into_iter().filter(|e| *e > 500.0).collect();
-    assert_eq!(extras.len(), 1, "{v}");
-    assert!(extras[0] < 1500.0, "held {} ms past a 1 s deadline: {v}", extras[0]);
+    let held: Vec<f64> = v["long"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ms"].as_f64().unwrap())
+        .filter(|ms| *ms > 150.0)
+        .collect();
+    assert_eq!(held.len(), 1, "one long round, the hold: {v}");
+    true
 }
 
 /// Signals other than the marker pass through unchanged (a real SIGURG too, also when it
@@ -496,8 +582,8 @@ fn other_signals_and_job_control_pass_through() {
         "trap 'echo usr1 >> {f}' USR1; trap 'echo urg >> {f}' URG; while :; do sleep 0.02; done",
         f = file.display()
     );
-    let mut sh = Command::new("sh").args(["-c", &script]).spawn().unwrap();
-    let pid = sh.id() as i32;
+    let sh = Reaped(Command::new("sh").args(["-c", &script]).spawn().unwrap());
+    let pid = sh.0.id() as i32;
     let got = |what: &str| {
         std::fs::read_to_string(&file).unwrap_or_default().lines().filter(|l| *l == what).count()
     };
@@ -512,7 +598,8 @@ fn other_signals_and_job_control_pass_through() {
     kill(pid, SIGURG);
     wait_for("a real SIGURG merged with a marker", Duration::from_secs(3), || got("urg") == 2);
     assert!(t0.elapsed() >= Duration::from_millis(195), "handled after {:?}", t0.elapsed());
-    assert!(tracer.ask("stats").starts_with("ok 4:1:"));
+    let stats = tracer.ask("stats");
+    assert!(stats.starts_with("ok 4:1:"), "{stats}");
 
     kill(pid, libc::SIGSTOP);
     wait_for("stopped", Duration::from_secs(3), || matches!(state(pid, pid), Some('T' | 't')));
@@ -529,15 +616,23 @@ fn other_signals_and_job_control_pass_through() {
         matches!(state(pid, pid), Some('T' | 't'))
     });
     assert!(tracer.ask(&format!("release {pid}")).starts_with("ok "));
-    assert_eq!(state(pid, pid), Some('T'), "released while stopped: stays stopped");
+    // The 't' seen may have been another stop (sh forks every 20 ms) with the SIGSTOP still
+    // on its way, passed on at the detach: the process ends stopped, untraced, and stays so.
+    wait_for("released while stopped: stopped", Duration::from_secs(3), || {
+        state(pid, pid) == Some('T')
+    });
     assert_eq!(tracer_of(pid, pid), 0);
+    let n = got("usr1");
+    kill(pid, libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(state(pid, pid), Some('T'), "released while stopped: stays stopped");
+    assert_eq!(got("usr1"), n, "a process released while stopped ran its handler");
     kill(pid, libc::SIGCONT);
     wait_for("running after release", Duration::from_secs(3), || {
         !matches!(state(pid, pid), Some('T' | 't'))
     });
     assert_untraced(pid);
     assert_eq!(seized.keys(), Vec::<u32>::new());
-    let _ = sh.kill();
-    let _ = sh.wait();
+    drop(sh);
     assert_eq!(tracer.ask("stop"), "ok");
 }
