@@ -210,8 +210,8 @@ fn target(cg: &Cgroup) -> DelayTarget {
     DelayTarget::Cgroup { id, level }
 }
 
-/// Links of this process attached to the sys_exit tracepoint by one of `progs`, from the
-/// kernel (fdinfo of every bpf_link descriptor).
+/// Links of this process of one of `progs` (the exit program's forms), from the kernel
+/// (fdinfo of every bpf_link descriptor): on the sys_exit tracepoint, or fexit links.
 fn exit_links(progs: &[u32]) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
@@ -225,31 +225,50 @@ fn exit_links(progs: &[u32]) -> usize {
         let field =
             |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
         let prog = field("prog_id:").and_then(|v| v.parse::<u32>().ok());
-        if field("tp_name:").as_deref() == Some("sys_exit")
-            && prog.is_some_and(|p| progs.contains(&p))
-        {
+        let on_sys_exit = field("tp_name:").as_deref() == Some("sys_exit");
+        let fexit = field("link_type:").as_deref() == Some("tracing");
+        if (on_sys_exit || fexit) && prog.is_some_and(|p| progs.contains(&p)) {
             n += 1;
         }
     }
     n
 }
 
+/// Debian's kernels (the VM tier) let fexit attach to the system call functions.
+fn fexit_expected() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").is_ok_and(|r| r.contains("+deb"))
+}
+
+/// The exit program's links for `calls` distinct system calls under `hook`.
+fn links_for(hook: ExitHook, calls: usize) -> usize {
+    if hook == ExitHook::FExit { calls } else { 1 }
+}
+
+/// The preferred form: fexit on the delayed calls' functions where the kernel allows it (it
+/// must on Debian's kernels), else tp_btf on sys_exit with the reason fexit was refused.
 #[test]
 fn the_exit_program_arms_and_signals_only_chosen_calls_of_seized_threads() {
-    arms_and_signals(false);
+    arms_and_signals(None);
+}
+
+#[test]
+fn the_sys_exit_tracepoint_does_the_same() {
+    arms_and_signals(Some(ExitHook::TpBtf));
 }
 
 #[test]
 fn the_raw_tracepoint_fallback_does_the_same() {
-    arms_and_signals(true);
+    arms_and_signals(Some(ExitHook::RawTp));
 }
 
-fn arms_and_signals(raw_tp: bool) {
+fn arms_and_signals(forced: Option<ExitHook>) {
     let _alone = faultline_tests::serial::alone();
     let mut dp = DelayDatapath::load(false).expect("loading the delay datapath");
     assert_eq!(dp.hook(), None, "nothing is attached before the first rule");
-    if raw_tp {
-        dp.force_raw_tp();
+    match forced {
+        Some(ExitHook::RawTp) => dp.force_raw_tp(),
+        Some(_) => dp.force_tp_btf(),
+        None => {}
     }
     let (cg, sibling) = (Cgroup::new("delay-target"), Cgroup::new("delay-sibling"));
     let reader = Worker::start(&cg, Op::Read);
@@ -274,12 +293,20 @@ fn arms_and_signals(raw_tp: bool) {
     let slot = dp.add_rule(target(&cg), rule(&[NR_READ], 100, 10), None).unwrap();
     let hook = dp.hook().expect("the exit program is attached with the first rule");
     eprintln!("exit program attached as {}", hook.name());
-    if raw_tp {
-        assert_eq!(hook, ExitHook::RawTp);
-    } else if hook != ExitHook::TpBtf {
-        eprintln!("note: tp_btf was refused here; the raw tracepoint serves");
+    match forced {
+        Some(ExitHook::RawTp) => assert_eq!(hook, ExitHook::RawTp),
+        Some(_) if hook != ExitHook::TpBtf => {
+            eprintln!("note: tp_btf was refused here; the raw tracepoint serves")
+        }
+        Some(_) => {}
+        None if fexit_expected() => assert_eq!(hook, ExitHook::FExit, "{:?}", dp.fexit_refused()),
+        None if hook != ExitHook::FExit => {
+            let why = dp.fexit_refused().expect("why fexit was refused");
+            eprintln!("note: fexit refused here ({why}); {} serves", hook.name());
+        }
+        None => {}
     }
-    assert_eq!(exit_links(&dp.exit_program_ids()), 1, "one sys_exit link in the kernel");
+    assert_eq!(exit_links(&dp.exit_program_ids()), 1, "one link in the kernel");
     let calls_before = reader.calls();
     sleep(Duration::from_millis(300));
 
@@ -329,7 +356,11 @@ fn arms_and_signals(raw_tp: bool) {
     // A pid rule for getppid on the other worker: the same attachment serves both.
     let by_pid = DelayTarget::Pid { tgid: other_call.pid as u32, follow: false };
     let pid_slot = dp.add_rule(by_pid, rule(&[NR_GETPPID], 5, 0), Some(7)).unwrap();
-    assert_eq!(exit_links(&dp.exit_program_ids()), 1, "still one link");
+    // fexit: a second link, on getppid's function, or (where that function has no BTF, as
+    // on Debian 6.12) every call through sys_exit again.
+    let now = dp.hook().unwrap();
+    eprintln!("with getppid too: {}", now.name());
+    assert_eq!(exit_links(&dp.exit_program_ids()), links_for(now, 2), "{:?}", dp.fexit_refused());
     faultline_tests::wait_until("getppid of the pid target is signalled", || {
         other_call.sigurg() > 10
     });
@@ -337,12 +368,13 @@ fn arms_and_signals(raw_tp: bool) {
     assert!(p.delayed > 10 && p.delay_ns == p.delayed * 5_000_000, "{p:?}");
     assert_eq!(outside.sigurg(), 0);
     dp.remove_rule(pid_slot).unwrap();
-    assert_eq!(dp.hook(), Some(hook), "the cgroup rule keeps the program attached");
+    assert!(dp.hook().is_some(), "the cgroup rule keeps the program attached");
+    assert_eq!(exit_links(&dp.exit_program_ids()), 1, "one link again");
 
     // Removing the last rule stops the arming and detaches the program.
     dp.remove_rule(slot).unwrap();
     assert_eq!(dp.hook(), None, "detached with the last rule");
-    assert_eq!(exit_links(&dp.exit_program_ids()), 0, "no sys_exit link left in the kernel");
+    assert_eq!(exit_links(&dp.exit_program_ids()), 0, "no link left in the kernel");
     // A marker sent just before the detach reaches the handler just after it.
     reader.ran_on();
     let (seen, signals, calls) = (dp.counters(slot).unwrap().seen, reader.sigurg(), reader.calls());

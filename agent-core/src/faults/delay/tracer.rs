@@ -36,20 +36,23 @@ use std::{
     fs::File,
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
     os::{
-        fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+        fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
         unix::net::UnixStream,
     },
     process::Child,
     time::{Duration, Instant},
 };
 
-use faultline_common::delay::{DELAY_SIGNAL, DelayArm};
+use faultline_common::delay::DELAY_SIGNAL;
 use nix::sys::{
     signal::{SigSet, SigmaskHow, Signal, sigprocmask},
     signalfd::{SfdFlags, SignalFd},
 };
 
-use super::super::spawn;
+use super::{
+    super::spawn,
+    datapath::{DelayError, ThreadMaps},
+};
 use crate::engine::driver::monotonic_ns;
 
 /// The hidden subcommand (`faultline __delay-tracer ...`), dispatched in agent/src/main.rs.
@@ -274,56 +277,8 @@ enum SetupError {
     Pidfd(#[source] io::Error),
     #[error("the control channel (fd 0)")]
     Control(#[source] io::Error),
-}
-
-/// The tracer's two maps, through the raw bpf(2) calls (lookup then delete, not
-/// LOOKUP_AND_DELETE, which hash maps have only since 5.14).
-struct Maps {
-    armed: OwnedFd,
-    seized: OwnedFd,
-}
-
-const BPF_MAP_LOOKUP_ELEM: u32 = 1;
-const BPF_MAP_UPDATE_ELEM: u32 = 2;
-const BPF_MAP_DELETE_ELEM: u32 = 3;
-
-fn map_elem(cmd: u32, map: BorrowedFd<'_>, key: &u32, value: *mut u8) -> io::Result<()> {
-    let mut attr = [0u8; 32];
-    attr[0..4].copy_from_slice(&(map.as_raw_fd() as u32).to_ne_bytes());
-    attr[8..16].copy_from_slice(&(key as *const u32 as u64).to_ne_bytes());
-    attr[16..24].copy_from_slice(&(value as u64).to_ne_bytes());
-    // SAFETY: (nix has no bpf(2)) attr is the map_fd/key/value/flags part of bpf_attr, of the
-    // size passed; key points to a u32 (the maps' key size) and value, when not null, to a
-    // buffer of the map's value size that the caller keeps alive across the call.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
-impl Maps {
-    /// The armed entry of `tid`, removed.
-    fn take_armed(&self, tid: i32) -> Option<DelayArm> {
-        let mut arm = DelayArm::default();
-        let key = tid as u32;
-        map_elem(BPF_MAP_LOOKUP_ELEM, self.armed.as_fd(), &key, (&raw mut arm).cast()).ok()?;
-        let _ = map_elem(BPF_MAP_DELETE_ELEM, self.armed.as_fd(), &key, std::ptr::null_mut());
-        Some(arm)
-    }
-
-    fn add_seized(&self, tid: i32) {
-        let mut one = 1u32;
-        if let Err(e) =
-            map_elem(BPF_MAP_UPDATE_ELEM, self.seized.as_fd(), &(tid as u32), (&raw mut one).cast())
-        {
-            eprintln!("faultline {SUBCOMMAND}: FL_DELAY_SEIZED[{tid}]: {e}");
-        }
-    }
-
-    /// Forgets `tid` in both maps.
-    fn forget(&self, tid: i32) {
-        let key = tid as u32;
-        let _ = map_elem(BPF_MAP_DELETE_ELEM, self.seized.as_fd(), &key, std::ptr::null_mut());
-        let _ = map_elem(BPF_MAP_DELETE_ELEM, self.armed.as_fd(), &key, std::ptr::null_mut());
-    }
+    #[error("the thread maps")]
+    Maps(#[source] DelayError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -362,7 +317,7 @@ struct Daemon {
     me: i32,
     agent: i32,
     deadline: u64,
-    maps: Maps,
+    maps: ThreadMaps,
     sigfd: SignalFd,
     pidfd: OwnedFd,
     ctl: File,
@@ -462,7 +417,7 @@ impl Daemon {
             me: std::process::id() as i32,
             agent,
             deadline,
-            maps: Maps { armed, seized },
+            maps: ThreadMaps::from_fds(armed, seized).map_err(SetupError::Maps)?,
             sigfd,
             pidfd,
             ctl,
@@ -570,7 +525,7 @@ impl Daemon {
             self.reply("ok");
         }
         for tid in self.tracees.keys() {
-            self.maps.forget(*tid);
+            self.maps.release(*tid as u32);
         }
     }
 
@@ -714,7 +669,9 @@ impl Daemon {
     }
 
     fn adopt(&mut self, tid: i32, tgid: i32, owner: i32, state: State) {
-        self.maps.add_seized(tid);
+        if let Err(e) = self.maps.seize(tid as u32) {
+            eprintln!("faultline {SUBCOMMAND}: FL_DELAY_SEIZED[{tid}]: {e}");
+        }
         self.tracees.insert(tid, Tracee { tgid, owner, state });
     }
 
@@ -789,7 +746,7 @@ impl Daemon {
 
     /// Removes `tid` from the table and the maps.
     fn forget(&mut self, tid: i32) {
-        self.maps.forget(tid);
+        self.maps.release(tid as u32);
         if let Some(t) = self.tracees.remove(&tid)
             && let State::Held { since, slot, .. } = t.state
         {
@@ -907,15 +864,17 @@ impl Daemon {
                 if ptrace(libc::PTRACE_GETEVENTMSG, tid, 0, (&raw mut msg) as usize).is_ok() {
                     let former = msg as i32;
                     if former != tid && self.tracees.remove(&former).is_some() {
-                        self.maps.forget(former);
+                        self.maps.release(former as u32);
                     }
                 }
-                self.maps.add_seized(tid);
+                if let Err(e) = self.maps.seize(tid as u32) {
+                    eprintln!("faultline {SUBCOMMAND}: FL_DELAY_SEIZED[{tid}]: {e}");
+                }
                 if releasing { self.detach(tid, 0) } else { self.resume(tid, 0) }
             }
             0 => {
                 if sig == DELAY_SIGNAL as i32
-                    && let Some(arm) = self.maps.take_armed(tid)
+                    && let Some(arm) = self.maps.take_armed(tid as u32).ok().flatten()
                 {
                     // A real SIGURG merged with the marker goes on to the thread.
                     let mut si: libc::siginfo_t =
