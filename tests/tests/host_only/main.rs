@@ -2,7 +2,9 @@
 //! no Python (the example client), no promtool (the metrics and dashboard checks), no tmux
 //! (the live view's terminal), the load test measures the agent, not the kernel, and so do
 //! the tests of what the agent and the CLI do around the faults (`serve`, `cli_output`) and
-//! of the README's examples (`readme_examples`, which read README.md).
+//! of the README's examples (`readme_examples`, which read README.md), and the delay
+//! tracer's own tests (`sys_delay_tracer`: ptrace and signal handling, the same on every
+//! kernel here; the guests run the whole sys delay path end to end in kernel/sys_delay.rs).
 
 mod cli_output;
 mod live_view;
@@ -11,3 +13,4 @@ mod observability_tools;
 mod python_client;
 mod readme_examples;
 mod serve;
+mod sys_delay_tracer;

@@ -22,7 +22,6 @@ mod store_recovery;
 mod stress;
 mod sys_delay;
 mod sys_delay_kernel;
-mod sys_delay_tracer;
 mod sys_files;
 mod sys_sockets;
 mod targets;

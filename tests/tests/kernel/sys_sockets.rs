@@ -181,6 +181,8 @@ fn pid_target_fails_only_that_process_and_follows_children_when_asked() {
 
 #[test]
 fn the_kernel_ends_the_fault_while_the_agent_is_stopped_and_sigkill_removes_it() {
+    // A 2 s window: a neighbour test starting an agent would take a guest's one vCPU.
+    let _alone = faultline_tests::serial::alone();
     let mut agent = Agent::start();
     let cg = Cgroup::new("sysend");
     let addr = acceptor();
