@@ -332,7 +332,9 @@ fn holds_only_the_armed_thread_for_its_delay() {
     assert!((90.0..=110.0).contains(&m), "median added {m} ms: {v}");
     let (inside, outside) = (v["b_inside"].as_f64().unwrap(), v["b_outside"].as_f64().unwrap());
     assert!(v["b_inside_ms"].as_u64().unwrap() > 400, "{v}");
-    assert!(inside >= 0.7 * outside, "B ran {inside} calls/ms during holds, {outside} outside");
+    // B runs on during A's holds: were the process stopped, or B slowed by the tracer, it
+    // would be far below (a loaded host moves the ratio by tens of percent either way).
+    assert!(inside >= 0.5 * outside, "B ran {inside} calls/ms during holds, {outside} outside");
     assert_eq!(tracer.ask("stop"), "ok");
     wait_for("the tracer to exit", Duration::from_secs(3), || tracer.gone());
 }
