@@ -129,16 +129,19 @@ impl Tracer {
         let dir = TempDir::new("delay-tracer");
         let exe = dir.path().join("exe");
         std::os::unix::fs::symlink(faultline_bin(), &exe).unwrap();
+        // A background command's stdin would be /dev/null: the channel goes through a spare
+        // descriptor (one digit for sh), not one of the maps' (with tests run in parallel they
+        // can be 9, which a fixed 9 replaced: the tracer then looked up a socket, never held).
+        let spare = (3..=9).find(|n| !fds.contains(n)).unwrap();
+        let script = format!(
+            r#"exec {spare}<&0; "$0" __delay-tracer $$ "$1" "$2" "$3" 0<&{spare} {spare}<&- & echo $!; wait"#
+        );
         let mut cmd = Command::new("sh");
-        // A background command's stdin would be /dev/null: the channel goes through fd 9.
-        cmd.args([
-            "-c",
-            r#"exec 9<&0; "$0" __delay-tracer $$ "$1" "$2" "$3" 0<&9 9<&- & echo $!; wait"#,
-        ])
-        .arg(exe)
-        .args([deadline.to_string(), fds[0].to_string(), fds[1].to_string()])
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(Stdio::piped());
+        cmd.args(["-c", &script])
+            .arg(exe)
+            .args([deadline.to_string(), fds[0].to_string(), fds[1].to_string()])
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::piped());
         // SAFETY: only fcntl on descriptors this test keeps open across the spawn.
         unsafe {
             cmd.pre_exec(move || {
@@ -329,7 +332,9 @@ fn holds_only_the_armed_thread_for_its_delay() {
     assert!((90.0..=110.0).contains(&m), "median added {m} ms: {v}");
     let (inside, outside) = (v["b_inside"].as_f64().unwrap(), v["b_outside"].as_f64().unwrap());
     assert!(v["b_inside_ms"].as_u64().unwrap() > 400, "{v}");
-    assert!(inside >= 0.7 * outside, "B ran {inside} calls/ms during holds, {outside} outside");
+    // B runs on during A's holds: were the process stopped, or B slowed by the tracer, it
+    // would be far below (a loaded host moves the ratio by tens of percent either way).
+    assert!(inside >= 0.5 * outside, "B ran {inside} calls/ms during holds, {outside} outside");
     assert_eq!(tracer.ask("stop"), "ok");
     wait_for("the tracer to exit", Duration::from_secs(3), || tracer.gone());
 }
@@ -597,9 +602,16 @@ fn other_signals_and_job_control_pass_through() {
     let t0 = Instant::now();
     kill(pid, SIGURG);
     wait_for("a real SIGURG merged with a marker", Duration::from_secs(3), || got("urg") == 2);
-    assert!(t0.elapsed() >= Duration::from_millis(195), "handled after {:?}", t0.elapsed());
+    let took = t0.elapsed();
     let stats = tracer.ask("stats");
-    assert!(stats.starts_with("ok 4:1:"), "{stats}");
+    assert!(
+        took >= Duration::from_millis(195) && stats.starts_with("ok 4:1:"),
+        "handled after {took:?}; stats {stats:?}; armed {:?}; tracer of {pid}: {}, tracer {} gone: {}",
+        armed.keys(),
+        tracer_of(pid, pid),
+        tracer.pid,
+        tracer.gone()
+    );
 
     kill(pid, libc::SIGSTOP);
     wait_for("stopped", Duration::from_secs(3), || matches!(state(pid, pid), Some('T' | 't')));
