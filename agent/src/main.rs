@@ -15,6 +15,9 @@ use faultline_core::faults;
 fn main() -> ExitCode {
     // A stress worker the agent started: no CLI parsing, no runtime.
     let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    if args.get(1).is_some_and(|a| a.starts_with("__")) {
+        faults::spawn::name_child();
+    }
     if args.get(1).map(String::as_str) == Some("__stress-worker") {
         return ExitCode::from(faults::stress::worker::main(&args[2..]) as u8);
     }

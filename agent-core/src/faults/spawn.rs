@@ -33,6 +33,14 @@ use super::stress::shared::WORKER_FD;
 /// argv[0] of every helper child.
 pub const ARGV0: &str = "faultline";
 
+/// The first thing every helper child does (agent/src/main.rs, before its subcommand):
+/// started through /proc/self/exe, it would be `exe` in ps and top and in the refusals that
+/// name a process's tracer ("traced by 1234 (exe)"), so it takes the name users know. Only
+/// the name is at stake: a failure is no reason not to run.
+pub fn name_child() {
+    let _ = nix::sys::prctl::set_name(c"faultline");
+}
+
 pub struct Spec {
     /// Arguments after the executable, the hidden subcommand first.
     pub args: Vec<String>,

@@ -58,9 +58,6 @@ use crate::engine::driver::monotonic_ns;
 /// The hidden subcommand (`faultline __delay-tracer ...`), dispatched in agent/src/main.rs.
 pub const SUBCOMMAND: &str = "__delay-tracer";
 
-/// The tracer's comm (its name in ps and in /proc/PID/comm), whatever path started it.
-pub const COMM: &std::ffi::CStr = c"faultline";
-
 /// A hold never lasts longer than this, whatever the map says (the rules allow 60 s).
 const MAX_HOLD_NS: u64 = 60_000_000_000;
 /// How long `release` waits for the threads to stop before it answers with an error (they
@@ -241,10 +238,6 @@ fn parse_stats(rest: &str) -> Result<Vec<SlotStats>, TracerError> {
 
 /// `faultline __delay-tracer AGENT_PID DEADLINE_NS ARMED_FD SEIZED_FD`; returns the exit code.
 pub fn main(args: &[String]) -> i32 {
-    // Started through /proc/self/exe, the process would be `exe` in ps, top and the refusals
-    // that name a process's tracer ("traced by 1234 (exe)"): it is named as users know it.
-    // Only the name is at stake, so a failure is no reason not to run.
-    let _ = nix::sys::prctl::set_name(COMM);
     let parsed = (|| {
         let n = |i: usize| args.get(i)?.parse::<i64>().ok();
         Some((n(0)? as i32, n(1)? as u64, n(2)? as RawFd, n(3)? as RawFd))
