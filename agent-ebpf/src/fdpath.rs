@@ -67,7 +67,7 @@ fn walk(o: &DelayFileOffsets, fd: u64) -> Option<u64> {
                 _pad: 0,
             };
             // SAFETY: only read.
-            if let Some(m) = unsafe { FL_DELAY_PATHS.get(&key) } {
+            if let Some(m) = unsafe { FL_DELAY_PATHS.get(key) } {
                 mask |= *m;
             }
         }
