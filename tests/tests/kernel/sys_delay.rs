@@ -283,14 +283,13 @@ fn cancel_mid_delay_resumes_the_held_thread_at_once() {
     assert!(extras[0] < 2000.0, "A held {} ms of 5 s after a cancel: {v}", extras[0]);
 }
 
-/// SIGKILL of the agent during a 5 s hold: the thread runs again within 100 ms, untraced.
-#[test]
-fn agent_killed_during_a_hold_releases_the_thread() {
-    let _alone = serial::alone();
-    let mut agent = Agent::start();
-    let cg = Cgroup::new("sdkill");
+/// An agent whose delay fault holds thread A of a process in cgroup `tag` for 5 s (None where
+/// the kernel cannot delay calls).
+fn held_for_5s(tag: &str) -> Option<(Agent, Cgroup, Timed)> {
+    let agent = Agent::start();
+    let cg = Cgroup::new(tag);
     if !supported(&agent, &cg) {
-        return;
+        return None;
     }
     let mut p = Timed::start(&cg, 2.0);
     delay(
@@ -302,6 +301,14 @@ fn agent_killed_during_a_hold_releases_the_thread() {
     wait_for("A held", Duration::from_secs(3), || state(p.pid, p.tid_a) == Some('t'));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(state(p.pid, p.tid_a), Some('t'), "A is held");
+    Some((agent, cg, p))
+}
+
+/// SIGKILL of the agent during a 5 s hold: the thread runs again within 100 ms, untraced.
+#[test]
+fn agent_killed_during_a_hold_releases_the_thread() {
+    let _alone = serial::alone();
+    let Some((mut agent, _cg, mut p)) = held_for_5s("sdkill") else { return };
     agent.signal(libc::SIGKILL);
     let t0 = Instant::now();
     while state(p.pid, p.tid_a) == Some('t') || tracer_of(p.pid, p.tid_a) != 0 {
@@ -533,21 +540,7 @@ fn connect_takes_a_second_longer() {
 #[test]
 fn agent_exit_releases_a_held_thread() {
     let _alone = serial::alone();
-    let mut agent = Agent::start();
-    let cg = Cgroup::new("sdexit");
-    if !supported(&agent, &cg) {
-        return;
-    }
-    let mut p = Timed::start(&cg, 2.0);
-    delay(
-        &agent,
-        &["--cgroup", &cg.rel],
-        &["--syscall", "read", "--latency", "5s", "--every-nth", "5", "--for", "60s"],
-    );
-    p.go();
-    wait_for("A held", Duration::from_secs(3), || state(p.pid, p.tid_a) == Some('t'));
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(state(p.pid, p.tid_a), Some('t'), "A is held");
+    let Some((mut agent, _cg, mut p)) = held_for_5s("sdexit") else { return };
     let t0 = Instant::now();
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "exit");
