@@ -1,9 +1,11 @@
 //! Threads as /proc shows them, for the tests of faults that hold threads (sys delay):
-//! their state, their tracer, and a process held by a tracer of the test's own.
+//! their state, their tracer, a process held by a tracer of the test's own, and the probe's
+//! two timed threads (`TimedThreads`).
 
 use std::{
     ffi::{CStr, CString},
-    process::{Child, Command, Stdio},
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Child, ChildStdout, Command, Stdio},
     time::Duration,
 };
 
@@ -140,5 +142,80 @@ impl Drop for Traced {
         }
         let _ = self.sleep.kill();
         let _ = self.sleep.wait();
+    }
+}
+
+/// `fl-probe threads-timed SECONDS [IN OUT]` (thread A times its calls, thread B counts
+/// getppid calls per ms; see the probe's threads.rs), waiting for its go. Killed on drop.
+pub struct TimedThreads {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    pub pid: i32,
+    pub tid_a: i32,
+    pub tid_b: i32,
+}
+
+impl TimedThreads {
+    /// Started by `probe` (a Command for the probe binary, placed where the test wants it:
+    /// `Cgroup::command`, or plain); with `files` = [IN, OUT], A's calls on both files.
+    pub fn start(mut probe: Command, seconds: f64, files: &[&str]) -> TimedThreads {
+        let mut child = probe
+            .args(["threads-timed", &seconds.to_string()])
+            .args(files)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let n = |k: &str| v[k].as_i64().unwrap() as i32;
+        TimedThreads { pid: n("pid"), tid_a: n("tid_a"), tid_b: n("tid_b"), child, out }
+    }
+
+    /// Starts the run and returns once A is in its timed rounds (two bytes read: a hold
+    /// from here on lands in a round it times).
+    pub fn go(&mut self) {
+        self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let io = format!("/proc/{}/task/{}/io", self.pid, self.tid_a);
+        wait_for("A's rounds", Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&io).unwrap();
+            let rchar = text.lines().find_map(|l| l.strip_prefix("rchar:"));
+            rchar.is_some_and(|n| n.trim().parse::<u64>().unwrap() >= 2)
+        });
+    }
+
+    /// The run's report (its last line), once it has ended.
+    pub fn finish(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert!(self.child.wait().unwrap().success());
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    /// Every thread traced by one tracer (not nobody).
+    pub fn traced(&self) -> bool {
+        [self.pid, self.tid_a, self.tid_b].iter().all(|t| tracer_of(self.pid, *t) != 0)
+    }
+
+    /// How much longer than a round of `median` ms each long round of report `v` was, in
+    /// ms, for those longer by more than `over` (the probe lists rounds over 20 ms; a loaded
+    /// host has such rounds without a hold now and then).
+    pub fn extras_over(v: &serde_json::Value, median: f64, over: f64) -> Vec<f64> {
+        v["long"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["ms"].as_f64().unwrap() - median)
+            .filter(|e| *e > over)
+            .collect()
+    }
+}
+
+impl Drop for TimedThreads {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -11,13 +11,13 @@ use std::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
         unix::{net::UnixStream, process::CommandExt as _},
     },
-    process::{Child, ChildStdout, Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use faultline_tests::{
     TempDir, faultline_bin, probe_bin, serial,
-    threads::{TRACER_COMM, Traced, assert_untraced, state, status, tids, tracer_of},
+    threads::{TRACER_COMM, TimedThreads, Traced, assert_untraced, state, status, tids, tracer_of},
     wait_for,
 };
 
@@ -211,69 +211,18 @@ impl Drop for Reaped {
     }
 }
 
-/// `fl-probe threads-timed SECONDS`, waiting for its go.
-struct Probe {
-    child: Child,
-    out: BufReader<ChildStdout>,
-    pid: i32,
-    tid_a: i32,
-    tid_b: i32,
-}
+/// The probe's timed threads, outside any cgroup of the test's.
+struct Probe;
 
 impl Probe {
-    fn start(seconds: f64) -> Probe {
-        let mut child = Command::new(probe_bin())
-            .args(["threads-timed", &seconds.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let n = |k: &str| v[k].as_i64().unwrap() as i32;
-        Probe { pid: n("pid"), tid_a: n("tid_a"), tid_b: n("tid_b"), child, out }
-    }
-
-    /// Starts the run and returns once A is in its timed rounds (two reads done: a hold from
-    /// here on lands in a round it times).
-    fn go(&mut self) {
-        self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-        let io = format!("/proc/{}/task/{}/io", self.pid, self.tid_a);
-        wait_for("A's rounds", Duration::from_secs(10), || {
-            let text = std::fs::read_to_string(&io).unwrap();
-            let rchar = text.lines().find_map(|l| l.strip_prefix("rchar:"));
-            rchar.is_some_and(|n| n.trim().parse::<u64>().unwrap() >= 2)
-        });
-    }
-
-    fn finish(&mut self) -> serde_json::Value {
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        assert!(self.child.wait().unwrap().success());
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    fn start(seconds: f64) -> TimedThreads {
+        TimedThreads::start(Command::new(probe_bin()), seconds, &[])
     }
 
     /// How much longer than A's median round each round that held a hold was, in ms: those
-    /// over 80 ms (the probe lists rounds over 20 ms; a loaded host has those without a hold
-    /// now and then; the holds here are 100 ms or longer).
+    /// over 80 ms (the holds here are 100 ms or longer).
     fn extras(v: &serde_json::Value) -> Vec<f64> {
-        let median = v["median_ms"].as_f64().unwrap();
-        v["long"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["ms"].as_f64().unwrap() - median)
-            .filter(|e| *e > 80.0)
-            .collect()
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        TimedThreads::extras_over(v, v["median_ms"].as_f64().unwrap(), 80.0)
     }
 }
 

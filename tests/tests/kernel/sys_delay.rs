@@ -5,14 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    process::{Child, ChildStdout, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use faultline_tests::{
     Agent, Cgroup, TempDir, Waiting, one_line_error, probe_bin, serial,
-    threads::{TRACER_COMM, Traced, assert_untraced, state, tids, tracer_of},
+    threads::{TRACER_COMM, TimedThreads, Traced, assert_untraced, state, tids, tracer_of},
     wait_for,
 };
 
@@ -48,56 +47,21 @@ fn supported(agent: &Agent, cg: &Cgroup) -> bool {
     false
 }
 
-/// `fl-probe threads-timed SECONDS` in a cgroup, waiting for its go.
-struct Timed {
-    child: Child,
-    out: BufReader<ChildStdout>,
-    pid: i32,
-    tid_a: i32,
-    tid_b: i32,
-}
+/// The probe's timed threads in a cgroup (`TimedThreads`).
+struct Timed;
 
 impl Timed {
-    fn start(cg: &Cgroup, seconds: f64) -> Timed {
-        Timed::start_with(cg, seconds, &[])
+    fn start(cg: &Cgroup, seconds: f64) -> TimedThreads {
+        TimedThreads::start(cg.command(probe_bin()), seconds, &[])
     }
 
     /// With `files` = [IN, OUT]: A's calls on both files, each timed.
-    fn start_with(cg: &Cgroup, seconds: f64, files: &[&str]) -> Timed {
-        let mut child = cg
-            .command(probe_bin())
-            .args(["threads-timed", &seconds.to_string()])
-            .args(files)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let n = |k: &str| v[k].as_i64().unwrap() as i32;
-        Timed { pid: n("pid"), tid_a: n("tid_a"), tid_b: n("tid_b"), child, out }
-    }
-
-    fn go(&mut self) {
-        self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    }
-
-    fn finish(&mut self) -> serde_json::Value {
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        assert!(self.child.wait().unwrap().success());
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
-    }
-
-    /// Every thread traced by one tracer (not this test, not nobody).
-    fn traced(&self) -> bool {
-        [self.pid, self.tid_a, self.tid_b].iter().all(|t| tracer_of(self.pid, *t) != 0)
+    fn start_with(cg: &Cgroup, seconds: f64, files: &[&str]) -> TimedThreads {
+        TimedThreads::start(cg.command(probe_bin()), seconds, files)
     }
 
     /// How much longer than A's median round each round that held a hold was, in ms: those
-    /// over 50 ms (the probe lists rounds over 20 ms; the loaded host has a few of those).
+    /// over 50 ms.
     fn extras(v: &serde_json::Value) -> Vec<f64> {
         Timed::extras_over(v, v["median_ms"].as_f64().unwrap())
     }
@@ -105,20 +69,7 @@ impl Timed {
     /// As `extras`, over a round of `median` ms (where most rounds are delayed, A's own
     /// median is a delayed one: an undelayed run's median is the baseline).
     fn extras_over(v: &serde_json::Value, median: f64) -> Vec<f64> {
-        v["long"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["ms"].as_f64().unwrap() - median)
-            .filter(|e| *e > 50.0)
-            .collect()
-    }
-}
-
-impl Drop for Timed {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        TimedThreads::extras_over(v, median, 50.0)
     }
 }
 
@@ -285,7 +236,7 @@ fn cancel_mid_delay_resumes_the_held_thread_at_once() {
 
 /// An agent whose delay fault holds thread A of a process in cgroup `tag` for 5 s (None where
 /// the kernel cannot delay calls).
-fn held_for_5s(tag: &str) -> Option<(Agent, Cgroup, Timed)> {
+fn held_for_5s(tag: &str) -> Option<(Agent, Cgroup, TimedThreads)> {
     let agent = Agent::start();
     let cg = Cgroup::new(tag);
     if !supported(&agent, &cg) {

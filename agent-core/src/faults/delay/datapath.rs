@@ -326,7 +326,7 @@ pub struct DelayDatapath {
     btf_refused: Option<String>,
     /// Why fexit was refused at the last attach (sys_exit was used then).
     fexit_refused: Option<String>,
-    /// sys_exit only (tests, the bench): fexit is not tried.
+    /// sys_exit only (asked for by tests, or the kernel refused fexit): fexit is not tried.
     sys_exit_only: bool,
     /// The system call whose function each fexit copy is loaded for.
     fexit_bound: [Option<u32>; DELAY_FEXIT_COPIES],
@@ -621,6 +621,7 @@ impl DelayDatapath {
             // fexit links go first, so no call is judged twice).
             info!(reason = %why, "fexit on a system call refused: using sys_exit");
             self.exit = None;
+            self.sys_exit_only |= !why.contains("unknown BTF type");
             self.fexit_refused = Some(why);
             self.exit = Some(self.attach_sys_exit()?);
         } else if self.exit.is_none() {
@@ -651,8 +652,9 @@ impl DelayDatapath {
     /// fexit on each wanted call's function first (only those calls pay), then tp_btf on
     /// sys_exit (cheaper than raw_tp: no tracefs, typed context), the raw tracepoint where
     /// both are refused.
-    /// fexit is tried again at each attach (a call whose function is not in the kernel's
-    /// BTF refuses it for that set of calls only), unless sys_exit was asked for.
+    /// fexit is tried again at each attach where only a call's function was missing from the
+    /// kernel's BTF (that refuses it for that set of calls only); not once the kernel refused
+    /// the program itself, or sys_exit was asked for.
     fn attach_exit(&mut self, want: &[u32]) -> Result<ExitLink> {
         if !self.sys_exit_only {
             if want.len() > DELAY_FEXIT_COPIES {
@@ -669,6 +671,10 @@ impl DelayDatapath {
                     Err(why) => {
                         info!(reason = %why, "fexit on the system calls refused: using sys_exit");
                         self.exit = None;
+                        // The kernel refusing fexit programs (not one function missing from
+                        // its BTF) refuses them every time: no new attempt, each of which
+                        // would cost a verification.
+                        self.sys_exit_only |= !why.contains("unknown BTF type");
                         self.fexit_refused = Some(why);
                     }
                 }
