@@ -323,6 +323,12 @@ impl Guest {
         Guest { name, kernel, lsm: lsm.map(String::from), filter: filter.to_vec(), timeout }
     }
 
+    /// One part of a kernel's tests (`filter` picks them), named `KERNEL-PART`: a kernel's
+    /// tests split over two boots keep both cores busy to the end of the tier.
+    pub fn part(kernel: &'static str, part: &str, filter: &[String], timeout: Duration) -> Guest {
+        Guest { name: format!("{kernel}-{part}"), ..Guest::new(kernel, filter, timeout) }
+    }
+
     fn file(&self, p: &Prepared, ext: &str) -> PathBuf {
         p.cache.join("run").join(format!("{}.{ext}", self.name))
     }
