@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         return ExitCode::from(faults::process::guard_main(&args[2..]) as u8);
     }
     if args.get(1).map(String::as_str) == Some(faults::delay::tracer::SUBCOMMAND) {
-        return ExitCode::from(faults::delay::tracer::main(&args[2..]) as u8);
+        return ExitCode::from(faults::delay::holder::main(&args[2..]) as u8);
     }
     let cli = match cli::Cli::try_parse_from(std::env::args_os()) {
         Ok(c) => c,

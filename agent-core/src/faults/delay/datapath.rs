@@ -8,8 +8,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     os::fd::{AsFd, BorrowedFd, OwnedFd},
-    sync::mpsc,
-    time::Duration,
 };
 
 use aya::{
@@ -23,11 +21,10 @@ use aya::{
 use faultline_common::{
     delay::{
         DELAY_F_FOLLOW, DELAY_F_PATH, DELAY_F_SEEDED, DELAY_FEXIT_COPIES, DELAY_MAX_SYSCALL,
-        DELAY_SIGNAL, DelayArm, DelayConfig, DelayFileOffsets, DelayPathKey, DelayRule, DelaySlots,
-        DelayState, GLOBAL_DELAY_AGENT_TGID, GLOBAL_DELAY_FILE, GLOBAL_DELAY_TASK_BLOCKED,
-        MAP_DELAY_ARMED, MAP_DELAY_CGROUPS, MAP_DELAY_CONFIG, MAP_DELAY_PATHS, MAP_DELAY_PIDS,
-        MAP_DELAY_RULES, MAP_DELAY_SEIZED, MAP_DELAY_STATE, MAX_DELAY_RULES,
-        MAX_DELAY_RULES_PER_TARGET,
+        DelayArm, DelayConfig, DelayFileOffsets, DelayPathKey, DelayRule, DelaySlots, DelayState,
+        GLOBAL_DELAY_AGENT_TGID, GLOBAL_DELAY_FILE, GLOBAL_DELAY_TASK_BLOCKED, MAP_DELAY_ARMED,
+        MAP_DELAY_CGROUPS, MAP_DELAY_CONFIG, MAP_DELAY_PATHS, MAP_DELAY_PIDS, MAP_DELAY_RULES,
+        MAP_DELAY_SEIZED, MAP_DELAY_STATE, MAX_DELAY_RULES, MAX_DELAY_RULES_PER_TARGET,
     },
     net::{MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS},
     sys::GLOBAL_SYS_HAS_FETCH,
@@ -47,6 +44,10 @@ const PROG_FORK: &str = "fl_delay_fork";
 const PROG_TASK_EXIT: &str = "fl_delay_task_exit";
 /// The tracepoint the exit program hooks.
 const SYS_EXIT: &str = "sys_exit";
+
+/// getpgid(2) on x86_64: the probe's chosen call (called as getpgid(0): no effect; one
+/// argument, so its function has BTF where argument-less ones may not).
+pub(super) const NR_PROBE: u32 = 121;
 
 /// The fexit copies' names (agent-ebpf/src/delay.rs).
 fn fexit_copy(i: usize) -> String {
@@ -301,12 +302,12 @@ pub fn file_offsets() -> std::result::Result<DelayFileOffsets, String> {
 }
 
 /// How an instance is loaded: the agent's own (`DelayDatapath::load`) or the probe's.
-struct LoadOptions {
+pub(super) struct LoadOptions {
     /// Calls of this process are never delayed.
-    agent_tgid: u32,
+    pub agent_tgid: u32,
     /// Skip threads that block the marker (needs task_struct.blocked from BTF).
-    check_blocked: bool,
-    debug: bool,
+    pub check_blocked: bool,
+    pub debug: bool,
 }
 
 pub struct DelayDatapath {
@@ -346,7 +347,7 @@ impl DelayDatapath {
         Self::load_with(&LoadOptions { agent_tgid: std::process::id(), check_blocked: true, debug })
     }
 
-    fn load_with(opts: &LoadOptions) -> Result<Self> {
+    pub(super) fn load_with(opts: &LoadOptions) -> Result<Self> {
         let exact = probe_atomic_fetch().is_ok();
         let task = |m| btf::member_offset("task_struct", m);
         let ids = task("pid").and_then(|p| task("tgid").map(|t| (p, t)));
@@ -796,125 +797,4 @@ fn attach_raw(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<RawTra
     }
     let id = prog.attach(event).map_err(prog_err(name))?;
     prog.take_link(id).map_err(prog_err(name))
-}
-
-/// What the capability probe learned about the delay datapath on this kernel.
-#[derive(Clone, Debug)]
-pub struct DelayProbe {
-    /// "delay_exit_hook": the form of the exit program that attaches, or why none does.
-    pub exit_hook: std::result::Result<ExitHook, String>,
-    /// "send_signal_thread": a call of a seized thread got the marker from the exit program.
-    pub send_signal_thread: std::result::Result<String, String>,
-    /// "delay_path_walk": path prefixes can be matched (the file offsets from BTF), or why not.
-    pub path_walk: std::result::Result<(), String>,
-    /// Why fexit on the system call functions was refused, where sys_exit is used.
-    pub fexit_refused: Option<String>,
-}
-
-/// getpgid(2) on x86_64: the probe's chosen call (called as getpgid(0): no effect; one
-/// argument, so its function has BTF where argument-less ones may not).
-const NR_PROBE: u32 = 121;
-
-/// Learns by doing: a scratch instance delays getpgid(0) of one thread of this process (which
-/// blocks the marker, so it stays pending), the thread calls getpgid(0), and takes the marker
-/// with sigtimedwait. The exit program is attached for well under a second.
-pub fn probe() -> DelayProbe {
-    let opts = LoadOptions { agent_tgid: 0, check_blocked: false, debug: false };
-    let mut dp = match DelayDatapath::load_with(&opts) {
-        Ok(dp) => dp,
-        Err(e) => {
-            let why = format!("eBPF object: {}", chain(&e));
-            return DelayProbe {
-                exit_hook: Err(why.clone()),
-                send_signal_thread: Err(why.clone()),
-                path_walk: Err(why),
-                fexit_refused: None,
-            };
-        }
-    };
-    let rule = DelayRule {
-        syscalls: syscall_bitmap(&[NR_PROBE]).unwrap_or_default(),
-        latency_ns: 1,
-        jitter_ns: 0,
-        threshold: faultline_common::delay::DELAY_PROB_ONE,
-        every_nth: 0,
-        max_hits: 0,
-        expires_ns: u64::MAX,
-        flags: 0,
-        path_dev: 0,
-        path_ino: 0,
-    };
-    let target = DelayTarget::Pid { tgid: std::process::id(), follow: false };
-    let slot = match dp.add_rule(target, rule, None) {
-        Ok(s) => s,
-        Err(e) => {
-            let why = chain(&e);
-            return DelayProbe {
-                exit_hook: Err(why.clone()),
-                send_signal_thread: Err(why.clone()),
-                path_walk: Err(why),
-                fexit_refused: None,
-            };
-        }
-    };
-    let exit_hook = dp.hook().ok_or_else(|| "not attached".to_string());
-    let signalled = signal_round(&mut dp);
-    let _ = dp.remove_rule(slot);
-    DelayProbe {
-        exit_hook,
-        send_signal_thread: signalled,
-        path_walk: dp.paths.clone(),
-        fexit_refused: dp.fexit_refused().map(str::to_string),
-    }
-}
-
-/// One seized thread's getpgid(0), and whether the marker reached that thread.
-fn signal_round(dp: &mut DelayDatapath) -> std::result::Result<String, String> {
-    let (tid_tx, tid_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let worker = std::thread::Builder::new()
-        .name("fl-delay-probe".into())
-        .spawn(move || -> std::result::Result<(), String> {
-            // SAFETY: sigset manipulation on locals; pthread_sigmask on this thread only.
-            let set = unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, DELAY_SIGNAL as i32);
-                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-                set
-            };
-            // SAFETY: gettid has no arguments.
-            let tid = unsafe { libc::gettid() } as u32;
-            tid_tx.send(tid).map_err(|e| e.to_string())?;
-            go_rx.recv().map_err(|e| e.to_string())?;
-            // SAFETY: getpgid(0) reads this process's group; through syscall(2), no cache.
-            unsafe { libc::syscall(libc::SYS_getpgid, 0) };
-            let timeout = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
-            // SAFETY: waits for the blocked signal on this thread, with a timeout.
-            let got = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
-            if got == DELAY_SIGNAL as i32 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "no marker signal after a chosen call ({})",
-                    std::io::Error::last_os_error()
-                ))
-            }
-        })
-        .map_err(|e| format!("spawning the probe thread: {e}"))?;
-    (|| {
-        let tid = tid_rx.recv_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
-        dp.threads().seize(tid).map_err(|e| chain(&e))?;
-        go_tx.send(()).map_err(|e| e.to_string())?;
-        let r = worker.join().map_err(|_| "the probe thread panicked".to_string())?;
-        let arm = dp.threads().take_armed(tid).map_err(|e| chain(&e))?;
-        dp.threads().release(tid);
-        r?;
-        match arm {
-            Some(a) if a.syscall == NR_PROBE => {
-                Ok("bpf_send_signal_thread at sys_exit signalled the chosen thread".to_string())
-            }
-            other => Err(format!("the marker came but the armed entry is {other:?}")),
-        }
-    })()
 }
