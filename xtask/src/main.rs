@@ -272,17 +272,7 @@ fn task(task: Task) -> anyhow::Result<()> {
             // so file faults take fmod_ret), side by side: one summary at the end.
             let timeout = Duration::from_secs(2100);
             let mut guests: Vec<vm::Guest> = if args.is_empty() {
-                // Each kernel's tests in two boots of about the same length (the packet and
-                // system-call tests; the rest), so that the two cores stay busy to the end
-                // rather than one waiting for the longest kernel.
-                let a = ["net_", "sys_"].map(String::from);
-                let b = ["--skip", "net_", "--skip", "sys_"].map(String::from);
-                vm::DEFAULT_KERNELS
-                    .iter()
-                    .flat_map(|k| {
-                        [vm::Guest::part(k, "a", &a, timeout), vm::Guest::part(k, "b", &b, timeout)]
-                    })
-                    .collect()
+                vm::tier_parts(timeout)
             } else {
                 vm::DEFAULT_KERNELS.iter().map(|k| vm::Guest::new(k, &args, timeout)).collect()
             };
