@@ -16,6 +16,20 @@ pub const MAP_COUNTERS: &str = "FL_NET_COUNTERS";
 /// `Array<NetConfig>` with one element.
 pub const MAP_CONFIG: &str = "FL_NET_CONFIG";
 
+/// The net maps with more than one entry: other families' loaders of the shared object
+/// shrink them to one (`kernel::object::shrink_others`).
+pub const NET_MAPS: &[&str] = &[
+    MAP_RULES,
+    MAP_CGROUPS,
+    MAP_CIDRS,
+    MAP_PORTS,
+    MAP_STATE,
+    MAP_COUNTERS,
+    MAP_TC_DEVS,
+    MAP_DNS_ORIG,
+    MAP_DNS_CLIENTS,
+];
+
 /// Program names (ELF symbols) of the cgroup programs attached to each targeted cgroup.
 pub const PROG_EGRESS: &str = "fl_skb_egress";
 pub const PROG_INGRESS: &str = "fl_skb_ingress";

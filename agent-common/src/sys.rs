@@ -9,6 +9,11 @@ pub const MAP_SYS_CONFIG: &str = "FL_SYS_CONFIG";
 pub const MAP_SYS_FILES: &str = "FL_SYS_FILES";
 pub const MAP_SYS_PATHS: &str = "FL_SYS_PATHS";
 
+/// The sys maps with more than one entry: other families' loaders of the shared object
+/// shrink them to one (`kernel::object::shrink_others`).
+pub const SYS_MAPS: &[&str] =
+    &[MAP_SYS_RULES, MAP_SYS_STATE, MAP_SYS_CGROUPS, MAP_SYS_PIDS, MAP_SYS_FILES, MAP_SYS_PATHS];
+
 /// FNV-1a (64-bit), the hash of path prefixes in FL_SYS_PATHS, on both sides.
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;

@@ -213,7 +213,7 @@ fn sys_support(sys: &Result<Arc<crate::faults::sys::SysDriver>, String>) -> (Pro
             },
         ),
         Ok(d) => {
-            let (backend, mut reason) = match &d.files {
+            let (backend, mut reason) = match d.files() {
                 Ok(b) => (
                     match b {
                         crate::faults::sys::attach::FileBackend::Lsm => "lsm+cgroup_sock",
@@ -234,12 +234,12 @@ fn sys_support(sys: &Result<Arc<crate::faults::sys::SysDriver>, String>) -> (Pro
             if !d.exact {
                 reason += "; every-Nth and max hits may overshoot under concurrent calls (no atomic fetch-and-add)";
             }
-            let detail = match &d.files {
+            let detail = match d.files() {
                 Ok(b) => format!("file calls fail through {} programs", b.name()),
                 Err(e) => e.clone(),
             };
             (
-                Probe { name: "sys_file_backend", supported: d.files.is_ok(), detail },
+                Probe { name: "sys_file_backend", supported: d.files().is_ok(), detail },
                 FaultSupport { fault: "syscall_errno", supported: true, backend, reason },
             )
         }
@@ -506,7 +506,7 @@ pub fn probe(
     probes.push(result(
         "ifb_redirect",
         match net {
-            Ok(d) => d.ifb_redirect.clone(),
+            Ok(d) => d.ifb_redirect().clone(),
             Err(e) => Err(e.clone()),
         },
     ));

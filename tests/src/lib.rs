@@ -103,6 +103,9 @@ pub struct Agent {
     cgroup: Option<Cgroup>,
     /// This test's turn on the host: tests that run alone wait for it (`serial`).
     _turn: serial::Shared,
+    /// The capability table, asked once: each `caps` loads and attaches every kind of
+    /// program again (seconds in an emulated guest), and the kernel does not change.
+    caps: std::sync::OnceLock<serde_json::Value>,
 }
 
 /// How to start an agent: `Agent::builder()....start()`.
@@ -143,6 +146,7 @@ impl AgentBuilder {
             log_level: self.log_level,
             cgroup: self.cgroup,
             _turn: serial::shared(),
+            caps: std::sync::OnceLock::new(),
         };
         agent.spawn()?;
         Ok(agent)
@@ -262,10 +266,14 @@ impl Agent {
             .and_then(|v| v.parse().ok())
     }
 
+    /// `faultline caps -o json`, asked of this agent once.
+    pub fn caps(&self) -> &serde_json::Value {
+        self.caps.get_or_init(|| self.cli_json(&["caps"]))
+    }
+
     /// Whether the agent's capability probe reports `probe` as supported.
     pub fn supports(&self, probe: &str) -> bool {
-        let caps = self.cli_json(&["caps"]);
-        caps["probes"]
+        self.caps()["probes"]
             .as_array()
             .unwrap()
             .iter()

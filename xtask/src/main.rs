@@ -55,7 +55,7 @@ enum Task {
     },
     /// Run the integration tests inside Debian kernels under QEMU, one boot per kernel.
     VmTest {
-        /// debian-5.10, debian-6.1, debian-6.12 or all (default: 6.1 and 6.12).
+        /// debian-5.10, debian-6.1, debian-6.12 or all (default: the CI tier, in its parts).
         #[arg(long)]
         kernel: Option<String>,
         /// Boot with this LSM list (e.g. without bpf, as Ubuntu ships).
@@ -200,6 +200,10 @@ fn task(task: Task) -> anyhow::Result<()> {
                 Some(k) => vm::kernel_names(k)?,
                 None => vm::DEFAULT_KERNELS.to_vec(),
             };
+            if kernel.is_none() && lsm.is_none() && filter.is_empty() {
+                // As CI runs it: the parts, the Ubuntu-like boot.
+                return vm::vm_test(&vm::ci_tier(), test_threads, None);
+            }
             let timeout = Duration::from_secs(timeout);
             let guests: Vec<vm::Guest> = kernels
                 .into_iter()
@@ -268,23 +272,12 @@ fn task(task: Task) -> anyhow::Result<()> {
             if host_only {
                 return Ok(());
             }
-            // Every kernel, and 6.12 booted as Ubuntu ships it (bpf missing from the LSM list,
-            // so file faults take fmod_ret), side by side: one summary at the end.
-            let timeout = Duration::from_secs(2100);
-            let mut guests: Vec<vm::Guest> = if args.is_empty() {
-                vm::tier_parts(timeout)
+            let guests: Vec<vm::Guest> = if args.is_empty() {
+                vm::ci_tier()
             } else {
+                let timeout = Duration::from_secs(2100);
                 vm::DEFAULT_KERNELS.iter().map(|k| vm::Guest::new(k, &args, timeout)).collect()
             };
-            if args.is_empty() {
-                guests.push(vm::Guest::with_lsm(
-                    "debian-6.12",
-                    Some(vm::NO_BPF_LSM),
-                    &["openat_", "write_fails", "read_fails", "unlink_mkdir", "file_calls_"]
-                        .map(String::from),
-                    Duration::from_secs(600),
-                ));
-            }
             let vm = vm::vm_test(&guests, vm::GUEST_TEST_THREADS, guest_build);
             clock.done("VM tier");
             vm

@@ -36,44 +36,7 @@ struct Type {
 /// structs and unions inside it count as its own (C's rule: `file.f_path` sits in an
 /// anonymous union on recent kernels).
 pub fn member_offset_in(btf: &[u8], name: &str, member: &str) -> Result<u32, String> {
-    if btf.len() < 24 || btf[0..2] != [0x9f, 0xeb] {
-        return Err("not little-endian BTF".into());
-    }
-    let hdr_len = u32_at(btf, 4)? as usize;
-    let (type_off, type_len) = (u32_at(btf, 8)? as usize, u32_at(btf, 12)? as usize);
-    let (str_off, str_len) = (u32_at(btf, 16)? as usize, u32_at(btf, 20)? as usize);
-    let types = btf
-        .get(hdr_len + type_off..hdr_len + type_off + type_len)
-        .ok_or("BTF type section out of range")?;
-    let strings = btf
-        .get(hdr_len + str_off..hdr_len + str_off + str_len)
-        .ok_or("BTF strings out of range")?;
-    // Type ids start at 1.
-    let mut all = vec![Type { kind: 0, name_off: 0, vlen: 0, kind_flag: false, body: 0 }];
-    let mut at = 0;
-    while at + 12 <= types.len() {
-        let name_off = u32_at(types, at)?;
-        let info = u32_at(types, at + 4)?;
-        let (kind, vlen, kind_flag) = ((info >> 24) & 0x1f, info & 0xffff, info >> 31 == 1);
-        let body = at + 12;
-        let extra = match kind {
-            KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-            KIND_ARRAY => 12,
-            KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen as usize,
-            KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
-            _ => 0,
-        };
-        all.push(Type { kind, name_off, vlen: vlen as usize, kind_flag, body });
-        at = body + extra;
-    }
-    let Some(top) = all
-        .iter()
-        .find(|t| t.kind == KIND_STRUCT && name_at(strings, t.name_off) == name.as_bytes())
-    else {
-        return Err(format!("struct {name} is not in the kernel's BTF"));
-    };
-    find_member(types, strings, &all, top, member.as_bytes(), 0)?
-        .ok_or_else(|| format!("struct {name} has no member {member}"))
+    KernelBtf::parse(btf.to_vec())?.offset(name, member)
 }
 
 /// The bit offset of `member` in `t`, looking into anonymous members (to a bounded depth).
@@ -107,19 +70,67 @@ fn find_member(
     Ok(None)
 }
 
-/// The running kernel's BTF, read once for several look-ups.
-pub struct KernelBtf(Vec<u8>);
+/// The running kernel's BTF, read and indexed once for several look-ups (a scan of its
+/// 5-6 MB per look-up costs seconds in an emulated guest).
+pub struct KernelBtf {
+    data: Vec<u8>,
+    /// Where the type and string sections lie in `data`.
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+    /// Every type, by id (ids start at 1; index 0 is a placeholder).
+    all: Vec<Type>,
+}
 
 impl KernelBtf {
     pub fn read() -> Result<Self, String> {
-        std::fs::read("/sys/kernel/btf/vmlinux")
-            .map(KernelBtf)
-            .map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))
+        let data = std::fs::read("/sys/kernel/btf/vmlinux")
+            .map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))?;
+        Self::parse(data)
+    }
+
+    fn parse(data: Vec<u8>) -> Result<Self, String> {
+        if data.len() < 24 || data[0..2] != [0x9f, 0xeb] {
+            return Err("not little-endian BTF".into());
+        }
+        let hdr_len = u32_at(&data, 4)? as usize;
+        let (type_off, type_len) = (u32_at(&data, 8)? as usize, u32_at(&data, 12)? as usize);
+        let (str_off, str_len) = (u32_at(&data, 16)? as usize, u32_at(&data, 20)? as usize);
+        let types = hdr_len + type_off..hdr_len + type_off + type_len;
+        let strings = hdr_len + str_off..hdr_len + str_off + str_len;
+        let t = data.get(types.clone()).ok_or("BTF type section out of range")?;
+        data.get(strings.clone()).ok_or("BTF strings out of range")?;
+        let mut all = vec![Type { kind: 0, name_off: 0, vlen: 0, kind_flag: false, body: 0 }];
+        let mut at = 0;
+        while at + 12 <= t.len() {
+            let name_off = u32_at(t, at)?;
+            let info = u32_at(t, at + 4)?;
+            let (kind, vlen, kind_flag) = ((info >> 24) & 0x1f, info & 0xffff, info >> 31 == 1);
+            let body = at + 12;
+            let extra = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen as usize,
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
+                _ => 0,
+            };
+            all.push(Type { kind, name_off, vlen: vlen as usize, kind_flag, body });
+            at = body + extra;
+        }
+        Ok(KernelBtf { data, types, strings, all })
     }
 
     /// Byte offset of `member` in `struct name`.
     pub fn offset(&self, name: &str, member: &str) -> Result<u32, String> {
-        member_offset_in(&self.0, name, member)
+        let (types, strings) = (&self.data[self.types.clone()], &self.data[self.strings.clone()]);
+        let Some(top) = self
+            .all
+            .iter()
+            .find(|t| t.kind == KIND_STRUCT && name_at(strings, t.name_off) == name.as_bytes())
+        else {
+            return Err(format!("struct {name} is not in the kernel's BTF"));
+        };
+        find_member(types, strings, &self.all, top, member.as_bytes(), 0)?
+            .ok_or_else(|| format!("struct {name} has no member {member}"))
     }
 }
 

@@ -18,7 +18,7 @@ fn ms(v: &serde_json::Value, key: &str) -> f64 {
 
 /// On kernels that cannot delay at ingress: the clear refusal, and nothing left behind.
 fn refused_here(agent: &Agent, ns: &Netns, args: &[&str]) -> bool {
-    let caps = agent.cli_json(&["caps"]);
+    let caps = agent.caps();
     let delay = caps["faults"].as_array().unwrap().iter().find(|f| f["fault"] == "net_delay");
     let reason = delay.and_then(|d| d["reason"].as_str()).unwrap_or_default();
     if delay.is_some_and(|d| d["supported"] == true) && reason.is_empty() {

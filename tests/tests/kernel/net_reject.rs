@@ -87,7 +87,7 @@ fn reject_with_another_errno_or_a_clear_refusal() {
     let cg = Cgroup::new("reject-errno");
     let server = TcpEcho::start("127.0.0.1:0").unwrap();
     let port = server.addr().port().to_string();
-    let caps = agent.cli_json(&["caps"]);
+    let caps = agent.caps();
     let set_retval = caps["probes"]
         .as_array()
         .unwrap()

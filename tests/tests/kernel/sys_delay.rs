@@ -23,7 +23,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Whether this kernel can delay system calls (caps); if not, Inject must refuse with the
 /// reason caps give.
 fn supported(agent: &Agent, cg: &Cgroup) -> bool {
-    let caps = agent.cli_json(&["caps"]);
+    let caps = agent.caps();
     let row = caps["faults"].as_array().unwrap().iter().find(|f| f["fault"] == "syscall_delay");
     let row = row.cloned().unwrap();
     eprintln!("caps: {row}");

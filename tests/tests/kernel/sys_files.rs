@@ -15,7 +15,7 @@ fn errnos(r: &serde_json::Value, errno: i32) -> u64 {
 /// The backend the agent picked for file calls, or None after checking that Inject refuses
 /// them with the reason.
 fn backend_or_refused(agent: &Agent, cg: &Cgroup) -> Option<String> {
-    let caps = agent.cli_json(&["caps"]);
+    let caps = agent.caps();
     let probe = caps["probes"].as_array().unwrap().iter().find(|p| p["name"] == "sys_file_backend");
     let probe = probe.cloned().unwrap();
     if probe["supported"] == true {

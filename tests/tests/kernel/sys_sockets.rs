@@ -209,7 +209,7 @@ fn the_kernel_ends_the_fault_while_the_agent_is_stopped_and_sigkill_removes_it()
 fn file_calls_work_or_are_refused_with_the_reason() {
     let agent = Agent::start();
     let cg = Cgroup::new("sysfile");
-    let caps = agent.cli_json(&["caps"]);
+    let caps = agent.caps();
     let backend = caps["probes"]
         .as_array()
         .unwrap()

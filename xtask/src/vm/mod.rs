@@ -319,6 +319,19 @@ pub fn tier_parts(timeout: Duration) -> Vec<Guest> {
     parts
 }
 
+/// The CI's VM tier: each default kernel in two parts, and debian-6.12 booted as Ubuntu
+/// ships it (bpf missing from the LSM list, so file faults take fmod_ret).
+pub fn ci_tier() -> Vec<Guest> {
+    let mut guests = tier_parts(Duration::from_secs(2100));
+    guests.push(Guest::with_lsm(
+        "debian-6.12",
+        Some(NO_BPF_LSM),
+        &["openat_", "write_fails", "read_fails", "unlink_mkdir", "file_calls_"].map(String::from),
+        Duration::from_secs(600),
+    ));
+    guests
+}
+
 /// One boot of the VM tier: a kernel, its command line, what to run.
 pub struct Guest {
     /// Names the boot's files under target/vm/run (`NAME.log`, `NAME.rc`, ...) and prefixes
@@ -430,7 +443,10 @@ rc=0
 for t in /tests/*; do
   echo "== $(basename "$t")"
   # Killed before the VM's own deadline, so that the log says which tests still ran.
-  timeout -s KILL __LIMIT__ "$t" --test-threads=__THREADS__ --nocapture __FILTER__ || { echo "== $(basename "$t") failed or timed out (rc $?)"; rc=1; }
+  # --report-time (a stable libtest takes -Z options under RUSTC_BOOTSTRAP): each test's
+  # time in the log, summed up per guest by the host to balance the tier.
+  RUSTC_BOOTSTRAP=1 timeout -s KILL __LIMIT__ "$t" -Z unstable-options --report-time \
+    --test-threads=__THREADS__ --nocapture __FILTER__ || { echo "== $(basename "$t") failed or timed out (rc $?)"; rc=1; }
 done
 exit $rc
 "#;
@@ -496,6 +512,9 @@ pub fn vm_test(guests: &[Guest], threads: usize, built: Option<GuestBuild>) -> a
             None => bail!("{}: no report", g.name),
         };
         lines.push(describe(&g.name, &r));
+        if let Ok(log) = std::fs::read_to_string(g.file(&p, "log")) {
+            lines.push(format!("  {}", test_times(&log)));
+        }
         if !matches!(r.outcome, qemu::Outcome::Exited(0)) {
             failed = true;
             let log = std::fs::read_to_string(g.file(&p, "log"));
@@ -511,6 +530,23 @@ pub fn vm_test(guests: &[Guest], threads: usize, built: Option<GuestBuild>) -> a
         bail!("VM tier failed (logs in {}):\n{summary}", p.cache.join("run").display());
     }
     Ok(())
+}
+
+/// A test's time as libtest's --report-time prints it: `test NAME ... ok <1.234s>`.
+fn test_time(line: &str) -> Option<(&str, f64)> {
+    let rest = line.split_once("test ")?.1;
+    let (name, rest) = rest.split_once(" ... ")?;
+    let secs = rest.rsplit_once('<')?.1.strip_suffix("s>")?;
+    Some((name, secs.parse().ok()?))
+}
+
+/// One line per guest: the tests' summed time and the slowest five, to balance the tier.
+fn test_times(log: &str) -> String {
+    let mut times: Vec<(&str, f64)> = log.lines().filter_map(test_time).collect();
+    let sum: f64 = times.iter().map(|t| t.1).sum();
+    times.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top: Vec<String> = times.iter().take(5).map(|(n, t)| format!("{n} {t:.0}s")).collect();
+    format!("{} tests, {sum:.0} test-seconds; slowest: {}", times.len(), top.join(", "))
 }
 
 /// The lines of a guest log that say what failed, so a CI tail shows the cause.
@@ -545,5 +581,21 @@ pub fn vm_run(
             Ok(rc)
         }
         _ => bail!("the VM failed before the command finished"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_time_lines_give_name_and_seconds() {
+        assert_eq!(
+            test_time("test sys_delay::fsync_waits ... ok <12.500s>"),
+            Some(("sys_delay::fsync_waits", 12.5))
+        );
+        assert_eq!(test_time("test sys_delay::x ... ok"), None);
+        let log = "test a ... ok <1.000s>\nnoise\ntest b ... FAILED <3.000s>\n";
+        assert_eq!(test_times(log), "2 tests, 4 test-seconds; slowest: b 3s, a 1s");
     }
 }

@@ -58,25 +58,6 @@ fn fexit_copy(i: usize) -> String {
 const GLOBAL_TASK_PID: &str = "FL_SYS_TASK_PID";
 const GLOBAL_TASK_TGID: &str = "FL_SYS_TASK_TGID";
 
-/// Maps of the other families this instance never uses: kept at one entry.
-const OTHER_MAPS: &[&str] = &[
-    "FL_NET_RULES",
-    "FL_NET_CGROUPS",
-    "FL_NET_CIDRS",
-    "FL_NET_PORTS",
-    "FL_NET_STATE",
-    "FL_NET_COUNTERS",
-    "FL_TC_DEVS",
-    "FL_DNS_ORIG",
-    "FL_DNS_CLIENTS",
-    "FL_SYS_RULES",
-    "FL_SYS_STATE",
-    "FL_SYS_CGROUPS",
-    "FL_SYS_PIDS",
-    "FL_SYS_FILES",
-    "FL_SYS_PATHS",
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum DelayError {
     #[error("loading the eBPF object")]
@@ -279,7 +260,10 @@ impl ExitLink {
 /// The offsets the exit program's path walk reads (agent-ebpf/src/fdpath.rs), from the
 /// running kernel's BTF; the first member missing is the error.
 pub fn file_offsets() -> std::result::Result<DelayFileOffsets, String> {
-    let btf = btf::KernelBtf::read()?;
+    file_offsets_in(&btf::KernelBtf::read()?)
+}
+
+fn file_offsets_in(btf: &btf::KernelBtf) -> std::result::Result<DelayFileOffsets, String> {
     let at = |s: &str, m: &str| btf.offset(s, m);
     Ok(DelayFileOffsets {
         known: 1,
@@ -349,13 +333,15 @@ impl DelayDatapath {
 
     pub(super) fn load_with(opts: &LoadOptions) -> Result<Self> {
         let exact = probe_atomic_fetch().is_ok();
-        let task = |m| btf::member_offset("task_struct", m);
+        // One read of the kernel's BTF for every offset.
+        let kbtf = btf::KernelBtf::read();
+        let task = |m| kbtf.as_ref().map_err(Clone::clone).and_then(|b| b.offset("task_struct", m));
         let ids = task("pid").and_then(|p| task("tgid").map(|t| (p, t)));
         let blocked =
             if opts.check_blocked { task("blocked") } else { Err("not asked for".to_string()) };
         let (task_pid, task_tgid) = ids.as_ref().map_or((0, 0), |i| *i);
         let (fetch, blocked_off) = (u32::from(exact), *blocked.as_ref().unwrap_or(&0));
-        let files = file_offsets();
+        let files = kbtf.as_ref().map_err(Clone::clone).and_then(file_offsets_in);
         let files_off = files.clone().unwrap_or_default();
         let mut loader = EbpfLoader::new();
         loader
@@ -365,9 +351,7 @@ impl DelayDatapath {
             .override_global(GLOBAL_SYS_HAS_FETCH, &fetch, true)
             .override_global(GLOBAL_TASK_PID, &task_pid, true)
             .override_global(GLOBAL_TASK_TGID, &task_tgid, true);
-        for m in OTHER_MAPS {
-            loader.map_max_entries(m, 1);
-        }
+        crate::kernel::object::shrink_others(&mut loader, faultline_common::delay::DELAY_MAPS);
         bpflog::configure(&mut loader, opts.debug);
         let sanitized;
         let object: &[u8] = if exact {

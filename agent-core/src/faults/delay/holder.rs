@@ -291,8 +291,8 @@ impl Daemon {
             ];
             let left = wake.saturating_sub(now);
             let ts = libc::timespec {
-                tv_sec: (left / 1_000_000_000) as libc::time_t,
-                tv_nsec: (left % 1_000_000_000) as libc::c_long,
+                tv_sec: (left / 1_000_000_000) as _,
+                tv_nsec: (left % 1_000_000_000) as _,
             };
             // SAFETY: (libc: nix's ppoll wants BorrowedFds for all three, and the ctl slot is
             // -1 when idle) a live array of pollfd of the length passed, a live timespec, and a

@@ -58,8 +58,10 @@ pub struct NetDriver {
     /// and pacing need both.
     pub has_set_tstamp: bool,
     pub has_tc_sk_storage: bool,
-    /// What the ifb redirect probe learned (ingress delay and pacing need it to work).
-    pub ifb_redirect: std::result::Result<String, String>,
+    /// What the ifb redirect probe learned (ingress delay and pacing need it to work): run
+    /// when first asked (it loads the object once more and makes a scratch namespace), not
+    /// at every start.
+    ifb_redirect: std::sync::OnceLock<std::result::Result<String, String>>,
 }
 
 /// Whose rules a `MAP_CGROUPS` entry holds.
@@ -144,8 +146,9 @@ impl NetDriver {
         let tc_helper = |h| is_helper_supported(ProgramType::SchedClassifier, h).unwrap_or(false);
         let has_set_tstamp = tc_helper(BpfHelper::BPF_FUNC_skb_set_tstamp);
         let has_tc_sk_storage = tc_helper(BpfHelper::BPF_FUNC_sk_storage_get);
-        let ifb_redirect = crate::kernel::probes::probe_ifb_redirect();
-        let has_ingress_edt = has_set_tstamp && has_tc_sk_storage && ifb_redirect.is_ok();
+        // The helpers, not the ifb probe: ingress delay and pacing are refused at plan time
+        // where the redirect does not work (`ifb_redirect`), so no rule reaches the code.
+        let has_ingress_edt = has_set_tstamp && has_tc_sk_storage;
         let (retval, ingress_edt) = (u32::from(has_set_retval), u32::from(has_ingress_edt));
         let mut loader = EbpfLoader::new();
         loader.override_global(GLOBAL_HAS_SET_RETVAL, &retval, true).override_global(
@@ -153,10 +156,7 @@ impl NetDriver {
             &ingress_edt,
             true,
         );
-        // The delay maps belong to faults/delay's own instance.
-        for m in faultline_common::delay::DELAY_MAPS {
-            loader.map_max_entries(m, 1);
-        }
+        crate::kernel::object::shrink_others(&mut loader, faultline_common::net::NET_MAPS);
         bpflog::configure(&mut loader, debug);
         let mut ebpf = loader
             .load(crate::kernel::ebpf_object())
@@ -234,7 +234,13 @@ impl NetDriver {
         };
         let state = Arc::new(Mutex::new(state));
         spawn_heartbeat(Arc::downgrade(&state));
+        let ifb_redirect = std::sync::OnceLock::new();
         Ok(Self { state, has_set_retval, has_set_tstamp, has_tc_sk_storage, ifb_redirect })
+    }
+
+    /// Whether a packet a tc ingress program redirects to an ifb comes back (probed once).
+    pub fn ifb_redirect(&self) -> &std::result::Result<String, String> {
+        self.ifb_redirect.get_or_init(crate::kernel::probes::probe_ifb_redirect)
     }
 
     /// Installs the rule `compile` builds for a free slot on `target`, with what `extras`

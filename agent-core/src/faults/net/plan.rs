@@ -154,7 +154,7 @@ impl NetFaults {
             } else if !net.has_tc_sk_storage {
                 Some("bpf_sk_storage_get in tc programs".to_string())
             } else {
-                net.ifb_redirect.as_ref().err().map(|e| format!("a working ifb redirect: {e}"))
+                net.ifb_redirect().as_ref().err().map(|e| format!("a working ifb redirect: {e}"))
             };
             if let Some(missing) = missing {
                 return Err(Error::FailedPrecondition(format!(

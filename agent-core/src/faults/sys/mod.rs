@@ -50,19 +50,6 @@ pub const BACKEND_CGROUP: &str = "cgroup_sock";
 const GLOBAL_TASK_PID: &str = "FL_SYS_TASK_PID";
 const GLOBAL_TASK_TGID: &str = "FL_SYS_TASK_TGID";
 
-/// Net maps this instance never uses (the net driver has its own): kept at one entry.
-const NET_MAPS: &[&str] = &[
-    "FL_NET_RULES",
-    "FL_NET_CGROUPS",
-    "FL_NET_CIDRS",
-    "FL_NET_PORTS",
-    "FL_NET_STATE",
-    "FL_NET_COUNTERS",
-    "FL_TC_DEVS",
-    "FL_DNS_ORIG",
-    "FL_DNS_CLIENTS",
-];
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Key {
     Cgroup(u64),
@@ -96,14 +83,17 @@ struct State {
     /// The cgroup of each cgroup target, and of each pid target (for the socket programs).
     cgroup_of: HashMap<Key, ResolvedCgroup>,
     attach: Attachments,
-    /// The file backend chosen at load (None: file calls cannot be failed here).
+    /// The file backend, once chosen (`SysDriver::files`; None: not yet, or file calls
+    /// cannot be failed here).
     backend: Option<FileBackend>,
 }
 
 pub struct SysDriver {
     state: Arc<Mutex<State>>,
-    /// How file calls are failed here, or why they cannot be.
-    pub files: std::result::Result<FileBackend, String>,
+    /// How file calls are failed here, or why they cannot be: learned when first asked
+    /// (loading the file program with the kernel's types costs a second in an emulated guest,
+    /// and most agents never fail a file call).
+    files: std::sync::OnceLock<std::result::Result<FileBackend, String>>,
     /// Socket calls can fail with any errno (bpf_set_retval), not only EPERM.
     pub has_set_retval: bool,
     /// Every-Nth and max hits are exact under concurrent calls (atomic fetch-and-add).
@@ -134,12 +124,12 @@ impl SysDriver {
             }
             loaded => loaded?,
         };
-        // The file programs are loaded here too: if only the debug lines kept them out,
-        // file calls are worth more than the lines.
+        // With the debug lines, the file programs are tried now: if only the lines kept them
+        // out, file calls are worth more than the lines.
         if debug
-            && loaded.files.is_err()
+            && loaded.files().is_err()
             && let Ok(plain) = Self::load_with(false)
-            && plain.files.is_ok()
+            && plain.files().is_ok()
         {
             warn!("file system-call programs refused with --debug-bpf: loaded without");
             return Ok(plain);
@@ -152,8 +142,11 @@ impl SysDriver {
             is_helper_supported(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval)
                 .unwrap_or(false);
         let exact = crate::kernel::probes::probe_atomic_fetch().is_ok();
-        let f_path = crate::kernel::btf::member_offset("file", "f_path");
-        let task = |m| crate::kernel::btf::member_offset("task_struct", m);
+        // One read of the kernel's BTF for the three offsets (5-6 MB each time).
+        let kbtf = crate::kernel::btf::KernelBtf::read();
+        let offset = |s, m| kbtf.as_ref().map_err(Clone::clone).and_then(|b| b.offset(s, m));
+        let f_path = offset("file", "f_path");
+        let task = |m| offset("task_struct", m);
         let fork = task("pid").and_then(|p| task("tgid").map(|t| (p, t)));
         let (tgid, fetch, retval) =
             (std::process::id(), u32::from(exact), u32::from(has_set_retval));
@@ -166,9 +159,7 @@ impl SysDriver {
             .override_global(GLOBAL_HAS_SET_RETVAL, &retval, true)
             .override_global(GLOBAL_TASK_PID, &task_pid, true)
             .override_global(GLOBAL_TASK_TGID, &task_tgid, true);
-        for m in NET_MAPS.iter().chain(faultline_common::delay::DELAY_MAPS) {
-            loader.map_max_entries(m, 1);
-        }
+        crate::kernel::object::shrink_others(&mut loader, faultline_common::sys::SYS_MAPS);
         bpflog::configure(&mut loader, debug);
         if std::env::var_os("FAULTLINE_DEBUG_VERIFIER").is_some() {
             loader
@@ -199,11 +190,6 @@ impl SysDriver {
         let pids = take(MAP_SYS_PIDS)?;
         let config = take(MAP_SYS_CONFIG)?;
         let paths = take(MAP_SYS_PATHS)?;
-        let files = file_backend(&mut ebpf, object, &fds);
-        match &files {
-            Ok(b) => info!(backend = b.name(), "file system calls can be failed"),
-            Err(e) => info!(reason = %e, "file system calls cannot be failed here"),
-        }
         let state = State {
             rules: rules.try_into().map_err(|e| format!("{MAP_SYS_RULES}: {e}"))?,
             counters: counters.try_into().map_err(|e| format!("{MAP_SYS_STATE}: {e}"))?,
@@ -219,15 +205,30 @@ impl SysDriver {
             live: BTreeMap::new(),
             cgroup_of: HashMap::new(),
             attach: Attachments::default(),
-            backend: files.as_ref().ok().copied(),
+            backend: None,
         };
         Ok(SysDriver {
             state: Arc::new(Mutex::new(state)),
-            files,
+            files: std::sync::OnceLock::new(),
             has_set_retval,
             exact,
             follow: fork.map(drop),
             paths: f_path.map(drop),
+        })
+    }
+
+    /// How file calls are failed here, or why they cannot be (chosen on the first call).
+    pub fn files(&self) -> &std::result::Result<FileBackend, String> {
+        self.files.get_or_init(|| {
+            let mut st = lock(&self.state);
+            let State { ebpf, object, fds, .. } = &mut *st;
+            let files = file_backend(ebpf, object, fds);
+            match &files {
+                Ok(b) => info!(backend = b.name(), "file system calls can be failed"),
+                Err(e) => info!(reason = %e, "file system calls cannot be failed here"),
+            }
+            st.backend = files.as_ref().ok().copied();
+            files
         })
     }
 
@@ -245,7 +246,7 @@ impl SysDriver {
         let file_backend = if file_hooks == 0 {
             None
         } else {
-            Some(self.files.clone().map_err(|why| {
+            Some(self.files().clone().map_err(|why| {
                 Error::FailedPrecondition(format!(
                     "unsupported: failing {} needs the bpf LSM (active) or fmod_ret on the kernel's \
                      security functions: {why}",
