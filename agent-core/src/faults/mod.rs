@@ -7,6 +7,7 @@ pub mod process;
 pub mod spawn;
 pub mod stress;
 pub mod sys;
+pub mod time;
 
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@ pub mod lsm;
 pub mod netns;
 pub mod object;
 pub mod probes;
+pub mod ptrace;
 pub mod rtnl;
 pub mod tracing;
 

@@ -21,7 +21,10 @@ use super::{
     datapath::{DelayError, ThreadMaps},
     tracer::SUBCOMMAND,
 };
-use crate::engine::driver::monotonic_ns;
+use crate::{
+    engine::driver::monotonic_ns,
+    kernel::ptrace::{comm, is_zombie, ptrace, status_field, tasks},
+};
 
 /// A hold never lasts longer than this, whatever the map says (the rules allow 60 s).
 const MAX_HOLD_NS: u64 = 60_000_000_000;
@@ -123,39 +126,6 @@ struct Daemon {
     /// `stop` asked (and gets its `ok` at the exit).
     stop_reply: bool,
     stats: BTreeMap<u32, (u64, u64)>,
-}
-
-/// ptrace(2) through the raw system call: glibc declares the request unsigned and musl signed
-/// (the static guest build), and no request used here is a PEEK, whose result the libc
-/// wrappers would rewrite.
-fn ptrace(req: impl Into<i64>, tid: i32, addr: usize, data: usize) -> io::Result<libc::c_long> {
-    // SAFETY: requests whose addr/data are integers, or (GETEVENTMSG, GETSIGINFO) pointers to
-    // live locals of the type the request writes.
-    let r = unsafe { libc::syscall(libc::SYS_ptrace, req.into(), tid, addr, data) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
-}
-
-fn status_field(tid: i32, field: &str) -> Option<i32> {
-    let text = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().parse().ok())
-}
-
-fn tasks(pid: i32) -> Option<Vec<i32>> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    Some(dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
-}
-
-fn comm(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map_or_else(|_| "?".into(), |c| c.trim().to_string())
-}
-
-/// A zombie (an exited leader waiting for its threads) cannot be stopped or detached.
-fn is_zombie(tid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{tid}/stat")).map_or(true, |s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
-    })
 }
 
 fn is_stop_signal(sig: i32) -> bool {
