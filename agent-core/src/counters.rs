@@ -133,11 +133,17 @@ mod defs {
     counter!(DELAY_ADDED, Calls, delay_added_usec, "delay added", Micros,
         "faultline_experiment_delay_added_seconds_total", Counter,
         "Time the threads of a delay fault's target were held, in all.");
+    counter!(PROCESSES_SKEWED, Processes, processes_skewed, "processes skewed", Count,
+        "faultline_experiment_skewed_processes", Gauge,
+        "Processes whose clock a time skew fault shifted (exec'd programs counted again).");
+    counter!(SKEWED_READS, Processes, skewed_reads, "shifted reads seen", Count,
+        "faultline_experiment_skewed_reads", Gauge,
+        "1 once a process read the clock a time skew fault shifted.");
 }
 pub use defs::*;
 
 /// Every counter, in the order of the proto's `Counters`.
-pub const ALL: [&Counter; 16] = [
+pub const ALL: [&Counter; 18] = [
     &PACKETS_MATCHED,
     &PACKETS_DROPPED,
     &PACKETS_DELAYED,
@@ -154,6 +160,8 @@ pub const ALL: [&Counter; 16] = [
     &PROCESSES_FROZEN,
     &CALLS_DELAYED,
     &DELAY_ADDED,
+    &PROCESSES_SKEWED,
+    &SKEWED_READS,
 ];
 
 /// One counter as a kind of fault shows it in the short views: "dropped 503".
@@ -245,6 +253,7 @@ const IO: KindCounters = only(&[shown("written", &BYTES_WRITTEN), if_moved("read
 const FILL: KindCounters = only(&[shown("filled", &BYTES_FILLED)]);
 const KILL: KindCounters = only(&[shown("signalled", &PROCESSES_SIGNALLED)]);
 const PAUSE: KindCounters = only(&[shown("frozen", &PROCESSES_FROZEN)]);
+const SKEW: KindCounters = only(&[shown("skewed", &PROCESSES_SKEWED)]);
 const NOTHING: KindCounters = only(&[]);
 
 /// The counters each kind of fault keeps, by the kind's API name (the Fault oneof field).
@@ -264,6 +273,7 @@ pub fn of_kind(kind: &str) -> &'static KindCounters {
         "disk_fill" => &FILL,
         "process_kill" => &KILL,
         "process_pause" => &PAUSE,
+        "time_skew" => &SKEW,
         _ => &NOTHING,
     }
 }
@@ -297,6 +307,8 @@ mod tests {
             processes_frozen: 14,
             calls_delayed: 15,
             delay_added_usec: 16,
+            processes_skewed: 17,
+            skewed_reads: 18,
         };
         let read: Vec<u64> = ALL.iter().map(|d| (d.read)(&c)).collect();
         assert_eq!(read, (1..=16).collect::<Vec<u64>>());

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(faults::delay::tracer::SUBCOMMAND) {
         return ExitCode::from(faults::delay::holder::main(&args[2..]) as u8);
     }
+    if args.get(1).map(String::as_str) == Some(faults::time::client::SUBCOMMAND) {
+        return ExitCode::from(faults::time::skewer::main(&args[2..]) as u8);
+    }
     let cli = match cli::Cli::try_parse_from(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {

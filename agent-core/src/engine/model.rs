@@ -75,6 +75,16 @@ pub enum FaultSpec {
     ProcessKill(ProcessKill),
     /// Freeze every process of the target for the duration.
     ProcessPause,
+    TimeSkew(TimeSkew),
+}
+
+/// The realtime clocks of the target's processes read `offset_ns` off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimeSkew {
+    pub offset_ns: i64,
+    /// Clock ids shifted (bit n: id n).
+    pub clock_mask: u64,
+    pub follow_children: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,12 +279,15 @@ impl FaultSpec {
     pub fn acts_on_process(&self) -> bool {
         matches!(
             self,
-            FaultSpec::SyscallErrno(_) | FaultSpec::SyscallDelay(_) | FaultSpec::ProcessKill(_)
+            FaultSpec::SyscallErrno(_)
+                | FaultSpec::SyscallDelay(_)
+                | FaultSpec::ProcessKill(_)
+                | FaultSpec::TimeSkew(_)
         )
     }
 
     /// Every kind's API name, as `kind` returns it.
-    pub const KINDS: [&'static str; 16] = [
+    pub const KINDS: [&'static str; 17] = [
         "net_loss",
         "net_delay",
         "net_bandwidth",
@@ -291,6 +304,7 @@ impl FaultSpec {
         "memory_stress",
         "io_stress",
         "disk_fill",
+        "time_skew",
     ];
 
     /// The name of the fault as the API spells it (the Fault oneof field).
@@ -312,6 +326,7 @@ impl FaultSpec {
             FaultSpec::IoStress(_) => "io_stress",
             FaultSpec::ProcessKill(_) => "process_kill",
             FaultSpec::ProcessPause => "process_pause",
+            FaultSpec::TimeSkew(_) => "time_skew",
         }
     }
 }
@@ -472,6 +487,7 @@ impl Counters {
             self.processes_frozen,
             self.calls_delayed,
             self.delay_added_usec,
+            self.skewed_reads,
         ]
         .iter()
         .any(|&v| v > 0)
@@ -497,6 +513,8 @@ pub struct Counters {
     pub processes_frozen: u64,
     pub calls_delayed: u64,
     pub delay_added_usec: u64,
+    pub processes_skewed: u64,
+    pub skewed_reads: u64,
 }
 
 #[cfg(test)]

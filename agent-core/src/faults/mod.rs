@@ -2,6 +2,7 @@
 //! `FaultDriver`. `Drivers` only routes a fault to its family.
 
 pub mod delay;
+pub mod helper;
 pub mod net;
 pub mod process;
 pub mod spawn;
@@ -26,6 +27,7 @@ pub struct Drivers {
     pub delay: Arc<delay::DelayDriver>,
     pub stress: Arc<stress::StressDriver>,
     pub process: Arc<process::ProcessDriver>,
+    pub time: time::driver::TimeDriver,
 }
 
 impl Drivers {
@@ -48,6 +50,7 @@ impl Drivers {
             | FaultSpec::DiskFill(_)
             | FaultSpec::IoStress(_) => self.stress.as_ref(),
             FaultSpec::ProcessKill(_) | FaultSpec::ProcessPause => self.process.as_ref(),
+            FaultSpec::TimeSkew(_) => &self.time,
         })
     }
 }

@@ -56,6 +56,14 @@ pub fn write_bytes(tid: i32, addr: u64, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Why ptrace cannot be used here at all, if it cannot (Yama scope 3).
+pub fn forbidden() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .filter(|s| s.trim() == "3")
+        .map(|_| "kernel.yama.ptrace_scope=3 forbids ptrace (until reboot)".to_string())
+}
+
 /// A numeric field of /proc/TID/status (`TracerPid`, `Tgid`, ...).
 pub fn status_field(tid: i32, field: &str) -> Option<i32> {
     let text = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;

@@ -221,6 +221,14 @@ fn fault(f: &FaultSpec) -> pb::Fault {
             interval: k.interval.map(duration),
         }),
         FaultSpec::ProcessPause => pb::fault::Kind::ProcessPause(pb::ProcessPause {}),
+        FaultSpec::TimeSkew(t) => pb::fault::Kind::TimeSkew(pb::TimeSkew {
+            offset: Some(prost_types::Duration {
+                seconds: t.offset_ns / 1_000_000_000,
+                nanos: (t.offset_ns % 1_000_000_000) as i32,
+            }),
+            clocks: vec!["realtime".into()],
+            follow_children: t.follow_children,
+        }),
     };
     pb::Fault { kind: Some(kind) }
 }
@@ -279,6 +287,8 @@ pub fn counters(c: &Counters) -> pb::Counters {
         processes_frozen: c.processes_frozen,
         calls_delayed: c.calls_delayed,
         delay_added_usec: c.delay_added_usec,
+        processes_skewed: c.processes_skewed,
+        skewed_reads: c.skewed_reads,
     }
 }
 
@@ -301,6 +311,8 @@ pub fn counters_from_pb(c: &pb::Counters) -> Counters {
         processes_frozen: c.processes_frozen,
         calls_delayed: c.calls_delayed,
         delay_added_usec: c.delay_added_usec,
+        processes_skewed: c.processes_skewed,
+        skewed_reads: c.skewed_reads,
     }
 }
 
@@ -324,6 +336,7 @@ pub fn fault_kind(f: Option<&pb::Fault>) -> Option<&'static str> {
         Kind::IoStress(_) => "io_stress",
         Kind::ProcessKill(_) => "process_kill",
         Kind::ProcessPause(_) => "process_pause",
+        Kind::TimeSkew(_) => "time_skew",
     })
 }
 

@@ -8,3 +8,4 @@ pub mod validate_net;
 pub mod validate_process;
 pub mod validate_stress;
 pub mod validate_sys;
+pub mod validate_time;

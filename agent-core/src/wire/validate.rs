@@ -64,6 +64,7 @@ pub fn inject(req: &pb::InjectRequest, limits: &Limits) -> Result<ExperimentSpec
                 | FaultSpec::SyscallDelay(_)
                 | FaultSpec::ProcessKill(_)
                 | FaultSpec::ProcessPause
+                | FaultSpec::TimeSkew(_)
         )
     {
         return Err(Error::invalid(
@@ -207,6 +208,9 @@ fn fault(f: Option<&pb::Fault>) -> Result<FaultSpec> {
             Ok(FaultSpec::ProcessKill(super::validate_process::kill(k, "fault.process_kill")?))
         }
         Some(pb::fault::Kind::ProcessPause(_)) => Ok(FaultSpec::ProcessPause),
+        Some(pb::fault::Kind::TimeSkew(t)) => {
+            Ok(FaultSpec::TimeSkew(super::validate_time::time_skew(t, "fault.time_skew")?))
+        }
         Some(pb::fault::Kind::NetDuplicate(d)) => Ok(FaultSpec::NetDuplicate(net::mangle(
             d.filter.as_ref(),
             d.percent,
@@ -231,6 +235,7 @@ fn on_devices(f: &FaultSpec) -> bool {
             | FaultSpec::IoStress(_)
             | FaultSpec::ProcessKill(_)
             | FaultSpec::ProcessPause
+            | FaultSpec::TimeSkew(_)
     )
 }
 

@@ -25,6 +25,7 @@ pub mod process;
 pub mod serve;
 pub mod stress;
 pub mod sys;
+pub mod time;
 mod watch;
 
 use std::path::PathBuf;
@@ -200,6 +201,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Time faults: skew (a container's clock, not the node's).
+    Time {
+        #[command(subcommand)]
+        command: time::TimeCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List experiments.
     #[command(alias = "list")]
     Ls {
@@ -258,6 +266,7 @@ impl Command {
             | Command::Sys { client, .. }
             | Command::Stress { client, .. }
             | Command::Process { client, .. }
+            | Command::Time { client, .. }
             | Command::Ls { client, .. }
             | Command::Get { client, .. }
             | Command::Cancel { client, .. }
@@ -281,6 +290,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         Command::Sys { command, .. } => inject::run(endpoint, output, command.into_pb()).await,
         Command::Stress { command, .. } => inject::run(endpoint, output, command.into_pb()).await,
         Command::Process { command, .. } => inject::run(endpoint, output, command.into_pb()).await,
+        Command::Time { command, .. } => inject::run(endpoint, output, command.into_pb()).await,
         Command::Ls { args, .. } => ls::run(endpoint, output, args).await,
         Command::Get { args, .. } => get::run(endpoint, output, args).await,
         Command::Cancel { id, .. } => cancel::run(endpoint, output, id).await,

@@ -62,13 +62,7 @@ pub fn backend(hook: ExitHook) -> &'static str {
     }
 }
 
-/// Why ptrace cannot be used here at all, if it cannot (Yama scope 3).
-pub fn ptrace_forbidden() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
-        .ok()
-        .filter(|s| s.trim() == "3")
-        .map(|_| "kernel.yama.ptrace_scope=3 forbids ptrace (until reboot)".to_string())
-}
+pub use crate::kernel::ptrace::forbidden as ptrace_forbidden;
 
 pub struct DelayDriver {
     debug: bool,

@@ -32,37 +32,15 @@
 //!
 //! End of file on fd 0 is a `stop` without the reply.
 
-use std::{
-    io::{self, BufRead as _, BufReader, Write as _},
-    os::{
-        fd::{AsRawFd as _, BorrowedFd, OwnedFd},
-        unix::net::UnixStream,
-    },
-    process::Child,
-    time::{Duration, Instant},
-};
+use std::os::fd::{AsRawFd as _, BorrowedFd};
 
-use super::super::spawn;
+use super::super::helper::{Helper, HelperError};
 
 /// The hidden subcommand (`faultline __delay-tracer ...`), dispatched in agent/src/main.rs.
 pub const SUBCOMMAND: &str = "__delay-tracer";
 
-#[derive(Debug, thiserror::Error)]
-pub enum TracerError {
-    #[error("starting the delay tracer")]
-    Spawn(#[source] io::Error),
-    #[error("talking to the delay tracer")]
-    Io(#[source] io::Error),
-    #[error("the delay tracer ended")]
-    Closed,
-    /// The process cannot be held: the reason names it (`PID: traced by 1234 (strace)`).
-    #[error("refused: {0}")]
-    Refused(String),
-    #[error("delay tracer: {0}")]
-    Failed(String),
-    #[error("delay tracer: unexpected reply {0:?}")]
-    Protocol(String),
-}
+/// Errors talking to the tracer (the helper channel's).
+pub type TracerError = HelperError;
 
 /// What one rule slot's holds added, per `stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,8 +53,7 @@ pub struct SlotStats {
 /// The agent's side: a running `faultline __delay-tracer` and its control channel.
 /// Requests block until their reply (a `release` until the threads are detached).
 pub struct Tracer {
-    child: Option<Child>,
-    ctl: BufReader<UnixStream>,
+    helper: Helper,
 }
 
 impl Tracer {
@@ -87,109 +64,41 @@ impl Tracer {
         seized: BorrowedFd<'_>,
         deadline_ns: u64,
     ) -> Result<Tracer, TracerError> {
-        let (ours, theirs) = UnixStream::pair().map_err(TracerError::Spawn)?;
-        let child = spawn::spawn(spawn::Spec {
-            args: vec![
-                SUBCOMMAND.into(),
-                std::process::id().to_string(),
-                deadline_ns.to_string(),
-                armed.as_raw_fd().to_string(),
-                seized.as_raw_fd().to_string(),
-            ],
-            procs: Vec::new(),
-            shm_fd: None,
-            oom_score_adj: None,
-            death_signal: libc::SIGTERM,
-            stdin: Some(OwnedFd::from(theirs)),
-            keep_fds: vec![armed.as_raw_fd(), seized.as_raw_fd()],
-        })
-        .map_err(TracerError::Spawn)?;
-        let mut t = Tracer::over(child, ours)?;
-        match t.reply()?.as_str() {
-            "ready" => Ok(t),
-            other => Err(TracerError::Protocol(other.into())),
-        }
-    }
-
-    fn over(child: Child, ctl: UnixStream) -> Result<Tracer, TracerError> {
-        ctl.set_read_timeout(Some(Duration::from_secs(30))).map_err(TracerError::Io)?;
-        Ok(Tracer { child: Some(child), ctl: BufReader::new(ctl) })
+        let args = vec![
+            SUBCOMMAND.into(),
+            std::process::id().to_string(),
+            deadline_ns.to_string(),
+            armed.as_raw_fd().to_string(),
+            seized.as_raw_fd().to_string(),
+        ];
+        let keep = vec![armed.as_raw_fd(), seized.as_raw_fd()];
+        Ok(Tracer { helper: Helper::spawn(args, keep)? })
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.helper.pid()
     }
 
     /// Holds process `pid` from now on: every thread, and the threads and processes it
     /// creates. Returns the number of threads seized.
     pub fn seize(&mut self, pid: i32) -> Result<u32, TracerError> {
-        count(&self.request(&format!("seize {pid}"))?)
+        count(&self.helper.request(&format!("seize {pid}"))?)
     }
 
     /// Lets `pid` (and the processes followed from it) go; a held thread resumes at once.
     /// Returns the number of threads detached.
     pub fn release(&mut self, pid: i32) -> Result<u32, TracerError> {
-        count(&self.request(&format!("release {pid}"))?)
+        count(&self.helper.request(&format!("release {pid}"))?)
     }
 
     /// Holds and held time per rule slot, since the start.
     pub fn stats(&mut self) -> Result<Vec<SlotStats>, TracerError> {
-        parse_stats(&self.request("stats")?)
+        parse_stats(&self.helper.request("stats")?)
     }
 
     /// Releases everything and waits for the tracer to exit.
-    pub fn stop(mut self) -> Result<(), TracerError> {
-        self.request("stop")?;
-        if let Some(mut c) = self.child.take() {
-            c.wait().map_err(TracerError::Io)?;
-        }
-        Ok(())
-    }
-
-    /// Sends one request; its reply after `ok` (an empty string for a bare `ok`).
-    fn request(&mut self, line: &str) -> Result<String, TracerError> {
-        self.ctl.get_mut().write_all(format!("{line}\n").as_bytes()).map_err(TracerError::Io)?;
-        let reply = self.reply()?;
-        if reply == "ok" {
-            return Ok(String::new());
-        }
-        if let Some(rest) = reply.strip_prefix("ok ") {
-            return Ok(rest.into());
-        }
-        if let Some(rest) = reply.strip_prefix("refused ") {
-            return Err(TracerError::Refused(rest.into()));
-        }
-        if let Some(rest) = reply.strip_prefix("error ") {
-            return Err(TracerError::Failed(rest.into()));
-        }
-        Err(TracerError::Protocol(reply))
-    }
-
-    fn reply(&mut self) -> Result<String, TracerError> {
-        let mut line = String::new();
-        match self.ctl.read_line(&mut line) {
-            Ok(0) => Err(TracerError::Closed),
-            Ok(_) => Ok(line.trim_end().to_string()),
-            Err(e) => Err(TracerError::Io(e)),
-        }
-    }
-}
-
-impl Drop for Tracer {
-    /// Closing the channel makes the tracer release everything and exit; it is given 3 s
-    /// before it is killed (which detaches its tracees all the same).
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ = self.ctl.get_ref().shutdown(std::net::Shutdown::Both);
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(3) {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+    pub fn stop(self) -> Result<(), TracerError> {
+        self.helper.stop()
     }
 }
 
@@ -213,6 +122,11 @@ fn parse_stats(rest: &str) -> Result<Vec<SlotStats>, TracerError> {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        io::{BufRead as _, BufReader, Write as _},
+        os::unix::net::UnixStream,
+    };
+
     use super::*;
 
     #[test]
@@ -253,7 +167,7 @@ mod tests {
             }
             asked
         });
-        let mut t = Tracer::over(child, ours).unwrap();
+        let mut t = Tracer { helper: Helper::over(child, ours).unwrap() };
         assert_eq!(t.seize(41).unwrap(), 3);
         match t.seize(42) {
             Err(TracerError::Refused(why)) => assert_eq!(why, "42: traced by 9 (strace)"),

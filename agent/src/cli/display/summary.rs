@@ -294,6 +294,19 @@ pub(super) fn fault_info(f: Option<&pb::Fault>) -> (String, Value, String) {
         Some(pb::fault::Kind::ProcessPause(_)) => {
             ("process_pause".into(), json!({}), "pause (frozen)".into())
         }
+        Some(pb::fault::Kind::TimeSkew(t)) => {
+            let ns = t.offset.map_or(0, |d| d.seconds as i128 * 1_000_000_000 + d.nanos as i128);
+            let (sign, abs) = if ns < 0 { ("-", -ns) } else { ("+", ns) };
+            let d = Duration::from_nanos(abs as u64);
+            let clocks =
+                if t.clocks.is_empty() { vec!["realtime".to_string()] } else { t.clocks.clone() };
+            (
+                "time_skew".into(),
+                json!({ "offset_ms": (ns / 1_000_000) as i64, "clocks": clocks,
+                        "follow_children": t.follow_children }),
+                format!("clock {sign}{} ({})", human_duration(d), clocks.join(",")),
+            )
+        }
         Some(pb::fault::Kind::DiskFill(d)) => {
             let (bytes, percent, what) = match d.amount {
                 Some(pb::disk_fill::Amount::Bytes(b)) => (Some(b), None, human_bytes(b)),

@@ -1,0 +1,440 @@
+//! The process that keeps one time-skew experiment's processes shifted,
+//! `faultline __time-skew` (the agent's handle and the protocol: client.rs). It patches each
+//! process it is given (inject.rs), stays their tracer without tracing system calls (so a
+//! call costs nothing more) to patch a program exec'd in them before it runs and to follow
+//! threads and forks, renews the lease of every mapping it made, and at the end (`stop`, its
+//! deadline, its agent's death) ends the lease, writes the vDSO entries back and detaches.
+//! If it is killed, the lease runs out: every process reads true time within `stub::LEASE`.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{self, BufRead as _, BufReader, Write as _},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    time::Duration,
+};
+
+use nix::sys::{
+    signal::{SigSet, SigmaskHow, Signal, sigprocmask},
+    signalfd::{SfdFlags, SignalFd},
+};
+
+use super::{
+    client::SUBCOMMAND,
+    inject::{self, InjectError, Patched},
+    stub,
+};
+use crate::kernel::ptrace::{comm, ptrace, status_field, tasks, wait};
+
+const OPTIONS: usize = (libc::PTRACE_O_TRACECLONE
+    | libc::PTRACE_O_TRACEFORK
+    | libc::PTRACE_O_TRACEVFORK
+    | libc::PTRACE_O_TRACEEXEC) as usize;
+
+/// `faultline __time-skew AGENT_PID DEADLINE_NS OFFSET_NS MASK FOLLOW`; returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let n = |i: usize| args.get(i).and_then(|a| a.parse::<i64>().ok());
+    let (Some(agent), Some(deadline), Some(offset), Some(mask), Some(follow)) =
+        (n(0), n(1), n(2), n(3), n(4))
+    else {
+        eprintln!("usage: faultline {SUBCOMMAND} AGENT_PID DEADLINE_NS OFFSET_NS MASK FOLLOW");
+        return libc::EINVAL;
+    };
+    match Skewer::new(agent as i32, deadline as u64, offset, mask as u64, follow != 0) {
+        Ok(mut s) => {
+            s.run();
+            0
+        }
+        Err(e) => {
+            eprintln!("faultline {SUBCOMMAND}: {e}");
+            1
+        }
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    crate::engine::driver::monotonic_ns()
+}
+
+fn realtime_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// One patched process (a fork shares its parent's mapping: `shared` is a second handle on
+/// the same memory, `originals` the same addresses).
+struct Process {
+    patched: Patched,
+    tids: Vec<i32>,
+}
+
+struct Skewer {
+    agent: i32,
+    deadline: u64,
+    offset: i64,
+    mask: u64,
+    /// A forked child stays shifted (it inherits the patch) only when asked.
+    follow: bool,
+    sigfd: SignalFd,
+    pidfd: OwnedFd,
+    ctl: BufReader<File>,
+    out: File,
+    procs: HashMap<i32, Process>,
+    /// Thread -> its process.
+    owner: HashMap<i32, i32>,
+    /// Forked children whose patch is to be undone at their first stop (`follow` off).
+    unpatch: HashMap<i32, Patched>,
+    patched_total: u64,
+    /// A shifted read was seen (kept once the process that made it is gone).
+    hit: bool,
+    stopping: bool,
+}
+
+impl Skewer {
+    fn new(agent: i32, deadline: u64, offset: i64, mask: u64, follow: bool) -> io::Result<Self> {
+        // SAFETY: prctl with integer arguments; the parent check closes the race with its
+        // death before the call.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+        if std::os::unix::process::parent_id() as i32 != agent {
+            return Err(io::Error::other(format!("the agent ({agent}) is gone")));
+        }
+        let mut mask_set = SigSet::empty();
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+            mask_set.add(s);
+        }
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask_set), None).map_err(io::Error::from)?;
+        let sigfd = SignalFd::with_flags(&mask_set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+        // SAFETY: pidfd_open with integer arguments; the result is a new descriptor we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, agent, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor just returned by the kernel, owned by nothing else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        // SAFETY: fd 0 is the control socket the agent gave us; we own it from here on.
+        let ctl = unsafe { File::from_raw_fd(0) };
+        let out = ctl.try_clone()?;
+        Ok(Skewer {
+            agent,
+            deadline,
+            offset,
+            mask,
+            follow,
+            sigfd,
+            pidfd,
+            ctl: BufReader::new(ctl),
+            out,
+            procs: HashMap::new(),
+            owner: HashMap::new(),
+            unpatch: HashMap::new(),
+            patched_total: 0,
+            hit: false,
+            stopping: false,
+        })
+    }
+
+    fn say(&mut self, line: &str) {
+        let _ = writeln!(self.out, "{line}");
+    }
+
+    fn expiry(&self) -> i64 {
+        let left = self.deadline.saturating_sub(monotonic_ns()) as i64;
+        realtime_ns() + left.min(stub::LEASE.as_nanos() as i64)
+    }
+
+    fn run(&mut self) {
+        self.say("ready");
+        let mut line = String::new();
+        while !self.stopping {
+            if monotonic_ns() >= self.deadline {
+                break;
+            }
+            self.renew();
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.ctl.get_ref().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd { fd: self.sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            let wait_ms = stub::RENEW.as_millis() as i32;
+            // SAFETY: poll on three live descriptors in a local array of its stated length.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
+            if fds[2].revents != 0 || std::os::unix::process::parent_id() as i32 != self.agent {
+                break;
+            }
+            if fds[1].revents != 0 {
+                let mut term = false;
+                while let Ok(Some(s)) = self.sigfd.read_signal() {
+                    term |= s.ssi_signo != libc::SIGCHLD as u32;
+                }
+                self.events();
+                if term {
+                    break;
+                }
+            }
+            if fds[0].revents != 0 {
+                line.clear();
+                match self.ctl.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let reply = self.request(line.trim());
+                        self.say(&reply);
+                    }
+                }
+            }
+        }
+        self.finish();
+    }
+
+    fn request(&mut self, req: &str) -> String {
+        match req.split_once(' ') {
+            Some(("seize", pid)) => match pid.parse::<i32>() {
+                Ok(pid) => self.seize(pid),
+                Err(_) => format!("error {pid}: not a pid"),
+            },
+            None if req == "stats" => {
+                self.hit |= self.procs.values().any(|p| p.patched.hit());
+                format!("ok {} {}", self.patched_total, u8::from(self.hit))
+            }
+            None if req == "stop" => {
+                self.stopping = true;
+                "ok".to_string()
+            }
+            _ => format!("error: unknown request {req:?}"),
+        }
+    }
+
+    /// Seizes and patches every thread of `pid`: `ok N` (threads), `refused PID: WHY`.
+    fn seize(&mut self, pid: i32) -> String {
+        if self.procs.contains_key(&pid) {
+            return "ok 0".into();
+        }
+        if let Some(t) = status_field(pid, "TracerPid").filter(|&t| t != 0) {
+            return format!("refused {pid}: traced by {t} ({})", comm(t));
+        }
+        let Some(tids) = tasks(pid) else { return format!("refused {pid}: gone") };
+        let mut held = Vec::new();
+        for &t in &tids {
+            if ptrace(libc::PTRACE_SEIZE, t, 0, OPTIONS).is_err() {
+                continue;
+            }
+            if ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_ok() && stopped(t) {
+                held.push(t);
+            }
+        }
+        if held.is_empty() {
+            return format!("refused {pid}: cannot be traced (Yama, or it exited)");
+        }
+        let result = inject::install(pid, &held, self.offset, self.expiry(), self.mask);
+        match result {
+            Ok(patched) => {
+                for &t in &held {
+                    self.owner.insert(t, pid);
+                    let _ = ptrace(libc::PTRACE_CONT, t, 0, 0);
+                }
+                self.patched_total += 1;
+                let n = held.len();
+                self.procs.insert(pid, Process { patched, tids: held });
+                format!("ok {n}")
+            }
+            Err(e) => {
+                for &t in &held {
+                    let _ = ptrace(libc::PTRACE_DETACH, t, 0, 0);
+                }
+                let why = chain(&e);
+                match e {
+                    InjectError::Busy(_) => format!("error {pid}: {why}"),
+                    _ => format!("refused {pid}: {why}"),
+                }
+            }
+        }
+    }
+
+    fn renew(&mut self) {
+        let expiry = self.expiry();
+        for p in self.procs.values() {
+            let _ = p.patched.set(stub::DATA_EXPIRY, expiry as u64);
+        }
+    }
+
+    /// Every pending ptrace event.
+    fn events(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on any tracee, non-blocking, status into a live local.
+            let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
+            if tid <= 0 {
+                return;
+            }
+            self.event(tid, status);
+        }
+    }
+
+    fn event(&mut self, tid: i32, status: i32) {
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            self.forget(tid);
+            return;
+        }
+        if !libc::WIFSTOPPED(status) {
+            return;
+        }
+        let sig = libc::WSTOPSIG(status);
+        let event = status >> 16;
+        let msg = || {
+            let mut m: libc::c_ulong = 0;
+            ptrace(libc::PTRACE_GETEVENTMSG, tid, 0, &raw mut m as usize).map(|_| m as i32)
+        };
+        match event {
+            libc::PTRACE_EVENT_CLONE => {
+                if let (Ok(new), Some(&pid)) = (msg(), self.owner.get(&tid)) {
+                    self.owner.insert(new, pid);
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        p.tids.push(new);
+                    }
+                }
+                let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
+            }
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
+                if let (Ok(child), Some(&pid)) = (msg(), self.owner.get(&tid))
+                    && let Some(parent) = self.procs.get(&pid)
+                    && let Ok(shared) = parent.patched.shared.try_clone()
+                {
+                    let patched = Patched {
+                        pid: child,
+                        base: parent.patched.base,
+                        originals: parent.patched.originals.clone(),
+                        shared,
+                    };
+                    self.owner.insert(child, child);
+                    if self.follow {
+                        self.procs.insert(child, Process { patched, tids: vec![child] });
+                    } else {
+                        self.unpatch.insert(child, patched);
+                    }
+                }
+                let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                // The thread now has the process's id; the other threads are gone.
+                let pid = tid;
+                if let Some(old) = self.procs.remove(&pid) {
+                    for t in old.tids {
+                        self.owner.remove(&t);
+                    }
+                }
+                self.owner.insert(pid, pid);
+                if let Ok(patched) =
+                    inject::install(pid, &[pid], self.offset, self.expiry(), self.mask)
+                {
+                    self.patched_total += 1;
+                    self.procs.insert(pid, Process { patched, tids: vec![pid] });
+                }
+                let _ = ptrace(libc::PTRACE_CONT, pid, 0, 0);
+            }
+            libc::PTRACE_EVENT_STOP => {
+                if let Some(p) = self.unpatch.remove(&tid) {
+                    // A forked child not to be followed: its copy of the patch is undone
+                    // before it runs, and it is let go.
+                    let _ = inject::remove(&p, &[tid]);
+                    self.owner.remove(&tid);
+                    let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+                } else if is_stop_signal(sig) {
+                    // A group-stop (someone stopped the process): it stays stopped.
+                    let _ = ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+                } else {
+                    let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
+                }
+            }
+            _ => {
+                // A signal on its way to the thread: delivered as it would have been.
+                let _ = ptrace(libc::PTRACE_CONT, tid, 0, sig as usize);
+            }
+        }
+    }
+
+    fn forget(&mut self, tid: i32) {
+        if let Some(pid) = self.owner.remove(&tid)
+            && let Some(p) = self.procs.get_mut(&pid)
+        {
+            p.tids.retain(|&t| t != tid);
+            if p.tids.is_empty() {
+                self.procs.remove(&pid);
+            }
+        }
+    }
+
+    /// Ends every lease at once, then writes each process's vDSO back and detaches.
+    fn finish(&mut self) {
+        for p in self.procs.values() {
+            let _ = p.patched.set(stub::DATA_EXPIRY, 0);
+        }
+        let pids: Vec<i32> = self.procs.keys().copied().collect();
+        for pid in pids {
+            let Some(p) = self.procs.remove(&pid) else { continue };
+            let mut held = Vec::new();
+            for &t in &p.tids {
+                if ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_ok() && stopped(t) {
+                    held.push(t);
+                }
+            }
+            for _ in 0..20 {
+                match inject::remove(&p.patched, &held) {
+                    Err(InjectError::Busy(_)) => {
+                        // A thread stands in a patched entry: let it run a moment.
+                        for &t in &held {
+                            let _ = ptrace(libc::PTRACE_CONT, t, 0, 0);
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                        held.retain(|&t| {
+                            ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_ok() && stopped(t)
+                        });
+                    }
+                    _ => break,
+                }
+            }
+            for &t in &p.tids {
+                let _ = ptrace(libc::PTRACE_DETACH, t, 0, 0);
+            }
+        }
+        for (tid, p) in std::mem::take(&mut self.unpatch) {
+            let _ = inject::remove(&p, &[tid]);
+            let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+        }
+    }
+}
+
+/// Waits for `tid`'s stop after PTRACE_INTERRUPT, passing on signals that come first.
+fn stopped(tid: i32) -> bool {
+    for _ in 0..16 {
+        let Ok(status) = wait(tid) else { return false };
+        if !libc::WIFSTOPPED(status) {
+            return false;
+        }
+        if status >> 16 == libc::PTRACE_EVENT_STOP {
+            return true;
+        }
+        // A signal-delivery-stop before ours: let the signal through and wait again.
+        let _ = ptrace(libc::PTRACE_CONT, tid, 0, libc::WSTOPSIG(status) as usize);
+    }
+    false
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
