@@ -523,6 +523,19 @@ pub fn probe(
     let (delay_probes, delay_fault) = delay_support(crate::faults::delay::probe(), ptrace_probe());
     probes.extend(delay_probes);
     faults.push(delay_fault);
+    let skew = crate::faults::time::driver::probe();
+    faults.push(FaultSupport {
+        fault: "time_skew",
+        supported: skew.is_ok(),
+        backend: if skew.is_ok() { crate::faults::time::driver::BACKEND } else { "" },
+        reason: match &skew {
+            Ok(_) => "realtime clocks through the vDSO (clock_gettime, gettimeofday, time); \
+                      the raw system calls, file and socket times are not shifted"
+                .into(),
+            Err(e) => format!("unsupported: {e}"),
+        },
+    });
+    probes.push(result("vdso_patch", skew));
 
     Capabilities {
         kernel_release: kernel_release(),

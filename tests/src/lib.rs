@@ -2,6 +2,7 @@
 //! traffic from processes placed in them, and residue checks against the kernel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod clock;
 pub mod containers;
 pub mod net;
 pub mod serial;

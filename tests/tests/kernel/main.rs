@@ -25,3 +25,4 @@ mod sys_delay_kernel;
 mod sys_files;
 mod sys_sockets;
 mod targets;
+mod time_skew;

@@ -41,6 +41,32 @@ pub fn unsupported() -> Option<String> {
     crate::kernel::ptrace::forbidden()
 }
 
+/// Whether clocks can be shifted here (the caps row): ptrace, this kernel's vDSO (read from
+/// the agent's own: every process has the same), and /proc/PID/map_files.
+pub fn probe() -> std::result::Result<String, String> {
+    if let Some(why) = unsupported() {
+        return Err(why);
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+    let line = maps.lines().find(|l| l.ends_with("[vdso]")).ok_or("no vDSO in this kernel")?;
+    let range = line.split_whitespace().next().unwrap_or_default();
+    let (a, b) = range.split_once('-').ok_or("unreadable /proc/self/maps")?;
+    let hex = |s: &str| u64::from_str_radix(s, 16).map_err(|e| e.to_string());
+    let (a, b) = (hex(a)?, hex(b)?);
+    // SAFETY: our own vDSO, mapped readable for the life of the process.
+    let image = unsafe { std::slice::from_raw_parts(a as *const u8, (b - a) as usize) };
+    let entries = super::vdso::entries(image).map_err(|e| e.to_string())?;
+    let cg = entries.offset(super::stub::Entry::ClockGettime) as usize;
+    let moved = super::vdso::prologue_len(&image[cg..], super::vdso::PATCH_LEN)
+        .map_err(|e| e.to_string())?;
+    std::fs::read_dir("/proc/self/map_files")
+        .map_err(|e| format!("/proc/PID/map_files cannot be read (CAP_SYS_ADMIN): {e}"))?;
+    Ok(format!(
+        "the vDSO's clock_gettime, gettimeofday and time can be patched (first {moved} bytes of \
+         clock_gettime moved to a trampoline)"
+    ))
+}
+
 pub struct TimeDriver;
 
 impl FaultDriver for TimeDriver {
@@ -67,9 +93,10 @@ fn apply(cg: &ResolvedCgroup, spec: &TimeSkew, expires: u64) -> Result<Box<dyn F
     if let Some(why) = unsupported() {
         return Err(Error::FailedPrecondition(format!("unsupported: time skew: {why}")));
     }
-    let mut client =
-        SkewerClient::spawn(expires, spec.offset_ns, spec.clock_mask, spec.follow_children)
-            .map_err(|e| Error::internal("starting the time skewer", chain(&e)))?;
+    // A cgroup target's children are in it: followed always; a pid target's when asked.
+    let follow = cg.pid.is_none() || spec.follow_children;
+    let mut client = SkewerClient::spawn(expires, spec.offset_ns, spec.clock_mask, follow)
+        .map_err(|e| Error::internal("starting the time skewer", chain(&e)))?;
     let skewer = client.pid().map_or(0, |p| p as i32);
     let pids = match cg.pid {
         Some(p) => vec![p as i32],

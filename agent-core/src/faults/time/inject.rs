@@ -82,7 +82,13 @@ impl Patched {
 
 /// Runs system call `nr` on the stopped thread `tid` (at a `syscall` instruction of the
 /// vDSO, one single step), with its registers put back afterwards.
-fn remote_call(pid: i32, tid: i32, at: u64, nr: u64, args: [u64; 6]) -> Result<u64, InjectError> {
+fn remote_call(
+    pid: i32,
+    tid: i32,
+    at: u64,
+    (call, nr): (&'static str, u64),
+    args: [u64; 6],
+) -> Result<u64, InjectError> {
     let saved = regs(tid).map_err(ptrace_err(pid, "reading registers"))?;
     let mut r = saved;
     r.rax = nr;
@@ -110,9 +116,26 @@ fn remote_call(pid: i32, tid: i32, at: u64, nr: u64, args: [u64; 6]) -> Result<u
     set_regs(tid, &saved).map_err(ptrace_err(pid, "restoring registers"))?;
     let ret = after?.rax as i64;
     if (-4095..0).contains(&ret) {
-        return Err(InjectError::RemoteCall { pid, call: "mmap", errno: -ret });
+        return Err(InjectError::RemoteCall { pid, call, errno: -ret });
     }
     Ok(ret as u64)
+}
+
+/// Takes a thread stopped inside a system call (at PTRACE_EVENT_EXEC: the call's result is
+/// not stored yet, and would overwrite what a remote call puts in rax) to the call's exit:
+/// one single step stops it there, before any instruction of the program runs.
+pub fn leave_syscall(pid: i32, tid: i32) -> Result<(), InjectError> {
+    ptrace::ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0).map_err(ptrace_err(pid, "single step"))?;
+    let status = wait(tid).map_err(ptrace_err(pid, "waiting for the step"))?;
+    if libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP {
+        Ok(())
+    } else {
+        Err(InjectError::Ptrace {
+            pid,
+            what: "leaving the system call ended otherwise than with SIGTRAP",
+            source: io::Error::other(format!("wait status {status:#x}")),
+        })
+    }
 }
 
 /// Patches process `pid`, whose threads `tids` are all stopped under ptrace, so that its
@@ -159,7 +182,7 @@ pub fn install(
         pid,
         tid,
         syscall_at,
-        libc::SYS_mmap as u64,
+        ("mmap", libc::SYS_mmap as u64),
         [0, MAPPING_LEN as u64, prot_rx, flags, u64::MAX, 0],
     )?;
     let prot_rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
@@ -167,7 +190,7 @@ pub fn install(
         pid,
         tid,
         syscall_at,
-        libc::SYS_mprotect as u64,
+        ("mprotect", libc::SYS_mprotect as u64),
         [base + 4096, 4096, prot_rw, 0, 0, 0],
     )?;
     let shared = std::fs::OpenOptions::new()

@@ -7,7 +7,7 @@
 //! If it is killed, the lease runs out: every process reads true time within `stub::LEASE`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::File,
     io::{self, BufRead as _, BufReader, Write as _},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
@@ -85,6 +85,10 @@ struct Skewer {
     owner: HashMap<i32, i32>,
     /// Forked children whose patch is to be undone at their first stop (`follow` off).
     unpatch: HashMap<i32, Patched>,
+    /// vfork children (the parent's memory) let go when they exec (`follow` off).
+    spawned: HashSet<i32>,
+    /// New tracees that stopped before their parent's clone or fork event was read.
+    early: HashSet<i32>,
     patched_total: u64,
     /// A shifted read was seen (kept once the process that made it is gone).
     hit: bool,
@@ -129,6 +133,8 @@ impl Skewer {
             procs: HashMap::new(),
             owner: HashMap::new(),
             unpatch: HashMap::new(),
+            spawned: HashSet::new(),
+            early: HashSet::new(),
             patched_total: 0,
             hit: false,
             stopping: false,
@@ -161,7 +167,9 @@ impl Skewer {
                 libc::pollfd { fd: self.sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             ];
-            let wait_ms = stub::RENEW.as_millis() as i32;
+            // Awake at the deadline itself: the processes are let go then, not a renewal later.
+            let left_ms = self.deadline.saturating_sub(monotonic_ns()).div_ceil(1_000_000);
+            let wait_ms = left_ms.min(stub::RENEW.as_millis() as u64) as i32;
             // SAFETY: poll on three live descriptors in a local array of its stated length.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
             if fds[2].revents != 0 || std::os::unix::process::parent_id() as i32 != self.agent {
@@ -296,26 +304,14 @@ impl Skewer {
                     if let Some(p) = self.procs.get_mut(&pid) {
                         p.tids.push(new);
                     }
+                    self.release_early(new);
                 }
                 let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
             }
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
-                if let (Ok(child), Some(&pid)) = (msg(), self.owner.get(&tid))
-                    && let Some(parent) = self.procs.get(&pid)
-                    && let Ok(shared) = parent.patched.shared.try_clone()
-                {
-                    let patched = Patched {
-                        pid: child,
-                        base: parent.patched.base,
-                        originals: parent.patched.originals.clone(),
-                        shared,
-                    };
-                    self.owner.insert(child, child);
-                    if self.follow {
-                        self.procs.insert(child, Process { patched, tids: vec![child] });
-                    } else {
-                        self.unpatch.insert(child, patched);
-                    }
+                let shares_memory = event == libc::PTRACE_EVENT_VFORK;
+                if let Ok(child) = msg() {
+                    self.new_child(tid, child, shares_memory);
                 }
                 let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
             }
@@ -327,27 +323,35 @@ impl Skewer {
                         self.owner.remove(&t);
                     }
                 }
+                if self.spawned.remove(&pid) {
+                    // A vfork child not to be followed: its own program keeps true time.
+                    self.owner.remove(&pid);
+                    let _ = ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+                    return;
+                }
                 self.owner.insert(pid, pid);
-                if let Ok(patched) =
+                let installed = inject::leave_syscall(pid, pid).and_then(|()| {
                     inject::install(pid, &[pid], self.offset, self.expiry(), self.mask)
-                {
-                    self.patched_total += 1;
-                    self.procs.insert(pid, Process { patched, tids: vec![pid] });
+                });
+                match installed {
+                    Ok(patched) => {
+                        self.patched_total += 1;
+                        self.procs.insert(pid, Process { patched, tids: vec![pid] });
+                    }
+                    Err(e) => eprintln!("faultline {SUBCOMMAND}: after exec: {}", chain(&e)),
                 }
                 let _ = ptrace(libc::PTRACE_CONT, pid, 0, 0);
             }
             libc::PTRACE_EVENT_STOP => {
-                if let Some(p) = self.unpatch.remove(&tid) {
-                    // A forked child not to be followed: its copy of the patch is undone
-                    // before it runs, and it is let go.
-                    let _ = inject::remove(&p, &[tid]);
-                    self.owner.remove(&tid);
-                    let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
-                } else if is_stop_signal(sig) {
+                if is_stop_signal(sig) {
                     // A group-stop (someone stopped the process): it stays stopped.
                     let _ = ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+                } else if !self.owner.contains_key(&tid) && !self.unpatch.contains_key(&tid) {
+                    // A new thread or child whose parent's event has not been read yet: it
+                    // waits for it (`release_early`).
+                    self.early.insert(tid);
                 } else {
-                    let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
+                    self.first_stop(tid);
                 }
             }
             _ => {
@@ -357,7 +361,53 @@ impl Skewer {
         }
     }
 
+    /// A process forked (`shares_memory`: vfork or posix_spawn, the parent's memory until it
+    /// execs) by a followed thread.
+    fn new_child(&mut self, parent_tid: i32, child: i32, shares_memory: bool) {
+        let Some(&pid) = self.owner.get(&parent_tid) else { return };
+        let Some(parent) = self.procs.get(&pid) else { return };
+        let Ok(shared) = parent.patched.shared.try_clone() else { return };
+        let patched = Patched {
+            pid: child,
+            base: parent.patched.base,
+            originals: parent.patched.originals.clone(),
+            shared,
+        };
+        if self.follow {
+            self.owner.insert(child, child);
+            self.procs.insert(child, Process { patched, tids: vec![child] });
+        } else if shares_memory {
+            // Its memory is the parent's: nothing to undo; let go when it execs.
+            self.owner.insert(child, child);
+            self.spawned.insert(child);
+        } else {
+            // Its copy of the patch is undone at its first stop.
+            self.unpatch.insert(child, patched);
+        }
+        self.release_early(child);
+    }
+
+    /// A new tracee that stopped before its parent's event was read, now that it was.
+    fn release_early(&mut self, tid: i32) {
+        if self.early.remove(&tid) {
+            self.first_stop(tid);
+        }
+    }
+
+    /// A new tracee's first stop: a forked child not to be followed has its copy of the
+    /// patch undone and is let go; any other runs on.
+    fn first_stop(&mut self, tid: i32) {
+        if let Some(p) = self.unpatch.remove(&tid) {
+            let _ = inject::remove(&p, &[tid]);
+            let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+        } else {
+            let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
+        }
+    }
+
     fn forget(&mut self, tid: i32) {
+        self.early.remove(&tid);
+        self.spawned.remove(&tid);
         if let Some(pid) = self.owner.remove(&tid)
             && let Some(p) = self.procs.get_mut(&pid)
         {

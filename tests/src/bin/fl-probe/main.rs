@@ -14,6 +14,10 @@
 //! spawn ARGS...                   run ARGS in a child fl-probe, print what it printed
 //! threads-timed SECONDS [IN OUT]  two timed threads for the delay tracer (see threads.rs)
 //! exec-thread PROG ARGS...        a thread other than the leader execs PROG (threads.rs)
+//! clock-server                    a clock reading per line on stdin (see clock.rs)
+//! clock-once                      one clock reading
+//! clock-spin OFFSET_MS            two threads read the clock until a line on stdin: reads
+//!                                 neither true nor shifted
 //!
 //! For `cargo xtask bench` (see bench.rs):
 //! rate OP ARG SECONDS             open PATH | connect ADDR | connect-refused ADDR |
@@ -28,6 +32,7 @@
 
 mod bench;
 mod calls;
+mod clock;
 mod threads;
 
 use std::{
@@ -298,6 +303,10 @@ fn main() {
         print!("{}", String::from_utf8_lossy(&out.stdout));
         return;
     }
+    if args.first().is_some_and(|a| a == "clock-server") {
+        clock::server();
+        return;
+    }
     if args.first().is_some_and(|a| a == "exec-thread") {
         threads::exec_thread(&args[1..]);
         return;
@@ -317,6 +326,8 @@ fn main() {
             args.get(2).map(|i| (i.as_str(), args.get(3).expect("OUT").as_str())),
         ),
         Some("http-get") => http_get(addr(), num()),
+        Some("clock-once") => clock::reading(),
+        Some("clock-spin") => clock::spin(args[1].parse().expect("OFFSET_MS")),
         Some("rate") => bench::rate(&args[1], &args[2], args[3].parse().expect("SECONDS")),
         Some("owd") => bench::owd(addr(), num(), args[3].parse().expect("INTERVAL_MS")),
         Some("tcp-rate") => bench::tcp_rate(addr(), args[2].parse().expect("SECONDS")),

@@ -1,0 +1,183 @@
+//! `faultline time skew`: the clock of a target's processes reads the offset through every
+//! vDSO path (clock_gettime, gettimeofday, time), in processes running before the fault and in
+//! programs they exec or fork during it; a process outside reads true time; at Cancel, at the
+//! deadline and when the agent is SIGKILLed, true time comes back and nothing stays traced.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use faultline_tests::{Agent, Cgroup, clock::ClockServer, one_line_error, threads::Traced};
+
+const TEN_MIN_BEHIND: f64 = -600_000.0;
+
+fn tracer_of(pid: i32) -> i32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix("TracerPid:")).unwrap().trim().parse().unwrap()
+}
+
+fn skew(agent: &Agent, target: &[&str], rest: &[&str]) -> serde_json::Value {
+    let mut args = vec!["time", "skew"];
+    args.extend_from_slice(target);
+    args.extend_from_slice(rest);
+    agent.cli_json(&args)
+}
+
+/// Reads until the clock is back to true time, or panics after `within`.
+fn true_time_within(c: &mut ClockServer, within: Duration, what: &str) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let r = c.read();
+        if r.vdso_ms.abs() < 50.0 && r.gettimeofday_ms.abs() < 50.0 {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < within, "{what}: still {:.0} ms off after {within:?}", r.vdso_ms);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn untraced_within(pid: i32, within: Duration, what: &str) {
+    let t0 = Instant::now();
+    while tracer_of(pid) != 0 {
+        assert!(t0.elapsed() < within, "{what}: still traced after {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn running_processes_read_ten_minutes_behind_and_true_time_after_cancel() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("skew");
+    let mut inside = ClockServer::start(Some(&cg));
+    let mut outside = ClockServer::start(None);
+    inside.read().assert_off_by(0.0, "before the fault");
+    let e = skew(&agent, &["--cgroup", &cg.rel], &["--offset", "-10m", "--for", "60s"]);
+    let id = e["id"].as_str().unwrap();
+    let r = inside.read();
+    eprintln!("inside: {r:?}");
+    r.assert_off_by(TEN_MIN_BEHIND, "a process running before the fault");
+    outside.read().assert_off_by(0.0, "a process outside the target");
+    // A program exec'd in the target and a child it forks and execs read the offset too.
+    inside.child_reads().assert_off_by(TEN_MIN_BEHIND, "a child forked and exec'd in the target");
+    inside.exec_then_read().assert_off_by(TEN_MIN_BEHIND, "a program exec'd in the target");
+    assert_ne!(tracer_of(inside.pid), 0, "the skewer follows the process");
+    // The counters are read from the skewer every 250 ms.
+    let t0 = Instant::now();
+    let got = loop {
+        let got = agent.cli_json(&["get", id, "-o", "json"]);
+        if got["counters"]["skewed_reads"] == 1 && got["counters"]["processes_skewed"] == 2
+            || t0.elapsed() > Duration::from_secs(2)
+        {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("counters: {}", got["counters"]);
+    assert!(got["counters"]["processes_skewed"].as_u64().unwrap() >= 2, "{got}");
+    assert_eq!(got["counters"]["skewed_reads"], 1, "{got}");
+    assert!(got["first_hit_at"].is_string(), "{got}");
+    agent.cli(&["cancel", id]);
+    inside.read().assert_off_by(0.0, "after Cancel");
+    assert_eq!(tracer_of(inside.pid), 0, "still traced after Cancel");
+    outside.read().assert_off_by(0.0, "outside, after Cancel");
+}
+
+#[test]
+fn a_pid_target_shifts_that_process_only_and_date_shows_it() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("skewpid");
+    let mut target = ClockServer::start(Some(&cg));
+    let mut sibling = ClockServer::start(Some(&cg));
+    let pid = target.pid.to_string();
+    skew(&agent, &["--pid", &pid], &["--offset", "+2h", "--for", "60s"]);
+    target.read().assert_off_by(7_200_000.0, "the pid target");
+    sibling.read().assert_off_by(0.0, "another process of the same cgroup");
+    // Without --follow-children a child keeps true time.
+    target.child_reads().assert_off_by(0.0, "a child without --follow-children");
+}
+
+#[test]
+fn the_deadline_and_a_killed_agent_bring_true_time_back() {
+    let mut agent = Agent::start();
+    let cg = Cgroup::new("skewend");
+    let mut c = ClockServer::start(Some(&cg));
+    skew(&agent, &["--cgroup", &cg.rel], &["--offset", "-10m", "--for", "2s"]);
+    c.read().assert_off_by(TEN_MIN_BEHIND, "during a 2 s fault");
+    let waited = true_time_within(&mut c, Duration::from_secs(5), "at the deadline");
+    eprintln!("true time {waited:?} after the first read (deadline 2 s)");
+    untraced_within(c.pid, Duration::from_millis(500), "after the deadline");
+
+    skew(&agent, &["--cgroup", &cg.rel], &["--offset", "-10m", "--for", "60s"]);
+    c.read().assert_off_by(TEN_MIN_BEHIND, "before the agent is killed");
+    agent.signal(libc::SIGKILL);
+    let back = true_time_within(&mut c, Duration::from_secs(1), "after SIGKILL of the agent");
+    eprintln!("true time {back:?} after SIGKILL");
+    untraced_within(c.pid, Duration::from_secs(1), "after the agent died");
+    // The next start resumes the experiment for its remaining time, as every fault.
+    agent.restart();
+    c.read().assert_off_by(TEN_MIN_BEHIND, "resumed after the restart");
+    let list = agent.cli_json(&["ls"]);
+    agent.cli(&["cancel", list[0]["id"].as_str().unwrap()]);
+    c.read().assert_off_by(0.0, "after Cancel of the resumed experiment");
+    assert_eq!(tracer_of(c.pid), 0, "still traced after Cancel");
+}
+
+#[test]
+fn bad_offsets_clocks_and_traced_processes_are_refused() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("skewbad");
+    let _c = ClockServer::start(Some(&cg));
+    for (args, code, field) in [
+        (vec!["--offset", "0s"], "INVALID_ARGUMENT", "fault.time_skew.offset"),
+        (vec!["--offset", "+11y"], "INVALID_ARGUMENT", "fault.time_skew.offset"),
+        (vec!["--offset", "-1m", "--clocks", "monotonic"], "INVALID_ARGUMENT", "fault.time_skew.clocks"),
+    ] {
+        let mut full = vec!["time", "skew", "--cgroup", &cg.rel];
+        full.extend(&args);
+        let out = agent.cli(&full);
+        assert!(!out.status.success(), "{full:?} was accepted");
+        let line = one_line_error(&out);
+        assert!(line.contains(code) && line.contains(field), "{full:?}: {line}");
+    }
+    let own = agent.pid().to_string();
+    let line = one_line_error(&agent.cli(&["time", "skew", "--pid", &own, "--offset", "-1m"]));
+    assert!(line.contains("INVALID_ARGUMENT") || line.contains("PERMISSION_DENIED"), "{line}");
+    let traced = Traced::start(Some(&cg));
+    let line =
+        one_line_error(&agent.cli(&["time", "skew", "--cgroup", &cg.rel, "--offset", "-1m"]));
+    eprintln!("{line}");
+    assert!(line.contains("FAILED_PRECONDITION") && line.contains("traced by"), "{line}");
+    let list = agent.cli_json(&["ls"]);
+    assert_eq!(list.as_array().unwrap().len(), 0, "a refused request left an experiment: {list}");
+    drop(traced);
+}
+
+/// Injects and cancels again and again while two threads read the clock as fast as they can:
+/// every read is true time or the shifted one, and the reader never crashes.
+#[test]
+fn many_inject_cancel_cycles_never_give_a_torn_or_wrong_read() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("skewcycle");
+    let cycles = std::env::var("FL_SKEW_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
+    let mut spin = cg
+        .command(faultline_tests::probe_bin())
+        .args(["clock-spin", "-600000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = spin.id().to_string();
+    for _ in 0..cycles {
+        let e = skew(&agent, &["--pid", &pid], &["--offset", "-10m", "--for", "60s"]);
+        agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
+    }
+    assert_eq!(tracer_of(spin.id() as i32), 0, "still traced after the last Cancel");
+    use std::io::Write as _;
+    spin.stdin.take().unwrap().write_all(b"stop\n").unwrap();
+    let out = spin.wait_with_output().unwrap();
+    assert!(out.status.success(), "the reader died: {out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("{cycles} inject/cancel cycles: {r}");
+    assert_eq!(r["bad"], 0, "reads neither true nor shifted: {r}");
+    assert!(r["shifted"].as_u64().unwrap() > 0, "no read was shifted: {r}");
+}
