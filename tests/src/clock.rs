@@ -91,6 +91,15 @@ impl ClockServer {
         self.read()
     }
 
+    /// Runs `prog args` (split at spaces) as its child: (exit code, stdout).
+    pub fn run(&mut self, cmdline: &str) -> (i64, String) {
+        self.input.write_all(format!("run {cmdline}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        self.output.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        (v["code"].as_i64().unwrap(), v["stdout"].as_str().unwrap().to_string())
+    }
+
     /// A child it forks and execs (`clock-once`) reads once.
     pub fn child_reads(&mut self) -> Reading {
         self.ask("spawn")

@@ -17,11 +17,11 @@ pub fn time_skew(t: &pb::TimeSkew, field: &str) -> Result<TimeSkew> {
     let offset = t
         .offset
         .as_ref()
-        .ok_or_else(|| Error::invalid(&format!("{field}.offset"), "required: a signed duration"))?;
+        .ok_or_else(|| Error::invalid(format!("{field}.offset"), "required: a signed duration"))?;
     let offset_ns = (offset.seconds as i128) * 1_000_000_000 + offset.nanos as i128;
     if offset_ns == 0 || offset_ns.abs() > MAX_OFFSET_NS as i128 {
         return Err(Error::invalid(
-            &format!("{field}.offset"),
+            format!("{field}.offset"),
             format!(
                 "must be non-zero and at most 10 years either way (+-315576000 s), got {} s",
                 offset_ns as f64 / 1e9
@@ -34,7 +34,7 @@ pub fn time_skew(t: &pb::TimeSkew, field: &str) -> Result<TimeSkew> {
             "realtime" | "CLOCK_REALTIME" => REALTIME_MASK,
             "monotonic" | "boottime" | "CLOCK_MONOTONIC" | "CLOCK_BOOTTIME" => {
                 return Err(Error::invalid(
-                    &format!("{field}.clocks"),
+                    format!("{field}.clocks"),
                     format!(
                         "{c} cannot be shifted: a running process's {c} clock would go \
                          backwards when the fault ends (allowed: realtime)"
@@ -43,7 +43,7 @@ pub fn time_skew(t: &pb::TimeSkew, field: &str) -> Result<TimeSkew> {
             }
             other => {
                 return Err(Error::invalid(
-                    &format!("{field}.clocks"),
+                    format!("{field}.clocks"),
                     format!("unknown clock {other:?} (allowed: realtime)"),
                 ));
             }

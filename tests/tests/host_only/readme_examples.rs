@@ -71,6 +71,11 @@ const STRESS: &[&str] = &[
     "faultline stress disk --cgroup /checkout --path /var/lib/data --percent 95 --for 10m",
 ];
 
+const TIME: &[&str] = &[
+    "faultline time skew --container 3f2a9c1d --offset -10m --for 5m",
+    "faultline time skew --pid 4242 --follow-children --offset +2y --for 1m",
+];
+
 const PROCESS: &[&str] = &[
     "faultline process kill --container 3f2a9c1d --signal SIGKILL",
     "faultline process kill --pod $POD_UID --mode random-one --every 30s --for 10m",
@@ -113,7 +118,7 @@ fn readme_commands() -> BTreeSet<String> {
 #[test]
 fn every_readme_example_is_run() {
     let readme = readme_commands();
-    let here: BTreeSet<String> = [DRILL, NETWORK, SYSCALLS, STRESS, PROCESS]
+    let here: BTreeSet<String> = [DRILL, NETWORK, SYSCALLS, STRESS, PROCESS, TIME]
         .concat()
         .iter()
         .map(|s| s.to_string())
@@ -622,6 +627,50 @@ fn the_stress_examples() {
     wait_until("the disk 95% full", || fs.used_percent() >= 94.0);
     cancel(&agent, &id);
     assert!(fs.used_percent() < 50.0, "the space comes back: {:.1}%", fs.used_percent());
+}
+
+#[test]
+fn the_time_examples() {
+    use faultline_tests::clock::ClockServer;
+    let agent = Agent::start();
+    let node = Cgroup::new("node");
+    let id = random_hex(32);
+    let container = nest(&node, &format!("docker/{id}"));
+    let mut c = ClockServer::start(Some(&container[0]));
+    let e = inject(&agent, TIME[0], &[("3f2a9c1d", &id[..8])]);
+    c.read().assert_off_by(-600_000.0, "the container's process");
+    cancel(&agent, &e);
+    c.read().assert_off_by(0.0, "after cancel");
+    // +2 years: a certificate valid for one more year (openssl's -checkend, as a TLS client
+    // checks) is expired for the target's programs, and `date` there says 2 years on.
+    let dir = std::env::temp_dir().join(format!("faultline-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("k.pem"), dir.join("c.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .args(["-subj", "/CN=checkout", "-days", "365", "-keyout"])
+        .args([&key, std::path::Path::new("-out"), &cert])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let check = format!("openssl x509 -checkend 0 -noout -in {}", cert.display());
+    let other = Cgroup::new("cert");
+    let mut target = ClockServer::start(Some(&other));
+    assert_eq!(target.run(&check).0, 0, "valid before the fault");
+    let pid = target.pid.to_string();
+    let e = inject(&agent, TIME[1], &[("4242", pid.as_str())]);
+    let two_years = 2.0 * 365.25 * 86_400_000.0;
+    target.read().assert_off_by(two_years, "the pid target");
+    let (code, said) = target.run(&check);
+    assert_eq!(code, 1, "openssl in the target: {said}");
+    assert!(said.contains("will expire"), "{said}");
+    let (_, date) = target.run("date +%s");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let ahead = date.parse::<i64>().unwrap() - now.as_secs() as i64;
+    assert!((ahead - 63_115_200).abs() <= 2, "date in the target is {ahead} s ahead");
+    cancel(&agent, &e);
+    assert_eq!(target.run(&check).0, 0, "valid again after cancel");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

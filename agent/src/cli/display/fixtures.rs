@@ -78,5 +78,7 @@ pub fn all_counters() -> pb::Counters {
         processes_frozen: 2,
         calls_delayed: 6,
         delay_added_usec: 600_000,
+        processes_skewed: 4,
+        skewed_reads: 1,
     }
 }

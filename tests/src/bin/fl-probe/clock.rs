@@ -30,7 +30,8 @@ pub fn reading() -> String {
 
 /// `clock-server`: `ready` once started, then a reading per line on stdin (`exec` execs a
 /// fresh `clock-server` in this process, which says `ready` again; `spawn` prints the reading
-/// of a child `clock-once`), until end of file.
+/// of a child `clock-once`; `run PROG ARGS` runs a program as a child: its exit code and
+/// output), until end of file.
 pub fn server() {
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
@@ -53,6 +54,14 @@ pub fn server() {
                     .output()
                     .unwrap();
                 out.write_all(&o.stdout).unwrap();
+            }
+            cmd if cmd.starts_with("run ") => {
+                // A program of the test's (date, openssl) as a child of this process.
+                let words: Vec<&str> = cmd[4..].split_whitespace().collect();
+                let o = std::process::Command::new(words[0]).args(&words[1..]).output().unwrap();
+                let text = String::from_utf8_lossy(&o.stdout).trim().replace('"', "'");
+                writeln!(out, r#"{{"code":{},"stdout":"{text}"}}"#, o.status.code().unwrap_or(-1))
+                    .unwrap();
             }
             _ => writeln!(out, "{}", reading()).unwrap(),
         }
@@ -85,15 +94,22 @@ pub fn spin(offset_ms: i64) -> String {
     let worker = move || {
         let (mut reads, mut shifted, mut bad) = (0u64, 0u64, 0u64);
         loop {
+            // True time brackets the read; a read the thread was stopped in the middle of
+            // (the skewer stops every thread to patch or unpatch) is not judged.
+            let before = now(libc::CLOCK_MONOTONIC) + gap;
             let real = now(libc::CLOCK_REALTIME);
-            let truth = now(libc::CLOCK_MONOTONIC) + gap;
+            let after = now(libc::CLOCK_MONOTONIC) + gap;
+            if after - before > tol {
+                continue;
+            }
             reads += 1;
-            if (real - truth - offset).abs() < tol {
+            let near = |t: i128| t > before - tol && t < after + tol;
+            if near(real - offset) {
                 shifted += 1;
-            } else if (real - truth).abs() >= tol {
+            } else if !near(real) {
                 bad += 1;
             }
-            if reads % 1024 == 0 && STOP.load(Ordering::Relaxed) {
+            if reads.is_multiple_of(1024) && STOP.load(Ordering::Relaxed) {
                 return (reads, shifted, bad);
             }
         }
