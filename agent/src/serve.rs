@@ -168,12 +168,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let engine = Engine::new(drivers, resolver.clone(), policy, Some(journal));
     // What a killed agent left, kind by kind, before anything is served: the tc filters it
     // attached over netlink, the qdiscs it replaced with fq, its ifb devices, the v1 cgroups
-    // it created and the cgroups it froze are undone; after that (the kernel clean again)
+    // it created, the cgroups it froze and the vDSOs a killed time skewer patched are undone; after that (the kernel clean again)
     // its experiments are resumed or recorded as ended.
     let resume =
         faultline_core::engine::journal::Resume { engine: engine.clone(), resume: !args.no_resume };
     let tc = devices::Leftovers::new(&args.state_dir);
-    let kinds: [&dyn Recoverer; 6] = [&tc, &*fq, &*ifbs, &*stress, &*process, &resume];
+    let skew = faultline_core::faults::time::repair::Leftovers;
+    let kinds: [&dyn Recoverer; 7] = [&tc, &*fq, &*ifbs, &*stress, &*process, &skew, &resume];
     for kind in kinds {
         kind.run(&args.state_dir).await;
     }

@@ -25,6 +25,8 @@ pub struct Reading {
     /// time() minus true seconds.
     pub time_s: i64,
     pub raw_ms: f64,
+    /// How long the request took: the reading was taken somewhere in it.
+    pub rtt_ms: f64,
 }
 
 fn now_ns() -> i128 {
@@ -74,6 +76,7 @@ impl ClockServer {
             gettimeofday_ms: ms("gettimeofday_ns"),
             time_s: json["time_s"].as_i64().unwrap() - (mid / 1_000_000_000) as i64,
             raw_ms: ms("raw_ns"),
+            rtt_ms: (after - before) as f64 / 1e6,
             json,
         }
     }
@@ -115,11 +118,12 @@ impl Drop for ClockServer {
 
 impl Reading {
     /// Every vDSO path (clock_gettime, gettimeofday, time) reads `offset_ms` off, +- 50 ms
-    /// (time() +- 1 s: it counts whole seconds).
+    /// and half the request's round trip (time() +- 1 s: it counts whole seconds).
     pub fn assert_off_by(&self, offset_ms: f64, what: &str) {
+        let tol = 50.0 + self.rtt_ms / 2.0;
         for (path, v) in [("clock_gettime", self.vdso_ms), ("gettimeofday", self.gettimeofday_ms)] {
             assert!(
-                (v - offset_ms).abs() < 50.0,
+                (v - offset_ms).abs() < tol,
                 "{what}: {path} read {v:.1} ms off true time, not {offset_ms} ms: {}",
                 self.json
             );

@@ -32,8 +32,8 @@ pub struct SkewArgs {
     /// Signed offset, at most 10 years either way: -10m (ten minutes behind), +2h, +1y.
     #[arg(long, value_parser = parse_offset, allow_hyphen_values = true)]
     pub offset: (bool, Duration),
-    /// Clocks to shift (comma-separated): realtime (the default; with it realtime_coarse
-    /// and tai). monotonic and boottime are refused.
+    /// Clocks to shift (comma-separated): realtime (the default; with it realtime_coarse).
+    /// monotonic and boottime are refused.
     #[arg(long, value_delimiter = ',')]
     pub clocks: Vec<String>,
     /// How long the fault lasts.

@@ -25,6 +25,7 @@ mod host;
 mod net;
 mod report;
 mod scale;
+mod skew;
 mod vm;
 
 use std::{
@@ -40,11 +41,11 @@ use host::Env;
 use report::{Figure, Report};
 
 pub const SECTIONS: &[&str] =
-    &["datapath", "syscall", "latency", "accuracy", "delay", "scale", "vm", "load"];
+    &["datapath", "syscall", "latency", "accuracy", "delay", "skew", "scale", "vm", "load"];
 
 /// Tools the bench runs next to faultline.
 const PACKAGES: &[&str] =
-    &["stress-ng", "iperf3", "sockperf", "iptables", "bpftool", "strace", "gcc"];
+    &["stress-ng", "iperf3", "sockperf", "iptables", "bpftool", "strace", "gcc", "faketime"];
 
 pub struct Opts {
     pub quick: bool,
@@ -93,6 +94,7 @@ pub fn bench(o: Opts) -> anyhow::Result<()> {
             "latency" => net::latency(&env, &mut rep),
             "accuracy" => net::loss(&env, &mut rep).and_then(|_| cpu::cpu(&env, &mut rep)),
             "delay" => delay::delay(&env, &mut rep),
+            "skew" => skew::skew(&env, &mut rep),
             "scale" => scale::scale(&env, &mut rep),
             "vm" => vm::vm(&env, &mut rep),
             "load" => load(&env, &mut rep),

@@ -162,10 +162,9 @@ pub fn install(
         source,
     })?;
     let entries = vdso::entries(&image)?;
-    for e in Entry::ALL {
-        if image[entries.offset(e) as usize..].starts_with(&[0x48, 0xb8]) {
-            return Err(InjectError::PatchedElsewhere(pid));
-        }
+    if Entry::ALL.iter().any(|&e| image[entries.offset(e) as usize..].starts_with(&[0x48, 0xb8])) {
+        // Patched already: by a skewer that was killed (its lease over), or by someone else.
+        return adopt(pid, &mem, &image, start, &entries, (offset_ns, expiry_ns, mask));
     }
     let cg = entries.offset(Entry::ClockGettime) as usize;
     let moved = vdso::prologue_len(&image[cg..], PATCH_LEN)?;
@@ -212,16 +211,78 @@ pub fn install(
         write(at as u64, &v.to_le_bytes())?;
     }
     let mut originals = Vec::new();
-    for e in Entry::ALL {
+    for (i, e) in Entry::ALL.into_iter().enumerate() {
         let at = start + entries.offset(e);
         let off = entries.offset(e) as usize;
         let mut orig = [0u8; PATCH_LEN];
         orig.copy_from_slice(&image[off..off + PATCH_LEN]);
+        write((stub::DATA_ORIGINALS + 16 * i) as u64, &orig)?;
         ptrace::write_bytes(tid, at, &vdso::patch(base + e.offset() as u64))
             .map_err(ptrace_err(pid, "patching the vDSO"))?;
         originals.push((at, orig));
     }
     Ok(Patched { pid, base, originals, shared })
+}
+
+/// Whether `pid`'s vDSO holds a skewer's jump (cheap: its maps and one vDSO read).
+pub fn left_behind(pid: i32) -> bool {
+    let Ok((start, end)) = vdso_range(pid) else { return false };
+    let Ok(mem) = File::open(format!("/proc/{pid}/mem")) else { return false };
+    let mut image = vec![0u8; (end - start) as usize];
+    mem.read_exact_at(&mut image, start).is_ok()
+        && image
+            .windows(PATCH_LEN)
+            .any(|w| w.starts_with(&[0x48, 0xb8]) && w.ends_with(&[0xff, 0xe0]))
+}
+
+/// Takes over the mapping a killed skewer left in `pid` (its entries jump into it and its
+/// data page has our magic): new offset and lease, and the entries' own bytes from the page.
+fn adopt(
+    pid: i32,
+    mem: &File,
+    image: &[u8],
+    start: u64,
+    entries: &vdso::Entries,
+    (offset_ns, expiry_ns, mask): (i64, i64, u64),
+) -> Result<Patched, InjectError> {
+    let mut bases = Entry::ALL.iter().map(|&e| {
+        let off = entries.offset(e) as usize;
+        let jump = image.get(off..off + PATCH_LEN).filter(|p| p.starts_with(&[0x48, 0xb8]))?;
+        let to = u64::from_le_bytes(jump[2..10].try_into().ok()?);
+        to.checked_sub(e.offset() as u64)
+    });
+    let base = bases.next().flatten().ok_or(InjectError::PatchedElsewhere(pid))?;
+    if !bases.all(|b| b == Some(base)) {
+        return Err(InjectError::PatchedElsewhere(pid));
+    }
+    let mut magic = [0u8; 8];
+    mem.read_exact_at(&mut magic, base + stub::DATA_MAGIC as u64)
+        .map_err(|_| InjectError::PatchedElsewhere(pid))?;
+    if u64::from_le_bytes(magic) != stub::MAGIC {
+        return Err(InjectError::PatchedElsewhere(pid));
+    }
+    let shared = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/{pid}/map_files/{base:x}-{:x}", base + 4096))
+        .map_err(|source| InjectError::Read { pid, what: "the mapping left behind", source })?;
+    let mut originals = Vec::new();
+    for (i, e) in Entry::ALL.into_iter().enumerate() {
+        let mut orig = [0u8; PATCH_LEN];
+        shared
+            .read_exact_at(&mut orig, (stub::DATA_ORIGINALS + 16 * i) as u64)
+            .map_err(|source| InjectError::Read { pid, what: "the mapping left behind", source })?;
+        originals.push((start + entries.offset(e), orig));
+    }
+    let p = Patched { pid, base, originals, shared };
+    for (at, v) in stub::data(offset_ns, expiry_ns, mask) {
+        p.set(at, v).map_err(|source| InjectError::Read {
+            pid,
+            what: "the mapping left behind",
+            source,
+        })?;
+    }
+    Ok(p)
 }
 
 /// Fails with `Busy` if a thread stands inside the bytes a patch replaces (or, for

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod driver;
 pub mod inject;
+pub mod repair;
 pub mod skewer;
 pub mod stub;
 pub mod vdso;

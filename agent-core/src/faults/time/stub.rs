@@ -26,7 +26,11 @@ pub const DATA_EXPIRY: usize = 0x1010;
 pub const DATA_MASK: usize = 0x1018;
 /// Set to 1 by the first shifted read (the experiment's first hit).
 pub const DATA_HIT: usize = 0x1020;
-/// "fltime01": marks a mapping as ours (the next start's repair looks for it).
+/// The vDSO entries' own first bytes, `Entry::ALL` order, 16 bytes apart (12 used): a
+/// later skewer (the experiment resumed after its skewer was killed) takes the mapping over
+/// and can still write them back.
+pub const DATA_ORIGINALS: usize = 0x1040;
+/// "fltime01": marks a mapping as ours (a later skewer takes over a mapping that has it).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"fltime01");
 
 /// How long a renewal keeps the offset alive, and how often the skewer renews it: a dead
@@ -34,8 +38,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"fltime01");
 pub const LEASE: Duration = Duration::from_millis(750);
 pub const RENEW: Duration = Duration::from_millis(200);
 
-/// The realtime clocks (shifted together): REALTIME, REALTIME_COARSE, REALTIME_ALARM, TAI.
-pub const REALTIME_MASK: u64 = 1 << 0 | 1 << 5 | 1 << 8 | 1 << 11;
+/// The realtime clocks (shifted together): REALTIME, REALTIME_COARSE, REALTIME_ALARM. Not
+/// TAI: the lease's expiry is realtime, 37 s behind TAI, so a TAI read would never be shifted.
+pub const REALTIME_MASK: u64 = 1 << 0 | 1 << 5 | 1 << 8;
 
 /// Entry points in the code page, in the order of `Entry`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
