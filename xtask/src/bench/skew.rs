@@ -86,7 +86,7 @@ pub fn skew(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     let rounds = env.pick(3, 7);
     println!("== time skew -10m: {rounds} rounds of {secs} s, none / faultline / libfaketime");
     let cg = Cgroup::new("bench-skew");
-    let runs = alternate(rounds, 3, |v, _| match v {
+    let runs = alternate(rounds, 3, |_, v| match v {
         0 => go(&mut start(cg.command(&bin).arg(&secs))?),
         1 => {
             let mut p = start(cg.command(&bin).arg(&secs))?;
