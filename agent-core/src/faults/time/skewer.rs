@@ -225,7 +225,9 @@ impl Skewer {
         if let Some(t) = status_field(pid, "TracerPid").filter(|&t| t != 0) {
             return format!("refused {pid}: traced by {t} ({})", comm(t));
         }
-        let Some(tids) = tasks(pid) else { return format!("refused {pid}: gone") };
+        // A process that exited meanwhile is an error (a cgroup target goes on without it),
+        // not a refusal (which refuses the whole experiment).
+        let Some(tids) = tasks(pid) else { return format!("error {pid}: gone") };
         let mut held = Vec::new();
         for &t in &tids {
             if ptrace(libc::PTRACE_SEIZE, t, 0, OPTIONS).is_err() {
@@ -236,7 +238,10 @@ impl Skewer {
             }
         }
         if held.is_empty() {
-            return format!("refused {pid}: cannot be traced (Yama, or it exited)");
+            if tasks(pid).is_none() {
+                return format!("error {pid}: gone");
+            }
+            return format!("refused {pid}: cannot be traced (kernel.yama.ptrace_scope?)");
         }
         let result = inject::install(pid, &held, self.offset, self.expiry(), self.mask);
         match result {
