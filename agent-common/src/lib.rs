@@ -7,6 +7,7 @@
 pub mod delay;
 pub mod net;
 pub mod sys;
+pub mod time;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -524,18 +524,10 @@ pub fn probe(
     probes.extend(delay_probes);
     faults.push(delay_fault);
     let skew = crate::faults::time::driver::probe();
-    faults.push(FaultSupport {
-        fault: "time_skew",
-        supported: skew.is_ok(),
-        backend: if skew.is_ok() { crate::faults::time::driver::BACKEND } else { "" },
-        reason: match &skew {
-            Ok(_) => "realtime clocks through the vDSO (clock_gettime, gettimeofday, time); \
-                      the raw system calls, file and socket times are not shifted"
-                .into(),
-            Err(e) => format!("unsupported: {e}"),
-        },
-    });
+    let raw = crate::faults::time::datapath::probe();
+    faults.push(time_support(&skew, &raw));
     probes.push(result("vdso_patch", skew));
+    probes.push(result("time_raw_syscall", raw));
 
     Capabilities {
         kernel_release: kernel_release(),
@@ -544,6 +536,31 @@ pub fn probe(
         probes,
         faults,
     }
+}
+
+/// The time_skew row: the vDSO patch is required, the raw-syscall programs widen it.
+fn time_support(
+    skew: &std::result::Result<String, String>,
+    raw: &std::result::Result<String, String>,
+) -> FaultSupport {
+    use crate::faults::time::driver::{BACKEND, BACKEND_RAW};
+    let (backend, reason) = match (skew, raw) {
+        (Err(e), _) => ("", format!("unsupported: {e}")),
+        (Ok(_), Ok(_)) => (
+            BACKEND_RAW,
+            "realtime clocks through the vDSO (clock_gettime, gettimeofday, time) and the raw \
+             clock_gettime and gettimeofday system calls; file and socket times are not shifted"
+                .into(),
+        ),
+        (Ok(_), Err(why)) => (
+            BACKEND,
+            format!(
+                "realtime clocks through the vDSO (clock_gettime, gettimeofday, time); raw clock \
+                 system calls are not shifted here ({why}); file and socket times are not shifted"
+            ),
+        ),
+    };
+    FaultSupport { fault: "time_skew", supported: skew.is_ok(), backend, reason }
 }
 
 #[cfg(test)]

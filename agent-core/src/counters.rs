@@ -139,11 +139,14 @@ mod defs {
     counter!(SKEWED_READS, Processes, skewed_reads, "shifted reads seen", Count,
         "faultline_experiment_skewed_reads", Gauge,
         "1 once a process read the clock a time skew fault shifted.");
+    counter!(PROCESSES_UNSKEWED, Processes, processes_unskewed, "processes not skewed", Count,
+        "faultline_experiment_unskewed_processes", Gauge,
+        "Processes of a time skew fault's target that could not be shifted (see its note).");
 }
 pub use defs::*;
 
 /// Every counter, in the order of the proto's `Counters`.
-pub const ALL: [&Counter; 18] = [
+pub const ALL: [&Counter; 19] = [
     &PACKETS_MATCHED,
     &PACKETS_DROPPED,
     &PACKETS_DELAYED,
@@ -162,6 +165,7 @@ pub const ALL: [&Counter; 18] = [
     &DELAY_ADDED,
     &PROCESSES_SKEWED,
     &SKEWED_READS,
+    &PROCESSES_UNSKEWED,
 ];
 
 /// One counter as a kind of fault shows it in the short views: "dropped 503".
@@ -253,7 +257,11 @@ const IO: KindCounters = only(&[shown("written", &BYTES_WRITTEN), if_moved("read
 const FILL: KindCounters = only(&[shown("filled", &BYTES_FILLED)]);
 const KILL: KindCounters = only(&[shown("signalled", &PROCESSES_SIGNALLED)]);
 const PAUSE: KindCounters = only(&[shown("frozen", &PROCESSES_FROZEN)]);
-const SKEW: KindCounters = only(&[shown("skewed", &PROCESSES_SKEWED)]);
+const SKEW: KindCounters = KindCounters {
+    matched: None,
+    did: &[shown("skewed", &PROCESSES_SKEWED)],
+    also: &[if_moved("not skewed", &PROCESSES_UNSKEWED)],
+};
 const NOTHING: KindCounters = only(&[]);
 
 /// The counters each kind of fault keeps, by the kind's API name (the Fault oneof field).
@@ -309,6 +317,7 @@ mod tests {
             delay_added_usec: 16,
             processes_skewed: 17,
             skewed_reads: 18,
+            processes_unskewed: 19,
         };
         let read: Vec<u64> = ALL.iter().map(|d| (d.read)(&c)).collect();
         assert_eq!(read, (1..=ALL.len() as u64).collect::<Vec<u64>>());

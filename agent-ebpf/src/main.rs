@@ -34,6 +34,8 @@ mod sockcg;
 mod sys;
 #[cfg(target_arch = "bpf")]
 mod tc;
+#[cfg(target_arch = "bpf")]
+mod time;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -1,7 +1,8 @@
 //! Every map and load-time global of the kernel programs, in one module that the programs
 //! import (no program module defines a map another one uses). User-space owners: the net
 //! maps belong to agent-core/src/faults/net, the sys maps to agent-core/src/faults/sys, the
-//! delay maps to agent-core/src/faults/delay; their names are consts in agent-common.
+//! delay maps to agent-core/src/faults/delay, the time maps to agent-core/src/faults/time;
+//! their names are consts in agent-common.
 
 use aya_ebpf::{
     macros::map,
@@ -17,6 +18,7 @@ use faultline_common::{
         MAX_RULES, NetConfig, NetCounters, NetRule, PortKey, RuleState,
     },
     sys::{MAX_SYS_RULES, SysConfig, SysRule, SysSlots, SysState},
+    time::MAX_TIME_PROCS,
 };
 
 // ---- every program: debug log lines (dlog.rs)
@@ -172,6 +174,12 @@ pub static FL_DELAY_FILE: DelayFileOffsets = DelayFileOffsets {
     vfsmount_mnt_root: 0,
     _pad: 0,
 };
+
+// ---- raw-syscall time skew (time.rs)
+
+/// tgid -> the address of its injected time mapping (agent-common/src/time.rs).
+#[map(name = "FL_TIME_PIDS")]
+pub static FL_TIME_PIDS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TIME_PROCS, 0);
 
 // ---- tc/tcx device programs (tc.rs)
 

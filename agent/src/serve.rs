@@ -161,7 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         delay: Arc::new(faultline_core::faults::delay::DelayDriver::new(args.debug_bpf)),
         stress: stress.clone(),
         process: process.clone(),
-        time: faultline_core::faults::time::driver::TimeDriver,
+        time: faultline_core::faults::time::driver::TimeDriver::default(),
     });
     let journal = faultline_core::engine::journal::Journal::new(&args.state_dir);
     let policy_max_duration = policy.max_duration;

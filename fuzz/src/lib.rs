@@ -76,6 +76,7 @@ pub fn journal_round_trip(spec: &ExperimentSpec) {
         reason: String::new(),
         resolved: None,
         backend: "fuzz".into(),
+        note: String::new(),
         created_at: now,
         started_at: Some(now),
         deadline: now.checked_add(spec.duration),

@@ -48,6 +48,37 @@ pub fn v2_path(proc_cgroup: &str) -> Option<String> {
         .map(|p| p.trim_end_matches(" (deleted)").to_string())
 }
 
+/// Why process `pid` is frozen, if a freezer holds it: cgroup.freeze set on its cgroup2
+/// cgroup or an ancestor, or a v1 freezer cgroup not THAWED. Its threads report no ptrace
+/// stop (or take none) until thawed.
+pub fn frozen(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mounts = mountinfo::read().ok()?;
+    if let (Some(m), Some(path)) = (mountinfo::cgroup2(&mounts), v2_path(&text)) {
+        let mut d = dir(&m.mount_point, &path);
+        loop {
+            let f = d.join("cgroup.freeze");
+            if std::fs::read_to_string(&f).is_ok_and(|v| v.trim() == "1") {
+                return Some(format!("{} is 1", f.display()));
+            }
+            if d == m.mount_point || !d.pop() {
+                break;
+            }
+        }
+    }
+    if let (Some(m), Some(path)) =
+        (mountinfo::v1_mount(&mounts, "freezer"), v1_path(&text, &["freezer"]))
+    {
+        let f = dir(&m, &path).join("freezer.state");
+        if let Ok(state) = std::fs::read_to_string(&f)
+            && state.trim() != "THAWED"
+        {
+            return Some(format!("{} is {}", f.display(), state.trim()));
+        }
+    }
+    None
+}
+
 /// The path in the v1 hierarchy of `controllers` of a /proc/PID/cgroup text
 /// ("3:cpu,cpuacct:/a/b").
 pub fn v1_path(proc_cgroup: &str, controllers: &[impl AsRef<str>]) -> Option<String> {

@@ -1,5 +1,5 @@
-//! A process that reads its clocks when asked (`fl-probe clock-server`), for the time-skew
-//! tests: started before a fault, asked during and after it.
+//! A process that reads its clocks when asked (`fl-probe clock-server`, or the Go program
+//! tests/go/clock), for the time-skew tests: started before a fault, asked during and after it.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -24,7 +24,9 @@ pub struct Reading {
     pub gettimeofday_ms: f64,
     /// time() minus true seconds.
     pub time_s: i64,
+    /// The same through the raw system calls (`syscall(SYS_clock_gettime)`, ..gettimeofday).
     pub raw_ms: f64,
+    pub raw_gettimeofday_ms: f64,
     /// How long the request took: the reading was taken somewhere in it.
     pub rtt_ms: f64,
 }
@@ -36,16 +38,35 @@ fn now_ns() -> i128 {
 impl ClockServer {
     /// Starts in `cg` (or here when None).
     pub fn start(cg: Option<&Cgroup>) -> ClockServer {
+        Self::start_program(cg, probe_bin(), &["clock-server"])
+    }
+
+    /// The Go clock server (readings only: no exec, spawn or run), built by `cargo xtask
+    /// test` with Debian's Go toolchain: $FL_GO_CLOCK_BIN, else target/go/fl-clock-go.
+    pub fn start_go(cg: Option<&Cgroup>) -> ClockServer {
+        let bin = std::env::var_os("FL_GO_CLOCK_BIN").map_or_else(
+            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go/fl-clock-go"),
+            std::path::PathBuf::from,
+        );
+        assert!(
+            bin.exists(),
+            "{} is missing: `cargo xtask test` builds it (Debian's golang-go, `cargo xtask setup`)",
+            bin.display()
+        );
+        Self::start_program(cg, bin, &[])
+    }
+
+    fn start_program(cg: Option<&Cgroup>, bin: std::path::PathBuf, args: &[&str]) -> ClockServer {
         let mut cmd = match cg {
-            Some(cg) => cg.command(probe_bin()),
-            None => Command::new(probe_bin()),
+            Some(cg) => cg.command(&bin),
+            None => Command::new(&bin),
         };
         let mut child = cmd
-            .arg("clock-server")
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("starting fl-probe clock-server");
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         let input = child.stdin.take().unwrap();
         let output = BufReader::new(child.stdout.take().unwrap());
         let pid = child.id() as i32;
@@ -57,12 +78,40 @@ impl ClockServer {
     fn ready(&mut self) {
         let mut line = String::new();
         self.output.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready", "fl-probe clock-server said {line:?}");
+        assert_eq!(line.trim(), "ready", "the clock server said {line:?}");
     }
 
     fn ask(&mut self, what: &str) -> Reading {
         let before = now_ns();
         self.input.write_all(format!("{what}\n").as_bytes()).unwrap();
+        self.answer(before)
+    }
+
+    /// Asks for a reading without waiting for it (`answer` takes it).
+    pub fn ask_later(&mut self) -> i128 {
+        let before = now_ns();
+        self.input.write_all(b"read\n").unwrap();
+        before
+    }
+
+    /// Whether an answer is ready to be read within `within` (false: the process did not
+    /// run to answer, e.g. it is stopped).
+    pub fn answers_within(&mut self, within: std::time::Duration) -> bool {
+        use std::os::fd::AsRawFd as _;
+        if !self.output.buffer().is_empty() {
+            return true;
+        }
+        let mut p = libc::pollfd {
+            fd: self.output.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one live descriptor.
+        unsafe { libc::poll(&mut p, 1, within.as_millis() as i32) > 0 }
+    }
+
+    /// The answer to a request sent at `before` (now_ns).
+    pub fn answer(&mut self, before: i128) -> Reading {
         let mut line = String::new();
         self.output.read_line(&mut line).unwrap();
         let after = now_ns();
@@ -76,6 +125,7 @@ impl ClockServer {
             gettimeofday_ms: ms("gettimeofday_ns"),
             time_s: json["time_s"].as_i64().unwrap() - (mid / 1_000_000_000) as i64,
             raw_ms: ms("raw_ns"),
+            raw_gettimeofday_ms: ms("raw_gettimeofday_ns"),
             rtt_ms: (after - before) as f64 / 1e6,
             json,
         }
@@ -119,6 +169,21 @@ impl Drop for ClockServer {
 impl Reading {
     /// Every vDSO path (clock_gettime, gettimeofday, time) reads `offset_ms` off, +- 50 ms
     /// and half the request's round trip (time() +- 1 s: it counts whole seconds).
+    /// The raw system calls read `offset_ms` off (+- 50 ms and half the round trip).
+    pub fn assert_raw_off_by(&self, offset_ms: f64, what: &str) {
+        let tol = 50.0 + self.rtt_ms / 2.0;
+        for (path, v) in [
+            ("syscall(SYS_clock_gettime)", self.raw_ms),
+            ("syscall(SYS_gettimeofday)", self.raw_gettimeofday_ms),
+        ] {
+            assert!(
+                (v - offset_ms).abs() < tol,
+                "{what}: {path} read {v:.1} ms off true time, not {offset_ms} ms: {}",
+                self.json
+            );
+        }
+    }
+
     pub fn assert_off_by(&self, offset_ms: f64, what: &str) {
         let tol = 50.0 + self.rtt_ms / 2.0;
         for (path, v) in [("clock_gettime", self.vdso_ms), ("gettimeofday", self.gettimeofday_ms)] {

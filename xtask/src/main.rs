@@ -13,6 +13,7 @@
 
 mod bench;
 mod fuzz;
+mod golang;
 mod setup;
 mod vm;
 
@@ -264,10 +265,12 @@ fn task(task: Task) -> anyhow::Result<()> {
             }
             println!("== integration tests (real kernel, as root)");
             run(cargo().args(["build", "--workspace", "--bin", "faultline", "--bin", "fl-probe"]))?;
+            let go_clock = golang::clock_server()?;
             run(cargo()
                 .args(["test", "--workspace", "--test", "kernel", "--test", "host_only", "--"])
                 .args(&args)
-                .env("FAULTLINE_BIN", root().join("target/debug/faultline")))?;
+                .env("FAULTLINE_BIN", root().join("target/debug/faultline"))
+                .env(golang::CLOCK_ENV, go_clock))?;
             clock.done("host integration tests");
             if host_only {
                 return Ok(());

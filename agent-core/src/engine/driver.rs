@@ -22,6 +22,11 @@ pub trait FaultHandle: Send + Sync {
     /// The kernel mechanism serving the fault, e.g. "cgroup_skb".
     fn backend(&self) -> &'static str;
     fn counters(&self) -> Counters;
+    /// What the running fault could not do, for the experiment's note (a time skew's last
+    /// process it could not shift, and why).
+    fn note(&self) -> Option<String> {
+        None
+    }
     /// Why the fault stopped working on its own (a stress worker was OOM-killed), if it did.
     /// The engine polls it and ends the experiment as failed with this reason.
     fn failure(&self) -> Option<String> {

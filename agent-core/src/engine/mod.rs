@@ -166,6 +166,7 @@ impl Engine {
             reason: String::new(),
             resolved: Some(resolved.clone()),
             backend: String::new(),
+            note: String::new(),
             created_at: SystemTime::now(),
             started_at: None,
             deadline: None,
@@ -499,6 +500,10 @@ async fn with_live_counters(items: Vec<(Snapshot, LiveHandle)>) -> Vec<Snapshot>
             .map(|(mut s, h)| {
                 if let Some(h) = h {
                     s.counters = h.counters();
+                    // Both may change while the fault runs (a time skew's raw-call programs
+                    // attach after it started).
+                    s.backend = h.backend().to_string();
+                    s.note = h.note().unwrap_or_default();
                 }
                 s
             })

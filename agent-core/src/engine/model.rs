@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub reason: String,
     pub resolved: Option<Resolved>,
     pub backend: String,
+    /// What the running fault could not do (FaultHandle::note); empty when nothing.
+    pub note: String,
     pub created_at: SystemTime,
     pub started_at: Option<SystemTime>,
     pub deadline: Option<SystemTime>,
@@ -515,6 +517,7 @@ pub struct Counters {
     pub delay_added_usec: u64,
     pub processes_skewed: u64,
     pub skewed_reads: u64,
+    pub processes_unskewed: u64,
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ impl Engine {
                     })
                 }),
                 backend: e.backend.clone(),
+                note: String::new(),
                 created_at: time(&e.created_at).unwrap_or_else(SystemTime::now),
                 started_at: time(&e.started_at),
                 deadline: time(&e.deadline),

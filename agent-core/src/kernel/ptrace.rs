@@ -89,6 +89,32 @@ pub fn is_zombie(tid: i32) -> bool {
     })
 }
 
+/// waitpid(tid, __WALL) for at most `within`: the raw status of the tracee's next stop or
+/// exit; None if it reported none in time (a task in a frozen cgroup does not stop).
+pub fn wait_within(tid: i32, within: std::time::Duration) -> io::Result<Option<i32>> {
+    let t0 = std::time::Instant::now();
+    let mut nap = std::time::Duration::from_micros(50);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status to a live local.
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if r > 0 {
+            return Ok(Some(status));
+        }
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        if t0.elapsed() >= within {
+            return Ok(None);
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(std::time::Duration::from_millis(5));
+    }
+}
+
 /// waitpid(tid, __WALL): the raw status of the tracee's next stop or exit.
 pub fn wait(tid: i32) -> io::Result<i32> {
     let mut status = 0;

@@ -260,6 +260,7 @@ pub fn experiment(s: &Snapshot) -> pb::Experiment {
             },
         }),
         backend: s.backend.clone(),
+        note: s.note.clone(),
         created_at: Some(timestamp(s.created_at)),
         started_at: s.started_at.map(timestamp),
         deadline: s.deadline.map(timestamp),
@@ -289,6 +290,7 @@ pub fn counters(c: &Counters) -> pb::Counters {
         delay_added_usec: c.delay_added_usec,
         processes_skewed: c.processes_skewed,
         skewed_reads: c.skewed_reads,
+        processes_unskewed: c.processes_unskewed,
     }
 }
 
@@ -313,6 +315,7 @@ pub fn counters_from_pb(c: &pb::Counters) -> Counters {
         delay_added_usec: c.delay_added_usec,
         processes_skewed: c.processes_skewed,
         skewed_reads: c.skewed_reads,
+        processes_unskewed: c.processes_unskewed,
     }
 }
 

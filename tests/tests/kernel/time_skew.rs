@@ -28,11 +28,36 @@ fn true_time_within(c: &mut ClockServer, within: Duration, what: &str) -> Durati
     loop {
         let r = c.read();
         let tol = 50.0 + r.rtt_ms / 2.0;
-        if r.vdso_ms.abs() < tol && r.gettimeofday_ms.abs() < tol {
+        if [r.vdso_ms, r.gettimeofday_ms, r.raw_ms, r.raw_gettimeofday_ms]
+            .iter()
+            .all(|v| v.abs() < tol)
+        {
             return t0.elapsed();
         }
         assert!(t0.elapsed() < within, "{what}: still {:.0} ms off after {within:?}", r.vdso_ms);
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The offset the raw system calls read: the experiment's, where the kernel lets the
+/// programs write a call's result (caps row time_raw_syscall; refused under lockdown) once
+/// they are attached (the backend says so: the first experiment loads them, seconds under
+/// emulation), else none.
+fn raw_offset(agent: &Agent, id: &str, offset_ms: f64) -> f64 {
+    if !agent.supports("time_raw_syscall") {
+        let got = agent.cli_json(&["get", id]);
+        assert_eq!(got["backend"], "vdso_patch", "{got}");
+        return 0.0;
+    }
+    let t0 = Instant::now();
+    loop {
+        let got = agent.cli_json(&["get", id]);
+        if got["backend"] == "vdso_patch+fexit" {
+            eprintln!("raw clock calls shifted {:?} after the fault started", t0.elapsed());
+            return offset_ms;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "raw path never attached: {got}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -56,10 +81,19 @@ fn running_processes_read_ten_minutes_behind_and_true_time_after_cancel() {
     let r = inside.read();
     eprintln!("inside: {r:?}");
     r.assert_off_by(TEN_MIN_BEHIND, "a process running before the fault");
-    outside.read().assert_off_by(0.0, "a process outside the target");
+    let raw_off = raw_offset(&agent, id, TEN_MIN_BEHIND);
+    let r = inside.read();
+    r.assert_raw_off_by(raw_off, "raw clock calls of a process running before the fault");
+    let o = outside.read();
+    o.assert_off_by(0.0, "a process outside the target");
+    o.assert_raw_off_by(0.0, "raw clock calls of a process outside the target");
     // A program exec'd in the target and a child it forks and execs read the offset too.
-    inside.child_reads().assert_off_by(TEN_MIN_BEHIND, "a child forked and exec'd in the target");
-    inside.exec_then_read().assert_off_by(TEN_MIN_BEHIND, "a program exec'd in the target");
+    let c = inside.child_reads();
+    c.assert_off_by(TEN_MIN_BEHIND, "a child forked and exec'd in the target");
+    c.assert_raw_off_by(raw_off, "raw clock calls of a child forked and exec'd in the target");
+    let x = inside.exec_then_read();
+    x.assert_off_by(TEN_MIN_BEHIND, "a program exec'd in the target");
+    x.assert_raw_off_by(raw_off, "raw clock calls of a program exec'd in the target");
     assert_ne!(tracer_of(inside.pid), 0, "the skewer follows the process");
     // The counters are read from the skewer every 250 ms.
     let t0 = Instant::now();
@@ -77,9 +111,94 @@ fn running_processes_read_ten_minutes_behind_and_true_time_after_cancel() {
     assert_eq!(got["counters"]["skewed_reads"], 1, "{got}");
     assert!(got["first_hit_at"].is_string(), "{got}");
     agent.cli(&["cancel", id]);
-    inside.read().assert_off_by(0.0, "after Cancel");
+    let r = inside.read();
+    r.assert_off_by(0.0, "after Cancel");
+    r.assert_raw_off_by(0.0, "raw clock calls after Cancel");
     assert_eq!(tracer_of(inside.pid), 0, "still traced after Cancel");
     outside.read().assert_off_by(0.0, "outside, after Cancel");
+}
+
+/// A static Go program (its runtime calls the vDSO from its own stack switch, on several
+/// threads) reads the offset through time.Now, syscall.Gettimeofday and syscall.Time, and
+/// through the raw calls where the kernel allows.
+#[test]
+fn a_go_program_reads_the_offset_and_true_time_after_cancel() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("skewgo");
+    let mut go = ClockServer::start_go(Some(&cg));
+    go.read().assert_off_by(0.0, "Go, before the fault");
+    let e = skew(&agent, &["--cgroup", &cg.rel], &["--offset", "-10m", "--for", "60s"]);
+    let raw_off = raw_offset(&agent, e["id"].as_str().unwrap(), TEN_MIN_BEHIND);
+    for i in 0..20 {
+        let r = go.read();
+        r.assert_off_by(TEN_MIN_BEHIND, &format!("Go, read {i} during the fault"));
+        r.assert_raw_off_by(raw_off, &format!("Go's raw clock calls, read {i}"));
+    }
+    agent.cli(&["cancel", e["id"].as_str().unwrap()]);
+    let r = go.read();
+    r.assert_off_by(0.0, "Go, after Cancel");
+    r.assert_raw_off_by(0.0, "Go's raw clock calls, after Cancel");
+    assert_eq!(tracer_of(go.pid), 0, "still traced after Cancel");
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill with integer arguments, to a child of this test.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+/// A process stopped by SIGSTOP when the fault starts, or when it is cancelled, stays
+/// stopped (patching it does not run it, nor does letting it go); once continued it reads
+/// the offset, and true time after the Cancel.
+#[test]
+fn a_stopped_process_stays_stopped_through_patch_and_cancel() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("skewstop");
+    let mut c = ClockServer::start(Some(&cg));
+    signal(c.pid, libc::SIGSTOP);
+    let asked = c.ask_later();
+    assert!(!c.answers_within(Duration::from_millis(200)), "a stopped process answered");
+    let e = skew(&agent, &["--cgroup", &cg.rel], &["--offset", "-10m", "--for", "60s"]);
+    assert!(
+        !c.answers_within(Duration::from_millis(500)),
+        "the stopped process ran while it was being patched"
+    );
+    signal(c.pid, libc::SIGCONT);
+    // Its reading was taken after SIGCONT: during the fault (the round trip spans the stop).
+    c.answer(asked).assert_off_by(TEN_MIN_BEHIND, "continued after the patch");
+    c.read().assert_off_by(TEN_MIN_BEHIND, "a stopped-then-continued process");
+
+    signal(c.pid, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(100));
+    let asked = c.ask_later();
+    agent.cli(&["cancel", e["id"].as_str().unwrap()]);
+    assert!(
+        !c.answers_within(Duration::from_millis(500)),
+        "the stopped process ran when the skew was undone"
+    );
+    untraced_within(c.pid, Duration::from_secs(1), "stopped, after Cancel");
+    signal(c.pid, libc::SIGCONT);
+    c.answer(asked).assert_off_by(0.0, "continued after the Cancel");
+}
+
+/// The threads of a frozen cgroup take no ptrace stop (the patch needs one): the experiment
+/// is refused at once, naming the freezer, and the processes run on untraced once thawed.
+#[test]
+fn a_frozen_target_is_refused_and_left_as_it_was() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("skewfrozen");
+    let mut c = ClockServer::start(Some(&cg));
+    std::fs::write(cg.fs.join("cgroup.freeze"), "1").unwrap();
+    let t0 = Instant::now();
+    let out = agent.cli(&["time", "skew", "--cgroup", &cg.rel, "--offset", "-10m", "--for", "60s"]);
+    let err = one_line_error(&out);
+    let took = t0.elapsed();
+    eprintln!("refused after {took:?}: {err}");
+    assert!(err.contains("frozen") && err.contains("cgroup.freeze"), "{err}");
+    assert!(took < Duration::from_secs(10), "refusal took {took:?}");
+    assert_eq!(agent.cli_json(&["ls"]).as_array().unwrap().len(), 0, "nothing applied");
+    std::fs::write(cg.fs.join("cgroup.freeze"), "0").unwrap();
+    untraced_within(c.pid, Duration::from_secs(2), "thawed after the refusal");
+    c.read().assert_off_by(0.0, "thawed after the refusal");
 }
 
 #[test]
@@ -153,6 +272,35 @@ fn bad_offsets_clocks_and_traced_processes_are_refused() {
     assert!(line.contains("FAILED_PRECONDITION") && line.contains("traced by"), "{line}");
     let list = agent.cli_json(&["ls"]);
     assert_eq!(list.as_array().unwrap().len(), 0, "a refused request left an experiment: {list}");
+    drop(traced);
+}
+
+/// A process that joins a running experiment's cgroup but cannot be shifted (traced by
+/// another tracer) keeps true time; the experiment goes on, counts it and says why.
+#[test]
+fn a_newcomer_that_cannot_be_shifted_is_counted_and_named() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("skewnew");
+    let mut c = ClockServer::start(Some(&cg));
+    let e = skew(&agent, &["--cgroup", &cg.rel], &["--offset", "-10m", "--for", "60s"]);
+    let id = e["id"].as_str().unwrap();
+    let traced = Traced::start(Some(&cg));
+    let t0 = Instant::now();
+    let got = loop {
+        let got = agent.cli_json(&["get", id]);
+        if got["counters"]["processes_unskewed"] == 1 || t0.elapsed() > Duration::from_secs(10) {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("{got}");
+    assert_eq!(got["counters"]["processes_unskewed"], 1, "{got}");
+    let note = got["note"].as_str().unwrap_or_default();
+    assert!(note.contains(&traced.pid.to_string()) && note.contains("traced by"), "{got}");
+    assert_eq!(got["state"], "active", "{got}");
+    c.read().assert_off_by(TEN_MIN_BEHIND, "a process shifted before the newcomer came");
+    let text = String::from_utf8(agent.cli(&["get", id]).stdout).unwrap();
+    assert!(text.contains("note") && text.contains("traced by"), "{text}");
     drop(traced);
 }
 

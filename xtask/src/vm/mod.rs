@@ -126,6 +126,7 @@ fn build_binaries_with(idle: Option<(&Path, &Running)>) -> anyhow::Result<Files>
     if files.len() != 3 {
         bail!("cargo built no executable for the {GUEST_TESTS} tests");
     }
+    files.push((crate::golang::GUEST_CLOCK.to_string(), crate::golang::clock_server()?));
     Ok(files)
 }
 
@@ -438,7 +439,7 @@ while [ ! -S /run/caps.sock ] && [ $i -lt 600 ]; do usleep 100000; i=$((i+1)); d
 faultline --endpoint /run/caps.sock caps || cat /tmp/caps.log
 kill $pid
 wait $pid
-export FAULTLINE_BIN=/bin/faultline FL_PROBE_BIN=/bin/fl-probe
+export FAULTLINE_BIN=/bin/faultline FL_PROBE_BIN=/bin/fl-probe FL_GO_CLOCK_BIN=/bin/fl-clock-go
 rc=0
 for t in /tests/*; do
   echo "== $(basename "$t")"
@@ -568,7 +569,8 @@ pub fn vm_run(
     let files = build_binaries()?;
     let p = prepare()?;
     let job = format!(
-        "export FAULTLINE_BIN=/bin/faultline FL_PROBE_BIN=/bin/fl-probe\n{}\n",
+        "export FAULTLINE_BIN=/bin/faultline FL_PROBE_BIN=/bin/fl-probe \
+         FL_GO_CLOCK_BIN=/bin/fl-clock-go\n{}\n",
         cmd.iter().map(|c| shell_quote(c)).collect::<Vec<_>>().join(" ")
     );
     let g = Guest::with_lsm(kernel, lsm, &[], timeout);

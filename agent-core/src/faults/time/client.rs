@@ -16,7 +16,10 @@
 //! | ----------- | ------- |
 //! | `seize PID` | `ok N` (N threads; PID patched and followed through exec) · `refused PID: REASON` · `error PID: REASON` (try again) |
 //! | `stats`     | `ok PATCHED HIT`: processes patched so far (exec'd images included); 1 once a shifted read happened |
+//! | `raw FD`    | `ok`: FD, a descriptor of FL_TIME_PIDS (datapath.rs) in the agent, taken with pidfd_getfd; each patched process is listed there from now on, so that its raw clock calls are shifted too |
 //! | `stop`      | `ok`, then it undoes everything and exits 0 |
+
+use std::os::fd::RawFd;
 
 use super::super::helper::{Helper, HelperError};
 
@@ -69,6 +72,11 @@ impl SkewerClient {
             (Some(Ok(patched)), Some(Ok(hit)), None) => Ok(SkewStats { patched, hit: hit != 0 }),
             _ => Err(HelperError::Protocol(rest)),
         }
+    }
+
+    /// Hands the skewer FL_TIME_PIDS: `fd` is its descriptor in this process.
+    pub fn raw(&mut self, fd: RawFd) -> Result<(), HelperError> {
+        self.helper.request(&format!("raw {fd}")).map(drop)
     }
 
     /// Undoes everything and waits for the skewer to exit.

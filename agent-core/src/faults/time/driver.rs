@@ -5,15 +5,20 @@ use std::{
     collections::BTreeSet,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc,
     },
     time::Duration,
 };
 
+use std::os::fd::AsRawFd as _;
+
 use tracing::{debug, warn};
 
-use super::client::{SkewStats, SkewerClient};
+use super::{
+    client::{SkewStats, SkewerClient},
+    datapath::TimeDatapath,
+};
 use crate::{
     engine::{
         driver::{FaultDriver, FaultHandle, monotonic_ns},
@@ -24,6 +29,8 @@ use crate::{
 };
 
 pub const BACKEND: &str = "vdso_patch";
+/// The same, raw clock calls shifted by the kernel programs too (datapath.rs).
+pub const BACKEND_RAW: &str = "vdso_patch+fexit";
 /// How often a cgroup target is rescanned for processes that joined it, and the counters read.
 const RESCAN: Duration = Duration::from_millis(250);
 
@@ -67,7 +74,58 @@ pub fn probe() -> std::result::Result<String, String> {
     ))
 }
 
-pub struct TimeDriver;
+/// One per agent: the raw-syscall programs, loaded at the first experiment and attached
+/// while any runs.
+#[derive(Default)]
+pub struct TimeDriver {
+    raw: Arc<Mutex<Raw>>,
+}
+
+#[derive(Default)]
+struct Raw {
+    /// None: not loaded yet; Err: why it cannot be (said once).
+    dp: Option<std::result::Result<TimeDatapath, String>>,
+    users: usize,
+}
+
+/// An experiment's use of the raw-syscall programs (dropping it detaches them after the last).
+struct RawUse(Arc<Mutex<Raw>>);
+
+impl Drop for RawUse {
+    fn drop(&mut self) {
+        let mut raw = lock(&self.0);
+        raw.users = raw.users.saturating_sub(1);
+        if raw.users == 0
+            && let Some(Ok(dp)) = raw.dp.as_mut()
+        {
+            dp.detach();
+        }
+    }
+}
+
+impl Raw {
+    /// Attaches the programs for one more experiment (loading them the first time: the
+    /// kernel's BTF is parsed, up to seconds on a slow machine, so the watch thread does it,
+    /// not the request); None (and a warning) where raw calls cannot be shifted: the vDSO
+    /// patch still works.
+    fn acquire(this: &Arc<Mutex<Raw>>) -> Option<RawUse> {
+        let mut raw = lock(this);
+        let dp = raw.dp.get_or_insert_with(|| {
+            TimeDatapath::load().map_err(|e| {
+                let why = chain(&e);
+                warn!(reason = %why, "time skew: raw clock system calls will not be shifted");
+                why
+            })
+        });
+        let Ok(dp) = dp else { return None };
+        if let Err(e) = dp.attach() {
+            warn!(reason = %chain(&e), "time skew: raw clock system calls will not be shifted");
+            return None;
+        }
+        raw.users += 1;
+        Some(RawUse(this.clone()))
+    }
+}
 
 impl FaultDriver for TimeDriver {
     fn apply(
@@ -81,66 +139,79 @@ impl FaultDriver for TimeDriver {
         };
         let cg =
             target.cgroup("time skew acts on processes: name a cgroup, container, pod or pid")?;
-        apply(cg, spec, expires)
+        self.apply(cg, spec, expires)
     }
 }
 
-fn apply(cg: &ResolvedCgroup, spec: &TimeSkew, expires: u64) -> Result<Box<dyn FaultHandle>> {
-    let own = std::process::id() as i32;
-    if cg.pid == Some(own as u32) {
-        return Err(Error::invalid("target.pid", "the agent's own clock cannot be skewed"));
-    }
-    if let Some(why) = unsupported() {
-        return Err(Error::FailedPrecondition(format!("unsupported: time skew: {why}")));
-    }
-    // A cgroup target's children are in it: followed always; a pid target's when asked.
-    let follow = cg.pid.is_none() || spec.follow_children;
-    let mut client = SkewerClient::spawn(expires, spec.offset_ns, spec.clock_mask, follow)
-        .map_err(|e| Error::internal("starting the time skewer", chain(&e)))?;
-    let skewer = client.pid().map_or(0, |p| p as i32);
-    let pids = match cg.pid {
-        Some(p) => vec![p as i32],
-        None => candidates(cg, own, skewer),
-    };
-    let mut known = BTreeSet::new();
-    for pid in pids {
-        match seize(&mut client, pid) {
-            Ok(threads) => {
-                debug!(pid, threads, "clock shifted");
-                known.insert(pid);
-            }
-            // Exited meanwhile: a pid target is gone, a cgroup member just left.
-            Err(HelperError::Failed(why)) if cg.pid.is_none() => debug!(pid, %why, "not seized"),
-            Err(HelperError::Failed(why)) => return Err(Error::NotFound(format!("process {why}"))),
-            Err(HelperError::Refused(why)) => {
-                // Nothing stays applied: dropping the client makes the skewer undo the rest.
-                return Err(Error::FailedPrecondition(format!(
-                    "time skew cannot shift process {why}: nothing was applied"
-                )));
-            }
-            Err(e) => return Err(Error::internal("the time skewer", chain(&e))),
+impl TimeDriver {
+    fn apply(
+        &self,
+        cg: &ResolvedCgroup,
+        spec: &TimeSkew,
+        expires: u64,
+    ) -> Result<Box<dyn FaultHandle>> {
+        let own = std::process::id() as i32;
+        if cg.pid == Some(own as u32) {
+            return Err(Error::invalid("target.pid", "the agent's own clock cannot be skewed"));
         }
+        if let Some(why) = unsupported() {
+            return Err(Error::FailedPrecondition(format!("unsupported: time skew: {why}")));
+        }
+        // A cgroup target's children are in it: followed always; a pid target's when asked.
+        let follow = cg.pid.is_none() || spec.follow_children;
+        let mut client = SkewerClient::spawn(expires, spec.offset_ns, spec.clock_mask, follow)
+            .map_err(|e| Error::internal("starting the time skewer", chain(&e)))?;
+        let skewer = client.pid().map_or(0, |p| p as i32);
+        let pids = match cg.pid {
+            Some(p) => vec![p as i32],
+            None => candidates(cg, own, skewer),
+        };
+        let mut known = BTreeSet::new();
+        for pid in pids {
+            match seize(&mut client, pid) {
+                Ok(threads) => {
+                    debug!(pid, threads, "clock shifted");
+                    known.insert(pid);
+                }
+                // Exited meanwhile: a pid target is gone, a cgroup member just left.
+                Err(HelperError::Failed(why)) if cg.pid.is_none() => {
+                    debug!(pid, %why, "not seized")
+                }
+                Err(HelperError::Failed(why)) => {
+                    return Err(Error::NotFound(format!("process {why}")));
+                }
+                Err(HelperError::Refused(why)) => {
+                    // Nothing stays applied: dropping the client makes the skewer undo the rest.
+                    return Err(Error::FailedPrecondition(format!(
+                        "time skew cannot shift process {why}: nothing was applied"
+                    )));
+                }
+                Err(e) => return Err(Error::internal("the time skewer", chain(&e))),
+            }
+        }
+        let client = Arc::new(Mutex::new(Some(client)));
+        let stats = Arc::new(Stats::default());
+        let failure = Arc::new(Mutex::new(None));
+        let (stop, rx) = mpsc::channel::<()>();
+        let watch = Watch {
+            raw: Some(self.raw.clone()),
+            raw_use: None,
+            client: client.clone(),
+            cgroup: cg.pid.is_none().then(|| cg.clone()),
+            own,
+            skewer,
+            known,
+            skipped: BTreeSet::new(),
+            expires,
+            stats: stats.clone(),
+            failure: failure.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("time-watch".into())
+            .spawn(move || watch.run(rx))
+            .map_err(|e| Error::internal("starting the time-skew watcher", e))?;
+        Ok(Box::new(SkewHandle { client, stop: Some(stop), thread: Some(thread), stats, failure }))
     }
-    let client = Arc::new(Mutex::new(Some(client)));
-    let stats = Arc::new(Stats::default());
-    let failure = Arc::new(Mutex::new(None));
-    let (stop, rx) = mpsc::channel::<()>();
-    let watch = Watch {
-        client: client.clone(),
-        cgroup: cg.pid.is_none().then(|| cg.clone()),
-        own,
-        skewer,
-        known,
-        skipped: BTreeSet::new(),
-        expires,
-        stats: stats.clone(),
-        failure: failure.clone(),
-    };
-    let thread = std::thread::Builder::new()
-        .name("time-watch".into())
-        .spawn(move || watch.run(rx))
-        .map_err(|e| Error::internal("starting the time-skew watcher", e))?;
-    Ok(Box::new(SkewHandle { client, stop: Some(stop), thread: Some(thread), stats, failure }))
 }
 
 /// `seize`, tried again while a thread stands in a clock function's first bytes.
@@ -170,6 +241,11 @@ fn candidates(cg: &ResolvedCgroup, own: i32, skewer: i32) -> Vec<i32> {
 struct Stats {
     patched: AtomicU64,
     hit: AtomicU64,
+    /// The raw-syscall programs shift this experiment's processes too.
+    raw: AtomicBool,
+    /// Processes that joined the target and could not be shifted, and the last reason.
+    unskewed: AtomicU64,
+    note: Mutex<Option<String>>,
 }
 
 impl Stats {
@@ -180,6 +256,10 @@ impl Stats {
 }
 
 struct Watch {
+    /// Taken at the first round: the raw-syscall programs are attached and handed to the
+    /// skewer then (`raw_use` holds them attached until the watch ends).
+    raw: Option<Arc<Mutex<Raw>>>,
+    raw_use: Option<RawUse>,
     client: Arc<Mutex<Option<SkewerClient>>>,
     cgroup: Option<ResolvedCgroup>,
     own: i32,
@@ -212,7 +292,25 @@ impl Watch {
         }
     }
 
+    /// Attaches the raw-syscall programs and gives the skewer their map.
+    fn raw_handoff(&mut self, shared: Arc<Mutex<Raw>>) -> std::result::Result<(), HelperError> {
+        let Some(u) = Raw::acquire(&shared) else { return Ok(()) };
+        let fd = match &lock(&shared).dp {
+            Some(Ok(dp)) => dp.pids_fd().as_raw_fd(),
+            _ => return Ok(()),
+        };
+        let mut guard = lock(&self.client);
+        let Some(c) = guard.as_mut() else { return Ok(()) };
+        c.raw(fd)?;
+        self.raw_use = Some(u);
+        self.stats.raw.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn round(&mut self) -> std::result::Result<(), HelperError> {
+        if let Some(shared) = self.raw.take() {
+            self.raw_handoff(shared)?;
+        }
         let mut guard = lock(&self.client);
         let Some(c) = guard.as_mut() else { return Ok(()) };
         if let Some(cg) = &self.cgroup {
@@ -227,6 +325,8 @@ impl Watch {
                     Err(HelperError::Refused(why)) => {
                         warn!(pid, %why, "a process that joined the target keeps true time");
                         self.skipped.insert(pid);
+                        self.stats.unskewed.fetch_add(1, Ordering::Relaxed);
+                        *lock(&self.stats.note) = Some(format!("process {why}: keeps true time"));
                     }
                     Err(HelperError::Failed(_)) => {}
                     Err(e) => return Err(e),
@@ -248,19 +348,24 @@ struct SkewHandle {
 
 impl FaultHandle for SkewHandle {
     fn backend(&self) -> &'static str {
-        BACKEND
+        if self.stats.raw.load(Ordering::Relaxed) { BACKEND_RAW } else { BACKEND }
     }
 
     fn counters(&self) -> Counters {
         Counters {
             processes_skewed: self.stats.patched.load(Ordering::Relaxed),
             skewed_reads: self.stats.hit.load(Ordering::Relaxed),
+            processes_unskewed: self.stats.unskewed.load(Ordering::Relaxed),
             ..Default::default()
         }
     }
 
     fn failure(&self) -> Option<String> {
         lock(&self.failure).clone()
+    }
+
+    fn note(&self) -> Option<String> {
+        lock(&self.stats.note).clone()
     }
 }
 

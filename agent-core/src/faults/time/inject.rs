@@ -10,7 +10,7 @@ use super::{
     stub::{self, Entry, MAPPING_LEN, TRAMPOLINE_AT},
     vdso::{self, PATCH_LEN, VdsoError},
 };
-use crate::kernel::ptrace::{self, regs, set_regs, wait};
+use crate::kernel::ptrace::{self, regs, set_regs, wait_within};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
@@ -38,6 +38,32 @@ pub enum InjectError {
     PatchedElsewhere(i32),
     #[error("process {0}: a thread is inside a clock function's first bytes; try again")]
     Busy(i32),
+    /// The thread did not come back from the single step (frozen meanwhile): it runs the
+    /// call when thawed and stops again; its registers must be put back then (`saved`).
+    #[error(
+        "process {pid}: thread {tid} did not come back from a single step within {STEP_WAIT:?} (frozen?)"
+    )]
+    Stuck { pid: i32, tid: i32, saved: Box<SavedRegs> },
+}
+
+/// How long a single step may take (a thread frozen meanwhile takes it only when thawed).
+pub const STEP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A thread's registers from before a remote call.
+#[derive(Clone, Copy)]
+pub struct SavedRegs(pub libc::user_regs_struct);
+
+impl std::fmt::Debug for SavedRegs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SavedRegs {{ rip: {:#x} }}", self.0.rip)
+    }
+}
+
+/// One single step of stopped thread `tid`: its wait status, None if it did not come back
+/// within STEP_WAIT.
+fn step(pid: i32, tid: i32) -> Result<Option<i32>, InjectError> {
+    ptrace::ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0).map_err(ptrace_err(pid, "single step"))?;
+    wait_within(tid, STEP_WAIT).map_err(ptrace_err(pid, "waiting for the step"))
 }
 
 fn ptrace_err(pid: i32, what: &'static str) -> impl FnOnce(io::Error) -> InjectError {
@@ -80,6 +106,16 @@ impl Patched {
     }
 }
 
+/// Touches the data page of the mapping at `base` in process `pid` through /proc/PID/mem,
+/// which faults it into the process's page tables (a shared mapping is not copied at fork,
+/// nor present before the process's first touch); best effort.
+pub fn fault_in(pid: i32, base: u64) {
+    let mut b = [0u8; 8];
+    if let Ok(mem) = File::open(format!("/proc/{pid}/mem")) {
+        let _ = mem.read_exact_at(&mut b, base + stub::DATA_MAGIC as u64);
+    }
+}
+
 /// Runs system call `nr` on the stopped thread `tid` (at a `syscall` instruction of the
 /// vDSO, one single step), with its registers put back afterwards.
 fn remote_call(
@@ -98,22 +134,41 @@ fn remote_call(
     // Not a system call being restarted: the kernel leaves these registers alone on resume.
     r.orig_rax = u64::MAX;
     set_regs(tid, &r).map_err(ptrace_err(pid, "setting registers"))?;
-    let stepped = ptrace::ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0)
-        .map_err(ptrace_err(pid, "single step"))
-        .and_then(|_| wait(tid).map_err(ptrace_err(pid, "waiting for the step")));
-    let after = stepped.and_then(|status| {
-        if libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP {
-            regs(tid).map_err(ptrace_err(pid, "reading the result"))
-        } else {
-            Err(InjectError::Ptrace {
+    // A signal that arrives first (SIGCONT of a process continued a moment ago) stops the
+    // thread before the step: it is sent again once the thread is back as it was.
+    let mut deferred = Vec::new();
+    let after = loop {
+        let status = match step(pid, tid) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(InjectError::Stuck { pid, tid, saved: Box::new(SavedRegs(saved)) });
+            }
+            Err(e) => break Err(e),
+        };
+        let (sig, event) = (libc::WSTOPSIG(status), status >> 16);
+        if libc::WIFSTOPPED(status) && sig == libc::SIGTRAP && event == 0 {
+            break regs(tid).map_err(ptrace_err(pid, "reading the result"));
+        }
+        if libc::WIFSTOPPED(status) && event == libc::PTRACE_EVENT_STOP && deferred.len() < 8 {
+            // A ptrace notification (a SIGCONT sent to the process): the step is still to come.
+            deferred.push(0);
+            continue;
+        }
+        if !libc::WIFSTOPPED(status) || event != 0 || deferred.len() >= 8 {
+            break Err(InjectError::Ptrace {
                 pid,
                 what: "the step ended otherwise than with SIGTRAP",
                 source: io::Error::other(format!("wait status {status:#x}")),
-            })
+            });
         }
-    });
+        deferred.push(sig);
+    };
     // Whatever happened: the thread resumes where it was (a system call it was in restarts).
     set_regs(tid, &saved).map_err(ptrace_err(pid, "restoring registers"))?;
+    for sig in deferred.into_iter().filter(|&s| s != 0) {
+        // SAFETY: tgkill with integer arguments, to a thread of the process we trace.
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+    }
     let ret = after?.rax as i64;
     if (-4095..0).contains(&ret) {
         return Err(InjectError::RemoteCall { pid, call, errno: -ret });
@@ -125,8 +180,11 @@ fn remote_call(
 /// not stored yet, and would overwrite what a remote call puts in rax) to the call's exit:
 /// one single step stops it there, before any instruction of the program runs.
 pub fn leave_syscall(pid: i32, tid: i32) -> Result<(), InjectError> {
-    ptrace::ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0).map_err(ptrace_err(pid, "single step"))?;
-    let status = wait(tid).map_err(ptrace_err(pid, "waiting for the step"))?;
+    let status = step(pid, tid)?.ok_or_else(|| InjectError::Ptrace {
+        pid,
+        what: "leaving the system call: no stop after the single step (frozen?)",
+        source: io::Error::from(io::ErrorKind::TimedOut),
+    })?;
     if libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP {
         Ok(())
     } else {
@@ -329,6 +387,7 @@ mod tests {
     use std::io::{BufRead as _, BufReader, Write as _};
 
     use super::*;
+    use crate::kernel::ptrace::wait;
 
     fn now_ns() -> i64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()

@@ -21,10 +21,15 @@ use nix::sys::{
 
 use super::{
     client::SUBCOMMAND,
+    datapath::PidsWriter,
     inject::{self, InjectError, Patched},
     stub,
 };
-use crate::kernel::ptrace::{comm, ptrace, status_field, tasks, wait};
+use crate::kernel::ptrace::{comm, ptrace, status_field, tasks, wait_within};
+
+/// How long a seized thread may take to report its stop (a task of a frozen cgroup reports
+/// none until it is thawed).
+const STOP_WAIT: Duration = Duration::from_secs(1);
 
 const OPTIONS: usize = (libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEFORK
@@ -89,10 +94,19 @@ struct Skewer {
     spawned: HashSet<i32>,
     /// New tracees that stopped before their parent's clone or fork event was read.
     early: HashSet<i32>,
+    /// Threads seized but let go before they reported a stop: detached when they do.
+    abandoned: HashSet<i32>,
+    /// Processes seized while stopped by SIGSTOP, patched once continued: their threads.
+    pending: HashMap<i32, Vec<i32>>,
+    /// Threads frozen in the middle of an injected call: their registers, put back (and the
+    /// thread detached) when they stop after the thaw.
+    restore: HashMap<i32, inject::SavedRegs>,
     patched_total: u64,
     /// A shifted read was seen (kept once the process that made it is gone).
     hit: bool,
     stopping: bool,
+    /// FL_TIME_PIDS: the processes whose raw clock calls the kernel programs shift.
+    pids: Option<PidsWriter>,
 }
 
 impl Skewer {
@@ -135,10 +149,33 @@ impl Skewer {
             unpatch: HashMap::new(),
             spawned: HashSet::new(),
             early: HashSet::new(),
+            abandoned: HashSet::new(),
+            pending: HashMap::new(),
+            restore: HashMap::new(),
             patched_total: 0,
             hit: false,
             stopping: false,
+            pids: None,
         })
+    }
+
+    /// A patched process joins the experiment (its raw clock calls listed too).
+    fn add(&mut self, pid: i32, p: Process) {
+        if let Some(w) = &mut self.pids {
+            // The kernel programs read the data page without faulting where they cannot
+            // sleep: fault it in for them (through this process's own page tables).
+            inject::fault_in(pid, p.patched.base);
+            w.insert(pid, p.patched.base);
+        }
+        self.procs.insert(pid, p);
+    }
+
+    /// A process leaves it (exited, exec'd into a new image, or let go at the end).
+    fn drop_proc(&mut self, pid: i32) -> Option<Process> {
+        if let Some(w) = &mut self.pids {
+            w.remove(pid);
+        }
+        self.procs.remove(&pid)
     }
 
     fn say(&mut self, line: &str) {
@@ -205,6 +242,10 @@ impl Skewer {
                 Ok(pid) => self.seize(pid),
                 Err(_) => format!("error {pid}: not a pid"),
             },
+            Some(("raw", fd)) => match fd.parse::<RawFd>() {
+                Ok(fd) => self.take_raw(fd),
+                Err(_) => format!("error {fd}: not a descriptor"),
+            },
             None if req == "stats" => {
                 self.hit |= self.procs.values().any(|p| p.patched.hit());
                 format!("ok {} {}", self.patched_total, u8::from(self.hit))
@@ -214,6 +255,28 @@ impl Skewer {
                 "ok".to_string()
             }
             _ => format!("error: unknown request {req:?}"),
+        }
+    }
+
+    /// Takes the agent's descriptor `fd` of FL_TIME_PIDS and lists every patched process.
+    fn take_raw(&mut self, fd: RawFd) -> String {
+        // SAFETY: pidfd_getfd with integer arguments; the result is a new descriptor we own.
+        let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.pidfd.as_raw_fd(), fd, 0) };
+        if got < 0 {
+            return format!("error pidfd_getfd: {}", io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor just returned by the kernel, owned by nothing else.
+        let owned = unsafe { OwnedFd::from_raw_fd(got as RawFd) };
+        match PidsWriter::from_fd(owned) {
+            Ok(mut w) => {
+                for (&pid, p) in &self.procs {
+                    inject::fault_in(pid, p.patched.base);
+                    w.insert(pid, p.patched.base);
+                }
+                self.pids = Some(w);
+                "ok".into()
+            }
+            Err(e) => format!("error FL_TIME_PIDS: {}", chain(&e)),
         }
     }
 
@@ -227,15 +290,38 @@ impl Skewer {
         }
         // A process that exited meanwhile is an error (a cgroup target goes on without it),
         // not a refusal (which refuses the whole experiment).
+        if let Some(why) = faultline_host::cgroup::frozen(pid) {
+            return format!("refused {pid}: frozen ({why}): its threads take no ptrace stop");
+        }
         let Some(tids) = tasks(pid) else { return format!("error {pid}: gone") };
-        let mut held = Vec::new();
+        // Threads that were running first: one of them makes the injected calls. A process
+        // stopped by SIGSTOP (every thread in group-stop) stays stopped (`resume`).
+        let mut held: Vec<(i32, Stop)> = Vec::new();
+        let mut late = Vec::new();
         for &t in &tids {
             if ptrace(libc::PTRACE_SEIZE, t, 0, OPTIONS).is_err() {
                 continue;
             }
-            if ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_ok() && stopped(t) {
-                held.push(t);
+            if ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_err() {
+                continue;
             }
+            match stopped(t) {
+                Ok(s) => held.push((t, s)),
+                Err(Unstopped::Late) => late.push(t),
+                Err(Unstopped::Gone) => {}
+            }
+        }
+        held.sort_by_key(|&(_, s)| s == Stop::Group);
+        if !late.is_empty() {
+            // Patching bytes a thread may be running is not safe: let everything go.
+            for &(t, s) in &held {
+                resume(t, s, false, libc::PTRACE_DETACH);
+            }
+            self.abandoned.extend(late.iter().copied());
+            return format!(
+                "refused {pid}: threads {late:?} did not stop within {STOP_WAIT:?} (a frozen \
+                 cgroup?)"
+            );
         }
         if held.is_empty() {
             if tasks(pid).is_none() {
@@ -243,28 +329,88 @@ impl Skewer {
             }
             return format!("refused {pid}: cannot be traced (kernel.yama.ptrace_scope?)");
         }
-        let result = inject::install(pid, &held, self.offset, self.expiry(), self.mask);
-        match result {
-            Ok(patched) => {
-                for &t in &held {
-                    self.owner.insert(t, pid);
-                    let _ = ptrace(libc::PTRACE_CONT, t, 0, 0);
-                }
-                self.patched_total += 1;
-                let n = held.len();
-                self.procs.insert(pid, Process { patched, tids: held });
-                format!("ok {n}")
+        let n = held.len();
+        if held.iter().all(|&(_, s)| s == Stop::Group) {
+            // Stopped by SIGSTOP: a single step would not run (the thread re-enters the
+            // group-stop), nor may it. Patched when the process is continued (`event`).
+            for &(t, _) in &held {
+                self.owner.insert(t, pid);
+                let _ = ptrace(libc::PTRACE_LISTEN, t, 0, 0);
             }
+            self.pending.insert(pid, held.iter().map(|&(t, _)| t).collect());
+            return format!("ok {n}");
+        }
+        match self.patch(pid, &held) {
+            Ok(()) => format!("ok {n}"),
             Err(e) => {
-                for &t in &held {
-                    let _ = ptrace(libc::PTRACE_DETACH, t, 0, 0);
-                }
                 let why = chain(&e);
                 match e {
                     InjectError::Busy(_) => format!("error {pid}: {why}"),
                     _ => format!("refused {pid}: {why}"),
                 }
             }
+        }
+    }
+
+    /// Patches `pid`, whose threads `held` are stopped (the first one running before, the
+    /// one that makes the injected calls), and lets them go on as they were; on failure
+    /// lets them go untraced.
+    fn patch(&mut self, pid: i32, held: &[(i32, Stop)]) -> Result<(), InjectError> {
+        let tids: Vec<i32> = held.iter().map(|&(t, _)| t).collect();
+        match inject::install(pid, &tids, self.offset, self.expiry(), self.mask) {
+            Ok(patched) => {
+                for (i, &(t, s)) in held.iter().enumerate() {
+                    self.owner.insert(t, pid);
+                    resume(t, s, i == 0, libc::PTRACE_CONT);
+                }
+                self.patched_total += 1;
+                self.add(pid, Process { patched, tids });
+                Ok(())
+            }
+            Err(e) => {
+                for (i, &(t, s)) in held.iter().enumerate() {
+                    self.owner.remove(&t);
+                    match &e {
+                        // Not stopped: its registers are put back at its next stop.
+                        InjectError::Stuck { tid, saved, .. } if *tid == t => {
+                            self.restore.insert(t, **saved);
+                        }
+                        _ => resume(t, s, i == 0, libc::PTRACE_DETACH),
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A process seized while stopped by SIGSTOP was continued: thread `tid` reported the
+    /// end of its group-stop. Its other threads are stopped too, then it is patched.
+    fn patch_continued(&mut self, pid: i32, tid: i32) {
+        let Some(tids) = self.pending.remove(&pid) else { return };
+        let mut held = vec![(tid, Stop::Running)];
+        let mut late = false;
+        for &t in tids.iter().filter(|&&t| t != tid) {
+            if ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_err() {
+                continue;
+            }
+            match stopped(t) {
+                Ok(s) => held.push((t, s)),
+                Err(Unstopped::Late) => late = true,
+                Err(Unstopped::Gone) => {}
+            }
+        }
+        if late {
+            eprintln!(
+                "faultline {SUBCOMMAND}: process {pid}: a thread did not stop; left unpatched"
+            );
+            for &(t, s) in &held {
+                self.owner.remove(&t);
+                resume(t, s, false, libc::PTRACE_DETACH);
+            }
+            return;
+        }
+        if let Err(e) = self.patch(pid, &held) {
+            eprintln!("faultline {SUBCOMMAND}: process {pid} after SIGCONT: {}", chain(&e));
         }
     }
 
@@ -290,10 +436,24 @@ impl Skewer {
 
     fn event(&mut self, tid: i32, status: i32) {
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            self.abandoned.remove(&tid);
             self.forget(tid);
             return;
         }
         if !libc::WIFSTOPPED(status) {
+            return;
+        }
+        if let Some(saved) = self.restore.remove(&tid) {
+            let _ = crate::kernel::ptrace::set_regs(tid, &saved.0);
+            let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+            return;
+        }
+        if self.abandoned.remove(&tid) {
+            // Its stop came after its process was refused: let it go as it was.
+            let group =
+                status >> 16 == libc::PTRACE_EVENT_STOP && is_stop_signal(libc::WSTOPSIG(status));
+            let stop = if group { Stop::Group } else { Stop::Running };
+            resume(tid, stop, false, libc::PTRACE_DETACH);
             return;
         }
         let sig = libc::WSTOPSIG(status);
@@ -323,7 +483,7 @@ impl Skewer {
             libc::PTRACE_EVENT_EXEC => {
                 // The thread now has the process's id; the other threads are gone.
                 let pid = tid;
-                if let Some(old) = self.procs.remove(&pid) {
+                if let Some(old) = self.drop_proc(pid) {
                     for t in old.tids {
                         self.owner.remove(&t);
                     }
@@ -341,7 +501,7 @@ impl Skewer {
                 match installed {
                     Ok(patched) => {
                         self.patched_total += 1;
-                        self.procs.insert(pid, Process { patched, tids: vec![pid] });
+                        self.add(pid, Process { patched, tids: vec![pid] });
                     }
                     Err(e) => eprintln!("faultline {SUBCOMMAND}: after exec: {}", chain(&e)),
                 }
@@ -351,6 +511,10 @@ impl Skewer {
                 if is_stop_signal(sig) {
                     // A group-stop (someone stopped the process): it stays stopped.
                     let _ = ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+                } else if let Some(&pid) = self.owner.get(&tid)
+                    && self.pending.contains_key(&pid)
+                {
+                    self.patch_continued(pid, tid);
                 } else if !self.owner.contains_key(&tid) && !self.unpatch.contains_key(&tid) {
                     // A new thread or child whose parent's event has not been read yet: it
                     // waits for it (`release_early`).
@@ -380,7 +544,7 @@ impl Skewer {
         };
         if self.follow {
             self.owner.insert(child, child);
-            self.procs.insert(child, Process { patched, tids: vec![child] });
+            self.add(child, Process { patched, tids: vec![child] });
         } else if shares_memory {
             // Its memory is the parent's: nothing to undo; let go when it execs.
             self.owner.insert(child, child);
@@ -418,7 +582,7 @@ impl Skewer {
         {
             p.tids.retain(|&t| t != tid);
             if p.tids.is_empty() {
-                self.procs.remove(&pid);
+                self.drop_proc(pid);
             }
         }
     }
@@ -430,10 +594,10 @@ impl Skewer {
         }
         let pids: Vec<i32> = self.procs.keys().copied().collect();
         for pid in pids {
-            let Some(p) = self.procs.remove(&pid) else { continue };
+            let Some(p) = self.drop_proc(pid) else { continue };
             let mut held = Vec::new();
             for &t in &p.tids {
-                if ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_ok() && stopped(t) {
+                if ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_ok() && stopped(t).is_ok() {
                     held.push(t);
                 }
             }
@@ -446,7 +610,7 @@ impl Skewer {
                         }
                         std::thread::sleep(Duration::from_millis(1));
                         held.retain(|&t| {
-                            ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_ok() && stopped(t)
+                            ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_ok() && stopped(t).is_ok()
                         });
                     }
                     _ => break,
@@ -456,6 +620,14 @@ impl Skewer {
                 let _ = ptrace(libc::PTRACE_DETACH, t, 0, 0);
             }
         }
+        // Seized while stopped and never continued: nothing to undo; they stay stopped.
+        for (_, tids) in std::mem::take(&mut self.pending) {
+            for t in tids {
+                if ptrace(libc::PTRACE_INTERRUPT, t, 0, 0).is_ok() && stopped(t).is_ok() {
+                    let _ = ptrace(libc::PTRACE_DETACH, t, 0, 0);
+                }
+            }
+        }
         for (tid, p) in std::mem::take(&mut self.unpatch) {
             let _ = inject::remove(&p, &[tid]);
             let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
@@ -463,20 +635,58 @@ impl Skewer {
     }
 }
 
+/// How a seized thread reported its stop after PTRACE_INTERRUPT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// It was running (or in a system call).
+    Running,
+    /// It was stopped by a stop signal (SIGSTOP, SIGTSTP..): group-stop.
+    Group,
+}
+
+#[derive(Debug)]
+enum Unstopped {
+    /// No stop within STOP_WAIT (a frozen cgroup's task reports it only when thawed).
+    Late,
+    /// It exited, or is no longer ours.
+    Gone,
+}
+
 /// Waits for `tid`'s stop after PTRACE_INTERRUPT, passing on signals that come first.
-fn stopped(tid: i32) -> bool {
+fn stopped(tid: i32) -> Result<Stop, Unstopped> {
+    let t0 = std::time::Instant::now();
     for _ in 0..16 {
-        let Ok(status) = wait(tid) else { return false };
+        let left = STOP_WAIT.saturating_sub(t0.elapsed());
+        let status = match wait_within(tid, left) {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(Unstopped::Late),
+            Err(_) => return Err(Unstopped::Gone),
+        };
         if !libc::WIFSTOPPED(status) {
-            return false;
+            return Err(Unstopped::Gone);
         }
         if status >> 16 == libc::PTRACE_EVENT_STOP {
-            return true;
+            let group = is_stop_signal(libc::WSTOPSIG(status));
+            return Ok(if group { Stop::Group } else { Stop::Running });
         }
         // A signal-delivery-stop before ours: let the signal through and wait again.
         let _ = ptrace(libc::PTRACE_CONT, tid, 0, libc::WSTOPSIG(status) as usize);
     }
-    false
+    Err(Unstopped::Gone)
+}
+
+/// Lets a held thread go on as it was (`how`: PTRACE_CONT, or PTRACE_DETACH). A running
+/// thread runs; one in group-stop stays stopped: PTRACE_LISTEN (still traced) or a plain
+/// detach (the kernel keeps it in the group-stop), except the thread that ran the injected
+/// calls (`stepped`): the single step took it out of the group-stop, so it is sent back
+/// with SIGSTOP.
+fn resume(tid: i32, stop: Stop, stepped: bool, how: libc::c_uint) {
+    let _ = match (stop, stepped, how) {
+        (Stop::Running, ..) => ptrace(how, tid, 0, 0),
+        (Stop::Group, true, _) => ptrace(how, tid, 0, libc::SIGSTOP as usize),
+        (Stop::Group, false, libc::PTRACE_CONT) => ptrace(libc::PTRACE_LISTEN, tid, 0, 0),
+        (Stop::Group, false, _) => ptrace(how, tid, 0, 0),
+    };
 }
 
 fn is_stop_signal(sig: i32) -> bool {

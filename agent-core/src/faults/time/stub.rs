@@ -16,22 +16,14 @@ pub const MAPPING_LEN: usize = 8192;
 pub const TRAMPOLINE_AT: usize = 0x800;
 /// Room for it (relocated prologue and the jump back).
 pub const TRAMPOLINE_MAX: usize = 0x80;
-/// Data page fields (byte offsets in the mapping), each a little-endian 64-bit word.
-pub const DATA_MAGIC: usize = 0x1000;
-/// Signed nanoseconds added to a shifted clock.
-pub const DATA_OFFSET: usize = 0x1008;
-/// True CLOCK_REALTIME in ns before which the offset applies (0: never).
-pub const DATA_EXPIRY: usize = 0x1010;
-/// Bit n set: clock id n is shifted.
-pub const DATA_MASK: usize = 0x1018;
-/// Set to 1 by the first shifted read (the experiment's first hit).
-pub const DATA_HIT: usize = 0x1020;
+/// The data page's fields (also read by the raw-syscall programs: agent-common/src/time.rs);
+/// the code below spells their offsets as literals (a unit test checks they agree).
+pub use faultline_common::time::{DATA_EXPIRY, DATA_HIT, DATA_MAGIC, DATA_MASK, DATA_OFFSET};
 /// The vDSO entries' own first bytes, `Entry::ALL` order, 16 bytes apart (12 used): a
 /// later skewer (the experiment resumed after its skewer was killed) takes the mapping over
 /// and can still write them back.
 pub const DATA_ORIGINALS: usize = 0x1040;
-/// "fltime01": marks a mapping as ours (a later skewer takes over a mapping that has it).
-pub const MAGIC: u64 = u64::from_le_bytes(*b"fltime01");
+pub use faultline_common::time::MAGIC;
 
 /// How long a renewal keeps the offset alive, and how often the skewer renews it: a dead
 /// skewer's processes read true time again within `LEASE` (the issue asks for 1 s).
@@ -217,5 +209,14 @@ mod tests {
         for e in Entry::ALL {
             assert_eq!(c[e.offset()], 0x53, "{e:?}");
         }
+    }
+
+    #[test]
+    fn the_code_reads_the_data_page_where_agent_common_says() {
+        // The literals of the global_asm block above.
+        assert_eq!(
+            (DATA_OFFSET, DATA_EXPIRY, DATA_MASK, DATA_HIT),
+            (0x1008, 0x1010, 0x1018, 0x1020)
+        );
     }
 }

@@ -42,6 +42,9 @@ pub struct ExperimentJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<Value>,
     backend: String,
+    /// What the running fault could not do; left out when nothing.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    note: String,
     duration_ms: u128,
     labels: std::collections::BTreeMap<String, String>,
     created_at: Option<String>,
@@ -87,6 +90,7 @@ pub fn experiment_json(e: &pb::Experiment) -> ExperimentJson {
             .map(|r| r.cgroup_path.clone()),
         cgroup_id: e.resolved_target.as_ref().map(|r| r.cgroup_id),
         backend: e.backend.clone(),
+        note: e.note.clone(),
         duration_ms: e
             .duration
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32).as_millis())
@@ -203,6 +207,7 @@ pub fn detail_rows(e: &pb::Experiment) -> Vec<(&'static str, String)> {
         ),
         ("cgroup id", j.cgroup_id.map(|i| i.to_string()).unwrap_or_default()),
         ("backend", j.backend),
+        ("note", j.note),
         ("duration", human_duration(Duration::from_millis(j.duration_ms as u64))),
         ("created", j.created_at.unwrap_or_default()),
         ("started", j.started_at.unwrap_or_default()),

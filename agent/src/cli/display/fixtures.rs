@@ -80,5 +80,6 @@ pub fn all_counters() -> pb::Counters {
         delay_added_usec: 600_000,
         processes_skewed: 4,
         skewed_reads: 1,
+        processes_unskewed: 5,
     }
 }

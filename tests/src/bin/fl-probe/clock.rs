@@ -10,7 +10,7 @@ fn ts_ns(ts: libc::timespec) -> i128 {
 pub fn reading() -> String {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime/gettimeofday/time/syscall with pointers to live locals.
-    let (vdso, mono, gtod, time_s, raw) = unsafe {
+    let (vdso, mono, gtod, time_s, raw, raw_gtod) = unsafe {
         libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
         let vdso = ts_ns(ts);
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
@@ -20,10 +20,12 @@ pub fn reading() -> String {
         let gtod = tv.tv_sec as i128 * 1_000_000_000 + tv.tv_usec as i128 * 1000;
         let time_s = libc::time(std::ptr::null_mut()) as i64;
         libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_REALTIME, &mut ts);
-        (vdso, mono, gtod, time_s, ts_ns(ts))
+        libc::syscall(libc::SYS_gettimeofday, &mut tv, std::ptr::null_mut::<libc::c_void>());
+        let raw_gtod = tv.tv_sec as i128 * 1_000_000_000 + tv.tv_usec as i128 * 1000;
+        (vdso, mono, gtod, time_s, ts_ns(ts), raw_gtod)
     };
     format!(
-        r#"{{"vdso_ns":{vdso},"gettimeofday_ns":{gtod},"time_s":{time_s},"raw_ns":{raw},"monotonic_ns":{mono},"pid":{}}}"#,
+        r#"{{"vdso_ns":{vdso},"gettimeofday_ns":{gtod},"time_s":{time_s},"raw_ns":{raw},"raw_gettimeofday_ns":{raw_gtod},"monotonic_ns":{mono},"pid":{}}}"#,
         std::process::id()
     )
 }

@@ -1,0 +1,3 @@
+module faultline.dev/tests
+
+go 1.19
