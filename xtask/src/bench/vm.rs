@@ -175,30 +175,41 @@ pub fn vm(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     }
 
     // sys delay on fsync: what calls it does not delay pay (fexit on __x64_sys_fsync here:
-    // getppid and pread pass no program at all).
+    // getppid and pread pass no program at all). Per CPU second of the calling process: the
+    // guest has one emulated CPU, so the agent's and the tracer's own work (rescans every
+    // 250 ms) takes wall time from the caller there, which it would not on a node with cores
+    // to spare; that share is given beside it (wall-clock ratio).
     for (call, what) in [("getppid", "getppid (null call)"), ("pread", "4 KiB pread")] {
         let sec = format!("sysdelay-{call}");
-        let none = field(get(&s, &sec, "none")?, "per_s");
+        let none = get(&s, &sec, "none")?;
         for (var, goal, whose) in [
             ("target", 0.95, "of the targeted process"),
             ("other", 0.99, "of a process outside the target"),
         ] {
-            let with = field(get(&s, &sec, var)?, "per_s");
-            let ratios: Vec<f64> = none.iter().zip(&with).map(|(a, b)| b / a).collect();
+            let with = get(&s, &sec, var)?;
+            let paired = |k: &str| -> Vec<f64> {
+                field(none, k).iter().zip(field(with, k)).map(|(a, b)| b / a).collect()
+            };
+            let (per_cpu, wall) = (paired("per_cpu_s"), paired("per_s"));
             rep.add(
                 Figure::new(
                     "System-call latency",
                     &format!("delay.vm.{var}.{call}"),
-                    &format!("sys delay on fsync (fexit), {what} rate {whose} / no fault"),
-                    median(&ratios),
+                    &format!(
+                        "sys delay on fsync (fexit), {what} calls per CPU second {whose} / no fault"
+                    ),
+                    median(&per_cpu),
                     "ratio",
                 )
                 .goal(Goal::AtLeast(goal))
                 .check(Better::Higher)
                 .note(format!(
-                    "{tier}; medians {:.0} / {:.0} calls/s; {open_rounds} rounds of {secs} s",
-                    median(&with),
-                    median(&none)
+                    "{tier}; medians {:.0} / {:.0} calls per CPU second; wall-clock rate ratio \
+                     {:.3} (the agent's background work shares the guest's one CPU); \
+                     {open_rounds} rounds of {secs} s, paired by round",
+                    median(&field(with, "per_cpu_s")),
+                    median(&field(none, "per_cpu_s")),
+                    median(&wall),
                 )),
             );
         }

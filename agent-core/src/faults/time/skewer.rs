@@ -315,7 +315,7 @@ impl Skewer {
         if !late.is_empty() {
             // Patching bytes a thread may be running is not safe: let everything go.
             for &(t, s) in &held {
-                resume(t, s, false, libc::PTRACE_DETACH);
+                resume(t, s, false, true);
             }
             self.abandoned.extend(late.iter().copied());
             return format!(
@@ -361,7 +361,7 @@ impl Skewer {
             Ok(patched) => {
                 for (i, &(t, s)) in held.iter().enumerate() {
                     self.owner.insert(t, pid);
-                    resume(t, s, i == 0, libc::PTRACE_CONT);
+                    resume(t, s, i == 0, false);
                 }
                 self.patched_total += 1;
                 self.add(pid, Process { patched, tids });
@@ -375,7 +375,7 @@ impl Skewer {
                         InjectError::Stuck { tid, saved, .. } if *tid == t => {
                             self.restore.insert(t, **saved);
                         }
-                        _ => resume(t, s, i == 0, libc::PTRACE_DETACH),
+                        _ => resume(t, s, i == 0, true),
                     }
                 }
                 Err(e)
@@ -405,7 +405,7 @@ impl Skewer {
             );
             for &(t, s) in &held {
                 self.owner.remove(&t);
-                resume(t, s, false, libc::PTRACE_DETACH);
+                resume(t, s, false, true);
             }
             return;
         }
@@ -453,7 +453,7 @@ impl Skewer {
             let group =
                 status >> 16 == libc::PTRACE_EVENT_STOP && is_stop_signal(libc::WSTOPSIG(status));
             let stop = if group { Stop::Group } else { Stop::Running };
-            resume(tid, stop, false, libc::PTRACE_DETACH);
+            resume(tid, stop, false, true);
             return;
         }
         let sig = libc::WSTOPSIG(status);
@@ -675,17 +675,18 @@ fn stopped(tid: i32) -> Result<Stop, Unstopped> {
     Err(Unstopped::Gone)
 }
 
-/// Lets a held thread go on as it was (`how`: PTRACE_CONT, or PTRACE_DETACH). A running
-/// thread runs; one in group-stop stays stopped: PTRACE_LISTEN (still traced) or a plain
-/// detach (the kernel keeps it in the group-stop), except the thread that ran the injected
-/// calls (`stepped`): the single step took it out of the group-stop, so it is sent back
-/// with SIGSTOP.
-fn resume(tid: i32, stop: Stop, stepped: bool, how: libc::c_uint) {
-    let _ = match (stop, stepped, how) {
+/// Lets a held thread go on as it was: continued, or detached (`detach`). A running thread
+/// runs; one in group-stop stays stopped: PTRACE_LISTEN (still traced) or a plain detach (the
+/// kernel keeps it in the group-stop), except the thread that ran the injected calls
+/// (`stepped`): the single step took it out of the group-stop, so it is sent back with
+/// SIGSTOP.
+fn resume(tid: i32, stop: Stop, stepped: bool, detach: bool) {
+    let how = if detach { libc::PTRACE_DETACH } else { libc::PTRACE_CONT };
+    let _ = match (stop, stepped, detach) {
         (Stop::Running, ..) => ptrace(how, tid, 0, 0),
         (Stop::Group, true, _) => ptrace(how, tid, 0, libc::SIGSTOP as usize),
-        (Stop::Group, false, libc::PTRACE_CONT) => ptrace(libc::PTRACE_LISTEN, tid, 0, 0),
-        (Stop::Group, false, _) => ptrace(how, tid, 0, 0),
+        (Stop::Group, false, false) => ptrace(libc::PTRACE_LISTEN, tid, 0, 0),
+        (Stop::Group, false, true) => ptrace(how, tid, 0, 0),
     };
 }
 
