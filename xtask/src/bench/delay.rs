@@ -5,20 +5,15 @@
 //! bench's cgroups; it waits for a line on stdin before it runs, so the fault's tracer has
 //! seized it first.
 
-use std::{
-    io::{Read as _, Write as _},
-    path::PathBuf,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
-use faultline_tests::{Agent, Cgroup, threads::tracer_of};
+use faultline_tests::{Agent, Cgroup};
 
 use super::{
     host::{
         AgentExt as _, Env, Proc, alternate, median, output, paired_ratio, series, spread,
-        start_agent,
+        start_agent, traced,
     },
     report::{Better, Figure, Goal, Report},
 };
@@ -76,57 +71,18 @@ impl Load {
 
     /// The workload in `cg`, waiting for its go.
     fn start(&self, cg: &Cgroup, mode: &str, op: &str, n: &str) -> anyhow::Result<Proc> {
-        start(cg.command(&self.bin).args(self.args(mode, op, n)))
+        Proc::waiting(cg.command(&self.bin).args(self.args(mode, op, n)))
     }
 
     /// The workload under `strace -f -e inject=fsync:delay_exit=100000`, in `cg`.
     fn start_strace(&self, cg: &Cgroup, op: &str, secs: &str) -> anyhow::Result<Proc> {
-        start(
+        Proc::waiting(
             cg.command("strace")
                 .args(["-f", "-e", STRACE_INJECT, "-o", "/dev/null"])
                 .arg(&self.bin)
                 .args(self.args("rate", op, secs)),
         )
     }
-}
-
-fn start(cmd: &mut Command) -> anyhow::Result<Proc> {
-    let c = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawning {cmd:?}"))?;
-    Ok(Proc(c))
-}
-
-/// Lets a started workload run; returns what it printed.
-fn go(p: &mut Proc) -> anyhow::Result<String> {
-    p.0.stdin.take().context("stdin")?.write_all(b"go\n")?;
-    let mut out = String::new();
-    p.0.stdout.take().context("stdout")?.read_to_string(&mut out)?;
-    let status = p.0.wait()?;
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = p.0.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        bail!("the delay workload failed ({status}): {}", err.trim());
-    }
-    Ok(out)
-}
-
-/// Waits until the fault's tracer holds `pid` under ptrace (cgroup targets are scanned every
-/// 250 ms).
-fn seized(pid: u32) -> anyhow::Result<()> {
-    let t0 = Instant::now();
-    while tracer_of(pid as i32, pid as i32) == 0 {
-        if t0.elapsed() > Duration::from_secs(5) {
-            bail!("process {pid} not seized by the delay fault's tracer after 5 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
 }
 
 /// `sys delay` on the cgroup `cg` for `syscall`, all calls, 100 ms; returns the id.
@@ -157,7 +113,7 @@ fn with_fault<T>(
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let id = inject(agent, cg, syscall)?;
-    let r = pids.iter().try_for_each(|p| seized(*p)).and_then(|_| f());
+    let r = pids.iter().try_for_each(|&p| traced(p, "the delay tracer")).and_then(|_| f());
     agent.cancel(&id)?;
     r
 }
@@ -205,7 +161,7 @@ impl Rate {
 
 /// Runs the OPS rate loops one after the other (all started, so seized, before the first).
 fn rates(procs: &mut [Proc]) -> anyhow::Result<Vec<Rate>> {
-    procs.iter_mut().map(|p| go(p).and_then(|o| Rate::parse(&o))).collect()
+    procs.iter_mut().map(|p| p.go().and_then(|o| Rate::parse(&o))).collect()
 }
 
 pub fn delay(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
@@ -230,10 +186,10 @@ fn accuracy(env: &Env, rep: &mut Report, agent: &Agent, load: &Load) -> anyhow::
         v.sort_by(f64::total_cmp);
         Ok(v)
     };
-    let natural = ms(go(&mut load.start(&cg, "timed", "fsync", &n)?)?)?;
+    let natural = ms(load.start(&cg, "timed", "fsync", &n)?.go()?)?;
     let mut p = load.start(&cg, "timed", "fsync", &n)?;
     let pid = p.pid();
-    let delayed = ms(with_fault(agent, &cg, "fsync", &[pid], || go(&mut p))?)?;
+    let delayed = ms(with_fault(agent, &cg, "fsync", &[pid], || p.go())?)?;
     let base = median(&natural);
     let added: Vec<f64> = delayed.iter().map(|t| t - base).collect();
     let (med, p99) = (median(&added), pct(&added, 0.99));

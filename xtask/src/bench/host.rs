@@ -43,6 +43,48 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// A workload that waits for `go` on its stdin and prints its result (the delay and skew
+    /// benches' C programs and fl-probe loops).
+    pub fn waiting(cmd: &mut Command) -> anyhow::Result<Proc> {
+        let c = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {cmd:?}"))?;
+        Ok(Proc(c))
+    }
+
+    /// Lets a `waiting` workload run; returns what it printed.
+    pub fn go(&mut self) -> anyhow::Result<String> {
+        use std::io::{Read as _, Write as _};
+        self.0.stdin.take().context("stdin")?.write_all(b"go\n")?;
+        let mut out = String::new();
+        self.0.stdout.take().context("stdout")?.read_to_string(&mut out)?;
+        let status = self.0.wait()?;
+        if !status.success() {
+            let mut err = String::new();
+            if let Some(mut e) = self.0.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            anyhow::bail!("the workload failed ({status}): {}", err.trim());
+        }
+        Ok(out)
+    }
+}
+
+/// Waits until a fault's helper process (the delay tracer, the time skewer) has process
+/// `pid` under ptrace: cgroup targets are scanned every 250 ms.
+pub fn traced(pid: u32, by: &str) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    while faultline_tests::threads::tracer_of(pid as i32, pid as i32) == 0 {
+        if t0.elapsed() > std::time::Duration::from_secs(5) {
+            anyhow::bail!("process {pid} not taken by {by} after 5 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 impl Drop for Proc {

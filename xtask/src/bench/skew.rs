@@ -5,18 +5,17 @@
 //! while it runs.
 
 use std::{
-    io::{Read as _, Write as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
 };
 
 use anyhow::{Context as _, bail};
-use faultline_tests::{Agent, Cgroup, threads::tracer_of};
+use faultline_tests::{Agent, Cgroup};
 
 use super::{
     host::{
         AgentExt as _, Env, Proc, alternate, median, output, paired_ratio, spread, start_agent,
+        traced,
     },
     report::{Better, Figure, Goal, Report},
 };
@@ -40,38 +39,6 @@ fn parse(s: &str) -> anyhow::Result<Run> {
     }
 }
 
-fn start(cmd: &mut Command) -> anyhow::Result<Proc> {
-    let c = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawning {cmd:?}"))?;
-    Ok(Proc(c))
-}
-
-fn go(p: &mut Proc) -> anyhow::Result<Run> {
-    p.0.stdin.take().context("stdin")?.write_all(b"go\n")?;
-    let mut out = String::new();
-    p.0.stdout.take().context("stdout")?.read_to_string(&mut out)?;
-    if !p.0.wait()?.success() {
-        bail!("the skew workload failed");
-    }
-    parse(&out)
-}
-
-/// Until the skewer has patched `pid` (it is then its tracer).
-fn patched(pid: u32) -> anyhow::Result<()> {
-    let t0 = Instant::now();
-    while tracer_of(pid as i32, pid as i32) == 0 {
-        if t0.elapsed() > Duration::from_secs(5) {
-            bail!("process {pid} not patched by the time skew after 5 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
 pub fn skew(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     if !Path::new(FAKETIME).exists() {
         bail!("{FAKETIME} is missing: `cargo xtask setup` installs Debian's faketime");
@@ -87,9 +54,9 @@ pub fn skew(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     println!("== time skew -10m: {rounds} rounds of {secs} s, none / faultline / libfaketime");
     let cg = Cgroup::new("bench-skew");
     let runs = alternate(rounds, 3, |_, v| match v {
-        0 => go(&mut start(cg.command(&bin).arg(&secs))?),
+        0 => parse(&Proc::waiting(cg.command(&bin).arg(&secs))?.go()?),
         1 => {
-            let mut p = start(cg.command(&bin).arg(&secs))?;
+            let mut p = Proc::waiting(cg.command(&bin).arg(&secs))?;
             let id = agent.inject(&[
                 "time",
                 "skew",
@@ -100,14 +67,17 @@ pub fn skew(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
                 "--for",
                 "5m",
             ])?;
-            patched(p.pid())?;
-            let r = go(&mut p);
+            traced(p.pid(), "the time skewer")?;
+            let r = p.go().and_then(|o| parse(&o));
             let _ = agent.json(&["cancel", &id]);
             r
         }
-        _ => go(&mut start(
-            cg.command(&bin).arg(&secs).env("LD_PRELOAD", FAKETIME).env("FAKETIME", "-10m"),
-        )?),
+        _ => parse(
+            &Proc::waiting(
+                cg.command(&bin).arg(&secs).env("LD_PRELOAD", FAKETIME).env("FAKETIME", "-10m"),
+            )?
+            .go()?,
+        ),
     })?;
     let offsets: Vec<f64> = runs[1].iter().map(|r| r.offset_ms + 600_000.0).collect();
     rep.add(
