@@ -98,15 +98,6 @@ fn path_bits(buf: &[u8; PATH_BUF], len: usize) -> u64 {
     bits
 }
 
-/// For rules with a path prefix: the slots whose prefix the call's file falls under.
-#[derive(Clone, Copy)]
-enum Path {
-    /// No file (or the hook has no path): rules with a prefix do not apply.
-    None,
-    /// Slot bits from path_bits (open) or the marks file_open left (read, write).
-    Bits(u64),
-}
-
 /// Calls `f(slot, rule)` for each live rule on the current task (its process, then its
 /// cgroup and ancestors) until `f` returns non-zero; returns that value.
 #[inline(always)]
@@ -158,37 +149,30 @@ fn each_rule(cfg: &SysConfig, mut f: impl FnMut(u32, &SysRule) -> u32) -> u32 {
     .unwrap_or(0)
 }
 
-/// The errno (positive) the current call at `hook` fails with, or 0.
+/// The errno (positive) the current call at `hook` fails with, or 0. Rules with a path
+/// prefix apply only where the file is known (file_open, file_permission: their own walk).
 #[inline(always)]
-fn decide(hook: u32, path: Path) -> u32 {
+fn decide(hook: u32) -> u32 {
     let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
     if cfg.hooks & (1 << hook) == 0 {
         return 0;
     }
     each_rule(cfg, |slot, rule| {
-        if rule.hooks & (1 << hook) == 0 {
+        if rule.hooks & (1 << hook) == 0 || rule.path_len > 0 {
             return 0;
         }
-        if rule.path_len > 0 {
-            let hit = match path {
-                Path::None => false,
-                Path::Bits(bits) => bits & (1 << (slot & 63)) != 0,
-            };
-            if !hit {
-                return 0;
-            }
-        }
-        let errno = judge(slot, rule);
-        if errno != 0 {
-            dlog!(
-                "sys: rule {} matched (hook {}): the call fails with errno {}",
-                slot,
-                hook,
-                errno
-            );
-        }
-        errno
+        judge_logged(slot, rule, hook)
     })
+}
+
+/// `judge`, with the debug log line of a failed call.
+#[inline(always)]
+fn judge_logged(slot: u32, rule: &SysRule, hook: u32) -> u32 {
+    let errno = judge(slot, rule);
+    if errno != 0 {
+        dlog!("sys: rule {} matched (hook {}): the call fails with errno {}", slot, hook, errno);
+    }
+    errno
 }
 
 /// -errno for an LSM / fmod_ret program, keeping a denial an earlier program returned.
@@ -214,8 +198,12 @@ fn neg_errno(errno: u32) -> i32 {
 #[inline(always)]
 fn lsm_simple<const RET: usize>(ctx: &LsmContext, hook: u32) -> i32 {
     let prev: i32 = ctx.arg(RET);
-    verdict(prev, decide(hook, Path::None))
+    verdict(prev, decide(hook))
 }
+
+/// The hooks whose rules may carry a path prefix: open, and read / write (which use the
+/// marks file_open leaves).
+const FILE_HOOKS: u32 = 1 << HOOK_OPEN | 1 << HOOK_READ | 1 << HOOK_WRITE;
 
 // file_open(struct file *file)
 #[lsm(hook = "file_open")]
@@ -226,10 +214,28 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
     }
     let file: *const u8 = ctx.arg(0);
     let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
-    if cfg.paths == 0 || !has_path_rule(cfg) {
-        // Every open on the host comes through here: d_path only for a task with a rule
-        // that needs the path.
-        return verdict(0, decide(HOOK_OPEN, Path::None));
+    // Every open on the host comes through here.
+    if cfg.hooks & FILE_HOOKS == 0 {
+        return 0;
+    }
+    // One walk of the task's rules: those without a path decide the open now; those with one
+    // are collected, and only they are checked (by slot) once the path is known.
+    let mut want = 0u64;
+    let errno = each_rule(cfg, |slot, rule| {
+        if rule.path_len > 0 {
+            if rule.hooks & FILE_HOOKS != 0 {
+                want |= 1 << (slot & 63);
+            }
+            return 0;
+        }
+        if rule.hooks & (1 << HOOK_OPEN) == 0 {
+            return 0;
+        }
+        judge_logged(slot, rule, HOOK_OPEN)
+    });
+    if errno != 0 || want == 0 {
+        // d_path only for a task with a rule that needs the path.
+        return verdict(0, errno);
     }
     let mut buf = [0u8; PATH_BUF];
     // SAFETY: &file->f_path (offset from the kernel's BTF); d_path writes at most PATH_BUF.
@@ -239,22 +245,38 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
     };
     // d_path's length counts the trailing NUL.
     if n <= 0 {
-        return verdict(0, decide(HOOK_OPEN, Path::None));
+        return 0;
     }
     let bits = path_bits(&buf, (n - 1) as usize);
-    let errno = decide(HOOK_OPEN, Path::Bits(bits));
+    let errno = decide_slots(HOOK_OPEN, bits & want);
     if errno == 0 {
         note_file(cfg, file as u64, bits);
     }
     verdict(0, errno)
 }
 
-/// Whether a live rule on the current task has a path prefix and a file hook (open, or
-/// read/write, which need the marks `note_file` leaves at open).
+/// The errno of the first rule among the slots in `bits` (live rules of the current task,
+/// from its walk) that has `hook` and fails the call, or 0.
 #[inline(always)]
-fn has_path_rule(cfg: &SysConfig) -> bool {
-    let file_hooks = 1 << HOOK_OPEN | 1 << HOOK_READ | 1 << HOOK_WRITE;
-    each_rule(cfg, |_, rule| u32::from(rule.path_len > 0 && rule.hooks & file_hooks != 0)) != 0
+fn decide_slots(hook: u32, bits: u64) -> u32 {
+    for slot in 0..64u32 {
+        if bits >> slot == 0 {
+            break;
+        }
+        if bits & (1 << slot) == 0 {
+            continue;
+        }
+        // SAFETY: only read; user space replaces rules atomically.
+        let Some(rule) = (unsafe { FL_SYS_RULES.get(slot) }) else { continue };
+        if rule.hooks & (1 << hook) == 0 {
+            continue;
+        }
+        let errno = judge_logged(slot, rule, hook);
+        if errno != 0 {
+            return errno;
+        }
+    }
+    0
 }
 
 /// Marks an opened file with the slots whose prefix its path falls under, for the read and
@@ -289,13 +311,25 @@ fn file_rw(file: u64, mask: u32, prev: i32) -> i32 {
     if cfg.hooks & (1 << hook) == 0 {
         return 0;
     }
-    let marks = if cfg.paths != 0 {
-        // SAFETY: only read.
-        unsafe { FL_SYS_FILES.get(file) }.copied().unwrap_or(0)
-    } else {
-        0
-    };
-    verdict(0, decide(hook, Path::Bits(marks)))
+    // One walk, as file_open: the file's marks are looked up only for a task with a rule
+    // that has a path.
+    let mut want = 0u64;
+    let errno = each_rule(cfg, |slot, rule| {
+        if rule.hooks & (1 << hook) == 0 {
+            return 0;
+        }
+        if rule.path_len > 0 {
+            want |= 1 << (slot & 63);
+            return 0;
+        }
+        judge_logged(slot, rule, hook)
+    });
+    if errno != 0 || want == 0 {
+        return verdict(0, errno);
+    }
+    // SAFETY: only read.
+    let marks = unsafe { FL_SYS_FILES.get(file) }.copied().unwrap_or(0);
+    verdict(0, decide_slots(hook, marks & want))
 }
 
 // file_permission(struct file *file, int mask)
@@ -399,37 +433,37 @@ fn cgroup_verdict(errno: u32) -> i32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn fl_sys_connect4(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(decide(HOOK_CONNECT, Path::None))
+    cgroup_verdict(decide(HOOK_CONNECT))
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn fl_sys_connect6(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(decide(HOOK_CONNECT, Path::None))
+    cgroup_verdict(decide(HOOK_CONNECT))
 }
 
 #[cgroup_sock_addr(bind4)]
 pub fn fl_sys_bind4(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(decide(HOOK_BIND, Path::None))
+    cgroup_verdict(decide(HOOK_BIND))
 }
 
 #[cgroup_sock_addr(bind6)]
 pub fn fl_sys_bind6(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(decide(HOOK_BIND, Path::None))
+    cgroup_verdict(decide(HOOK_BIND))
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn fl_sys_sendmsg4(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(decide(HOOK_SENDMSG, Path::None))
+    cgroup_verdict(decide(HOOK_SENDMSG))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn fl_sys_sendmsg6(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(decide(HOOK_SENDMSG, Path::None))
+    cgroup_verdict(decide(HOOK_SENDMSG))
 }
 
 #[cgroup_sock(sock_create)]
 pub fn fl_sys_sock_create(_ctx: SockContext) -> i32 {
-    cgroup_verdict(decide(HOOK_SOCKET, Path::None))
+    cgroup_verdict(decide(HOOK_SOCKET))
 }
 
 /// Pid targets that follow children: a child of a targeted process gets its rules. Runs in
