@@ -19,6 +19,10 @@ pub const KERNEL: &str = "debian-6.12";
 const JOB: &str = r#"set -u
 R=__ROUNDS__; RO=__OPEN_ROUNDS__; N=__COUNT__; S=__SECS__; T=__RATE_SECS__
 faultline serve --socket /run/b.sock --state-dir /tmp/bst --no-metrics >/tmp/agent.log 2>&1 &
+AGENT=$!
+# Runs of the agent's tracing programs (type 26: the delay fault's fexit), from the kernel's
+# own statistics (kernel.bpf_stats_enabled, on for the sys delay section only).
+runs() { cat /proc/$AGENT/fdinfo/* 2>/dev/null | awk '/^prog_type:/ {t=$2} /^run_cnt:/ {if (t == 26) s += $2} END {print s + 0}'; }
 i=0; while [ ! -S /run/b.sock ] && [ $i -lt 600 ]; do usleep 100000; i=$((i+1)); done
 F="faultline --endpoint /run/b.sock -o json"
 mkdir -p /sys/fs/cgroup/bench
@@ -46,6 +50,7 @@ done
 
 echo "== sys delay: calls it does not delay, in the target and elsewhere, vs no fault"
 dd if=/dev/zero of=/tmp/pread bs=4096 count=1 2>/dev/null
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
 r=0
 while [ $r -lt $RO ]; do
   for v in $(order $r "none target other"); do
@@ -53,12 +58,22 @@ while [ $r -lt $RO ]; do
       target) inject sys delay --cgroup /bench --syscall fsync --latency 100ms --for 10m ;;
       other) inject sys delay --cgroup /other --syscall fsync --latency 100ms --for 10m ;;
     esac
-    echo "BENCH-VM sysdelay-getppid $v $r $(inside fl-probe rate getppid - $S)"
-    echo "BENCH-VM sysdelay-pread $v $r $(inside fl-probe rate pread /tmp/pread $S)"
+    for call in getppid pread; do
+      arg=-; [ $call = pread ] && arg=/tmp/pread
+      a=$(runs); out=$(inside fl-probe rate $call $arg $S); b=$(runs)
+      echo "BENCH-VM sysdelay-$call $v $r $out"
+      echo "BENCH-VM sysdelay-runs-$call $v $r {\"runs\":$((b - a))}"
+    done
+    if [ $v = target ]; then
+      # The control: one fsync of the target passes the program (and is delayed).
+      a=$(runs); inside dd if=/dev/zero of=/tmp/fsync bs=4096 count=1 conv=fsync 2>/dev/null; b=$(runs)
+      echo "BENCH-VM sysdelay-runs-fsync $v $r {\"runs\":$((b - a))}"
+    fi
     [ $v != none ] && $F cancel $id >/dev/null
   done
   r=$((r+1))
 done
+echo 0 > /proc/sys/kernel/bpf_stats_enabled
 
 echo "== delay 100 ms: faultline (EDT + fq) vs netem, one-way"
 r=0
@@ -181,6 +196,35 @@ pub fn vm(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     // to spare; that share is given beside it (wall-clock ratio).
     for (call, what) in [("getppid", "getppid (null call)"), ("pread", "4 KiB pread")] {
         let sec = format!("sysdelay-{call}");
+        // The kernel's count of the delay program's runs while the workload ran, over its
+        // calls: 0 means no call of it passed any program, whatever the rates say.
+        let control: f64 = field(get(&s, "sysdelay-runs-fsync", "target")?, "runs").iter().sum();
+        if control < 1.0 {
+            bail!("the program-run count saw no run for the target's fsync: bpf_stats unread");
+        }
+        let mut runs = 0.0;
+        let mut calls = 0.0;
+        for var in ["target", "other"] {
+            runs +=
+                field(get(&s, &format!("sysdelay-runs-{call}"), var)?, "runs").iter().sum::<f64>();
+            calls += field(get(&s, &sec, var)?, "ops").iter().sum::<f64>();
+        }
+        rep.add(
+            Figure::new(
+                "System-call latency",
+                &format!("delay.vm.runs.{call}"),
+                &format!("sys delay on fsync (fexit): delay program runs per {what} call it does not delay"),
+                runs / calls.max(1.0),
+                "runs",
+            )
+            .goal(Goal::Below(1e-6))
+            .note(format!(
+                "{tier}; {runs:.0} runs of the tracing programs over {calls:.0} calls of the \
+                 targeted process and one outside, from kernel.bpf_stats_enabled (run_cnt in \
+                 the agent's fdinfo); the control, one fsync of the target per round, \
+                 {control:.0} runs"
+            )),
+        );
         let none = get(&s, &sec, "none")?;
         for (var, goal, whose) in [
             ("target", 0.95, "of the targeted process"),
