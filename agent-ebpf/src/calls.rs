@@ -1,10 +1,17 @@
 //! Helpers shared by the programs that judge a task's system calls (sys.rs: errno faults,
-//! delay.rs: latency faults): `.rodata` reads, exact counters, the seeded generator, and the
-//! ids of a forked child.
+//! delay.rs: latency faults, time.rs: raw clock calls): `.rodata` reads, exact counters, the
+//! seeded generator, the ids of a forked child, and where a call's saved registers are.
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_probe_read_kernel};
 
 use crate::maps::{FL_SYS_HAS_FETCH, FL_SYS_TASK_PID, FL_SYS_TASK_TGID};
+
+/// offsetof(struct pt_regs, ..) on x86_64: a system call's first, second and fifth arguments,
+/// and at its exit its number (orig_ax).
+pub const PT_REGS_DI: usize = 112;
+pub const PT_REGS_SI: usize = 104;
+pub const PT_REGS_R8: usize = 72;
+pub const PT_REGS_ORIG_AX: usize = 120;
 
 #[inline(always)]
 pub fn rodata(v: &u32) -> u32 {

@@ -21,7 +21,7 @@ use faultline_common::delay::{
 
 use crate::{
     atomics,
-    calls::{self, next, rodata},
+    calls::{self, PT_REGS_DI, PT_REGS_ORIG_AX, PT_REGS_R8, next, rodata},
     dlog::dlog,
     fdpath, levels,
     maps::{
@@ -31,11 +31,6 @@ use crate::{
     normal,
 };
 
-/// offsetof(struct pt_regs, orig_ax) on x86_64: the system call's number at its exit.
-const PT_REGS_ORIG_AX: usize = 120;
-/// offsetof(struct pt_regs, di) and (.., r8): the first and fifth arguments.
-const PT_REGS_DI: usize = 112;
-const PT_REGS_R8: usize = 72;
 /// -ERESTARTSYS .. -ERESTART_RESTARTBLOCK: the call is restarted or interrupted by a real
 /// signal; it is judged when it finally completes.
 const RESTART_FIRST: i64 = -516;

@@ -18,13 +18,11 @@ use aya_ebpf::{
 };
 use faultline_common::time::{DATA_HIT, DATA_MAGIC, MAGIC, TimeData, shifted};
 
-use crate::maps::FL_TIME_PIDS;
+use crate::{
+    calls::{PT_REGS_DI, PT_REGS_ORIG_AX, PT_REGS_SI},
+    maps::FL_TIME_PIDS,
+};
 
-/// offsetof(struct pt_regs, di), (.., si) and (.., orig_ax) on x86_64: the first two
-/// arguments and, at the exit, the call's number.
-const PT_REGS_DI: usize = 112;
-const PT_REGS_SI: usize = 104;
-const PT_REGS_ORIG_AX: usize = 120;
 /// x86_64 system call numbers.
 const NR_GETTIMEOFDAY: u64 = 96;
 const NR_CLOCK_GETTIME: u64 = 228;

@@ -32,10 +32,14 @@ pub struct Proc(pub Child);
 
 impl Proc {
     pub fn spawn(cmd: &mut Command) -> anyhow::Result<Proc> {
+        Self::with_stdio(cmd, Stdio::null)
+    }
+
+    fn with_stdio(cmd: &mut Command, io: fn() -> Stdio) -> anyhow::Result<Proc> {
         let c = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdin(io())
+            .stdout(io())
+            .stderr(io())
             .spawn()
             .with_context(|| format!("spawning {cmd:?}"))?;
         Ok(Proc(c))
@@ -47,13 +51,7 @@ impl Proc {
     /// A workload that waits for `go` on its stdin and prints its result (the delay and skew
     /// benches' C programs and fl-probe loops).
     pub fn waiting(cmd: &mut Command) -> anyhow::Result<Proc> {
-        let c = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawning {cmd:?}"))?;
-        Ok(Proc(c))
+        Self::with_stdio(cmd, Stdio::piped)
     }
 
     /// Lets a `waiting` workload run; returns what it printed.
