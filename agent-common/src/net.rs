@@ -1,7 +1,11 @@
 //! Packet-fault rules: what the cgroup_skb programs read, keyed as described on each map.
 
-/// `HashMap<u32 slot, NetRule>`: one rule per active network experiment.
-/// A hash map (not an array) so that replacing a rule is atomic for a concurrent reader.
+/// `Array<NetRule>` by slot: one rule per active network experiment. An array, whose lookup
+/// the verifier inlines (a hash lookup is a helper call and a hash): user space writes a rule
+/// before its slot is published in `MAP_CGROUPS` and clears it (all zero: expired) after it
+/// is unpublished, so a program reads a whole rule, except a packet already past the set
+/// when its rule is cleared, which may see zeros for some fields (a zero threshold, delay,
+/// rate or expiry acts as no rule).
 pub const MAP_RULES: &str = "FL_NET_RULES";
 /// `HashMap<u64 cgroup id, CgroupRules>`: the rule slots that apply to one targeted cgroup.
 pub const MAP_CGROUPS: &str = "FL_NET_CGROUPS";
@@ -9,7 +13,7 @@ pub const MAP_CGROUPS: &str = "FL_NET_CGROUPS";
 pub const MAP_CIDRS: &str = "FL_NET_CIDRS";
 /// `LpmTrie<PortKey, u32>`: the remote port ranges of every rule that has some, as prefixes.
 pub const MAP_PORTS: &str = "FL_NET_PORTS";
-/// `HashMap<u32 slot, RuleState>`: per-rule state the programs update.
+/// `Array<RuleState>` by slot: per-rule state the programs update.
 pub const MAP_STATE: &str = "FL_NET_STATE";
 /// `PerCpuArray<NetCounters>` indexed by slot.
 pub const MAP_COUNTERS: &str = "FL_NET_COUNTERS";
@@ -222,13 +226,48 @@ pub struct RuleState {
     pub _pad: u32,
 }
 
-/// The slots of the rules on one cgroup; only the first `count` are valid.
+/// The slots of the rules on one cgroup; only the first `count` are valid. Each slot comes
+/// with its rule's filter in brief, so a packet or call the rule cannot match leaves without
+/// looking the rule up.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CgroupRules {
     pub count: u32,
     pub _pad: u32,
     pub slots: [u32; MAX_RULES_PER_CGROUP],
+    pub filters: [SlotFilter; MAX_RULES_PER_CGROUP],
+}
+
+/// A rule's filter in brief (`CgroupRules::filters`): what it acts on, its direction bits,
+/// protocol and the span of its port ranges. Passing it is necessary, not sufficient: the
+/// rule itself holds the exact ranges and CIDRs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotFilter {
+    /// `ACTION_*`.
+    pub action: u8,
+    /// `DIR_*` bits.
+    pub directions: u8,
+    /// `PROTO_*` (`PROTO_ICMP` admits ICMPv6 too).
+    pub protocol: u8,
+    /// 1: the rule has port ranges, so a packet without a port cannot match.
+    pub has_ports: u8,
+    /// The lowest and highest port of its ranges (0 and 65535 without ranges).
+    pub port_lo: u16,
+    pub port_hi: u16,
+}
+
+impl SlotFilter {
+    /// Whether a packet or call with these properties may match the rule.
+    #[inline(always)]
+    pub fn admits(&self, actions: u32, dir: u32, protocol: u32, port: u16) -> bool {
+        actions & (1 << (self.action & 31)) != 0
+            && u32::from(self.directions) & dir != 0
+            && (self.protocol == 0
+                || u32::from(self.protocol) == protocol
+                || (u32::from(self.protocol) == PROTO_ICMP && protocol == PROTO_ICMPV6))
+            && (self.has_ports == 0 || (port != 0 && port >= self.port_lo && port <= self.port_hi))
+    }
 }
 
 /// LPM trie key data (after the kernel's u32 prefix length): the rule slot in big-endian
@@ -309,4 +348,35 @@ pub struct NetConfig {
     /// then looks up the receiving socket's cgroup.
     pub ingress: u32,
     pub _pad: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_filter_admits_what_its_rule_may_match() {
+        let drop = 1 << ACTION_DROP;
+        let f = SlotFilter {
+            action: ACTION_DROP as u8,
+            directions: DIR_EGRESS as u8,
+            protocol: PROTO_UDP as u8,
+            has_ports: 1,
+            port_lo: 53,
+            port_hi: 6380,
+        };
+        assert!(f.admits(drop, DIR_EGRESS, PROTO_UDP, 53));
+        assert!(f.admits(drop, DIR_EGRESS, PROTO_UDP, 6380));
+        assert!(!f.admits(drop, DIR_EGRESS, PROTO_UDP, 52), "below the span");
+        assert!(!f.admits(drop, DIR_EGRESS, PROTO_UDP, 6381), "above the span");
+        assert!(!f.admits(drop, DIR_EGRESS, PROTO_UDP, 0), "no port, rule has ports");
+        assert!(!f.admits(drop, DIR_INGRESS, PROTO_UDP, 53), "direction");
+        assert!(!f.admits(drop, DIR_EGRESS, PROTO_TCP, 53), "protocol");
+        assert!(!f.admits(1 << ACTION_REJECT, DIR_EGRESS, PROTO_UDP, 53), "action");
+        let any = SlotFilter { protocol: PROTO_ANY as u8, has_ports: 0, port_hi: 65535, ..f };
+        assert!(any.admits(drop, DIR_EGRESS, PROTO_ICMPV6, 0));
+        let icmp = SlotFilter { protocol: PROTO_ICMP as u8, ..any };
+        assert!(icmp.admits(drop, DIR_EGRESS, PROTO_ICMPV6, 0), "ICMP admits ICMPv6");
+        assert!(!icmp.admits(drop, DIR_EGRESS, PROTO_UDP, 0));
+    }
 }

@@ -67,3 +67,19 @@ pub fn task_ids(task: *const u8) -> Option<(u32, u32)> {
     };
     Some((pid.ok()?, tgid.ok()?))
 }
+
+/// The clock, read at the first need only: a task or packet that meets no rule never pays
+/// for it, one that meets several pays once.
+#[derive(Default)]
+pub struct LazyNow(u64);
+
+impl LazyNow {
+    #[inline(always)]
+    pub fn get(&mut self) -> u64 {
+        if self.0 == 0 {
+            // SAFETY: helper without arguments.
+            self.0 = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+        }
+        self.0
+    }
+}

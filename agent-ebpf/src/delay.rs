@@ -8,7 +8,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal_thread,
+        bpf_probe_read_kernel, bpf_send_signal_thread,
     },
     macros::{btf_tracepoint, fexit, raw_tracepoint},
     programs::{BtfTracePointContext, FExitContext, RawTracePointContext},
@@ -21,7 +21,7 @@ use faultline_common::delay::{
 
 use crate::{
     atomics,
-    calls::{self, PT_REGS_DI, PT_REGS_ORIG_AX, PT_REGS_R8, next, rodata},
+    calls::{self, LazyNow, PT_REGS_DI, PT_REGS_ORIG_AX, PT_REGS_R8, next, rodata},
     dlog::dlog,
     fdpath, levels,
     maps::{
@@ -66,8 +66,7 @@ fn each_rule<R>(
     tgid: u32,
     mut f: impl FnMut(u32, &DelayRule) -> Option<R>,
 ) -> Option<R> {
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let mut now = LazyNow::default();
     let mut visit = |set: &DelaySlots| -> Option<R> {
         for i in 0..MAX_DELAY_RULES_PER_TARGET {
             if i as u32 >= set.count {
@@ -76,7 +75,7 @@ fn each_rule<R>(
             let slot = set.slots[i];
             // SAFETY: only read; user space replaces rules atomically.
             let Some(rule) = (unsafe { FL_DELAY_RULES.get(slot) }) else { continue };
-            if rule.expires_ns <= now {
+            if rule.expires_ns <= now.get() {
                 continue;
             }
             if let Some(r) = f(slot, rule) {

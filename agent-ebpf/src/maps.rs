@@ -36,7 +36,7 @@ pub static FL_DEBUG: u32 = 0;
 pub static FL_HAS_INGRESS_EDT: u32 = 0;
 
 #[map(name = "FL_NET_RULES")]
-pub static FL_NET_RULES: HashMap<u32, NetRule> = HashMap::with_max_entries(MAX_RULES, 0);
+pub static FL_NET_RULES: Array<NetRule> = Array::with_max_entries(MAX_RULES, 0);
 
 #[map(name = "FL_NET_CGROUPS")]
 pub static FL_NET_CGROUPS: HashMap<u64, CgroupRules> = HashMap::with_max_entries(MAX_RULES, 0);
@@ -48,7 +48,7 @@ pub static FL_NET_CIDRS: LpmTrie<CidrKey, u32> = LpmTrie::with_max_entries(MAX_C
 pub static FL_NET_PORTS: LpmTrie<PortKey, u32> = LpmTrie::with_max_entries(MAX_PORT_ENTRIES, 0);
 
 #[map(name = "FL_NET_STATE")]
-pub static FL_NET_STATE: HashMap<u32, RuleState> = HashMap::with_max_entries(MAX_RULES, 0);
+pub static FL_NET_STATE: Array<RuleState> = Array::with_max_entries(MAX_RULES, 0);
 
 #[map(name = "FL_NET_COUNTERS")]
 pub static FL_NET_COUNTERS: PerCpuArray<NetCounters> = PerCpuArray::with_max_entries(MAX_RULES, 0);

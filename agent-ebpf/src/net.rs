@@ -3,7 +3,7 @@
 //!
 //! One attachment per targeted cgroup tree serves every experiment on it: the program looks
 //! up the packet's ancestor cgroup at each level that holds a target, then walks that
-//! cgroup's rule slots.
+//! cgroup's rule slots, testing each slot's filter in brief (`SlotFilter`) before its rule.
 
 use aya_ebpf::{
     bindings::__sk_buff,
@@ -74,6 +74,13 @@ fn run(ctx: &SkBuffContext, dir: u32) -> Result<i32, i32> {
     if cfg.ingress != 0 {
         fl_sock_note(ctx.skb.skb);
     }
+    // Parsed once: each slot's filter in brief is tested against it before its rule is looked
+    // up, and the rule function gets it as scalars.
+    let Some(pkt) = parse(ctx, dir == DIR_EGRESS, 0) else {
+        return Ok(PASS);
+    };
+    let (hi, lo, meta) = pkt.words();
+    let actions = skb_actions(dir);
     let dropped = levels::find(
         cfg.levels,
         // SAFETY: helper call on the program's own context.
@@ -85,7 +92,11 @@ fn run(ctx: &SkBuffContext, dir: u32) -> Result<i32, i32> {
                 if i as u32 >= set.count {
                     break;
                 }
-                if fl_net_rule(ctx.skb.skb, set.slots[i], dir) != 0 {
+                if !set.filters[i].admits(actions, dir, pkt.protocol, pkt.remote_port) {
+                    continue;
+                }
+                let slot_dir = set.slots[i] as u64 | (dir as u64) << 32;
+                if fl_net_rule(ctx.skb.skb, slot_dir, hi, lo, meta) != 0 {
                     return Some(());
                 }
             }
@@ -95,25 +106,38 @@ fn run(ctx: &SkBuffContext, dir: u32) -> Result<i32, i32> {
     Ok(if dropped.is_some() { drop } else { PASS })
 }
 
-/// Evaluates one rule for one packet: returns 1 to drop; a delay or pacing rule moves the
+/// What the cgroup_skb programs act on: delay and pacing at egress only (ingress delay is the
+/// device programs' job).
+#[inline(always)]
+fn skb_actions(dir: u32) -> u32 {
+    if dir == DIR_EGRESS {
+        bit(ACTION_DROP) | bit(ACTION_DELAY) | bit(ACTION_RATE)
+    } else {
+        bit(ACTION_DROP)
+    }
+}
+
+/// Evaluates one rule for one packet (`slot_dir`: the slot, and the direction in the upper
+/// word; the packet as `Packet::words`): returns 1 to drop; a delay or pacing rule moves the
 /// packet's departure time (`skb->tstamp`, for fq on the device) instead.
 ///
 /// A global (exported, never inlined) function: the verifier checks it once on its own
 /// instead of once per loop iteration of every caller, which keeps verification linear in
 /// the number of rules a packet may meet. It takes only the context and scalars (what
-/// global functions may take on 5.10), so it parses the headers itself; no per-CPU scratch
-/// that a softirq on the same CPU could overwrite mid-run.
+/// global functions may take on 5.10); no per-CPU scratch that a softirq on the same CPU
+/// could overwrite mid-run.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn fl_net_rule(skb: *mut __sk_buff, slot: u32, dir: u32) -> i32 {
-    // Delay and pacing act at egress only (ingress delay is the device programs' job).
-    let actions = if dir == DIR_EGRESS {
-        bit(ACTION_DROP) | bit(ACTION_DELAY) | bit(ACTION_RATE)
-    } else {
-        bit(ACTION_DROP)
-    };
+pub extern "C" fn fl_net_rule(
+    skb: *mut __sk_buff,
+    slot_dir: u64,
+    hi: u64,
+    lo: u64,
+    meta: u64,
+) -> i32 {
+    let (slot, dir) = (slot_dir as u32, (slot_dir >> 32) as u32);
     let ctx = SkBuffContext::new(skb);
-    let Some(m) = applicable(&ctx, slot, dir, 0, actions) else {
+    let Some(m) = applicable(slot, dir, Packet::from_words(hi, lo, meta), skb_actions(dir)) else {
         return 0;
     };
     if m.rule.action == ACTION_DROP {
@@ -167,30 +191,22 @@ pub struct Match<'a> {
     pub now: u64,
 }
 
-/// Looks up rule `slot` and checks it against the packet (headers at `l3`): live, for this
-/// direction, one of `actions` (a mask of `bit(ACTION_*)`), matching the filter. Counts
-/// the match.
+/// Looks up rule `slot` and checks it against the packet: live, for this direction, one of
+/// `actions` (a mask of `bit(ACTION_*)`), matching the filter. Counts the match. The clock
+/// is read only here, for a rule the packet reached.
 #[inline(always)]
-pub fn applicable<'a>(
-    ctx: &SkBuffContext,
-    slot: u32,
-    dir: u32,
-    l3: usize,
-    actions: u32,
-) -> Option<Match<'a>> {
-    // SAFETY: only read; user space replaces rules atomically.
-    let rule = unsafe { FL_NET_RULES.get(slot) }?;
+pub fn applicable<'a>(slot: u32, dir: u32, pkt: Packet, actions: u32) -> Option<Match<'a>> {
+    // An array: the lookup is a bounds check the verifier inlines. User space writes a rule
+    // only while no published set holds its slot (see MAP_RULES).
+    let rule = FL_NET_RULES.get(slot)?;
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if rule.expires_ns <= now
         || rule.directions & dir == 0
         || rule.action > 31
         || actions & bit(rule.action) == 0
+        || !matches(rule, slot, &pkt)
     {
-        return None;
-    }
-    let pkt = parse(ctx, dir == DIR_EGRESS, l3)?;
-    if !matches(rule, slot, &pkt) {
         return None;
     }
     // SAFETY: the rule's own state; see RuleState on concurrent updates.

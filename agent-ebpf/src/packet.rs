@@ -18,6 +18,37 @@ pub struct Packet {
     pub l4: u16,
 }
 
+impl Packet {
+    /// The packet as the scalars a global function may take on 5.10: the 16 address bytes
+    /// in two words, and family, protocol and port packed in a third.
+    #[inline(always)]
+    pub fn words(&self) -> (u64, u64, u64) {
+        let mut hi = [0u8; 8];
+        let mut lo = [0u8; 8];
+        hi.copy_from_slice(&self.remote[..8]);
+        lo.copy_from_slice(&self.remote[8..]);
+        let meta = (self.family as u64) << 48
+            | ((self.protocol as u64) & 0xff) << 16
+            | self.remote_port as u64;
+        (u64::from_ne_bytes(hi), u64::from_ne_bytes(lo), meta)
+    }
+
+    /// The packet `words` made (without the transport header's offset).
+    #[inline(always)]
+    pub fn from_words(hi: u64, lo: u64, meta: u64) -> Packet {
+        let mut remote = [0u8; 16];
+        remote[..8].copy_from_slice(&hi.to_ne_bytes());
+        remote[8..].copy_from_slice(&lo.to_ne_bytes());
+        Packet {
+            family: (meta >> 48) as u8,
+            protocol: ((meta >> 16) & 0xff) as u32,
+            remote,
+            remote_port: meta as u16,
+            l4: 0,
+        }
+    }
+}
+
 /// Parses the IP and transport headers at offset `l3`. `egress` picks destination (egress)
 /// or source (ingress) as the remote end. None for packets that are neither IPv4 nor IPv6.
 #[inline(always)]

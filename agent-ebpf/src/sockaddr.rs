@@ -12,7 +12,8 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use faultline_common::net::{
-    ACTION_DNS, ACTION_REJECT, DnsOrig, FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, PROTO_UDP,
+    ACTION_DNS, ACTION_REJECT, DIR_EGRESS, DIR_INGRESS, DnsOrig, FAMILY_V4, FAMILY_V6,
+    MAX_RULES_PER_CGROUP, PROTO_UDP,
 };
 
 use crate::{
@@ -22,7 +23,7 @@ use crate::{
         FL_DNS_ORIG, FL_HAS_SET_RETVAL, FL_NET_CGROUPS, FL_NET_CONFIG, FL_NET_COUNTERS,
         FL_NET_RULES, FL_NET_STATE,
     },
-    net::{chance, matches},
+    net::{bit, chance, matches},
     packet::Packet,
 };
 
@@ -78,8 +79,7 @@ const LOOPBACK6_LAST: u32 = u32::from_ne_bytes([0, 0, 0, 1]);
 /// Points the socket at the responder and remembers where it meant to go.
 #[inline(always)]
 fn steer(ctx: &SockAddrContext, v6: bool, slot: u32, hi: u64, lo: u64, meta: u64) {
-    // SAFETY: only read.
-    let Some(rule) = (unsafe { FL_NET_RULES.get(slot) }) else { return };
+    let Some(rule) = FL_NET_RULES.get(slot) else { return };
     let mut addr = [0u8; 16];
     addr[..8].copy_from_slice(&hi.to_ne_bytes());
     addr[8..].copy_from_slice(&lo.to_ne_bytes());
@@ -111,7 +111,7 @@ fn steer(ctx: &SockAddrContext, v6: bool, slot: u32, hi: u64, lo: u64, meta: u64
 #[inline(always)]
 fn sendmsg(ctx: &SockAddrContext, v6: bool) -> i32 {
     let (hi, lo, meta) = destination(ctx, v6);
-    if let Some(slot) = walk(|slot| fl_dns_rule(slot, hi, lo, meta) != 0) {
+    if let Some(slot) = walk(bit(ACTION_DNS), meta, |slot| fl_dns_rule(slot, hi, lo, meta) != 0) {
         steer(ctx, v6, slot, hi, lo, meta);
     }
     ALLOW
@@ -164,11 +164,13 @@ fn unsteer(ctx: &SockAddrContext, v6: bool, only_from_responder: bool) -> i32 {
     ALLOW
 }
 
-/// Calls `f` on every rule slot of the current task's targeted cgroups until it returns
-/// true; returns that slot.
+/// Calls `f` on each rule slot of the current task's targeted cgroups whose filter in brief
+/// admits one of `actions` and the destination (`meta`, see `Packet::words`), until it
+/// returns true; returns that slot.
 #[inline(always)]
-fn walk(mut f: impl FnMut(u32) -> bool) -> Option<u32> {
+fn walk(actions: u32, meta: u64, mut f: impl FnMut(u32) -> bool) -> Option<u32> {
     let cfg = FL_NET_CONFIG.get(0)?;
+    let (protocol, port) = (((meta >> 16) & 0xff) as u32, meta as u16);
     levels::find(
         cfg.levels,
         // SAFETY: helper with a scalar argument; runs in the calling task's context.
@@ -180,6 +182,10 @@ fn walk(mut f: impl FnMut(u32) -> bool) -> Option<u32> {
                 if i as u32 >= set.count {
                     break;
                 }
+                // A call has no direction: any rule's direction admits it.
+                if !set.filters[i].admits(actions, DIR_EGRESS | DIR_INGRESS, protocol, port) {
+                    continue;
+                }
                 if f(set.slots[i]) {
                     return Some(set.slots[i]);
                 }
@@ -189,9 +195,8 @@ fn walk(mut f: impl FnMut(u32) -> bool) -> Option<u32> {
     )
 }
 
-/// The destination as the rule function takes it: 16 address bytes in two words, and
-/// family, protocol and port packed in a third. Each program reads only the context fields
-/// its attach type allows (user_ip4 or user_ip6).
+/// The destination as the rule functions take it (`Packet::words`). Each program reads only
+/// the context fields its attach type allows (user_ip4 or user_ip6).
 #[inline(always)]
 fn destination(ctx: &SockAddrContext, v6: bool) -> (u64, u64, u64) {
     let sa = ctx.sock_addr;
@@ -211,13 +216,8 @@ fn destination(ctx: &SockAddrContext, v6: bool) -> (u64, u64, u64) {
         remote[..4].copy_from_slice(&ip4.to_ne_bytes());
         FAMILY_V4
     };
-    let mut hi = [0u8; 8];
-    let mut lo = [0u8; 8];
-    hi.copy_from_slice(&remote[..8]);
-    lo.copy_from_slice(&remote[8..]);
-    let meta =
-        (family as u64) << 48 | ((protocol as u64) & 0xff) << 16 | u16::from_be(port as u16) as u64;
-    (u64::from_ne_bytes(hi), u64::from_ne_bytes(lo), meta)
+    let remote_port = u16::from_be(port as u16);
+    Packet { family, protocol, remote, remote_port, l4: 0 }.words()
 }
 
 #[inline(always)]
@@ -227,7 +227,7 @@ fn connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     // A sentinel, not an Option: 5.10's verifier cannot follow LLVM's split of an Option
     // into a flag and a conditionally written stack slot.
     let mut dns = NO_SLOT;
-    walk(|slot| {
+    walk(bit(ACTION_REJECT) | bit(ACTION_DNS), meta, |slot| {
         errno = fl_sock_rule(slot, hi, lo, meta);
         if errno > 0 {
             return true;
@@ -257,8 +257,7 @@ fn connect(ctx: &SockAddrContext, v6: bool) -> i32 {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn fl_dns_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
-    // SAFETY: only read; user space replaces rules atomically.
-    let Some(rule) = (unsafe { FL_NET_RULES.get(slot) }) else {
+    let Some(rule) = FL_NET_RULES.get(slot) else {
         return 0;
     };
     // SAFETY: helper without arguments.
@@ -269,16 +268,7 @@ pub extern "C" fn fl_dns_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
     {
         return 0;
     }
-    let mut remote = [0u8; 16];
-    remote[..8].copy_from_slice(&hi.to_ne_bytes());
-    remote[8..].copy_from_slice(&lo.to_ne_bytes());
-    let pkt = Packet {
-        family: (meta >> 48) as u8,
-        protocol: PROTO_UDP,
-        remote,
-        remote_port: meta as u16,
-        l4: 0,
-    };
+    let pkt = Packet::from_words(hi, lo, meta);
     if !matches(rule, slot, &pkt) {
         return 0;
     }
@@ -295,8 +285,7 @@ pub extern "C" fn fl_dns_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn fl_sock_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
-    // SAFETY: only read; user space replaces rules atomically.
-    let Some(rule) = (unsafe { FL_NET_RULES.get(slot) }) else {
+    let Some(rule) = FL_NET_RULES.get(slot) else {
         return 0;
     };
     // SAFETY: helper without arguments.
@@ -304,16 +293,7 @@ pub extern "C" fn fl_sock_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
     if rule.action != ACTION_REJECT || rule.expires_ns <= now {
         return 0;
     }
-    let mut remote = [0u8; 16];
-    remote[..8].copy_from_slice(&hi.to_ne_bytes());
-    remote[8..].copy_from_slice(&lo.to_ne_bytes());
-    let pkt = Packet {
-        family: (meta >> 48) as u8,
-        protocol: ((meta >> 16) & 0xff) as u32,
-        remote,
-        remote_port: meta as u16,
-        l4: 0,
-    };
+    let pkt = Packet::from_words(hi, lo, meta);
     if !matches(rule, slot, &pkt) {
         return 0;
     }
@@ -334,8 +314,11 @@ pub extern "C" fn fl_sock_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
         // SAFETY: as above.
         unsafe { (*c).dropped += 1 };
     }
-    // Bounded for the verifier: an errno is 1..=4095.
-    let errno = if rule.errno == 0 || rule.errno > 4095 { 1 } else { rule.errno as i32 };
+    // Bounded for the verifier: an errno is 1..=4095 (0: a rule being cleared, see MAP_RULES).
+    if rule.errno == 0 {
+        return 0;
+    }
+    let errno = if rule.errno > 4095 { 1 } else { rule.errno as i32 };
     dlog!(
         "sock_addr: rule {} matched: connect to port {} rejected with errno {}",
         slot,

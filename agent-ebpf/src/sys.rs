@@ -6,8 +6,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_set_retval,
+        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_set_retval,
     },
     macros::{cgroup_sock, cgroup_sock_addr, fentry, lsm, raw_tracepoint},
     programs::{FEntryContext, LsmContext, RawTracePointContext, SockAddrContext, SockContext},
@@ -20,7 +19,7 @@ use faultline_common::sys::{
 
 use crate::{
     atomics,
-    calls::{self, next, rodata},
+    calls::{self, LazyNow, next, rodata},
     dlog::dlog,
     levels,
     maps::{
@@ -106,8 +105,7 @@ fn each_rule(cfg: &SysConfig, mut f: impl FnMut(u32, &SysRule) -> u32) -> u32 {
     if tgid == rodata(&FL_SYS_AGENT_TGID) {
         return 0;
     }
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let mut now = LazyNow::default();
     let mut visit = |set: &SysSlots| -> u32 {
         for i in 0..MAX_SYS_RULES_PER_TARGET {
             if i as u32 >= set.count {
@@ -116,7 +114,7 @@ fn each_rule(cfg: &SysConfig, mut f: impl FnMut(u32, &SysRule) -> u32) -> u32 {
             let slot = set.slots[i];
             // SAFETY: only read; user space replaces rules atomically.
             let Some(rule) = (unsafe { FL_SYS_RULES.get(slot) }) else { continue };
-            if rule.expires_ns <= now {
+            if rule.expires_ns <= now.get() {
                 continue;
             }
             let r = f(slot, rule);
@@ -212,9 +210,14 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return verdict(prev, 0);
     }
-    let file: *const u8 = ctx.arg(0);
-    let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
     // Every open on the host comes through here.
+    verdict(0, open_errno(ctx.arg(0)))
+}
+
+/// The errno an open of `file` by the current task fails with, or 0.
+#[inline(always)]
+fn open_errno(file: *const u8) -> u32 {
+    let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
     if cfg.hooks & FILE_HOOKS == 0 {
         return 0;
     }
@@ -235,7 +238,7 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
     });
     if errno != 0 || want == 0 {
         // d_path only for a task with a rule that needs the path.
-        return verdict(0, errno);
+        return errno;
     }
     let mut buf = [0u8; PATH_BUF];
     // SAFETY: &file->f_path (offset from the kernel's BTF); d_path writes at most PATH_BUF.
@@ -252,7 +255,7 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
     if errno == 0 {
         note_file(cfg, file as u64, bits);
     }
-    verdict(0, errno)
+    errno
 }
 
 /// The errno of the first rule among the slots in `bits` (live rules of the current task,

@@ -227,7 +227,10 @@ pub extern "C" fn fl_tc_rule(skb: *mut __sk_buff, slot: u32, dir_flags: u32, l3:
         actions = if dir_flags & HAS_IFB != 0 { edt } else { 0 };
     }
     let ctx = SkBuffContext::new(skb);
-    let Some(m) = applicable(&ctx, slot, dir, l3 as usize, actions) else {
+    let Some(pkt) = parse(&ctx, dir == DIR_EGRESS, l3 as usize) else {
+        return 0;
+    };
+    let Some(m) = applicable(slot, dir, pkt, actions) else {
         return 0;
     };
     let action = m.rule.action;

@@ -2,6 +2,7 @@
 //! traffic from processes placed in them, and residue checks against the kernel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bpf;
 pub mod clock;
 pub mod containers;
 pub mod net;
@@ -444,14 +445,8 @@ impl Cgroup {
     /// (0 = inet ingress, 1 = inet egress), straight from the kernel (BPF_PROG_QUERY).
     pub fn attached(&self, attach_type: u32) -> u32 {
         let dir = std::fs::File::open(&self.fs).unwrap();
-        let mut attr = [0u8; 128];
         use std::os::fd::AsRawFd as _;
-        attr[0..4].copy_from_slice(&(dir.as_raw_fd() as u32).to_ne_bytes());
-        attr[4..8].copy_from_slice(&attach_type.to_ne_bytes());
-        // SAFETY: BPF_PROG_QUERY (16) with a zeroed attr; the kernel writes prog_cnt only.
-        let r = unsafe { libc::syscall(libc::SYS_bpf, 16, attr.as_mut_ptr(), attr.len()) };
-        assert_eq!(r, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
-        u32::from_ne_bytes(attr[24..28].try_into().unwrap())
+        bpf::query(dir.as_raw_fd() as u32, attach_type).expect("BPF_PROG_QUERY")
     }
 
     /// Programs attached to ingress + egress.
@@ -712,12 +707,8 @@ pub fn tc_programs(ns: &Netns, dev: &str) -> u32 {
         [46u32, 47]
             .iter()
             .map(|ty| {
-                let mut attr = [0u8; 128];
-                attr[0..4].copy_from_slice(&ifindex.to_ne_bytes());
-                attr[4..8].copy_from_slice(&ty.to_ne_bytes());
-                // SAFETY: BPF_PROG_QUERY (16); kernels without tcx fail it, which counts as none.
-                let r = unsafe { libc::syscall(libc::SYS_bpf, 16, attr.as_mut_ptr(), attr.len()) };
-                if r == 0 { u32::from_ne_bytes(attr[24..28].try_into().unwrap()) } else { 0 }
+                // Kernels without tcx fail the query, which counts as none.
+                bpf::query(ifindex, *ty).unwrap_or(0)
             })
             .sum::<u32>()
     });

@@ -228,3 +228,59 @@ fn nested_cgroups_apply_each_rule_once() {
     agent.cli_json(&["cancel", c["id"].as_str().unwrap()]);
     assert_eq!(child.programs(), 0);
 }
+
+/// Nested targets measured at once: 30% on the parent (any UDP), 50% on the child for one
+/// port only. While a process in the parent sends, one in the child sends to that port and
+/// to another: the parent sees 30%, the child 65% (both rules) on the port and 30% (the
+/// parent's rule alone: the child's filter passes it by) elsewhere.
+#[test]
+fn nested_targets_measured_at_once() {
+    let agent = Agent::start();
+    let parent = Cgroup::new("nest2");
+    let child = parent.child("leaf");
+    let (to_parent, to_port, to_other) =
+        (UdpSink::bind("127.0.0.1:0"), UdpSink::bind("127.0.0.1:0"), UdpSink::bind("[::1]:0"));
+    let port = to_port.addr().port().to_string();
+    agent.cli_json(&[
+        "net",
+        "loss",
+        "--cgroup",
+        &parent.rel,
+        "--percent",
+        "30",
+        "--protocol",
+        "udp",
+        "--for",
+        "60s",
+    ]);
+    agent.cli_json(&[
+        "net",
+        "loss",
+        "--cgroup",
+        &child.rel,
+        "--percent",
+        "50",
+        "--protocol",
+        "udp",
+        "--port",
+        &port,
+        "--for",
+        "60s",
+    ]);
+    let n = N.to_string();
+    std::thread::scope(|s| {
+        let p = s.spawn(|| probe(Some(&parent), &["udp-send", &to_parent.addr().to_string(), &n]));
+        probe(Some(&child), &["udp-send", &to_port.addr().to_string(), &n]);
+        probe(Some(&child), &["udp-send", &to_other.addr().to_string(), &n]);
+        p.join().unwrap();
+    });
+    let measured = [
+        ("parent", loss_pct(N, to_parent.drain()), 30.0),
+        ("child, the child rule's port", loss_pct(N, to_port.drain()), 65.0),
+        ("child, another port (IPv6)", loss_pct(N, to_other.drain()), 30.0),
+    ];
+    for (who, loss, want) in measured {
+        eprintln!("{who}: loss {loss:.2}% (expected {want}%)");
+        assert!((loss - want).abs() <= 4.0, "{who}: expected {want}%, measured {loss:.2}%");
+    }
+}

@@ -273,24 +273,11 @@ impl BpfStats {
         &self,
         pid: u32,
     ) -> anyhow::Result<std::collections::BTreeMap<String, (f64, f64)>> {
-        let mut ids = std::collections::BTreeSet::new();
-        for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
-            let Ok(text) = std::fs::read_to_string(e?.path()) else { continue };
-            if let Some(id) = text.lines().find_map(|l| l.strip_prefix("prog_id:")) {
-                ids.insert(id.trim().parse::<u64>()?);
-            }
-        }
-        let out = output(Command::new("bpftool").args(["prog", "show", "-j"]))?;
-        let v: Value = serde_json::from_str(&out)?;
         let mut m = std::collections::BTreeMap::new();
-        for p in v.as_array().context("bpftool prog show -j")? {
-            if p["id"].as_u64().is_some_and(|id| ids.contains(&id))
-                && let Some(name) = p["name"].as_str()
-            {
-                let e = m.entry(name.to_string()).or_insert((0.0, 0.0));
-                e.0 += p["run_time_ns"].as_f64().unwrap_or(0.0);
-                e.1 += p["run_cnt"].as_f64().unwrap_or(0.0);
-            }
+        for p in faultline_tests::bpf::programs_of(pid)? {
+            let e = m.entry(p.name).or_insert((0.0, 0.0));
+            e.0 += p.run_time_ns as f64;
+            e.1 += p.run_cnt as f64;
         }
         Ok(m)
     }

@@ -45,7 +45,7 @@ pub const SECTIONS: &[&str] =
 
 /// Tools the bench runs next to faultline.
 const PACKAGES: &[&str] =
-    &["stress-ng", "iperf3", "sockperf", "iptables", "bpftool", "strace", "gcc", "faketime"];
+    &["stress-ng", "iperf3", "sockperf", "iptables", "strace", "gcc", "faketime"];
 
 pub struct Opts {
     pub quick: bool,

@@ -394,7 +394,7 @@ pub fn syscall(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
         );
         rep.add(
             Figure::new(SYS, id, label, paired_ratio(&samples, 0, 1, m), "ratio")
-                .goal(Goal::AtLeast(0.97))
+                .goal(Goal::AtLeast(0.98))
                 .check(Better::Higher)
                 .note(note),
         );

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use faultline_tests::{Agent, Cgroup};
+use faultline_tests::{
+    Agent, Cgroup,
+    bpf::{FLOOR_EGRESS, FLOOR_INGRESS, Floor},
+};
 
 use super::{
     host::{
@@ -15,6 +18,8 @@ use super::{
 
 const H: &str = "Scale";
 
+const PROGS: [&str; 2] = ["fl_skb_egress", "fl_skb_ingress"];
+
 /// The agent's resident memory (MiB), CPU (% of one CPU) over `window`, and what the
 /// memory is (anonymous: heap and stacks; file: the mapped binary and libraries).
 fn footprint(agent: &Agent, window: Duration) -> anyhow::Result<(f64, f64, String)> {
@@ -25,6 +30,26 @@ fn footprint(agent: &Agent, window: Duration) -> anyhow::Result<(f64, f64, Strin
     let what =
         format!("anonymous {:.1} MiB, file-backed {:.1} MiB", mib("RssAnon")?, mib("RssFile")?);
     Ok((mib("VmRSS")?, cpu, what))
+}
+
+/// Program time per packet of the programs `names` (egress, ingress) of process `pid` while
+/// `cg` runs sockperf: the median of three runs, each side, and their mean.
+fn per_packet(
+    pid: u32,
+    names: [&str; 2],
+    servers: &Servers,
+    cg: &Cgroup,
+    secs: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let stats = BpfStats::enable()?;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(stats.ns_per_run(pid, &names, || servers.rr(cg, secs).map(drop))?);
+    }
+    drop(stats);
+    let side = |i: usize| median(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
+    let (eg, ing) = (side(0), side(1));
+    Ok((eg, ing, (eg + ing) / 2.0))
 }
 
 pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
@@ -40,6 +65,27 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     let t = Cgroup::new("bench-scale-t");
     let r = Cgroup::new("bench-scale-r");
     let servers = Servers::start()?;
+    // The floor: an empty program on a cgroup of its own, run by the same traffic.
+    let floor_cg = Cgroup::new("bench-scale-f");
+    let floor = {
+        let _prog = Floor::attach(&floor_cg.fs)?;
+        per_packet(std::process::id(), [FLOOR_EGRESS, FLOOR_INGRESS], &servers, &floor_cg, secs)?
+    };
+    rep.add(
+        Figure::new(
+            H,
+            "scale.prog_ns.floor",
+            "Program time per packet, an empty cgroup_skb program (the floor)",
+            floor.2,
+            "ns",
+        )
+        .note(format!(
+            "egress {:.0} ns, ingress {:.0} ns: `return 1`, loaded and attached by the bench \
+             (bpf_stats, median of 3 runs)",
+            floor.0, floor.1
+        )),
+    );
+    let over = |ns: f64| format!("{:.0} ns over the floor", ns - floor.2);
     agent.inject(&["net", "loss", "--cgroup", &t.rel, "--percent", NEAR_ZERO, "--for", "1h"])?;
     let parent = Cgroup::new("bench-scale-n");
     let mut children: Vec<Cgroup> = Vec::new();
@@ -100,32 +146,20 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
         ));
         ratios.push(ratio);
         // The programs' own time per packet, from the kernel's run-time statistics.
-        // Median of three runs.
-        let stats = BpfStats::enable()?;
-        let mut runs = Vec::new();
-        for _ in 0..3 {
-            runs.push(stats.ns_per_run(
-                agent.process(),
-                &["fl_skb_egress", "fl_skb_ingress"],
-                || servers.rr(&t, secs).map(drop),
-            )?);
-        }
-        drop(stats);
-        let ns =
-            [median(&series(&[runs.clone()], 0, |r| r[0])), median(&series(&[runs], 0, |r| r[1]))];
-        let per_packet = (ns[0] + ns[1]) / 2.0;
-        prog_ns.push(per_packet);
+        let (eg, ing, packet_ns) = per_packet(agent.process(), PROGS, &servers, &t, secs)?;
+        prog_ns.push(packet_ns);
         rep.add(
             Figure::new(
                 H,
                 &format!("scale.prog_ns.{level}"),
                 &format!("Program time per packet, {level} experiment(s) active"),
-                per_packet,
+                packet_ns,
                 "ns",
             )
+            .goal(Goal::Below(130.0))
             .note(format!(
-                "egress {:.0} ns, ingress {:.0} ns (bpf_stats, median of 3 runs)",
-                ns[0], ns[1]
+                "egress {eg:.0} ns, ingress {ing:.0} ns (bpf_stats, median of 3 runs); {}",
+                over(packet_ns)
             )),
         );
         rep.add(
@@ -144,6 +178,63 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
             at_1000 = footprint(&agent, window)?;
         }
     }
+    // With the 1,000 in place: a targeted cgroup whose rule's port filter matches nothing of
+    // this traffic, then this cgroup with 15 more such rules (16, the most one cgroup takes).
+    let n = Cgroup::new("bench-scale-u");
+    let no_match = ["--percent", "1", "--protocol", "udp", "--port", "9", "--for", "1h"];
+    agent.inject(&[&["net", "loss", "--cgroup", &n.rel][..], &no_match[..]].concat())?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (eg, ing, unmatched) = per_packet(agent.process(), PROGS, &servers, &n, secs)?;
+    rep.add(
+        Figure::new(
+            H,
+            "scale.prog_ns.no_match",
+            "Program time per packet, targeted cgroup, no rule matches (port filter elsewhere)",
+            unmatched,
+            "ns",
+        )
+        .goal(Goal::Below(60.0))
+        .note(format!(
+            "egress {eg:.0} ns, ingress {ing:.0} ns, {}; one rule (UDP to port 9) on the \
+             cgroup, 1,000 experiments on others",
+            over(unmatched)
+        )),
+    );
+    for k in 0..15 {
+        let port = (9 + k).to_string();
+        let proto = if k % 2 == 0 { "udp" } else { "tcp" };
+        agent.inject(&[
+            "net",
+            "loss",
+            "--cgroup",
+            &t.rel,
+            "--percent",
+            "1",
+            "--protocol",
+            proto,
+            "--port",
+            &port,
+            "--for",
+            "1h",
+        ])?;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (eg, ing, sixteen) = per_packet(agent.process(), PROGS, &servers, &t, secs)?;
+    rep.add(
+        Figure::new(
+            H,
+            "scale.prog_ns.1000_16",
+            "Program time per packet, 1,000 experiments elsewhere and 16 on this cgroup (one matching)",
+            sixteen,
+            "ns",
+        )
+        .goal(Goal::Below(130.0))
+        .note(format!(
+            "egress {eg:.0} ns, ingress {ing:.0} ns, {}; the {NEAR_ZERO}% rule matches every \
+             packet, 15 more (UDP or TCP to ports 9-23) match none",
+            over(sixteen)
+        )),
+    );
     for (i, level) in [(1, 100), (2, 1000)] {
         rep.add(
             Figure::new(
@@ -197,7 +288,11 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
              level), while 0, 99 and 999 more experiments (1% UDP loss to port 9) are active on \
              cgroups of their own. Flat means the T/R ratio does not fall as experiments are \
              added; the programs' own time per packet comes from the kernel's run-time \
-             statistics (kernel.bpf_stats_enabled, on only for one extra run per level). Agent RSS from /proc/PID/status, CPU from the cpu.stat of a cgroup holding \
+             statistics (kernel.bpf_stats_enabled, on only for three extra runs per level), and \
+             is set against the floor: an empty cgroup_skb program the bench attaches to a \
+             cgroup of its own, run by the same traffic. With the 1,000 in place, two more: a \
+             cgroup whose one rule (UDP to port 9) matches none of the traffic, and T with 15 \
+             more such rules (16 on one cgroup, the most it takes). Agent RSS from /proc/PID/status, CPU from the cpu.stat of a cgroup holding \
              only the agent, over {w} s. Round trips per CPU s (T / R): {}.",
             notes.join("; ")
         ),

@@ -31,7 +31,7 @@ use faultline_common::net::{
     MAP_CGROUPS, MAP_CIDRS, MAP_CONFIG, MAP_COUNTERS, MAP_DNS_CLIENTS, MAP_HEARTBEAT, MAP_PORTS,
     MAP_RULES, MAP_STATE, MAP_TC_DEVS, MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS, MAX_RULES,
     MAX_RULES_PER_CGROUP, NetConfig, NetCounters, NetRule, PROG_EGRESS, PROG_INGRESS,
-    PROG_TC_EGRESS, PROG_TC_INGRESS, PortKey, RuleState,
+    PROG_TC_EGRESS, PROG_TC_INGRESS, PortKey, RuleState, SlotFilter,
 };
 use tracing::{debug, warn};
 
@@ -77,14 +77,14 @@ enum Owner {
 struct Target {
     owner: Owner,
     /// Each rule's slot, with the hook groups it needs (cgroups::HOOK_*).
-    slots: Vec<(u32, u8)>,
+    slots: Vec<(u32, u8, SlotFilter)>,
     /// What is attached while this cgroup target is a topmost one (see attach.rs).
     links: Option<cgroups::Links>,
 }
 
 impl Target {
     fn hooks(&self) -> u8 {
-        self.slots.iter().fold(0, |m, (_, h)| m | h)
+        self.slots.iter().fold(0, |m, (_, h, _)| m | h)
     }
 
     fn cgroup(&self) -> Option<&ResolvedCgroup> {
@@ -99,11 +99,11 @@ struct NetState {
     ebpf: Ebpf,
     /// The programs' debug log lines, forwarded while they live (`--debug-bpf`).
     _log: Option<BpfLog>,
-    rules: HashMap<MapData, u32, NetRule>,
+    rules: Array<MapData, NetRule>,
     cgroups: HashMap<MapData, u64, CgroupRules>,
     cidrs: LpmTrie<MapData, CidrKey, u32>,
     ports: LpmTrie<MapData, PortKey, u32>,
-    state_map: HashMap<MapData, u32, RuleState>,
+    state_map: Array<MapData, RuleState>,
     counters: PerCpuArray<MapData, NetCounters>,
     config: Array<MapData, NetConfig>,
     tc_devs: HashMap<MapData, u32, DevInfo>,
@@ -383,8 +383,8 @@ impl NetState {
         for k in &c.ports {
             self.ports.insert(k, 1, 0).map_err(map_err("inserting port range"))?;
         }
-        self.state_map.insert(slot, c.state, 0).map_err(map_err("inserting rule state"))?;
-        self.rules.insert(slot, c.rule, 0).map_err(map_err("inserting rule"))?;
+        self.state_map.set(slot, c.state, 0).map_err(map_err("writing rule state"))?;
+        self.rules.set(slot, c.rule, 0).map_err(map_err("writing rule"))?;
         if c.rule.action == ACTION_DNS {
             self.dns_rules += 1;
         }
@@ -393,7 +393,7 @@ impl NetState {
         }
         let entry =
             self.targets.entry(key).or_insert(Target { owner, slots: Vec::new(), links: None });
-        entry.slots.push((slot, cgroups::hooks_for(c.rule.action)));
+        entry.slots.push((slot, cgroups::hooks_for(c.rule.action), c.slot_filter()));
         self.publish(key)?;
         self.reconcile()
     }
@@ -401,7 +401,7 @@ impl NetState {
     /// Removes everything `install` may have written for `slot`; tolerates partial installs.
     fn uninstall(&mut self, key: u64, slot: u32, keys: &Keys) {
         if let Some(t) = self.targets.get_mut(&key) {
-            t.slots.retain(|(s, _)| *s != slot);
+            t.slots.retain(|(s, _, _)| *s != slot);
         }
         if let Ok(r) = self.rules.get(&slot, 0) {
             if r.action == ACTION_DNS {
@@ -418,8 +418,9 @@ impl NetState {
             warn!(error = %e, "re-attaching after removal");
         }
         // Unpublished first, so no packet reaches the rule while it is deleted.
-        let _ = self.rules.remove(&slot);
-        let _ = self.state_map.remove(&slot);
+        // Cleared: all zero is an expired rule (see MAP_RULES).
+        let _ = self.rules.set(slot, NetRule::default(), 0);
+        let _ = self.state_map.set(slot, RuleState::default(), 0);
         for k in &keys.cidrs {
             let _ = self.cidrs.remove(k);
         }
@@ -439,16 +440,16 @@ impl NetState {
 
     /// Writes the target's slot list (one atomic map update) and the level mask.
     fn publish(&mut self, key: u64) -> Result<()> {
-        let slots: Vec<u32> = self
-            .targets
-            .get(&key)
-            .map(|t| t.slots.iter().map(|(s, _)| *s).collect())
-            .unwrap_or_default();
+        let slots: &[(u32, u8, SlotFilter)] =
+            self.targets.get(&key).map(|t| t.slots.as_slice()).unwrap_or_default();
         if slots.is_empty() {
             let _ = self.cgroups.remove(&key);
         } else {
             let mut set = CgroupRules { count: slots.len() as u32, ..Default::default() };
-            set.slots[..slots.len()].copy_from_slice(&slots);
+            for (i, (slot, _, filter)) in slots.iter().take(MAX_RULES_PER_CGROUP).enumerate() {
+                set.slots[i] = *slot;
+                set.filters[i] = *filter;
+            }
             self.cgroups.insert(key, set, 0).map_err(map_err("publishing rules"))?;
         }
         let cfg = NetConfig {

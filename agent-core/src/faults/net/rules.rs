@@ -6,7 +6,7 @@ use faultline_common::net::{
     CIDR_KEY_HEADER_BITS, CidrKey, DIR_EGRESS, DIR_INGRESS, DIST_NORMAL, DIST_UNIFORM, FAMILY_V4,
     FAMILY_V6, MODEL_GE, MODEL_NTH, MODEL_RANDOM, NetRule, PORT_KEY_HEADER_BITS, PROB_ONE,
     PROTO_ANY, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PortKey, RULE_F_CIDRS, RULE_F_PORTS,
-    RULE_F_SEEDED, RuleState,
+    RULE_F_SEEDED, RuleState, SlotFilter,
 };
 use ipnet::IpNet;
 
@@ -21,6 +21,23 @@ pub struct CompiledRule {
     pub state: RuleState,
     pub cidrs: Vec<(Key<CidrKey>, u32)>,
     pub ports: Vec<Key<PortKey>>,
+    /// The lowest and highest port of the filter's ranges, if it has any.
+    pub port_span: Option<(u16, u16)>,
+}
+
+impl CompiledRule {
+    /// The rule's filter in brief, as the programs test it before looking the rule up.
+    pub fn slot_filter(&self) -> SlotFilter {
+        let (lo, hi) = self.port_span.unwrap_or((0, u16::MAX));
+        SlotFilter {
+            action: self.rule.action as u8,
+            directions: self.rule.directions as u8,
+            protocol: self.rule.protocol as u8,
+            has_ports: u8::from(self.port_span.is_some()),
+            port_lo: lo,
+            port_hi: hi,
+        }
+    }
 }
 
 /// splitmix64: spreads any seed (0 included) into a non-zero xorshift state.
@@ -178,7 +195,8 @@ fn compile_filter(f: &PacketFilter, slot: u32, expires_ns: u64) -> CompiledRule 
             | if ports.is_empty() { 0 } else { RULE_F_PORTS },
         ..Default::default()
     };
-    CompiledRule { rule, state: RuleState::default(), cidrs, ports }
+    let port_span = f.ports.iter().map(|r| r.first).min().zip(f.ports.iter().map(|r| r.last).max());
+    CompiledRule { rule, state: RuleState::default(), cidrs, ports, port_span }
 }
 
 /// Splits an inclusive port range into aligned (port, prefix length) blocks for the LPM trie.
@@ -308,6 +326,12 @@ mod tests {
         assert_eq!(c.rule.action, ACTION_DROP);
         assert_eq!(c.rule.flags & RULE_F_CIDRS, 0);
         assert!(c.cidrs.is_empty());
+        // In brief: the span of the ranges (the rule keeps the exact ones).
+        let b = c.slot_filter();
+        assert_eq!((b.action, b.directions, b.protocol), (1, DIR_EGRESS as u8, PROTO_UDP as u8));
+        assert_eq!((b.has_ports, b.port_lo, b.port_hi), (1, 53, 6380));
+        let any = compile_loss(&loss(PacketFilter::default(), 1.0), 4, 99).slot_filter();
+        assert_eq!((any.has_ports, any.port_lo, any.port_hi), (0, 0, 65535));
     }
 
     /// Expands prefixes back to the set of ports they cover.

@@ -431,3 +431,17 @@ pub fn spin(seconds: f64, percent: f64) -> String {
     }
     r#"{"spun":true}"#.to_string()
 }
+
+/// The programs process `pid` holds, by name: total run time (ns) and runs so far (counted
+/// while kernel.bpf_stats_enabled is 1). The VM tier's per-hook program time.
+pub fn progs(pid: u32) -> String {
+    let mut by_name: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for p in faultline_tests::bpf::programs_of(pid).expect("the agent's programs") {
+        let e = by_name.entry(p.name).or_default();
+        e.0 += p.run_time_ns;
+        e.1 += p.run_cnt;
+    }
+    let items: Vec<String> =
+        by_name.iter().map(|(n, (ns, runs))| format!(r#""{n}":[{ns},{runs}]"#)).collect();
+    format!("{{{}}}", items.join(","))
+}

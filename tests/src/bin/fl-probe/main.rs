@@ -330,6 +330,7 @@ fn main() {
         Some("clock-spin") => clock::spin(args[1].parse().expect("OFFSET_MS")),
         Some("rate") => bench::rate(&args[1], &args[2], args[3].parse().expect("SECONDS")),
         Some("owd") => bench::owd(addr(), num(), args[3].parse().expect("INTERVAL_MS")),
+        Some("progs") => bench::progs(args[1].parse().expect("PID")),
         Some("tcp-rate") => bench::tcp_rate(addr(), args[2].parse().expect("SECONDS")),
         Some("spin") => bench::spin(
             args[1].parse().expect("SECONDS"),
