@@ -240,8 +240,9 @@ pub struct CgroupRules {
 
 /// A rule's filter in brief (`CgroupRules::filters`): what it acts on, its direction bits,
 /// protocol and the span of its port ranges. Passing it is necessary, not sufficient: the
-/// rule itself holds the exact ranges and CIDRs.
-#[repr(C)]
+/// rule itself holds the exact ranges and CIDRs. Eight bytes, so the programs hand it to
+/// their rule functions as one scalar (`bits`).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotFilter {
     /// `ACTION_*`.
@@ -258,6 +259,17 @@ pub struct SlotFilter {
 }
 
 impl SlotFilter {
+    #[inline(always)]
+    pub fn bits(self) -> u64 {
+        // SAFETY: eight bytes of plain integers, no padding.
+        unsafe { core::mem::transmute::<SlotFilter, u64>(self) }
+    }
+
+    #[inline(always)]
+    pub fn from_bits(bits: u64) -> SlotFilter {
+        // SAFETY: every bit pattern is a valid SlotFilter.
+        unsafe { core::mem::transmute::<u64, SlotFilter>(bits) }
+    }
     /// Whether a packet or call with these properties may match the rule.
     #[inline(always)]
     pub fn admits(&self, actions: u32, dir: u32, protocol: u32, port: u16) -> bool {
@@ -378,5 +390,6 @@ mod tests {
         let icmp = SlotFilter { protocol: PROTO_ICMP as u8, ..any };
         assert!(icmp.admits(drop, DIR_EGRESS, PROTO_ICMPV6, 0), "ICMP admits ICMPv6");
         assert!(!icmp.admits(drop, DIR_EGRESS, PROTO_UDP, 0));
+        assert_eq!(SlotFilter::from_bits(f.bits()), f);
     }
 }

@@ -1,5 +1,7 @@
 //! Header parsing. cgroup_skb programs see data from the network header (offset 0); tc
-//! programs from the link-layer header, so they pass its length as `l3`.
+//! programs from the link-layer header, so they pass its length as `l3`. Headers are read
+//! straight from the packet where its linear part holds them (a load the verifier checks
+//! against data_end), else copied out with bpf_skb_load_bytes.
 
 use aya_ebpf::programs::SkBuffContext;
 use faultline_common::net::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
@@ -16,6 +18,23 @@ pub struct Packet {
     pub remote_port: u16,
     /// Offset of the transport header (0 when unknown).
     pub l4: u16,
+}
+
+/// Where `Packet::words`' third word carries a rule function's slot (16 bits) and direction
+/// (2 bits): bits the packet leaves free.
+const META_SLOT_SHIFT: u32 = 24;
+const META_DIR_SHIFT: u32 = 40;
+
+/// `meta` (from `Packet::words`) with a slot and a direction added.
+#[inline(always)]
+pub fn with_slot(meta: u64, slot: u32, dir: u32) -> u64 {
+    meta | ((slot as u64) & 0xffff) << META_SLOT_SHIFT | ((dir as u64) & 3) << META_DIR_SHIFT
+}
+
+/// The slot and direction `with_slot` added.
+#[inline(always)]
+pub fn slot_of(meta: u64) -> (u32, u32) {
+    (((meta >> META_SLOT_SHIFT) & 0xffff) as u32, ((meta >> META_DIR_SHIFT) & 3) as u32)
 }
 
 impl Packet {
@@ -49,6 +68,21 @@ impl Packet {
     }
 }
 
+/// `size_of::<T>()` bytes at `off`: in place when the linear data holds them, else copied.
+#[inline(always)]
+fn read<T: Copy>(ctx: &SkBuffContext, off: usize) -> Option<T> {
+    let skb = ctx.skb.skb;
+    // SAFETY: reading our own context's data and data_end fields.
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    let at = data + off;
+    if at + core::mem::size_of::<T>() <= end {
+        // SAFETY: [at, at + size) lies within the packet's linear data (checked above, which
+        // is the bound the verifier checks too).
+        return Some(unsafe { core::ptr::read_unaligned(at as *const T) });
+    }
+    ctx.load(off).ok()
+}
+
 /// Parses the IP and transport headers at offset `l3`. `egress` picks destination (egress)
 /// or source (ingress) as the remote end. None for packets that are neither IPv4 nor IPv6.
 #[inline(always)]
@@ -69,7 +103,7 @@ pub fn parse(ctx: &SkBuffContext, egress: bool, l3: usize) -> Option<Packet> {
 
 #[inline(always)]
 fn parse_v4(ctx: &SkBuffContext, egress: bool, l3: usize) -> Option<Packet> {
-    let hdr: [u8; 20] = ctx.load(l3).ok()?;
+    let hdr: [u8; 20] = read(ctx, l3)?;
     let ihl = ((hdr[0] & 0x0f) as usize) * 4;
     let frag_off = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
     let protocol = hdr[9] as u32;
@@ -89,8 +123,10 @@ fn parse_v4(ctx: &SkBuffContext, egress: bool, l3: usize) -> Option<Packet> {
 fn parse_v6(ctx: &SkBuffContext, egress: bool, l3: usize) -> Option<Packet> {
     // Only the fields needed, not the whole 40-byte header: the rule function's stack shares
     // the 512-byte budget with its caller on older kernels.
-    let remote: [u8; 16] = ctx.load(l3 + if egress { 24 } else { 8 }).ok()?;
-    let mut next = ctx.load::<u8>(l3 + 6).ok()? as u32;
+    let remote: [u8; 16] = read(ctx, l3 + if egress { 24 } else { 8 })?;
+    // Two bytes (next header, hop limit), not one: a one-byte bound check compiles to a
+    // compare the verifier cannot use.
+    let mut next = read::<[u8; 2]>(ctx, l3 + 6)?[0] as u32;
     let mut off = l3 + 40;
     let mut first_fragment = true;
     // Skip the extension headers that may precede the transport header.
@@ -133,10 +169,10 @@ fn l4_port(ctx: &SkBuffContext, protocol: u32, off: usize, egress: bool) -> u16 
     if off > 512 {
         return 0;
     }
-    match ctx.load::<[u8; 4]>(off) {
-        Ok(p) if egress => u16::from_be_bytes([p[2], p[3]]),
-        Ok(p) => u16::from_be_bytes([p[0], p[1]]),
-        Err(_) => 0,
+    match read::<[u8; 4]>(ctx, off) {
+        Some(p) if egress => u16::from_be_bytes([p[2], p[3]]),
+        Some(p) => u16::from_be_bytes([p[0], p[1]]),
+        None => 0,
     }
 }
 

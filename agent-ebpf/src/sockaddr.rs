@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use faultline_common::net::{
     ACTION_DNS, ACTION_REJECT, DIR_EGRESS, DIR_INGRESS, DnsOrig, FAMILY_V4, FAMILY_V6,
-    MAX_RULES_PER_CGROUP, PROTO_UDP,
+    MAX_RULES_PER_CGROUP, PROTO_UDP, SlotFilter,
 };
 
 use crate::{
@@ -111,7 +111,7 @@ fn steer(ctx: &SockAddrContext, v6: bool, slot: u32, hi: u64, lo: u64, meta: u64
 #[inline(always)]
 fn sendmsg(ctx: &SockAddrContext, v6: bool) -> i32 {
     let (hi, lo, meta) = destination(ctx, v6);
-    if let Some(slot) = walk(bit(ACTION_DNS), meta, |slot| fl_dns_rule(slot, hi, lo, meta) != 0) {
+    if let Some(slot) = walk(|slot, filter| fl_dns_rule(filter, slot, hi, lo, meta) != 0) {
         steer(ctx, v6, slot, hi, lo, meta);
     }
     ALLOW
@@ -164,13 +164,12 @@ fn unsteer(ctx: &SockAddrContext, v6: bool, only_from_responder: bool) -> i32 {
     ALLOW
 }
 
-/// Calls `f` on each rule slot of the current task's targeted cgroups whose filter in brief
-/// admits one of `actions` and the destination (`meta`, see `Packet::words`), until it
-/// returns true; returns that slot.
+/// Calls `f(slot, filter)` on each rule slot of the current task's targeted cgroups, with the
+/// slot's `SlotFilter` bits (the rule functions test them first), until it returns true;
+/// returns that slot.
 #[inline(always)]
-fn walk(actions: u32, meta: u64, mut f: impl FnMut(u32) -> bool) -> Option<u32> {
+fn walk(mut f: impl FnMut(u32, u64) -> bool) -> Option<u32> {
     let cfg = FL_NET_CONFIG.get(0)?;
-    let (protocol, port) = (((meta >> 16) & 0xff) as u32, meta as u16);
     levels::find(
         cfg.levels,
         // SAFETY: helper with a scalar argument; runs in the calling task's context.
@@ -182,17 +181,21 @@ fn walk(actions: u32, meta: u64, mut f: impl FnMut(u32) -> bool) -> Option<u32> 
                 if i as u32 >= set.count {
                     break;
                 }
-                // A call has no direction: any rule's direction admits it.
-                if !set.filters[i].admits(actions, DIR_EGRESS | DIR_INGRESS, protocol, port) {
-                    continue;
-                }
-                if f(set.slots[i]) {
+                if f(set.slots[i], set.filters[i].bits()) {
                     return Some(set.slots[i]);
                 }
             }
             None
         },
     )
+}
+
+/// Whether the slot's filter in brief admits a call for one of `actions` to this
+/// destination (`meta`, see `Packet::words`). A call has no direction: any rule's admits it.
+#[inline(always)]
+fn admits(filter: u64, actions: u32, meta: u64) -> bool {
+    let (protocol, port) = (((meta >> 16) & 0xff) as u32, meta as u16);
+    SlotFilter::from_bits(filter).admits(actions, DIR_EGRESS | DIR_INGRESS, protocol, port)
 }
 
 /// The destination as the rule functions take it (`Packet::words`). Each program reads only
@@ -227,12 +230,12 @@ fn connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     // A sentinel, not an Option: 5.10's verifier cannot follow LLVM's split of an Option
     // into a flag and a conditionally written stack slot.
     let mut dns = NO_SLOT;
-    walk(bit(ACTION_REJECT) | bit(ACTION_DNS), meta, |slot| {
-        errno = fl_sock_rule(slot, hi, lo, meta);
+    walk(|slot, filter| {
+        errno = fl_sock_rule(filter, slot, hi, lo, meta);
         if errno > 0 {
             return true;
         }
-        if dns == NO_SLOT && fl_dns_rule(slot, hi, lo, meta) != 0 {
+        if dns == NO_SLOT && fl_dns_rule(filter, slot, hi, lo, meta) != 0 {
             dns = slot;
         }
         false
@@ -256,7 +259,10 @@ fn connect(ctx: &SockAddrContext, v6: bool) -> i32 {
 /// inlined for the same reason as `fl_net_rule`.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn fl_dns_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
+pub extern "C" fn fl_dns_rule(filter: u64, slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
+    if !admits(filter, bit(ACTION_DNS), meta) {
+        return 0;
+    }
     let Some(rule) = FL_NET_RULES.get(slot) else {
         return 0;
     };
@@ -284,7 +290,10 @@ pub extern "C" fn fl_dns_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
 /// `fl_net_rule`, and with scalar arguments only, so it is valid for connect4 and connect6.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn fl_sock_rule(slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
+pub extern "C" fn fl_sock_rule(filter: u64, slot: u32, hi: u64, lo: u64, meta: u64) -> i32 {
+    if !admits(filter, bit(ACTION_REJECT), meta) {
+        return 0;
+    }
     let Some(rule) = FL_NET_RULES.get(slot) else {
         return 0;
     };
