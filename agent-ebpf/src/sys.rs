@@ -8,7 +8,7 @@ use aya_ebpf::{
     helpers::{
         bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_set_retval,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, fentry, lsm, raw_tracepoint},
+    macros::{cgroup_sock, cgroup_sock_addr, fentry, lsm, lsm_cgroup, raw_tracepoint},
     programs::{FEntryContext, LsmContext, RawTracePointContext, SockAddrContext, SockContext},
 };
 use faultline_common::sys::{
@@ -212,6 +212,20 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
     }
     // Every open on the host comes through here.
     verdict(0, open_errno(ctx.arg(0)))
+}
+
+// The same for the tasks of one cgroup tree (BPF_LSM_CGROUP, 6.0+, where the bpf LSM is
+// active): attached to each topmost targeted cgroup, so tasks elsewhere run no program. A
+// denial is the return value 0 with the errno set through bpf_set_retval.
+#[lsm_cgroup(hook = "file_open")]
+pub fn fl_sys_cgroup_file_open(ctx: LsmContext) -> i32 {
+    let errno = open_errno(ctx.arg(0));
+    if errno == 0 {
+        return 1;
+    }
+    // SAFETY: helper with a scalar argument; bounded like neg_errno.
+    unsafe { bpf_set_retval(neg_errno(errno)) };
+    0
 }
 
 /// The errno an open of `file` by the current task fails with, or 0.

@@ -189,3 +189,74 @@ fn unlink_mkdir_rename_exec_and_fork_fail_in_the_target_only() {
     }
     assert_eq!(cg.programs(), 0);
 }
+
+/// Tracing links the agent holds (host-wide LSM programs are such links), from its fdinfo.
+fn tracing_links(agent: &Agent) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fdinfo", agent.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter(|t| t.lines().any(|l| l.starts_with("link_type:") && l.ends_with("tracing")))
+        .count()
+}
+
+/// Where the kernel has BPF_LSM_CGROUP (6.0+) and the bpf LSM is active: an open rule on a
+/// cgroup puts the open program on that cgroup alone (tasks elsewhere run none); a rule on a
+/// process, whose cgroup may hold other tasks, takes the host-wide program, and the cgroup
+/// attachment comes back when that rule ends. Opens fail as asked all along.
+#[test]
+fn open_rules_on_cgroups_attach_to_the_cgroup_not_the_host() {
+    const BPF_LSM_CGROUP: u32 = 43;
+    let agent = Agent::start();
+    let cg = Cgroup::new("sysopencg");
+    let Some(backend) = backend_or_refused(&agent, &cg) else { return };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let major: u32 = release.split('.').next().unwrap().parse().unwrap();
+    if !backend.starts_with("lsm") || major < 6 {
+        eprintln!("backend {backend} on {}: host-wide programs only", release.trim());
+        return;
+    }
+    let dir = TempDir::new("opencg");
+    let d = dir.path().display().to_string();
+    std::fs::create_dir(format!("{d}/data")).unwrap();
+    std::fs::write(format!("{d}/data/f"), b"x").unwrap();
+    let f = format!("{d}/data/f");
+    let opens = |cg: Option<&Cgroup>| probe(cg, &["calls", "open", &f, "20"]);
+    let e = fail(
+        &agent,
+        &cg,
+        &["--syscall", "openat", "--errno", "EIO", "--path", &format!("{d}/data"), "--for", "60s"],
+    );
+    let (on_cgroup, host_wide) = (cg.attached(BPF_LSM_CGROUP), tracing_links(&agent));
+    eprintln!(
+        "cgroup rule: lsm_cgroup programs on the cgroup {on_cgroup}, tracing links {host_wide}"
+    );
+    assert_eq!((on_cgroup, host_wide), (1, 0), "{e}");
+    assert_eq!(errnos(&opens(Some(&cg)), libc::EIO), 20);
+    assert_eq!(opens(None)["ok"], 20);
+
+    // A process target elsewhere: the host-wide program takes over, for both rules.
+    let other = Cgroup::new("sysopencg-pid");
+    let w = Waiting::start(&other, &["calls", "open", &f, "20"]);
+    let p = agent.cli_json(&[
+        "sys",
+        "fail",
+        "--pid",
+        &w.pid,
+        "--syscall",
+        "openat",
+        "--errno",
+        "EACCES",
+        "--for",
+        "60s",
+    ]);
+    let (on_cgroup, host_wide) = (cg.attached(BPF_LSM_CGROUP), tracing_links(&agent));
+    eprintln!("and a pid rule: on the cgroup {on_cgroup}, tracing links {host_wide}");
+    assert_eq!((on_cgroup, host_wide), (0, 1));
+    assert_eq!(errnos(&w.release(), libc::EACCES), 20);
+    assert_eq!(errnos(&opens(Some(&cg)), libc::EIO), 20);
+    agent.cli_json(&["cancel", p["id"].as_str().unwrap()]);
+    assert_eq!((cg.attached(BPF_LSM_CGROUP), tracing_links(&agent)), (1, 0), "back on the cgroup");
+    agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
+    assert_eq!((cg.attached(BPF_LSM_CGROUP), tracing_links(&agent)), (0, 0), "all gone");
+    assert_eq!(opens(Some(&cg))["ok"], 20);
+}

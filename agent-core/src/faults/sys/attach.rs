@@ -1,6 +1,8 @@
 //! What the system-call rules need attached, reconciled after every change: LSM programs (or
 //! the same code as fmod_ret) per hook in use, the cgroup socket programs on topmost
-//! targeted cgroups, and the fork/exit tracepoints while a rule targets processes. Every
+//! targeted cgroups, the open program per topmost targeted cgroup where the kernel has
+//! BPF_LSM_CGROUP (so no other task on the node runs it), and the fork/exit tracepoints
+//! while a rule targets processes. Every
 //! attachment is a link or fd the agent holds, so all of it goes with the agent.
 
 use std::{
@@ -12,9 +14,9 @@ use std::{
 use aya::{
     Btf, Ebpf,
     programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, Lsm, RawTracePoint,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, Lsm, LsmCgroup, RawTracePoint,
         cgroup_sock::CgroupSockLink, cgroup_sock_addr::CgroupSockAddrLink, fentry::FEntryLink,
-        lsm::LsmLink, raw_trace_point::RawTracePointLink,
+        lsm::LsmLink, lsm_cgroup::LsmLink as LsmCgroupLink, raw_trace_point::RawTracePointLink,
     },
 };
 use faultline_common::sys::{
@@ -166,6 +168,8 @@ const CGROUP_SOCK_ADDR: &[&str] = &[
     "fl_sys_sendmsg6",
 ];
 const CGROUP_SOCK_CREATE: &str = "fl_sys_sock_create";
+/// file_open as a BPF_LSM_CGROUP program (sys.rs).
+const CGROUP_OPEN: &str = "fl_sys_cgroup_file_open";
 
 struct CgroupLinks {
     _addr: Vec<CgroupSockAddrLink>,
@@ -176,6 +180,8 @@ struct CgroupLinks {
 pub struct Attachments {
     files: HashMap<&'static str, Held>,
     cgroups: HashMap<u64, CgroupLinks>,
+    /// The open program per topmost cgroup, where it is attached by cgroup.
+    open_cgroups: HashMap<u64, LsmCgroupLink>,
     tracepoints: Option<(RawTracePointLink, RawTracePointLink)>,
 }
 
@@ -235,6 +241,33 @@ impl Attachments {
         Ok(())
     }
 
+    /// Attaches the BPF_LSM_CGROUP open program to each cgroup in `wanted` (topmost targets
+    /// of rules that need the open hook), then detaches the others.
+    pub fn reconcile_open_cgroups(
+        &mut self,
+        ebpf: &mut Ebpf,
+        wanted: &BTreeSet<u64>,
+        cgroups: &HashMap<u64, ResolvedCgroup>,
+    ) -> Result<()> {
+        for id in wanted {
+            if self.open_cgroups.contains_key(id) {
+                continue;
+            }
+            let Some(cg) = cgroups.get(id) else { continue };
+            let dir = File::open(cg.fs_path()).map_err(|e| {
+                Error::NotFound(format!("target: cgroup {} vanished: {e}", cg.path))
+            })?;
+            let prog = cgroup_open(ebpf)?;
+            let link =
+                prog.attach(&dir).map_err(|e| unsupported("attaching lsm_cgroup/file_open", &e))?;
+            let link = prog.take_link(link).map_err(|e| Error::internal("taking link", e))?;
+            debug!(cgroup = %cg.path, "open program attached to the cgroup");
+            self.open_cgroups.insert(*id, link);
+        }
+        self.open_cgroups.retain(|id, _| wanted.contains(id));
+        Ok(())
+    }
+
     /// The fork and exit tracepoints, while `on`.
     pub fn reconcile_tracepoints(&mut self, ebpf: &mut Ebpf, on: bool) -> Result<()> {
         if !on {
@@ -265,6 +298,20 @@ fn attach_lsm(ebpf: &mut Ebpf, name: &str, hook: &str) -> Result<LsmLink> {
     }
     let id = prog.attach().map_err(|e| unsupported(&format!("attaching lsm/{hook}"), &e))?;
     prog.take_link(id).map_err(|e| Error::internal("taking link", e))
+}
+
+/// The BPF_LSM_CGROUP open program, loaded at first use. Loading it is also the probe: a
+/// kernel before 6.0 refuses the attach type.
+pub fn cgroup_open(ebpf: &mut Ebpf) -> Result<&mut LsmCgroup> {
+    let prog: &mut LsmCgroup = ebpf
+        .program_mut(CGROUP_OPEN)
+        .ok_or_else(|| Error::Internal(format!("program {CGROUP_OPEN} missing")))?
+        .try_into()
+        .map_err(|e| Error::internal(CGROUP_OPEN, e))?;
+    if prog.fd().is_err() {
+        prog.load("file_open", &btf()?).map_err(|e| unsupported("lsm_cgroup/file_open", &e))?;
+    }
+    Ok(prog)
 }
 
 fn attach_fentry(ebpf: &mut Ebpf, name: &str, func: &str) -> Result<FEntryLink> {

@@ -8,7 +8,7 @@ pub(crate) mod sanitize;
 pub mod syscalls;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     os::fd::RawFd,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -23,9 +23,10 @@ use faultline_common::{
     net::{GLOBAL_HAS_SET_RETVAL, MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS},
     sys::{
         CGROUP_HOOKS, GLOBAL_SYS_AGENT_TGID, GLOBAL_SYS_FILE_F_PATH, GLOBAL_SYS_HAS_FETCH,
-        HOOK_READ, HOOK_WRITE, MAP_SYS_CGROUPS, MAP_SYS_CONFIG, MAP_SYS_PATHS, MAP_SYS_PIDS,
-        MAP_SYS_RULES, MAP_SYS_STATE, MAX_SYS_RULES, MAX_SYS_RULES_PER_TARGET, SYS_F_FOLLOW,
-        SYS_F_SEEDED, SYS_PATH_MAX, SYS_PROB_ONE, SysConfig, SysRule, SysSlots, SysState, fnv1a,
+        HOOK_OPEN, HOOK_READ, HOOK_WRITE, MAP_SYS_CGROUPS, MAP_SYS_CONFIG, MAP_SYS_PATHS,
+        MAP_SYS_PIDS, MAP_SYS_RULES, MAP_SYS_STATE, MAX_SYS_RULES, MAX_SYS_RULES_PER_TARGET,
+        SYS_F_FOLLOW, SYS_F_SEEDED, SYS_PATH_MAX, SYS_PROB_ONE, SysConfig, SysRule, SysSlots,
+        SysState, fnv1a,
     },
 };
 use tracing::{info, warn};
@@ -86,6 +87,9 @@ struct State {
     /// The file backend, once chosen (`SysDriver::files`; None: not yet, or file calls
     /// cannot be failed here).
     backend: Option<FileBackend>,
+    /// With the LSM backend: the open program also loads as BPF_LSM_CGROUP (6.0+), so it is
+    /// attached per topmost targeted cgroup while every open rule targets cgroups.
+    open_by_cgroup: bool,
 }
 
 pub struct SysDriver {
@@ -206,6 +210,7 @@ impl SysDriver {
             cgroup_of: HashMap::new(),
             attach: Attachments::default(),
             backend: None,
+            open_by_cgroup: false,
         };
         Ok(SysDriver {
             state: Arc::new(Mutex::new(state)),
@@ -228,6 +233,12 @@ impl SysDriver {
                 Err(e) => info!(reason = %e, "file system calls cannot be failed here"),
             }
             st.backend = files.as_ref().ok().copied();
+            if st.backend == Some(FileBackend::Lsm) {
+                match attach::cgroup_open(&mut st.ebpf) {
+                    Ok(_) => st.open_by_cgroup = true,
+                    Err(e) => info!(reason = %e, "opens are judged by a host-wide program"),
+                }
+            }
             files
         })
     }
@@ -450,10 +461,38 @@ impl State {
         let file_hooks = self.live.values().fold(0, |a, l| a | (l.hooks & !CGROUP_HOOKS));
         let rw = 1 << HOOK_READ | 1 << HOOK_WRITE;
         let paths = self.live.values().any(|l| l.path.is_some() && l.hooks & rw != 0);
-        let wanted = attach::file_progs(file_hooks, paths);
+        let mut wanted = attach::file_progs(file_hooks, paths);
+        let by_id: HashMap<u64, ResolvedCgroup> =
+            self.cgroup_of.values().map(|c| (c.id, c.clone())).collect();
+        // The open program by cgroup while no rule that needs it targets a process (a pid
+        // target's cgroup holds other tasks too).
+        let opens =
+            |l: &&Live| l.hooks & (1 << HOOK_OPEN) != 0 || (l.path.is_some() && l.hooks & rw != 0);
+        let by_cgroup = self.open_by_cgroup
+            && wanted.iter().any(|p| p.key == attach::OPEN.key)
+            && !self.live.values().filter(opens).any(|l| matches!(l.key, Key::Pid(_)));
+        let open_cgroups = if by_cgroup {
+            wanted.retain(|p| p.key != attach::OPEN.key);
+            topmost(
+                self.live
+                    .values()
+                    .filter(opens)
+                    .filter_map(|l| self.cgroup_of.get(&l.key))
+                    .map(|c| (c.id, c.path.as_str())),
+            )
+        } else {
+            BTreeSet::new()
+        };
+        // What takes over is attached before what it replaces goes.
+        if by_cgroup {
+            self.attach.reconcile_open_cgroups(&mut self.ebpf, &open_cgroups, &by_id)?;
+        }
         if let Some(b) = self.backend {
             let State { ebpf, attach, fds, object, .. } = self;
             attach.reconcile_files(ebpf, b, &wanted, object, fds)?;
+        }
+        if !by_cgroup {
+            self.attach.reconcile_open_cgroups(&mut self.ebpf, &open_cgroups, &by_id)?;
         }
         let sockets: Vec<(u64, &str)> = self
             .live
@@ -463,8 +502,6 @@ impl State {
             .map(|c| (c.id, c.path.as_str()))
             .collect();
         let wanted = topmost(sockets);
-        let by_id: HashMap<u64, ResolvedCgroup> =
-            self.cgroup_of.values().map(|c| (c.id, c.clone())).collect();
         self.attach.reconcile_cgroups(&mut self.ebpf, &wanted, &by_id)?;
         let pids = self.live.values().any(|l| matches!(l.key, Key::Pid(_)));
         self.attach.reconcile_tracepoints(&mut self.ebpf, pids)
