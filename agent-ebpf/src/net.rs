@@ -31,7 +31,7 @@ use crate::{
         FL_NET_CONFIG, FL_NET_COUNTERS, FL_NET_PORTS, FL_NET_RULES, FL_NET_STATE,
     },
     normal,
-    packet::{Packet, parse, slot_of, with_slot},
+    packet::{Packet, parse, proto_port, slot_of, with_slot},
     sockcg::fl_sock_note,
 };
 
@@ -136,11 +136,12 @@ pub extern "C" fn fl_net_rule(
     meta: u64,
 ) -> i32 {
     let (slot, dir) = slot_of(meta);
-    let pkt = Packet::from_words(hi, lo, meta);
     let actions = skb_actions(dir);
-    if !SlotFilter::from_bits(filter).admits(actions, dir, pkt.protocol, pkt.remote_port) {
+    let (protocol, port) = proto_port(meta);
+    if !SlotFilter::from_bits(filter).admits(actions, dir, protocol, port) {
         return 0;
     }
+    let pkt = Packet::from_words(hi, lo, meta);
     let ctx = SkBuffContext::new(skb);
     let Some(m) = applicable(slot, dir, pkt, actions) else {
         return 0;

@@ -31,6 +31,13 @@ pub fn with_slot(meta: u64, slot: u32, dir: u32) -> u64 {
     meta | ((slot as u64) & 0xffff) << META_SLOT_SHIFT | ((dir as u64) & 3) << META_DIR_SHIFT
 }
 
+/// The protocol and port in `meta` (from `Packet::words`): what a slot's filter in brief
+/// tests, read without building the packet.
+#[inline(always)]
+pub fn proto_port(meta: u64) -> (u32, u16) {
+    (((meta >> 16) & 0xff) as u32, meta as u16)
+}
+
 /// The slot and direction `with_slot` added.
 #[inline(always)]
 pub fn slot_of(meta: u64) -> (u32, u32) {

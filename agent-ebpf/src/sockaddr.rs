@@ -24,7 +24,7 @@ use crate::{
         FL_NET_RULES, FL_NET_STATE,
     },
     net::{bit, chance, matches},
-    packet::Packet,
+    packet::{Packet, proto_port},
 };
 
 const ALLOW: i32 = 1;
@@ -194,7 +194,7 @@ fn walk(mut f: impl FnMut(u32, u64) -> bool) -> Option<u32> {
 /// destination (`meta`, see `Packet::words`). A call has no direction: any rule's admits it.
 #[inline(always)]
 fn admits(filter: u64, actions: u32, meta: u64) -> bool {
-    let (protocol, port) = (((meta >> 16) & 0xff) as u32, meta as u16);
+    let (protocol, port) = proto_port(meta);
     SlotFilter::from_bits(filter).admits(actions, DIR_EGRESS | DIR_INGRESS, protocol, port)
 }
 

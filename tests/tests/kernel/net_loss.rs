@@ -4,7 +4,7 @@
 use faultline_tests::{
     Agent, Cgroup,
     net::{TcpEcho, UdpEcho, UdpSink},
-    probe,
+    probe, udp_loss,
 };
 
 const N: usize = 5000;
@@ -241,32 +241,11 @@ fn nested_targets_measured_at_once() {
     let (to_parent, to_port, to_other) =
         (UdpSink::bind("127.0.0.1:0"), UdpSink::bind("127.0.0.1:0"), UdpSink::bind("[::1]:0"));
     let port = to_port.addr().port().to_string();
-    agent.cli_json(&[
-        "net",
-        "loss",
-        "--cgroup",
-        &parent.rel,
-        "--percent",
-        "30",
-        "--protocol",
-        "udp",
-        "--for",
-        "60s",
-    ]);
-    agent.cli_json(&[
-        "net",
-        "loss",
-        "--cgroup",
-        &child.rel,
-        "--percent",
-        "50",
-        "--protocol",
-        "udp",
-        "--port",
-        &port,
-        "--for",
-        "60s",
-    ]);
+    // The parent's rule takes any UDP port; the child's only this one.
+    let parent_rule = ["net", "loss", "--cgroup", &parent.rel, "--percent", "30"];
+    agent.cli_json(&[&parent_rule[..], &["--protocol", "udp", "--for", "60s"]].concat());
+    let child_rule = udp_loss(&["--cgroup", &child.rel], "50", &port, "60s");
+    agent.cli_json(&child_rule.iter().map(String::as_str).collect::<Vec<_>>());
     let n = N.to_string();
     std::thread::scope(|s| {
         let p = s.spawn(|| probe(Some(&parent), &["udp-send", &to_parent.addr().to_string(), &n]));

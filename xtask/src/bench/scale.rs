@@ -67,10 +67,34 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     let servers = Servers::start()?;
     // The floor: an empty program on a cgroup of its own, run by the same traffic.
     let floor_cg = Cgroup::new("bench-scale-f");
-    let floor = {
+    let (floor, floor_rr) = {
         let _prog = Floor::attach(&floor_cg.fs)?;
-        per_packet(std::process::id(), [FLOOR_EGRESS, FLOOR_INGRESS], &servers, &floor_cg, secs)?
+        let ns = per_packet(
+            std::process::id(),
+            [FLOOR_EGRESS, FLOOR_INGRESS],
+            &servers,
+            &floor_cg,
+            secs,
+        )?;
+        // What any cgroup_skb program costs a round trip: the empty one against none.
+        let samples =
+            alternate(rounds, 2, |_, v| servers.rr(if v == 0 { &r } else { &floor_cg }, secs))?;
+        (ns, samples)
     };
+    rep.add(
+        Figure::new(
+            H,
+            "scale.rr.floor",
+            "UDP round trips per CPU s, the empty cgroup_skb program / none",
+            paired_ratio(&floor_rr, 0, 1, |x| x.per_cpu()),
+            "ratio",
+        )
+        .note(format!(
+            "the kernel's own cost of running a cgroup_skb program on each packet (the floor \
+             under the matching-rule ratios); {}",
+            spread(&floor_rr, 0, 1, |x| x.per_cpu())
+        )),
+    );
     rep.add(
         Figure::new(
             H,

@@ -229,16 +229,7 @@ impl Attachments {
         wanted: &BTreeSet<u64>,
         cgroups: &HashMap<u64, ResolvedCgroup>,
     ) -> Result<()> {
-        for id in wanted {
-            if self.cgroups.contains_key(id) {
-                continue;
-            }
-            let Some(cg) = cgroups.get(id) else { continue };
-            let links = attach_cgroup(ebpf, cg)?;
-            self.cgroups.insert(*id, links);
-        }
-        self.cgroups.retain(|id, _| wanted.contains(id));
-        Ok(())
+        by_cgroup(&mut self.cgroups, wanted, cgroups, |cg| attach_cgroup(ebpf, cg))
     }
 
     /// Attaches the BPF_LSM_CGROUP open program to each cgroup in `wanted` (topmost targets
@@ -249,23 +240,14 @@ impl Attachments {
         wanted: &BTreeSet<u64>,
         cgroups: &HashMap<u64, ResolvedCgroup>,
     ) -> Result<()> {
-        for id in wanted {
-            if self.open_cgroups.contains_key(id) {
-                continue;
-            }
-            let Some(cg) = cgroups.get(id) else { continue };
-            let dir = File::open(cg.fs_path()).map_err(|e| {
-                Error::NotFound(format!("target: cgroup {} vanished: {e}", cg.path))
-            })?;
+        by_cgroup(&mut self.open_cgroups, wanted, cgroups, |cg| {
+            let dir = cgroup_dir(cg)?;
             let prog = cgroup_open(ebpf)?;
             let link =
                 prog.attach(&dir).map_err(|e| unsupported("attaching lsm_cgroup/file_open", &e))?;
-            let link = prog.take_link(link).map_err(|e| Error::internal("taking link", e))?;
             debug!(cgroup = %cg.path, "open program attached to the cgroup");
-            self.open_cgroups.insert(*id, link);
-        }
-        self.open_cgroups.retain(|id, _| wanted.contains(id));
-        Ok(())
+            prog.take_link(link).map_err(|e| Error::internal("taking link", e))
+        })
     }
 
     /// The fork and exit tracepoints, while `on`.
@@ -281,6 +263,30 @@ impl Attachments {
         }
         Ok(())
     }
+}
+
+/// Attaches with `attach` what each cgroup in `wanted` lacks in `held`, then drops (detaches)
+/// what is held for the others.
+fn by_cgroup<L>(
+    held: &mut HashMap<u64, L>,
+    wanted: &BTreeSet<u64>,
+    cgroups: &HashMap<u64, ResolvedCgroup>,
+    mut attach: impl FnMut(&ResolvedCgroup) -> Result<L>,
+) -> Result<()> {
+    for id in wanted {
+        if held.contains_key(id) {
+            continue;
+        }
+        let Some(cg) = cgroups.get(id) else { continue };
+        held.insert(*id, attach(cg)?);
+    }
+    held.retain(|id, _| wanted.contains(id));
+    Ok(())
+}
+
+fn cgroup_dir(cg: &ResolvedCgroup) -> Result<File> {
+    File::open(cg.fs_path())
+        .map_err(|e| Error::NotFound(format!("target: cgroup {} vanished: {e}", cg.path)))
 }
 
 fn btf() -> Result<Btf> {
@@ -343,8 +349,7 @@ fn attach_tracepoint(ebpf: &mut Ebpf, name: &str, event: &str) -> Result<RawTrac
 }
 
 fn attach_cgroup(ebpf: &mut Ebpf, cg: &ResolvedCgroup) -> Result<CgroupLinks> {
-    let dir = File::open(cg.fs_path())
-        .map_err(|e| Error::NotFound(format!("target: cgroup {} vanished: {e}", cg.path)))?;
+    let dir = cgroup_dir(cg)?;
     let mut addr = Vec::new();
     for name in CGROUP_SOCK_ADDR {
         let prog: &mut CgroupSockAddr = ebpf
