@@ -20,7 +20,6 @@ use faultline_common::net::{
     DIR_EGRESS, DIR_INGRESS, DIST_NORMAL, DnsClient, FAMILY_V4, MAX_RULES_PER_CGROUP, MODEL_GE,
     MODEL_NTH, NetCounters, NetRule, PORT_KEY_HEADER_BITS, PROB_ONE, PROTO_ANY, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_UDP, PortKey, RULE_F_CIDRS, RULE_F_PORTS, RULE_F_SEEDED, RuleState,
-    SlotFilter,
 };
 
 use crate::{
@@ -75,30 +74,17 @@ fn run(ctx: &SkBuffContext, dir: u32) -> Result<i32, i32> {
     if cfg.ingress != 0 {
         fl_sock_note(ctx.skb.skb);
     }
-    // Parsed once; the rule function gets it as scalars, with the slot's filter in brief,
-    // which it tests before it looks the rule up.
+    // Parsed once; the set and rule functions get it as scalars.
     let Some(pkt) = parse(ctx, dir == DIR_EGRESS, 0) else {
         return Ok(PASS);
     };
     let (hi, lo, meta) = pkt.words();
+    let meta = with_slot(meta, 0, dir);
     let dropped = levels::find(
         cfg.levels,
         // SAFETY: helper call on the program's own context.
         |level| unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level as i32) },
-        |id| {
-            // SAFETY: the value is only read; user space replaces it atomically.
-            let set = unsafe { FL_NET_CGROUPS.get(id) }?;
-            for i in 0..MAX_RULES_PER_CGROUP {
-                if i as u32 >= set.count {
-                    break;
-                }
-                let meta = with_slot(meta, set.slots[i], dir);
-                if fl_net_rule(ctx.skb.skb, set.filters[i].bits(), hi, lo, meta) != 0 {
-                    return Some(());
-                }
-            }
-            None
-        },
+        |id| (fl_net_set(ctx.skb.skb, id, hi, lo, meta) != 0).then_some(()),
     );
     Ok(if dropped.is_some() { drop } else { PASS })
 }
@@ -114,33 +100,49 @@ fn skb_actions(dir: u32) -> u32 {
     }
 }
 
+/// The rules of cgroup `id` against one packet (as `Packet::words`, the direction added by
+/// `with_slot`): each slot's filter in brief first, the rule function only for the slots it
+/// admits; returns 1 to drop. Global, like `fl_net_rule`: the verifier checks the slot loop
+/// once, not once per cgroup level of the caller's loop (inline there, 6.1's verifier walked
+/// 252,000 instructions, 10-15 s per program under TCG).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn fl_net_set(skb: *mut __sk_buff, id: u64, hi: u64, lo: u64, meta: u64) -> i32 {
+    // SAFETY: the value is only read; user space replaces it atomically.
+    let Some(set) = (unsafe { FL_NET_CGROUPS.get(id) }) else {
+        return 0;
+    };
+    let (_, dir) = slot_of(meta);
+    let actions = skb_actions(dir);
+    let (protocol, port) = proto_port(meta);
+    for i in 0..MAX_RULES_PER_CGROUP {
+        if i as u32 >= set.count {
+            break;
+        }
+        if !set.filters[i].admits(actions, dir, protocol, port) {
+            continue;
+        }
+        if fl_net_rule(skb, hi, lo, with_slot(meta, set.slots[i], dir)) != 0 {
+            return 1;
+        }
+    }
+    0
+}
+
 /// Evaluates one rule for one packet (the packet as `Packet::words`, with the slot and the
-/// direction added by `with_slot`; `filter`: the slot's `SlotFilter` bits, tested first):
-/// returns 1 to drop; a delay or pacing rule moves the packet's departure time
-/// (`skb->tstamp`, for fq on the device) instead.
+/// direction added by `with_slot`): returns 1 to drop; a delay or pacing rule moves the
+/// packet's departure time (`skb->tstamp`, for fq on the device) instead.
 ///
 /// A global (exported, never inlined) function: the verifier checks it once on its own
 /// instead of once per loop iteration of every caller, which keeps verification linear in
 /// the number of rules a packet may meet. It takes only the context and scalars (what
 /// global functions may take on 5.10); no per-CPU scratch that a softirq on the same CPU
-/// could overwrite mid-run. The filter test lives here too: inline in the caller's loop, the
-/// verifier of 6.1 walked its branches for every slot at every level (250,000 instructions,
-/// 10-15 s per program under TCG).
+/// could overwrite mid-run.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn fl_net_rule(
-    skb: *mut __sk_buff,
-    filter: u64,
-    hi: u64,
-    lo: u64,
-    meta: u64,
-) -> i32 {
+pub extern "C" fn fl_net_rule(skb: *mut __sk_buff, hi: u64, lo: u64, meta: u64) -> i32 {
     let (slot, dir) = slot_of(meta);
     let actions = skb_actions(dir);
-    let (protocol, port) = proto_port(meta);
-    if !SlotFilter::from_bits(filter).admits(actions, dir, protocol, port) {
-        return 0;
-    }
     let pkt = Packet::from_words(hi, lo, meta);
     let ctx = SkBuffContext::new(skb);
     let Some(m) = applicable(slot, dir, pkt, actions) else {
