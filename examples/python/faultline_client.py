@@ -98,11 +98,7 @@ def run(args: argparse.Namespace) -> None:
         experiment_pb2 = importlib.import_module("faultline.v1.experiment_pb2")
 
         target = grpc_target(args.endpoint)
-        # Over a Unix socket grpcio sends the socket path as :authority, which the agent's
-        # HTTP/2 stack (h2) refuses as malformed (RST_STREAM, PROTOCOL_ERROR); "localhost" is
-        # what grpc-go and tonic clients send there.
-        options = [("grpc.default_authority", "localhost")] if target.startswith("unix:") else []
-        with grpc.insecure_channel(target, options=options) as channel:
+        with grpc.insecure_channel(target) as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=10)
             except grpc.FutureTimeoutError:

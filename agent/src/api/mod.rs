@@ -133,13 +133,15 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<FaultServiceServer<service::Service>>().await;
+    // Reflection in both versions: v1, and v1alpha that grpcui, Postman, Evans and older
+    // grpcurl still ask for.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("building reflection service")
     };
+    let reflection_v1 = || reflection().build_v1().context("building reflection v1");
+    let reflection_v1alpha = || reflection().build_v1alpha().context("building reflection v1alpha");
     let fault_svc = FaultServiceServer::new(service::Service::new(
         engine,
         limits,
@@ -152,7 +154,8 @@ pub async fn serve(
     let router = Server::builder()
         .layer(crate::telemetry::metrics::GrpcLayer(metrics.clone()))
         .add_service(health_svc.clone())
-        .add_service(reflection()?)
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?)
         .add_service(fault_svc.clone());
 
     // TCP first: clients (and tests) take the Unix socket's existence as "the agent is up".
@@ -192,7 +195,11 @@ pub async fn serve(
                 .layer(crate::telemetry::metrics::GrpcLayer(metrics))
                 .add_service(health_svc)
                 .add_service(tonic::service::interceptor::InterceptedService::new(
-                    reflection()?,
+                    reflection_v1()?,
+                    gate.clone(),
+                ))
+                .add_service(tonic::service::interceptor::InterceptedService::new(
+                    reflection_v1alpha()?,
                     gate.clone(),
                 ))
                 .add_service(tonic::service::interceptor::InterceptedService::new(fault_svc, gate));

@@ -24,7 +24,7 @@ async fn health_and_reflection_answer() {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let mut refl = ServerReflectionClient::new(ch);
+    let mut refl = ServerReflectionClient::new(ch.clone());
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -39,6 +39,32 @@ async fn health_and_reflection_answer() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"faultline.v1.FaultService".to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+
+    // v1alpha too, what grpcui, Postman, Evans and grpcurl before 1.9 ask.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut refl = alpha::server_reflection_client::ServerReflectionClient::new(ch);
+    let req = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "faultline.v1.FaultService".into(),
+            ),
+        ),
+    };
+    let mut resp =
+        refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let Some(alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        resp.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1alpha: no file for faultline.v1.FaultService");
+    };
+    let names: Vec<String> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|b| <prost_types::FileDescriptorProto as prost::Message>::decode(&b[..]).unwrap())
+        .filter_map(|f| f.name)
+        .collect();
+    assert!(names.iter().any(|n| n == "faultline/v1/service.proto"), "{names:?}");
 }
 
 #[test]
