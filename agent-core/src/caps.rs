@@ -394,6 +394,19 @@ fn net_faults(probes: &[Probe]) -> Vec<FaultSupport> {
     ]
 }
 
+/// The probe with no agent running (`faultline caps` when none answers): loads the packet and
+/// system-call programs as the agent does, runs every probe, and drops them all on return.
+/// Nothing is journaled: the network driver's journal goes to a scratch directory, removed.
+pub fn probe_here(debug: bool) -> Result<Capabilities, String> {
+    let resolver = crate::targets::Resolver::from_host().map_err(|e| e.to_string())?;
+    let scratch = std::env::temp_dir().join(format!("faultline-caps-{}", std::process::id()));
+    let net = NetDriver::load(&scratch, debug).map(Arc::new);
+    let sys = crate::faults::sys::SysDriver::load(debug).map(Arc::new);
+    let caps = probe(resolver.mount(), &net, &sys);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(caps)
+}
+
 /// Runs every probe. `mount` is the cgroup2 mount; `net` is the loaded packet driver.
 pub fn probe(
     mount: &Path,

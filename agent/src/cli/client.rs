@@ -60,9 +60,15 @@ fn tls(r: &Remote) -> anyhow::Result<ClientTlsConfig> {
     Ok(tls)
 }
 
+/// Whether the endpoint is TCP (another node, or this one over the network) rather than the
+/// local Unix socket.
+pub fn is_remote(endpoint: &str) -> bool {
+    endpoint.starts_with("http://") || endpoint.starts_with("https://")
+}
+
 pub async fn connect(endpoint: &str) -> anyhow::Result<Client> {
     let remote = REMOTE.get().cloned().unwrap_or_default();
-    let channel = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+    let channel = if is_remote(endpoint) {
         let mut ep = Endpoint::from_shared(endpoint.to_string())
             .with_context(|| format!("bad endpoint {endpoint}"))?;
         if endpoint.starts_with("https://") {

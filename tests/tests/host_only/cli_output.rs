@@ -305,3 +305,52 @@ fn completions_and_man_pages_load() {
     let top = text(&run(&["man"]));
     assert!(top.contains(".TH faultline 1") && top.contains("completions"), "{top}");
 }
+
+/// `faultline caps` on a node with no agent: as root the CLI probes the host itself, finds
+/// what an agent on the same kernel finds, and says so (stderr, and `probed_by` in JSON); not
+/// as root, one line saying why it cannot.
+#[test]
+fn caps_without_an_agent_probes_the_host_itself() {
+    let agent = Agent::start();
+    let by_agent = agent.cli_json(&["caps"]);
+    assert_eq!(by_agent["probed_by"], "agent", "{by_agent}");
+    let dir = TempDir::new("caps-no-agent");
+    let nobody = dir.path().join("no-agent.sock");
+    let out = Command::new(faultline_bin())
+        .arg("--endpoint")
+        .arg(&nobody)
+        .args(["caps", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("probed by the CLI itself"), "{}", text(&out.stderr));
+    let here: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(here["probed_by"], "cli", "{here}");
+    assert_eq!(here["kernel_release"], by_agent["kernel_release"]);
+    let support = |caps: &serde_json::Value, list: &str, key: &str| -> Vec<(String, bool)> {
+        caps[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x[key].as_str().unwrap().to_string(), x["supported"].as_bool().unwrap()))
+            .collect()
+    };
+    assert_eq!(support(&here, "faults", "fault"), support(&by_agent, "faults", "fault"));
+    assert_eq!(support(&here, "probes", "name"), support(&by_agent, "probes", "name"));
+    assert!(support(&here, "faults", "fault").iter().any(|(_, ok)| *ok), "{here}");
+
+    // Not root: no probe, one line, non-zero.
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(faultline_bin())
+        .arg("--endpoint")
+        .arg(&nobody)
+        .arg("caps")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("needs root"), "{err}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+}
