@@ -21,7 +21,7 @@ use crate::{
             is_ancestor_path,
         },
     },
-    targets::runtime,
+    targets::{kubelet, runtime},
 };
 
 /// The file as written; every key is optional. Values that are checked after parsing keep
@@ -337,15 +337,7 @@ impl Policy {
 
     /// Pod uid -> namespace, from the kubelet's log directories.
     fn pod_namespaces(&self) -> HashMap<String, String> {
-        let Ok(dir) = std::fs::read_dir(&self.pods_log_dir) else { return HashMap::new() };
-        dir.flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let mut parts = name.splitn(3, '_');
-                let (ns, _pod, uid) = (parts.next()?, parts.next()?, parts.next()?);
-                Some((runtime::normalize_uid(uid)?, ns.to_string()))
-            })
-            .collect()
+        kubelet::pods(&self.pods_log_dir).into_iter().map(|p| (p.uid, p.namespace)).collect()
     }
 
     /// The memory-stress size this policy allows, checked where the size is known in bytes.

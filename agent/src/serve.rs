@@ -132,7 +132,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Before anything is loaded: a socket directory that others may write is refused now.
     api::prepare_socket_dir(&args.socket)?;
     let _lock = lock_state_dir(&args)?;
-    let resolver = Resolver::from_host().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let resolver = Resolver::from_host()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_pods_log_dir(policy.pods_log_dir.clone());
     info!(cgroup2 = %resolver.mount().display(), kernel = %caps::kernel_release(), "starting");
 
     let net = NetDriver::load(&args.state_dir, args.debug_bpf).map(Arc::new);

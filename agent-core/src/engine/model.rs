@@ -46,13 +46,31 @@ pub enum TargetSpec {
     },
     /// A container id or a unique prefix of one (lower-case hex).
     Container(String),
-    /// A Kubernetes pod by uid (canonical, with dashes), or one container of it.
+    /// A Kubernetes pod, or one container of it.
     Pod {
-        uid: String,
-        container: Option<String>,
+        pod: PodRef,
+        container: Option<ContainerRef>,
     },
     /// The root cgroup: everything on the host. Only when the policy allows it.
     Host,
+}
+
+/// A pod as the API names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodRef {
+    /// Canonical (lower case, with dashes).
+    Uid(String),
+    /// As `kubectl get pod -n NAMESPACE NAME` names it.
+    Name { namespace: String, name: String },
+}
+
+/// A container of a pod as the API names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerRef {
+    /// Its runtime id or a unique prefix of one (lower-case hex).
+    Id(String),
+    /// Its name in the pod spec.
+    Name(String),
 }
 
 // Variant names mirror the API's Fault oneof (net_loss, ...); other families join later.

@@ -4,6 +4,7 @@
 //! The cgroup2 mount is found in mountinfo (hybrid hosts mount it at /sys/fs/cgroup/unified,
 //! pure v2 hosts at /sys/fs/cgroup); it is never hard-coded.
 
+pub mod kubelet;
 pub mod runtime;
 
 use std::{
@@ -15,7 +16,7 @@ use faultline_host::mountinfo;
 
 use crate::engine::{
     error::{Error, Result},
-    model::{Resolved, ResolvedCgroup, ResolvedInterface, TargetSpec},
+    model::{ContainerRef, PodRef, Resolved, ResolvedCgroup, ResolvedInterface, TargetSpec},
 };
 
 /// Resolves targets against one host view (a /proc and a cgroup2 mount).
@@ -26,6 +27,8 @@ pub struct Resolver {
     /// The agent's own cgroup and pid: never a target.
     own_cgroup: String,
     own_pid: u32,
+    /// The kubelet's pod log directories, which name pods and containers on the node.
+    pods_log_dir: PathBuf,
 }
 
 impl Resolver {
@@ -43,7 +46,13 @@ impl Resolver {
     }
 
     pub fn new(mount: PathBuf, proc_root: PathBuf, own_cgroup: String, own_pid: u32) -> Self {
-        Self { mount, proc_root, own_cgroup, own_pid }
+        Self { mount, proc_root, own_cgroup, own_pid, pods_log_dir: "/var/log/pods".into() }
+    }
+
+    /// Where the kubelet's pod log directories are (the policy's `pods_log_dir`).
+    pub fn with_pods_log_dir(mut self, dir: PathBuf) -> Self {
+        self.pods_log_dir = dir;
+        self
     }
 
     pub fn mount(&self) -> &Path {
@@ -75,31 +84,31 @@ impl Resolver {
                 let c = self.one_container("/", prefix, "target.container_id")?;
                 self.container_cgroup(c, "target.container_id")
             }
-            TargetSpec::Pod { uid, container } => {
-                let pods = runtime::find_pods(&self.mount, "/", uid);
-                let pod = match pods.as_slice() {
-                    [one] => one,
-                    [] => {
-                        return Err(Error::NotFound(format!(
-                            "target.pod.uid: no pod {uid} in the cgroup tree under {}",
-                            self.mount.display()
-                        )));
-                    }
-                    many => {
-                        return Err(Error::invalid(
-                            "target.pod.uid",
-                            format!("{uid} has several cgroups: {}", many.join(", ")),
-                        ));
+            TargetSpec::Pod { pod, container } => {
+                let (uid, field, dir) = match pod {
+                    PodRef::Uid(uid) => (uid.clone(), "target.pod.uid", None),
+                    PodRef::Name { namespace, name } => {
+                        let dir = self.pod_by_name(namespace, name)?;
+                        (dir.uid.clone(), "target.pod.name", Some(dir))
                     }
                 };
+                let pod_cgroup = self.pod_cgroup(&uid, field)?;
                 match container {
-                    Some(prefix) => {
-                        let c = self.one_container(pod, prefix, "target.pod.container_id")?;
+                    Some(ContainerRef::Id(prefix)) => {
+                        let c =
+                            self.one_container(&pod_cgroup, prefix, "target.pod.container_id")?;
                         self.container_cgroup(c, "target.pod.container_id")
                     }
+                    Some(ContainerRef::Name(name)) => {
+                        let dir = dir.or_else(|| {
+                            kubelet::pods(&self.pods_log_dir).into_iter().find(|p| p.uid == uid)
+                        });
+                        let c = self.container_by_name(dir, &uid, &pod_cgroup, name)?;
+                        self.container_cgroup(c, "target.pod.container_name")
+                    }
                     None => {
-                        let mut cg = self.resolve_path(pod, "target.pod.uid")?;
-                        cg.pod_uid = Some(uid.clone());
+                        let mut cg = self.resolve_path(&pod_cgroup, field)?;
+                        cg.pod_uid = Some(uid);
                         Ok(cg)
                     }
                 }
@@ -141,6 +150,121 @@ impl Resolver {
     }
 
     /// The one container under `start` whose id begins with `prefix`.
+    /// The pod's cgroup (relative to the mount): exactly one.
+    fn pod_cgroup(&self, uid: &str, field: &str) -> Result<String> {
+        let mut pods = runtime::find_pods(&self.mount, "/", uid);
+        match pods.len() {
+            1 => Ok(pods.remove(0)),
+            0 => Err(Error::NotFound(format!(
+                "{field}: no pod {uid} in the cgroup tree under {}",
+                self.mount.display()
+            ))),
+            _ => Err(Error::invalid(
+                field,
+                format!("{uid} has several cgroups: {}", pods.join(", ")),
+            )),
+        }
+    }
+
+    /// A pod by namespace and name, from the kubelet's log directories. Several directories
+    /// of that name (an earlier pod's logs not yet removed) are told apart by which has a
+    /// cgroup on this node.
+    fn pod_by_name(&self, namespace: &str, name: &str) -> Result<kubelet::PodDir> {
+        let field = "target.pod.name";
+        let all = kubelet::pods(&self.pods_log_dir);
+        let mut named: Vec<kubelet::PodDir> =
+            all.iter().filter(|p| p.namespace == namespace && p.name == name).cloned().collect();
+        if named.is_empty() {
+            let in_ns: Vec<&str> =
+                all.iter().filter(|p| p.namespace == namespace).map(|p| &*p.name).collect();
+            let seen = if !in_ns.is_empty() {
+                format!("pods of {namespace} here: {}", in_ns.join(", "))
+            } else if all.is_empty() {
+                "no pod at all there".to_string()
+            } else {
+                let mut namespaces: Vec<&str> = all.iter().map(|p| &*p.namespace).collect();
+                namespaces.dedup();
+                format!(
+                    "no pod of namespace {namespace}; namespaces here: {}",
+                    namespaces.join(", ")
+                )
+            };
+            return Err(Error::NotFound(format!(
+                "{field}: no pod {namespace}/{name} on this node ({}: {seen})",
+                self.pods_log_dir.display()
+            )));
+        }
+        if named.len() > 1 {
+            named.retain(|p| !runtime::find_pods(&self.mount, "/", &p.uid).is_empty());
+        }
+        match named.len() {
+            1 => Ok(named.remove(0)),
+            0 => Err(Error::NotFound(format!(
+                "{field}: pod {namespace}/{name} has log directories but no cgroup on this node \
+                 (not running)"
+            ))),
+            _ => {
+                let uids: Vec<&str> = named.iter().map(|p| &*p.uid).collect();
+                Err(Error::invalid(
+                    field,
+                    format!("{namespace}/{name} is several running pods: uids {}", uids.join(", ")),
+                ))
+            }
+        }
+    }
+
+    /// A container of the pod by its name in the pod spec: the kubelet's links give the ids
+    /// of its instances, and the one with a cgroup in the pod's is the running one.
+    fn container_by_name(
+        &self,
+        dir: Option<kubelet::PodDir>,
+        uid: &str,
+        pod_cgroup: &str,
+        name: &str,
+    ) -> Result<runtime::Found> {
+        let field = "target.pod.container_name";
+        let Some(dir) = dir else {
+            return Err(Error::NotFound(format!(
+                "{field}: pod {uid} has no log directory in {}, which names its containers",
+                self.pods_log_dir.display()
+            )));
+        };
+        let shown = format!("{}/{}", dir.namespace, dir.name);
+        let links = kubelet::containers_log_dir(&self.pods_log_dir);
+        let ids = kubelet::container_ids(&links, &dir, name);
+        let names = kubelet::container_names(&dir);
+        if ids.is_empty() && names.iter().any(|n| n == name) {
+            return Err(Error::NotFound(format!(
+                "{field}: container {name} of pod {shown} is not running (no link for it in {})",
+                links.display()
+            )));
+        }
+        if ids.is_empty() {
+            return Err(Error::NotFound(format!(
+                "{field}: pod {shown} has no container {name} (containers: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            )));
+        }
+        let mut running: Vec<runtime::Found> = ids
+            .iter()
+            .flat_map(|id| runtime::find_containers(&self.mount, pod_cgroup, id))
+            .collect();
+        match running.len() {
+            1 => Ok(running.remove(0)),
+            0 => Err(Error::NotFound(format!(
+                "{field}: container {name} of pod {shown} is not running (no cgroup for ids {})",
+                ids.iter().map(|i| &i[..12]).collect::<Vec<_>>().join(", ")
+            ))),
+            _ => Err(Error::invalid(
+                field,
+                format!(
+                    "container {name} of pod {shown} runs as several: {}",
+                    running.iter().map(|f| &f.id[..12]).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+
     fn one_container(&self, start: &str, prefix: &str, field: &str) -> Result<runtime::Found> {
         let mut found = runtime::find_containers(&self.mount, start, prefix);
         match found.len() {
@@ -510,7 +634,10 @@ mod tests {
         let mount = d.cgroups(&refs);
         let r = Resolver::new(mount.clone(), d.path().join("proc"), "/agent".into(), 7);
         let pod = |uid: &str, c: Option<&str>| {
-            r.resolve_cgroup(&TargetSpec::Pod { uid: uid.into(), container: c.map(String::from) })
+            r.resolve_cgroup(&TargetSpec::Pod {
+                pod: PodRef::Uid(uid.into()),
+                container: c.map(|c| ContainerRef::Id(c.into())),
+            })
         };
         // UID has a pod cgroup under both drivers here: that is two nodes' worth, ambiguous.
         assert!(matches!(pod(UID, None), Err(Error::InvalidArgument { .. })));
@@ -525,6 +652,62 @@ mod tests {
         // A container of another pod is not found inside this one.
         assert!(matches!(pod(UID, Some("c1020")), Err(Error::NotFound(_))));
         assert!(matches!(pod(UID2.replace('2', "3").as_str(), None), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn resolves_pods_and_containers_by_name_from_the_kubelet_logs() {
+        let d = TempDir::new();
+        let (app, old_app) = (cid("a0a1"), cid("a0a0"));
+        let pod_cg = format!("kubepods/burstable/pod{UID}");
+        let mount = d.cgroups(&[&format!("{pod_cg}/{app}")]);
+        let logs = d.path().join("log");
+        let (pods, links) = (logs.join("pods"), logs.join("containers"));
+        let dir = pods.join(format!("shop_checkout-7d9_{UID}"));
+        // An earlier pod of the same name whose logs are still kept: it has no cgroup.
+        let earlier = pods.join(format!("shop_checkout-7d9_{UID2}"));
+        for p in [dir.join("app"), dir.join("envoy"), earlier.join("app"), links.clone()] {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        for (id, into) in [(&app, &dir), (&old_app, &dir)] {
+            let link = links.join(format!("checkout-7d9_shop_app-{id}.log"));
+            std::os::unix::fs::symlink(into.join("app/0.log"), link).unwrap();
+        }
+        let r = Resolver::new(mount, d.path().join("proc"), "/agent".into(), 7)
+            .with_pods_log_dir(pods.clone());
+        let named = |ns: &str, name: &str, c: Option<&str>| {
+            r.resolve_cgroup(&TargetSpec::Pod {
+                pod: PodRef::Name { namespace: ns.into(), name: name.into() },
+                container: c.map(|c| ContainerRef::Name(c.into())),
+            })
+        };
+        let cg = named("shop", "checkout-7d9", None).unwrap();
+        assert_eq!((cg.path.as_str(), cg.pod_uid.as_deref()), (&*format!("/{pod_cg}"), Some(UID)));
+        // The restarted container's earlier id has no cgroup: the running one is found.
+        let c = named("shop", "checkout-7d9", Some("app")).unwrap();
+        assert_eq!(c.container_id.as_deref(), Some(&*app));
+        let err = |r: Result<ResolvedCgroup>| match r {
+            Err(Error::NotFound(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let m = err(named("shop", "checkout-7d9", Some("db")));
+        assert!(m.contains("target.pod.container_name") && m.contains("app, envoy"), "{m}");
+        let m = err(named("shop", "checkout-7d9", Some("envoy")));
+        assert!(m.contains("not running"), "{m}");
+        let m = err(named("shop", "cart", None));
+        assert!(m.contains("target.pod.name") && m.contains("checkout-7d9"), "{m}");
+        let m = err(named("payments", "cart", None));
+        assert!(m.contains("namespaces here: shop"), "{m}");
+        // Both pods of that name running: which one is meant cannot be told.
+        std::fs::create_dir_all(r.mount().join(format!("kubepods/besteffort/pod{UID2}"))).unwrap();
+        assert!(matches!(named("shop", "checkout-7d9", None), Err(Error::InvalidArgument { .. })));
+        // By uid, a container by name too.
+        let by_uid = r
+            .resolve_cgroup(&TargetSpec::Pod {
+                pod: PodRef::Uid(UID.into()),
+                container: Some(ContainerRef::Name("app".into())),
+            })
+            .unwrap();
+        assert_eq!(by_uid.container_id.as_deref(), Some(&*app));
     }
 
     #[test]

@@ -7,9 +7,9 @@ use faultline_proto::v1 as pb;
 use crate::{
     caps::Capabilities,
     engine::model::{
-        Amount, Counters, Direction, Distribution, DnsAnswer, FaultSpec, IoAmount, IoMode,
-        KillMode, LossModel, NamePattern, PacketFilter, Protocol, Resolved, Snapshot, State,
-        TargetSpec,
+        Amount, ContainerRef, Counters, Direction, Distribution, DnsAnswer, FaultSpec, IoAmount,
+        IoMode, KillMode, LossModel, NamePattern, PacketFilter, PodRef, Protocol, Resolved,
+        Snapshot, State, TargetSpec,
     },
 };
 
@@ -49,10 +49,21 @@ fn target(t: &TargetSpec) -> pb::Target {
             })
         }
         TargetSpec::Container(id) => pb::target::Kind::ContainerId(id.clone()),
-        TargetSpec::Pod { uid, container } => pb::target::Kind::Pod(pb::Pod {
-            uid: uid.clone(),
-            container_id: container.clone().unwrap_or_default(),
-        }),
+        TargetSpec::Pod { pod, container } => {
+            let mut p = pb::Pod::default();
+            match pod {
+                PodRef::Uid(uid) => p.uid = uid.clone(),
+                PodRef::Name { namespace, name } => {
+                    (p.namespace, p.name) = (namespace.clone(), name.clone());
+                }
+            }
+            match container {
+                Some(ContainerRef::Id(id)) => p.container_id = id.clone(),
+                Some(ContainerRef::Name(name)) => p.container_name = name.clone(),
+                None => {}
+            }
+            pb::target::Kind::Pod(p)
+        }
         TargetSpec::Host => pb::target::Kind::Host(true),
     };
     pb::Target { kind: Some(kind) }

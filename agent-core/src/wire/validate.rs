@@ -13,7 +13,7 @@ pub use super::validate_net::{
 };
 use crate::engine::{
     error::{Error, Result},
-    model::{Direction, ExperimentSpec, FaultSpec, State, TargetSpec},
+    model::{ContainerRef, Direction, ExperimentSpec, FaultSpec, PodRef, State, TargetSpec},
 };
 use crate::units::human_duration;
 
@@ -121,22 +121,73 @@ fn target(t: Option<&pb::Target>) -> Result<TargetSpec> {
         Some(pb::target::Kind::ContainerId(c)) => {
             Ok(TargetSpec::Container(container_id(c, "target.container_id")?))
         }
-        Some(pb::target::Kind::Pod(p)) => {
-            let uid = crate::targets::runtime::normalize_uid(&p.uid).ok_or_else(|| {
-                Error::invalid(
-                    "target.pod.uid",
-                    format!("{:?} is not a pod uid (8-4-4-4-12 hex digits)", p.uid),
-                )
-            })?;
-            let container = (!p.container_id.is_empty())
-                .then(|| container_id(&p.container_id, "target.pod.container_id"))
-                .transpose()?;
-            Ok(TargetSpec::Pod { uid, container })
-        }
+        Some(pb::target::Kind::Pod(p)) => pod(p),
         Some(pb::target::Kind::Host(true)) => Ok(TargetSpec::Host),
         Some(pb::target::Kind::Host(false)) => {
             Err(Error::invalid("target.host", "must be true when set"))
         }
+    }
+}
+
+/// A pod by uid, or by namespace and name; optionally one container by id or by name.
+fn pod(p: &pb::Pod) -> Result<TargetSpec> {
+    let by_name = !p.namespace.is_empty() || !p.name.is_empty();
+    let pod = match (p.uid.is_empty(), by_name) {
+        (false, true) => {
+            return Err(Error::invalid("target.pod", "uid, or namespace and name: not both"));
+        }
+        (true, false) => {
+            return Err(Error::invalid("target.pod", "required: uid, or namespace and name"));
+        }
+        (false, false) => {
+            PodRef::Uid(crate::targets::runtime::normalize_uid(&p.uid).ok_or_else(|| {
+                Error::invalid(
+                    "target.pod.uid",
+                    format!("{:?} is not a pod uid (8-4-4-4-12 hex digits)", p.uid),
+                )
+            })?)
+        }
+        (true, true) => PodRef::Name {
+            namespace: k8s_name(&p.namespace, "target.pod.namespace", 63)?,
+            name: k8s_name(&p.name, "target.pod.name", 253)?,
+        },
+    };
+    let container = match (p.container_id.is_empty(), p.container_name.is_empty()) {
+        (true, true) => None,
+        (false, true) => {
+            Some(ContainerRef::Id(container_id(&p.container_id, "target.pod.container_id")?))
+        }
+        (true, false) => {
+            Some(ContainerRef::Name(k8s_name(&p.container_name, "target.pod.container_name", 63)?))
+        }
+        (false, false) => {
+            return Err(Error::invalid("target.pod", "container_id or container_name: not both"));
+        }
+    };
+    Ok(TargetSpec::Pod { pod, container })
+}
+
+/// A Kubernetes object name (DNS subdomain, or a DNS label when `max` is 63): 1-`max`
+/// lower-case letters, digits, '-' and '.', starting and ending with a letter or digit.
+fn k8s_name(raw: &str, field: &str, max: usize) -> Result<String> {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let b = raw.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= max
+        && b.iter().all(|&c| alnum(c) || c == b'-' || (c == b'.' && max > 63))
+        && alnum(b[0])
+        && alnum(b[b.len() - 1]);
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        let chars = if max > 63 { "'-' and '.'" } else { "'-'" };
+        Err(Error::invalid(
+            field,
+            format!(
+                "{raw:?} is not a Kubernetes name: 1-{max} lower-case letters, digits and \
+                 {chars}, starting and ending with a letter or digit"
+            ),
+        ))
     }
 }
 
@@ -300,6 +351,8 @@ mod tests {
     use super::*;
     use crate::engine::model::{LossModel, PortRange};
 
+    const UID: &str = "6f1b5c2e-0d3a-4a8e-9a55-2f0c9a1b7e11";
+
     fn req(percent: f64) -> pb::InjectRequest {
         pb::InjectRequest {
             target: Some(pb::Target { kind: Some(pb::target::Kind::CgroupPath("/x".into())) }),
@@ -324,6 +377,46 @@ mod tests {
             l.filter = Some(f);
         }
         r
+    }
+
+    #[test]
+    fn pods_by_uid_or_by_namespace_and_name() {
+        let with_pod = |p: pb::Pod| {
+            let mut r = req(10.0);
+            r.target = Some(pb::Target { kind: Some(pb::target::Kind::Pod(p)) });
+            inject(&r, &Limits::default())
+        };
+        let named = |ns: &str, name: &str, container: &str| pb::Pod {
+            namespace: ns.into(),
+            name: name.into(),
+            container_name: container.into(),
+            ..Default::default()
+        };
+        let s = with_pod(named("shop", "checkout-7d9.a", "app")).unwrap();
+        assert_eq!(
+            s.target,
+            TargetSpec::Pod {
+                pod: PodRef::Name { namespace: "shop".into(), name: "checkout-7d9.a".into() },
+                container: Some(ContainerRef::Name("app".into())),
+            }
+        );
+        for (bad, field) in [
+            (named("shop", "", ""), "target.pod.name"),
+            (named("", "checkout", ""), "target.pod.namespace"),
+            (named("Shop", "checkout", ""), "target.pod.namespace"),
+            (named("sh.op", "checkout", ""), "target.pod.namespace"),
+            (named("shop", "checkout-", ""), "target.pod.name"),
+            (named("shop", "checkout", "app_1"), "target.pod.container_name"),
+            (named("shop", &"a".repeat(254), ""), "target.pod.name"),
+            (pb::Pod { uid: UID.into(), ..named("shop", "checkout", "") }, "target.pod"),
+            (
+                pb::Pod { container_id: "abcd".into(), ..named("shop", "checkout", "app") },
+                "target.pod",
+            ),
+            (pb::Pod::default(), "target.pod"),
+        ] {
+            assert_eq!(field_of(with_pod(bad.clone())), field, "{bad:?}");
+        }
     }
 
     #[test]

@@ -37,19 +37,29 @@ pub struct CgroupTargetArgs {
     /// --pod, a container of that pod.
     #[arg(long, group = "target")]
     pub container: Option<String>,
-    /// Target a Kubernetes pod (all its containers) by uid.
-    #[arg(long, group = "target")]
+    /// Target a Kubernetes pod (all its containers): NAMESPACE/NAME as kubectl shows it, or
+    /// its uid. Names are read on the node from the kubelet's /var/log/pods directories.
+    #[arg(long, group = "target", value_name = "NAMESPACE/NAME|UID")]
     pub pod: Option<String>,
+    /// With --pod: one container of the pod, by its name in the pod spec.
+    #[arg(long, value_name = "NAME", requires = "pod", conflicts_with = "container")]
+    pub container_name: Option<String>,
 }
 
 impl CgroupTargetArgs {
     pub fn to_pb(&self) -> pb::Target {
         use pb::target::Kind;
-        let kind = if let Some(uid) = &self.pod {
-            Kind::Pod(pb::Pod {
-                uid: uid.clone(),
+        let kind = if let Some(pod) = &self.pod {
+            let mut p = pb::Pod {
                 container_id: self.container.clone().unwrap_or_default(),
-            })
+                container_name: self.container_name.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            match pod.split_once('/') {
+                Some((namespace, name)) => (p.namespace, p.name) = (namespace.into(), name.into()),
+                None => p.uid = pod.clone(),
+            }
+            Kind::Pod(p)
         } else if let Some(c) = &self.container {
             Kind::ContainerId(c.clone())
         } else {
@@ -360,7 +370,26 @@ mod tests {
         let pod = target("process pause --pod u1 --container c1 --for 1s");
         assert_eq!(
             pod.kind,
-            Some(Kind::Pod(pb::Pod { uid: "u1".into(), container_id: "c1".into() }))
+            Some(Kind::Pod(pb::Pod {
+                uid: "u1".into(),
+                container_id: "c1".into(),
+                ..Default::default()
+            }))
+        );
+        let named = target("process pause --pod shop/checkout-7d9 --container-name app --for 1s");
+        assert_eq!(
+            named.kind,
+            Some(Kind::Pod(pb::Pod {
+                namespace: "shop".into(),
+                name: "checkout-7d9".into(),
+                container_name: "app".into(),
+                ..Default::default()
+            }))
+        );
+        assert!(parse("process pause --container-name app --for 1s").is_err(), "needs --pod");
+        assert!(
+            parse("process pause --pod a/b --container c1 --container-name app --for 1s").is_err(),
+            "an id or a name"
         );
         assert_eq!(
             target("process pause --container c1 --for 1s").kind,

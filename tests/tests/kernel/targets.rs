@@ -77,6 +77,79 @@ fn containers_and_pods_resolve_in_every_runtime_layout() {
     assert!(line.contains("INVALID_ARGUMENT") && line.contains("target.container_id"), "{line}");
 }
 
+/// A pod and a container by the names kubectl shows, resolved by the agent from kubelet log
+/// directories the test lays out as the kubelet does (/var/log/pods/NS_NAME_UID/CONTAINER/,
+/// /var/log/containers/NAME_NS_CONTAINER-ID.log links), against real cgroups and processes;
+/// the names the node does not have refused with what it has.
+#[test]
+fn pods_and_containers_by_namespace_and_name() {
+    let dir = TempDir::new("pod-names");
+    let node = Cgroup::new("node-names");
+    let (uid, app_id, sidecar_id, old_id) =
+        (random_uid(), random_hex(32), random_hex(32), random_hex(32));
+    let pod = format!("kubepods/burstable/pod{uid}");
+    let app = nest(&node, &format!("{pod}/{app_id}"));
+    let sidecar = app[1].child(&sidecar_id);
+    let (pods, links) = (dir.path().join("log/pods"), dir.path().join("log/containers"));
+    let pod_logs = pods.join(format!("shop_checkout-7d9_{uid}"));
+    for d in [pod_logs.join("app"), pod_logs.join("envoy"), links.clone()] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // app restarted once: its first instance's link stays, its cgroup is gone.
+    for (container, id) in [("app", &old_id), ("app", &app_id), ("envoy", &sidecar_id)] {
+        std::os::unix::fs::symlink(
+            pod_logs.join(container).join("0.log"),
+            links.join(format!("checkout-7d9_shop_{container}-{id}.log")),
+        )
+        .unwrap();
+    }
+    let agent = policy_agent(&dir, &format!("pods_log_dir = \"{}\"\n", pods.display()));
+
+    let (mut a, mut b) = (sleeper(&app[0]), sleeper(&sidecar));
+    let e = agent.cli_json(&[
+        "process",
+        "kill",
+        "--pod",
+        "shop/checkout-7d9",
+        "--container-name",
+        "app",
+    ]);
+    assert_eq!(e["resolved_cgroup"], app[0].rel, "{e}");
+    assert_eq!(e["container"]["id"], app_id.as_str());
+    assert_eq!(e["container"]["pod_uid"], uid.as_str());
+    assert_eq!(e["target"]["pod"], "shop/checkout-7d9");
+    assert_eq!(e["target"]["container_name"], "app");
+    a.wait().unwrap();
+    assert!(b.try_wait().unwrap().is_none(), "the pod's other container was killed");
+    // The whole pod: both containers.
+    let mut a = sleeper(&app[0]);
+    let e = agent.cli_json(&["process", "kill", "--pod", "shop/checkout-7d9"]);
+    assert_eq!(e["resolved_cgroup"], app[1].rel, "{e}");
+    assert_eq!(e["counters"]["processes_signalled"], 2);
+    a.wait().unwrap();
+    b.wait().unwrap();
+
+    for (args, code, field, found) in [
+        (vec!["--pod", "shop/cart"], "NOT_FOUND", "target.pod.name", "checkout-7d9"),
+        (vec!["--pod", "payments/cart"], "NOT_FOUND", "target.pod.name", "namespaces here: shop"),
+        (
+            vec!["--pod", "shop/checkout-7d9", "--container-name", "db"],
+            "NOT_FOUND",
+            "target.pod.container_name",
+            "app, envoy",
+        ),
+        (vec!["--pod", "shop/Checkout"], "INVALID_ARGUMENT", "target.pod.name", "lower-case"),
+    ] {
+        let out = agent.cli(&[&["process", "kill"][..], &args].concat());
+        let line = one_line_error(&out);
+        assert!(
+            line.contains(code) && line.contains(field) && line.contains(found),
+            "{args:?}: {line}"
+        );
+    }
+    drop(sidecar);
+}
+
 #[test]
 fn a_pid_target_resolves_to_its_own_cgroup() {
     let agent = Agent::start();

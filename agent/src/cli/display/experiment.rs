@@ -72,9 +72,16 @@ pub fn experiment_json(e: &pb::Experiment) -> ExperimentJson {
                 json!({ "interface": i.name, "netns": i.netns })
             }
             Some(pb::target::Kind::ContainerId(c)) => json!({ "container_id": c }),
-            Some(pb::target::Kind::Pod(p)) => {
-                json!({ "pod_uid": p.uid, "container_id": p.container_id })
-            }
+            Some(pb::target::Kind::Pod(p)) if p.uid.is_empty() => json!({
+                "pod": format!("{}/{}", p.namespace, p.name),
+                "container_id": p.container_id,
+                "container_name": p.container_name,
+            }),
+            Some(pb::target::Kind::Pod(p)) => json!({
+                "pod_uid": p.uid,
+                "container_id": p.container_id,
+                "container_name": p.container_name,
+            }),
             Some(pb::target::Kind::Host(h)) => json!({ "host": h }),
             None => Value::Null,
         },

@@ -400,8 +400,18 @@ pub fn target_summary(e: &pb::Experiment) -> String {
         Some(pb::target::Kind::Pid(p)) => format!("pid {p}"),
         Some(pb::target::Kind::Interface(i)) => interface_name(&i.name, &i.netns),
         Some(pb::target::Kind::ContainerId(c)) => format!("container {c}"),
-        Some(pb::target::Kind::Pod(p)) if p.container_id.is_empty() => format!("pod {}", p.uid),
-        Some(pb::target::Kind::Pod(p)) => format!("pod {} container {}", p.uid, p.container_id),
+        Some(pb::target::Kind::Pod(p)) => {
+            let pod = if p.uid.is_empty() {
+                format!("{}/{}", p.namespace, p.name)
+            } else {
+                p.uid.clone()
+            };
+            match (&*p.container_id, &*p.container_name) {
+                ("", "") => format!("pod {pod}"),
+                ("", name) => format!("pod {pod} container {name}"),
+                (id, _) => format!("pod {pod} container {id}"),
+            }
+        }
         Some(pb::target::Kind::Host(_)) => "host".into(),
         None => "-".into(),
     }
