@@ -1,6 +1,10 @@
-//! The tests' Go program (tests/go/clock: the time-skew tests' clock server as a Go runtime
-//! reads time), built with Debian's Go toolchain (`cargo xtask setup` installs golang-go),
-//! static (cgo off, so the musl guests run it too), offline, into target/go.
+//! The tests' Go programs, built with Debian's Go toolchain (`cargo xtask setup` installs
+//! golang-go and golang-google-grpc-dev), static (cgo off, so the musl guests run them too),
+//! offline, into target/go:
+//! - tests/go/clock: the time-skew tests' clock server, as a Go runtime reads time;
+//! - tests/go/grpcls: a grpc-go client doing what `grpcurl -plaintext -unix SOCKET list`
+//!   does, for the stock-client tests (grpcurl itself is in no registry these machines
+//!   reach; it is built on grpc-go and asks reflection v1alpha the same way).
 
 use std::{path::PathBuf, process::Command};
 
@@ -10,6 +14,28 @@ use crate::{root, run};
 pub const CLOCK_ENV: &str = "FL_GO_CLOCK_BIN";
 /// Its path in the guests.
 pub const GUEST_CLOCK: &str = "/bin/fl-clock-go";
+
+/// Where the tests find the grpc-go client (tests/tests/host_only/stock_clients.rs).
+pub const GRPC_LS_ENV: &str = "FL_GO_GRPC_LS_BIN";
+
+/// Builds the grpc-go client in GOPATH mode against Debian's grpc-go sources (there is no
+/// module proxy here).
+pub fn grpc_ls() -> anyhow::Result<PathBuf> {
+    let dir = root().join("target/go");
+    let out = dir.join("fl-grpc-ls");
+    let gopath = std::env::join_paths([dir.join("path"), "/usr/share/gocode".into()])?;
+    run(Command::new("go")
+        .args(["build", "-trimpath", "-o"])
+        .arg(&out)
+        .arg("./grpcls")
+        .current_dir(root().join("tests/go"))
+        .env("CGO_ENABLED", "0")
+        .env("GO111MODULE", "off")
+        .env("GOPROXY", "off")
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOPATH", gopath))?;
+    Ok(out)
+}
 
 /// Builds the Go clock server (a no-op when nothing changed: Go's build cache).
 pub fn clock_server() -> anyhow::Result<PathBuf> {

@@ -266,11 +266,13 @@ fn task(task: Task) -> anyhow::Result<()> {
             println!("== integration tests (real kernel, as root)");
             run(cargo().args(["build", "--workspace", "--bin", "faultline", "--bin", "fl-probe"]))?;
             let go_clock = golang::clock_server()?;
+            let go_grpc_ls = golang::grpc_ls()?;
             run(cargo()
                 .args(["test", "--workspace", "--test", "kernel", "--test", "host_only", "--"])
                 .args(&args)
                 .env("FAULTLINE_BIN", root().join("target/debug/faultline"))
-                .env(golang::CLOCK_ENV, go_clock))?;
+                .env(golang::CLOCK_ENV, go_clock)
+                .env(golang::GRPC_LS_ENV, go_grpc_ls))?;
             clock.done("host integration tests");
             if host_only {
                 return Ok(());

@@ -9,8 +9,8 @@ use crate::run;
 /// Debian packages the tests use: ip/tc (copied into the guests too), QEMU for the VM tier,
 /// xz for Debian's compressed kernel modules, dpkg-deb to unpack kernels, promtool (prometheus)
 /// to check the metrics text, tmux for a real terminal around the CLI's live view, musl-gcc
-/// for the C parts (ring) of the static guest binaries, Go for the Go program of the
-/// time-skew tests (tests/go).
+/// for the C parts (ring) of the static guest binaries, Go for the Go programs of the
+/// time-skew and stock-client tests (tests/go), with Debian's grpc-go sources for the latter.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "qemu-system-x86",
@@ -22,6 +22,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "prometheus",
     "musl-tools",
     "golang-go",
+    "golang-google-grpc-dev",
 ];
 
 /// The guests run static binaries.

@@ -1,5 +1,5 @@
 //! The integration tests that run on the host only, never in the VM guests: the guests have
-//! no Python (the example client), no promtool (the metrics and dashboard checks), no tmux
+//! no Python (the example client, the stock gRPC clients), no promtool (the metrics and dashboard checks), no tmux
 //! (the live view's terminal), the load test measures the agent, not the kernel, and so do
 //! the tests of what the agent and the CLI do around the faults (`serve`, `cli_output`) and
 //! of the README's examples (`readme_examples`, which read README.md), and the delay
@@ -13,4 +13,5 @@ mod observability_tools;
 mod python_client;
 mod readme_examples;
 mod serve;
+mod stock_clients;
 mod sys_delay_tracer;
