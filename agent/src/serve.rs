@@ -22,12 +22,39 @@ use faultline_core::{
 
 use crate::{api, cli::ServeArgs, telemetry};
 
-/// Holds an exclusive flock on the state dir so two agents never share one.
+/// Holds an exclusive flock on the state dir so two agents never share one. The directory
+/// is made on a first start, when its parent exists; a missing parent (a volume that is not
+/// mounted) or a directory that cannot be written stops the agent: every fault is journaled
+/// there before it is applied.
 fn lock_state_dir(args: &ServeArgs) -> anyhow::Result<Flock<File>> {
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("creating state dir {}", args.state_dir.display()))?;
-    let path = args.state_dir.join("agent.lock");
-    let f = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+    let dir = &args.state_dir;
+    if !dir.exists() {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => bail!(
+                "state directory {} is missing, and so is its parent {} (a volume not mounted?): \
+                 nothing is started without the journal",
+                dir.display(),
+                p.display()
+            ),
+            _ => {
+                std::fs::create_dir(dir)
+                    .with_context(|| format!("creating state directory {}", dir.display()))?;
+                info!(dir = %dir.display(), "state directory created");
+            }
+        }
+    } else if !dir.is_dir() {
+        bail!("state directory {} is not a directory", dir.display());
+    }
+    let path = dir.join("agent.lock");
+    let f = match File::create(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => bail!(
+            "state directory {} is read-only: every fault is journaled there before it is \
+             applied ({e})",
+            dir.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
     match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(lock),
         Err(_) => bail!("another agent holds {}", path.display()),
@@ -108,6 +135,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         warn!("not running as root: loading eBPF programs will likely fail");
     }
+    // First: without its journal the agent starts nothing.
+    let _lock = lock_state_dir(&args)?;
     let mut policy = match &args.config {
         Some(path) => faultline_core::policy::Policy::load(path).map_err(|e| {
             // The toml crate's rendering (the line, a caret under the column) is for a person:
@@ -131,7 +160,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     info!("policy from {from}: {}", policy.summary());
     // Before anything is loaded: a socket directory that others may write is refused now.
     api::prepare_socket_dir(&args.socket)?;
-    let _lock = lock_state_dir(&args)?;
     let resolver = Resolver::from_host()
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_pods_log_dir(policy.pods_log_dir.clone());

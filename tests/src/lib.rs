@@ -98,6 +98,7 @@ pub struct Agent {
     child: Option<Child>,
     pub dir: TempDir,
     pub socket: PathBuf,
+    pub state_dir: PathBuf,
     extra: Vec<String>,
     /// FAULTLINE_LOG for the process (None: inherited).
     log_level: Option<String>,
@@ -115,6 +116,7 @@ pub struct AgentBuilder {
     extra: Vec<String>,
     log_level: Option<String>,
     cgroup: Option<Cgroup>,
+    state_dir: Option<PathBuf>,
 }
 
 impl AgentBuilder {
@@ -136,12 +138,19 @@ impl AgentBuilder {
         self
     }
 
+    /// The state directory (default: `state` in the agent's temporary directory).
+    pub fn state_dir(mut self, dir: &Path) -> Self {
+        self.state_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Starts it and waits until it serves; the error holds its log.
     pub fn try_start(self) -> Result<Agent, String> {
         let dir = TempDir::new("agent");
         let socket = dir.path().join("faultline.sock");
         let mut agent = Agent {
             child: None,
+            state_dir: self.state_dir.unwrap_or_else(|| dir.path().join("state")),
             dir,
             socket,
             extra: self.extra,
@@ -169,7 +178,12 @@ impl Agent {
     }
 
     pub fn builder() -> AgentBuilder {
-        AgentBuilder { extra: Vec::new(), log_level: Some("debug".into()), cgroup: None }
+        AgentBuilder {
+            extra: Vec::new(),
+            log_level: Some("debug".into()),
+            cgroup: None,
+            state_dir: None,
+        }
     }
 
     /// The agent's own cgroup, when it was started in one.
@@ -205,7 +219,7 @@ impl Agent {
             .arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
+            .arg(&self.state_dir)
             // Agents of parallel tests each take a free port; metrics_addr() reads it back.
             .args(
                 (!self.extra.iter().any(|a| a == "--metrics-addr" || a == "--no-metrics"))
@@ -568,6 +582,50 @@ pub fn udp_loss(target: &[&str], percent: &str, port: &str, dur: &str) -> Vec<St
         ["--percent", percent, "--protocol", "udp", "--port", port, "--for", dur].map(String::from),
     );
     v
+}
+
+/// A tmpfs of `size` (mount(8)'s form: "1m") mounted for a test, lazily unmounted when
+/// dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn at(dir: &Path, size: &str) -> Tmpfs {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "fl-test"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs at {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Remounts it read-only.
+    pub fn read_only(&self) {
+        let ok = Command::new("mount").args(["-o", "remount,ro"]).arg(&self.0).status().unwrap();
+        assert!(ok.success(), "remounting {} read-only", self.0.display());
+    }
+
+    /// Fills it to ENOSPC with one file, `fill`; returns its path (removing it frees it).
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("fill");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        loop {
+            match f.write_all(&block) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", self.0.display()),
+            }
+        }
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 /// Polls `f` until it holds; panics naming `what` after 10 s.

@@ -32,6 +32,25 @@ impl Error {
     /// Whether this is the agent saying no to a request (bad input, a missing kernel feature,
     /// the policy, a limit, a target that is not there) rather than failing at what it was
     /// asked. A refusal at apply time leaves no experiment behind; only `Internal` does.
+    /// A journal write that failed, `what` being the record. A full or read-only state
+    /// directory refuses the request that needed it, which then applies nothing (journals are
+    /// written before the kernel is touched); any other failure is internal.
+    pub fn journal(what: &str, e: &crate::store::PutError) -> Self {
+        if e.is_full() {
+            Error::ResourceExhausted(format!(
+                "the state directory is full, so {what} could not be journaled and nothing was \
+                 applied ({e})"
+            ))
+        } else if e.is_read_only() {
+            Error::FailedPrecondition(format!(
+                "the state directory is read-only, so {what} could not be journaled and nothing \
+                 was applied ({e})"
+            ))
+        } else {
+            Error::internal(&format!("journaling {what}"), e)
+        }
+    }
+
     pub fn is_refusal(&self) -> bool {
         !matches!(self, Error::Internal(_))
     }
@@ -84,6 +103,27 @@ pub fn brief(s: &str) -> String {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod journal_tests {
+    use super::Error;
+
+    #[test]
+    fn a_full_or_read_only_state_dir_is_a_refusal_naming_it() {
+        let put = |errno| crate::store::PutError {
+            dir: "/var/lib/faultline/experiments".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        let full = Error::journal("the experiment", &put(libc::ENOSPC));
+        assert!(matches!(full, Error::ResourceExhausted(_)), "{full:?}");
+        let m = full.to_string();
+        assert!(m.contains("state directory is full") && m.contains("/var/lib/faultline"), "{m}");
+        assert!(matches!(Error::journal("x", &put(libc::EDQUOT)), Error::ResourceExhausted(_)));
+        assert!(matches!(Error::journal("x", &put(libc::EROFS)), Error::FailedPrecondition(_)));
+        let other = Error::journal("x", &put(libc::EIO));
+        assert!(matches!(other, Error::Internal(_)) && !other.is_refusal(), "{other:?}");
+    }
+}
 
 #[cfg(test)]
 mod brief_tests {

@@ -226,7 +226,7 @@ impl Engine {
         let applied = tokio::task::spawn_blocking(move || {
             let _in = span.enter();
             if let Some((j, e)) = &entry {
-                j.put(e).map_err(|err| Error::internal("journaling the experiment", err))?;
+                j.put(e).map_err(|err| Error::journal("the experiment", &err))?;
             }
             driver.apply(&target, &fault, expires).map(|h| {
                 let c = h.counters();

@@ -73,6 +73,29 @@ impl<R> std::fmt::Debug for Store<R> {
     }
 }
 
+/// A record that could not be written: the kind's directory, and the system's reason (a full
+/// or read-only state directory among them).
+#[derive(Debug, thiserror::Error)]
+#[error("writing a record in {}: {source}", dir.display())]
+pub struct PutError {
+    pub dir: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl PutError {
+    /// The state directory has no room left (ENOSPC, EDQUOT).
+    pub fn is_full(&self) -> bool {
+        use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+        matches!(self.source.kind(), StorageFull | QuotaExceeded)
+    }
+
+    /// The state directory cannot be written at all (EROFS).
+    pub fn is_read_only(&self) -> bool {
+        self.source.kind() == std::io::ErrorKind::ReadOnlyFilesystem
+    }
+}
+
 /// A file that could not be read, moved aside.
 #[derive(Debug)]
 pub struct Aside {
@@ -106,7 +129,11 @@ impl<R: Record> Store<R> {
 
     /// Writes `r` durably, replacing the record of the same key: a temporary file, fsync,
     /// rename, fsync of the directory.
-    pub fn put(&self, r: &R) -> std::io::Result<()> {
+    pub fn put(&self, r: &R) -> Result<(), PutError> {
+        self.write(r).map_err(|source| PutError { dir: self.dir.clone(), source })
+    }
+
+    fn write(&self, r: &R) -> std::io::Result<()> {
         let key = r.key();
         if !valid_key(&key) {
             return Err(std::io::Error::new(

@@ -74,7 +74,7 @@ fn keys_that_are_not_file_names_are_refused() {
     let s = Store::<Note>::new(d.path());
     for bad in ["", "../x", "a/b", ".hidden", "a.rec"] {
         let e = s.put(&note(bad)).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{bad:?}");
+        assert_eq!(e.source.kind(), std::io::ErrorKind::InvalidInput, "{bad:?}");
     }
 }
 

@@ -18,6 +18,7 @@ mod net_reject;
 mod process;
 mod remote;
 mod restart;
+mod state_dir;
 mod store_recovery;
 mod stress;
 mod sys_delay;

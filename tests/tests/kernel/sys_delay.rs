@@ -10,7 +10,7 @@ use std::{
 };
 
 use faultline_tests::{
-    Agent, Cgroup, TempDir, Waiting, one_line_error, probe_bin, serial,
+    Agent, Cgroup, TempDir, Tmpfs, Waiting, one_line_error, probe_bin, serial,
     threads::{TRACER_COMM, TimedThreads, Traced, assert_untraced, state, tids, tracer_of},
     wait_for,
 };
@@ -574,27 +574,6 @@ fn a_process_that_leaves_is_let_go_and_a_second_fault_is_refused() {
     assert_untraced(p.pid);
 }
 
-/// A tmpfs mounted for a test, lazily unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn at(dir: &std::path::Path) -> Tmpfs {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "fl-test"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "mounting a tmpfs at {}", dir.display());
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// `--path`: half of thread A's opens of a file under the directory, and of its preads and
 /// pwrites through a descriptor opened before the fault began, take 100 ms longer; the same
 /// calls on a file outside it (in a directory whose name starts with the prefix's), and B's
@@ -616,7 +595,7 @@ fn half_of_the_calls_under_a_path_take_100ms_longer_and_none_outside() {
     let mnt = data.join("deep/er");
     std::fs::create_dir_all(&mnt).unwrap();
     std::fs::create_dir_all(&other).unwrap();
-    let _tmpfs = Tmpfs::at(&mnt);
+    let _tmpfs = Tmpfs::at(&mnt, "1m");
     std::fs::create_dir_all(mnt.join("d")).unwrap();
     let (inside, outside) = (mnt.join("d/f"), other.join("f"));
     for f in [&inside, &outside] {

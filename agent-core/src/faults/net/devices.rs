@@ -219,7 +219,7 @@ impl Devices {
     }
 
     fn journal(&self, r: &Record) -> Result<()> {
-        self.journal.put(r).map_err(|e| Error::internal("writing the tc journal", e))
+        self.journal.put(r).map_err(|e| Error::journal("the tc filter it attaches", &e))
     }
 }
 

@@ -237,7 +237,7 @@ impl FqManager {
 
     /// Written and fsync'd before the device is touched.
     fn journal(&self, record: &Record) -> Result<()> {
-        self.journal.put(record).map_err(|e| Error::internal("writing the qdisc journal", e))
+        self.journal.put(record).map_err(|e| Error::journal("the qdisc it replaces", &e))
     }
 
     fn release(&self, key: (u64, i32)) {

@@ -155,7 +155,7 @@ impl Ifbs {
     }
 
     fn journal(&self, r: &Record) -> Result<()> {
-        self.journal.put(r).map_err(|e| Error::internal("writing the ifb journal", e))
+        self.journal.put(r).map_err(|e| Error::journal("the ifb device it makes", &e))
     }
 }
 

@@ -107,7 +107,7 @@ pub fn freeze(
     }
     journal
         .put(&Frozen { ino: cg.id, dir: dir.clone() })
-        .map_err(|e| Error::internal("journaling the freeze", e))?;
+        .map_err(|e| Error::journal("the freeze", &e))?;
     let journal = journal.clone();
     let mut handle = FreezeHandle { dir: dir.clone(), ino: cg.id, journal, frozen: 0, guard: None };
     handle.guard = Some(

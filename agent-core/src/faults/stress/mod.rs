@@ -318,8 +318,7 @@ impl FaultDriver for StressDriver {
         expires: u64,
     ) -> Result<Box<dyn FaultHandle>> {
         let cg = target.cgroup("stress needs a cgroup or pid target")?;
-        let placement = Placement::new(cg, &self.journal)
-            .map_err(|e| Error::internal("placing workers in the target's cgroups", e))?;
+        let placement = Placement::new(cg, &self.journal)?;
         let plan = match fault {
             FaultSpec::CpuStress(c) => cpu_plan(c, &placement),
             FaultSpec::MemoryStress(m) => memory_plan(m, &placement, self.max_memory)?,

@@ -15,7 +15,7 @@ use faultline_host::{cgroup, mountinfo};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    engine::model::ResolvedCgroup,
+    engine::{error::Error, model::ResolvedCgroup},
     store::{self, Store},
 };
 
@@ -103,10 +103,15 @@ fn v1_mounts(mounts: &[mountinfo::Mount]) -> Vec<(PathBuf, Vec<String>)> {
 }
 
 impl Placement {
-    pub fn new(target: &ResolvedCgroup, journal: &Store<Created>) -> std::io::Result<Placement> {
+    pub fn new(
+        target: &ResolvedCgroup,
+        journal: &Store<Created>,
+    ) -> crate::engine::error::Result<Placement> {
+        let placing =
+            |e: std::io::Error| Error::internal("placing workers in the target's cgroups", e);
         let v2 = target.fs_path();
         let in_v2 = fs::read_to_string(target.mount.join("cgroup.controllers")).unwrap_or_default();
-        let mounts = mountinfo::read().map_err(std::io::Error::other)?;
+        let mounts = mountinfo::read().map_err(|e| placing(std::io::Error::other(e)))?;
         let member = target.pid.or_else(|| {
             fs::read_to_string(v2.join("cgroup.procs")).ok()?.lines().next()?.parse().ok()
         });
@@ -132,7 +137,7 @@ impl Placement {
         Ok(placement)
     }
 
-    fn make_dirs(&mut self, mount: &Path, dir: &Path) -> std::io::Result<()> {
+    fn make_dirs(&mut self, mount: &Path, dir: &Path) -> crate::engine::error::Result<()> {
         let mut missing = Vec::new();
         let mut d = dir.to_path_buf();
         while !d.exists() && d.starts_with(mount) && d != mount {
@@ -144,13 +149,15 @@ impl Placement {
         for d in missing.into_iter().rev() {
             // Journal first: the directory outlives a crashed agent.
             self.created.push(d.clone());
-            self.write_journal()?;
-            fs::create_dir(&d)?;
+            self.write_journal().map_err(|e| Error::journal("the v1 cgroups it makes", &e))?;
+            fs::create_dir(&d).map_err(|e| {
+                Error::internal(&format!("placing workers: making {}", d.display()), e)
+            })?;
         }
         Ok(())
     }
 
-    fn write_journal(&self) -> std::io::Result<()> {
+    fn write_journal(&self) -> std::result::Result<(), crate::store::PutError> {
         self.journal.put(&Created { key: self.key.clone(), dirs: self.created.clone() })
     }
 
