@@ -7,6 +7,7 @@
 //! kernel here; the guests run the whole sys delay path end to end in kernel/sys_delay.rs).
 
 mod cli_output;
+mod containers_runc;
 mod live_view;
 mod load;
 mod observability_tools;
