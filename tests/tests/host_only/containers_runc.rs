@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use faultline_tests::{
-    Agent,
+    Agent, Netns,
     containers::random_uid,
     net::UdpEcho,
     runc::{Container, Layout},
@@ -17,8 +17,8 @@ use faultline_tests::{
 /// Requests per exchange: at 30% loss the standard deviation is 1 point, so +/- 6 is 6 sd.
 const N: usize = 2000;
 
-/// The loss the container itself sees: requests to an echo server on the host's loopback
-/// (the container shares the host's network namespace), answered or not.
+/// The loss the container itself sees: requests to an echo server on the loopback of the
+/// container's network namespace (the host's, or one of the test's), answered or not.
 fn loss_inside(c: &Container, echo: &UdpEcho) -> f64 {
     let r = c.probe(&["udp-echo-client", &echo.addr().to_string(), &N.to_string()]);
     assert_eq!(r["errors"], 0, "{r}");
@@ -209,8 +209,10 @@ fn stress_mem_fills_a_container_to_its_limit_and_past_it_is_oom_killed() {
 #[test]
 fn a_restarted_container_ends_the_experiment_as_target_gone_and_is_untouched() {
     let agent = Agent::start();
-    let c = Container::builder(Layout::DockerSystemd).run();
-    let echo = UdpEcho::start("127.0.0.1:0");
+    // This one in a network namespace of the test's own, its echo server there too.
+    let ns = Netns::new("runc-restart");
+    let c = Container::builder(Layout::DockerSystemd).netns(&ns).run();
+    let echo = ns.run(|| UdpEcho::start("127.0.0.1:0"));
     let port = echo.addr().port().to_string();
     let e = agent.cli_json_args(&udp_loss(&["--container", c.short_id()], "100", &port, "300s"));
     let id = e["id"].as_str().unwrap().to_string();
