@@ -6,6 +6,7 @@ pub mod bpf;
 pub mod clock;
 pub mod containers;
 pub mod net;
+pub mod runc;
 pub mod serial;
 pub mod stress;
 pub mod threads;

@@ -10,7 +10,11 @@ use crate::run;
 /// xz for Debian's compressed kernel modules, dpkg-deb to unpack kernels, promtool (prometheus)
 /// to check the metrics text, tmux for a real terminal around the CLI's live view, musl-gcc
 /// for the C parts (ring) of the static guest binaries, Go for the Go programs of the
-/// time-skew and stock-client tests (tests/go), with Debian's grpc-go sources for the latter.
+/// time-skew and stock-client tests (tests/go), with Debian's grpc-go sources for the latter,
+/// runc and busybox-static for the real containers of the host-only `containers_runc` tests
+/// (runc runs an OCI bundle directly: Debian's podman stops on hybrid-cgroup hosts, with crun
+/// and with runc alike; busybox-static is the bundle's whole rootfs: a shell, sleep and nc in
+/// one static binary).
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "qemu-system-x86",
@@ -23,6 +27,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "musl-tools",
     "golang-go",
     "golang-google-grpc-dev",
+    "runc",
+    "busybox-static",
 ];
 
 /// The guests run static binaries.

@@ -4,9 +4,11 @@
 //! the tests of what the agent and the CLI do around the faults (`serve`, `cli_output`) and
 //! of the README's examples (`readme_examples`, which read README.md), and the delay
 //! tracer's own tests (`sys_delay_tracer`: ptrace and signal handling, the same on every
-//! kernel here; the guests run the whole sys delay path end to end in kernel/sys_delay.rs).
+//! kernel here; the guests run the whole sys delay path end to end in kernel/sys_delay.rs),
+//! and the faults on real containers (`containers_runc`: the guests carry no runc).
 
 mod cli_output;
+mod containers_runc;
 mod live_view;
 mod load;
 mod observability_tools;
