@@ -259,6 +259,15 @@ fn chaos_toolkit_blackholes_a_service_port_and_the_rollback_cancels_it() {
     assert_eq!(counters["experiments"], 1, "{ctx}");
     assert_eq!(counters["states"]["active"], 1, "{ctx}");
     assert!(counters["packets_dropped"].as_u64().unwrap() >= 1, "{ctx}");
+    eprintln!(
+        "journal: status {} deviated {}; checks during the method (met?): {:?}, {} under the \
+         fault; packets dropped by the probe's time: {}",
+        j["status"],
+        j["deviated"],
+        checks.iter().map(|(met, _)| *met).collect::<Vec<_>>(),
+        under_fault.len(),
+        counters["packets_dropped"]
+    );
 
     // The rollback cancelled exactly that experiment.
     let rollback = activity(&j["rollbacks"], "cancel-the-run");
@@ -390,6 +399,7 @@ fn chaos_toolkit_drives_two_agents_over_mutual_tls() {
         assert_eq!(counters["ids"][0], id.as_str(), "node {node} reports its own only: {ctx}");
         assert_eq!(counters["experiments"], 1, "{ctx}");
         assert!(counters["packets_dropped"].as_u64().unwrap() >= 1, "{ctx}");
+        eprintln!("node {node}: experiment {id}, packets dropped {}", counters["packets_dropped"]);
         let rollback = activity(&j["rollbacks"], &format!("cancel-the-run-on-node-{node}"));
         assert_eq!(rollback["status"], "succeeded", "{ctx}");
         assert_eq!(rollback["output"][0]["id"], id.as_str(), "{ctx}");
@@ -411,4 +421,55 @@ fn chaos_toolkit_drives_two_agents_over_mutual_tls() {
         ids.push(id);
     }
     assert_ne!(ids[0], ids[1]);
+}
+
+/// Every inject_* action of the extension, called as Chaos Toolkit calls it, against a real
+/// agent on a target in a network namespace of its own (so the qdiscs of delay, bandwidth,
+/// corrupt and duplicate go on its lo only); each is cancelled by the rollback at once.
+#[test]
+fn chaos_toolkit_actions_inject_every_fault_family() {
+    let agent = Agent::start();
+    let target = faultline_tests::NsTarget::new("ctk-all");
+    let label = format!("ctk-all-{}", std::process::id());
+    let out = Command::new(venv_bin("python"))
+        .arg(repo_root().join("tests/python/chaos_actions_every_family.py"))
+        .arg(format!("unix://{}", agent.socket.display()))
+        .arg(&target.cg.rel)
+        .arg(&label)
+        .env("PYTHONPATH", package_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let families = r["families"].as_array().unwrap();
+    assert_eq!(families.len(), 17, "{r:#}");
+    let mut active = Vec::new();
+    for f in families {
+        let name = f["family"].as_str().unwrap();
+        // Capabilities lists the kernel-dependent families; the others (stress, process)
+        // are always served.
+        if r["supported"][name] != false {
+            assert_eq!(f["state"], "active", "{name}: {f}");
+            assert_eq!(f["fault_kind"], name, "{f}");
+            assert_eq!(f["cancelled"], serde_json::json!(["cancelled"]), "{name}: {f}");
+            active.push(name);
+            // The agent kept it, cancelled.
+            let got = agent.cli_json(&["get", f["id"].as_str().unwrap()]);
+            assert_eq!(got["state"], "cancelled", "{got}");
+        } else {
+            // Refused with the agent's reason, nothing to cancel.
+            assert_eq!(f["error"], "FAILED_PRECONDITION", "{name} unsupported: {f}");
+            eprintln!("{name}: refused as the capabilities say: {}", f["message"]);
+            assert_eq!(f["cancelled"], serde_json::json!([]), "{f}");
+        }
+    }
+    eprintln!("families active then cancelled: {} of 17: {active:?}", active.len());
+    assert_eq!(r["left_active"], 0, "{r:#}");
+    assert_eq!(target.cg.programs(), 0, "programs left after the rollbacks");
 }
