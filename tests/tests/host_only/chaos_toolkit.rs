@@ -3,8 +3,9 @@
 //! real HTTP service (python -m http.server) in a cgroup of the test's. The journal must show
 //! the steady state met before the fault, deviating while it lasts, and the rollback
 //! cancelling it; from outside, the agents list the experiments cancelled, nothing is left
-//! attached, and the service answers again. Host only, like python_client: the VM guests
-//! have no Python.
+//! attached, and the service answers again. A third test calls every inject_* action of the
+//! extension as Chaos Toolkit does. Host only, like python_client: the VM guests have no
+//! Python.
 //!
 //! The faultline package is built from this checkout into a directory of the test's own
 //! (`pip install --target`, once per test binary) and put first on PYTHONPATH, so the test
