@@ -84,6 +84,17 @@ fn answers(port: u16) -> bool {
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.0 200")
 }
 
+/// Whether the service answers a GET from a process inside `cg` (the fault's target).
+fn answers_from(cg: &Cgroup, url: &str) -> bool {
+    cg.command(venv_bin("python"))
+        .args(["-c", "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"])
+        .arg(url)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
 /// `python -m http.server` on 127.0.0.1:port inside a cgroup of its own.
 struct Service {
     cg: Cgroup,
@@ -210,6 +221,7 @@ fn chaos_toolkit_blackholes_a_service_port_and_the_rollback_cancels_it() {
     let service = Service::start("ctk-svc");
     let client = Cgroup::new("ctk-client");
     let label = format!("ctk-a-{}", std::process::id());
+    assert!(answers_from(&client, &service.url()), "the client cannot reach the service");
     let run = chaos_run(
         "blackhole-http.json",
         &[
@@ -288,7 +300,7 @@ fn chaos_toolkit_blackholes_a_service_port_and_the_rollback_cancels_it() {
     assert_eq!(mine[0]["state"], "cancelled");
     assert_eq!(client.programs(), 0, "programs left on the client cgroup");
     assert_eq!(service.cg.programs(), 0);
-    assert!(answers(service.port), "the service does not answer after the rollback");
+    assert!(answers_from(&client, &service.url()), "the client still cut off after the rollback");
 }
 
 fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
