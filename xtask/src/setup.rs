@@ -42,16 +42,34 @@ pub fn all() -> anyhow::Result<()> {
     python_venv()
 }
 
-/// Pinned Python packages: the offline checks of deploy/ and the example client's test.
-const PY_REQUIREMENTS: &[&str] = &["deploy/requirements.txt", "examples/python/requirements.txt"];
+/// Pinned Python packages: the offline checks of deploy/, the example client's test, and
+/// Chaos Toolkit for the experiments of clients/python.
+const PY_REQUIREMENTS: &[&str] = &[
+    "deploy/requirements.txt",
+    "examples/python/requirements.txt",
+    "clients/python/requirements.txt",
+];
+
+/// The faultline Python package (client and Chaos Toolkit extension), built from this
+/// checkout: its stubs come from proto/ at build time.
+const PY_PACKAGE: &str = "clients/python";
+
+/// What the package is built from: a change to any of these installs it again.
+const PY_PACKAGE_SOURCES: &[&str] = &[
+    "clients/python/pyproject.toml",
+    "clients/python/setup.py",
+    "clients/python/src",
+    "proto/faultline/v1",
+];
 
 /// The venv's Python (target/py), made by `python_venv`.
 pub fn venv_python() -> PathBuf {
     crate::root().join("target/py/bin/python")
 }
 
-/// target/py with the pinned requirements; a stamp of what was installed makes a second
-/// run install nothing, and a changed requirements file install again.
+/// target/py with the pinned requirements and the faultline package; a stamp of what was
+/// installed (the requirement files, and a hash of the package's sources and protos) makes
+/// a second run install nothing, and a change install again.
 fn python_venv() -> anyhow::Result<()> {
     let venv = crate::root().join("target/py");
     let stamp = venv.join("installed-requirements.txt");
@@ -61,6 +79,7 @@ fn python_venv() -> anyhow::Result<()> {
         wanted += &std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
     }
+    wanted += &format!("# {PY_PACKAGE} sources: {:016x}\n", sources_hash(PY_PACKAGE_SOURCES)?);
     if venv_python().exists() && std::fs::read_to_string(&stamp).ok() == Some(wanted.clone()) {
         return Ok(());
     }
@@ -78,7 +97,51 @@ fn python_venv() -> anyhow::Result<()> {
         pip.arg("-r").arg(crate::root().join(f));
     }
     run(&mut pip)?;
+    // Built with the venv's own pinned setuptools and grpcio-tools (no isolated build env
+    // fetched from the index); --force-reinstall because the version does not change when
+    // the sources do.
+    println!("== installing {PY_PACKAGE} into target/py");
+    run(Command::new(venv_python())
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(["--no-deps", "--no-build-isolation", "--force-reinstall"])
+        .arg(crate::root().join(PY_PACKAGE)))?;
     std::fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
+}
+
+/// FNV-1a over the relative paths and contents of the files under `paths` (sorted; caches
+/// and build output skipped): stable across runs and Rust versions.
+fn sources_hash(paths: &[&str]) -> anyhow::Result<u64> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        if dir.is_file() {
+            out.push(dir.to_path_buf());
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name == "__pycache__" || name.ends_with(".egg-info") || name.ends_with(".pyc") {
+                continue;
+            }
+            walk(&path, out)?;
+        }
+        Ok(())
+    }
+    let root = crate::root();
+    let mut files = Vec::new();
+    for p in paths {
+        walk(&root.join(p), &mut files)?;
+    }
+    files.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        let rel = f.strip_prefix(&root).unwrap_or(&f).to_string_lossy().into_owned();
+        let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+        for b in rel.as_bytes().iter().chain([0u8].iter()).chain(bytes.iter()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(h)
 }
 
 fn musl_target() -> anyhow::Result<()> {
