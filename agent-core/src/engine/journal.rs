@@ -56,7 +56,7 @@ impl Record for pb::Experiment {
         Ok(self.encode_to_vec())
     }
 
-    fn decode(payload: &[u8]) -> Result<Self, String> {
+    fn decode(_version: u32, payload: &[u8]) -> Result<Self, String> {
         let e = <pb::Experiment as prost::Message>::decode(payload).map_err(|e| e.to_string())?;
         if e.id.is_empty() || !e.id.bytes().all(|c| c.is_ascii_hexdigit()) {
             return Err(format!("bad experiment id {:?}", e.id));
@@ -95,6 +95,25 @@ pub fn decode(b: &[u8]) -> Result<pb::Experiment, String> {
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
+
+    /// Every experiment an earlier release journaled is read, and its request is one this
+    /// release still accepts (a resumed experiment is validated as a new one is).
+    #[test]
+    fn reads_the_journals_of_earlier_releases_and_accepts_their_requests() {
+        let all = crate::store::fixtures::<pb::Experiment>();
+        let mut faults = std::collections::BTreeSet::new();
+        for (release, e) in &all {
+            assert_eq!(e.labels.get("fixture"), Some(release), "{e:?}");
+            let req = request_of(e);
+            let spec = crate::wire::validate::inject(&req, &Default::default())
+                .unwrap_or_else(|err| panic!("release {release}, {}: {err}", e.id));
+            faults.insert(format!("{:?}", spec.fault).split(['(', ' ']).next().unwrap().to_string());
+        }
+        // The families whose records carry state beyond the agent's descriptors, at least.
+        for f in ["NetLoss", "NetDelay", "NetCorrupt", "CpuStress", "ProcessPause", "SyscallDelay"] {
+            assert!(faults.contains(f), "no {f} experiment in the fixtures: {faults:?}");
+        }
+    }
 
     fn exp(id: &str) -> pb::Experiment {
         pb::Experiment { id: id.into(), reason: "r".into(), ..Default::default() }

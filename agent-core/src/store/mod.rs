@@ -5,12 +5,12 @@
 //! One directory per kind under the state dir, one file per record, `<key>.rec`. A record is
 //! written to a temporary file, fsync'd, renamed over the old one and the directory fsync'd,
 //! so a reader sees the old record or the new one, never a mix. The file is framed so that
-//! truncation, corruption and a record from another format version are detected:
+//! truncation, corruption and a record from an unknown format version are detected:
 //! `FLR1` | kind length (u8) | kind | version (u32 LE) | payload length (u32 LE) | payload |
 //! CRC-32 of everything before it (u32 LE). The payload's encoding is the kind's own
 //! (protobuf for experiments, JSON for the rest).
 //!
-//! At replay, whatever cannot be read (a torn or corrupt record, a record of another version,
+//! At replay, whatever cannot be read (a torn or corrupt record, a record of a newer version,
 //! a temporary file a crash left, a file of an earlier agent's format) is moved aside as
 //! `<name>.corrupt` in the same directory and logged; it never stops the agent.
 
@@ -36,12 +36,18 @@ const ASIDE: &str = "corrupt";
 pub trait Record: Sized {
     /// The directory under the state dir, also written in each record's header.
     const KIND: &'static str;
-    /// The payload's format version; a record of another version is moved aside unread.
+    /// The payload's format version this agent writes.
     const VERSION: u32;
+    /// The oldest version it still reads. A later release keeps reading what an earlier one
+    /// wrote (a node is upgraded with faults in flight: the journals in
+    /// agent-core/tests/journal-fixtures/, one directory per release, are read in a test);
+    /// a record of a newer version than `VERSION` (a downgrade) is moved aside unread.
+    const OLDEST: u32 = 1;
     /// The record's file name in its kind's directory: ASCII letters, digits, `-` and `_`.
     fn key(&self) -> String;
     fn encode(&self) -> Result<Vec<u8>, String>;
-    fn decode(payload: &[u8]) -> Result<Self, String>;
+    /// `payload` as written at format `version` (`OLDEST..=VERSION`).
+    fn decode(version: u32, payload: &[u8]) -> Result<Self, String>;
 }
 
 /// Payload helpers for kinds stored as JSON.
@@ -278,10 +284,46 @@ pub fn decode<R: Record>(b: &[u8]) -> Result<R, String> {
     if kind != R::KIND.as_bytes() {
         return Err(format!("a {:?} record, not {}", String::from_utf8_lossy(kind), R::KIND));
     }
-    if version != R::VERSION {
-        return Err(format!("format version {version}; this agent reads version {}", R::VERSION));
+    if !(R::OLDEST..=R::VERSION).contains(&version) {
+        return Err(format!(
+            "format version {version}; this agent reads versions {} to {}",
+            R::OLDEST,
+            R::VERSION
+        ));
     }
-    R::decode(&b[header..header + len]).map_err(|e| format!("undecodable {}: {e}", R::KIND))
+    R::decode(version, &b[header..header + len])
+        .map_err(|e| format!("undecodable {}: {e}", R::KIND))
+}
+
+/// Every record of kind `R` in the journals earlier releases wrote, kept in the repository
+/// (agent-core/tests/journal-fixtures/RELEASE/KIND/KEY.rec, made by real agents killed with
+/// faults in flight: see the README there), each read as a start reads it: `(release,
+/// record)`, in order. Panics on one this release cannot read. Each kind's tests call it.
+#[cfg(test)]
+pub fn fixtures<R: Record>() -> Vec<(String, R)> {
+    let sorted = |dir: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/journal-fixtures");
+    let mut out = Vec::new();
+    for release in sorted(&root).into_iter().filter(|p| p.is_dir()) {
+        let name = release.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        for file in sorted(&release.join(R::KIND)) {
+            let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let r = decode::<R>(&bytes).unwrap_or_else(|e| {
+                panic!("release {name}'s {} is not read by this one: {e}", file.display())
+            });
+            let stem = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            assert_eq!(r.key(), stem, "{}", file.display());
+            out.push((name.clone(), r));
+        }
+    }
+    assert!(!out.is_empty(), "no {} records under {}", R::KIND, root.display());
+    out
 }
 
 /// CRC-32 (IEEE), bitwise: records are small and written once per change.

@@ -12,13 +12,14 @@ struct Note {
 impl Record for Note {
     const KIND: &'static str = "notes";
     const VERSION: u32 = 3;
+    const OLDEST: u32 = 2;
     fn key(&self) -> String {
         self.id.clone()
     }
     fn encode(&self) -> Result<Vec<u8>, String> {
         json::encode(self)
     }
-    fn decode(b: &[u8]) -> Result<Self, String> {
+    fn decode(_version: u32, b: &[u8]) -> Result<Self, String> {
         json::decode(b)
     }
 }
@@ -166,22 +167,24 @@ fn torn_flipped_leftover_and_foreign_files_are_moved_aside() {
 }
 
 #[test]
-fn another_version_or_kind_is_moved_aside_unread() {
+fn an_earlier_version_is_read_a_newer_one_or_another_kind_moved_aside() {
     let d = TempDir::new();
     let s = Store::<Note>::new(d.path());
     s.put(&note("now")).unwrap();
+    let payload = serde_json::to_vec(&note("earlier")).unwrap();
+    std::fs::write(s.dir().join("earlier.rec"), framed("notes", 2, &payload)).unwrap();
     let payload = serde_json::to_vec(&note("next")).unwrap();
     std::fs::write(s.dir().join("next.rec"), framed("notes", 4, &payload)).unwrap();
     let payload = serde_json::to_vec(&note("elsewhere")).unwrap();
     std::fs::write(s.dir().join("elsewhere.rec"), framed("qdisc", 3, &payload)).unwrap();
     std::fs::write(s.dir().join("garbled.rec"), framed("notes", 3, b"{not json")).unwrap();
     let r = s.replay();
-    assert_eq!(ids(&r), ["now"]);
+    assert_eq!(ids(&r), ["earlier", "now"]);
     let whys: Vec<&str> = r.aside.iter().map(|a| a.why.as_str()).collect();
     assert_eq!(whys.len(), 3, "{whys:?}");
     assert!(whys[0].contains("\"qdisc\" record"), "{whys:?}");
     assert!(whys[1].starts_with("undecodable notes"), "{whys:?}");
-    assert_eq!(whys[2], "format version 4; this agent reads version 3");
+    assert_eq!(whys[2], "format version 4; this agent reads versions 2 to 3");
     assert!(s.dir().join("next.corrupt").exists());
 }
 

@@ -105,7 +105,7 @@ impl store::Record for Record {
         store::json::encode(self)
     }
 
-    fn decode(payload: &[u8]) -> std::result::Result<Self, String> {
+    fn decode(_version: u32, payload: &[u8]) -> std::result::Result<Self, String> {
         store::json::decode(payload)
     }
 }
@@ -340,4 +340,16 @@ fn attach_both(ebpf: &mut Ebpf, netns: &File, dev: &str) -> Result<Attached> {
         }
     });
     r.map_err(|e| Error::internal("entering the device's network namespace", e))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_journals_of_earlier_releases() {
+        for (release, r) in store::fixtures::<Record>() {
+            assert!(!r.name.is_empty() && r.ifindex > 0 && r.netns_ino > 0, "{release}: {r:?}");
+        }
+    }
 }

@@ -77,7 +77,7 @@ impl store::Record for Record {
         store::json::encode(self)
     }
 
-    fn decode(payload: &[u8]) -> std::result::Result<Self, String> {
+    fn decode(_version: u32, payload: &[u8]) -> std::result::Result<Self, String> {
         store::json::decode(payload)
     }
 }
@@ -327,6 +327,13 @@ fn restore(nl: &mut Netlink, record: &Record) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_journals_of_earlier_releases() {
+        for (release, r) in store::fixtures::<Record>() {
+            assert!(!r.ifname.is_empty() && r.ifindex > 0 && r.netns_ino > 0, "{release}: {r:?}");
+        }
+    }
 
     fn q(parent: u32, handle: u32, kind: &str) -> Qdisc {
         Qdisc { ifindex: 2, handle, parent, kind: kind.into(), options: vec![1, 2] }

@@ -47,7 +47,7 @@ impl store::Record for Record {
         store::json::encode(self)
     }
 
-    fn decode(payload: &[u8]) -> std::result::Result<Self, String> {
+    fn decode(_version: u32, payload: &[u8]) -> std::result::Result<Self, String> {
         store::json::decode(payload)
     }
 }
@@ -180,5 +180,17 @@ impl Recover for Ifbs {
             self.journal.remove(&r.netns_ino.to_string());
         }
         Box::pin(std::future::ready(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_journals_of_earlier_releases() {
+        for (release, r) in store::fixtures::<Record>() {
+            assert!(r.name.starts_with("flifb") && r.ifindex > 0 && r.netns_ino > 0, "{release}: {r:?}");
+        }
     }
 }

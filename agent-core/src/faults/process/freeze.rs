@@ -52,7 +52,7 @@ impl store::Record for Frozen {
         store::json::encode(self)
     }
 
-    fn decode(payload: &[u8]) -> std::result::Result<Self, String> {
+    fn decode(_version: u32, payload: &[u8]) -> std::result::Result<Self, String> {
         store::json::decode(payload)
     }
 }
@@ -190,5 +190,17 @@ pub fn guard_main(args: &[String]) -> i32 {
     match std::fs::write(file, "0") {
         Ok(()) => 0,
         Err(e) => e.raw_os_error().unwrap_or(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_journals_of_earlier_releases() {
+        for (release, r) in store::fixtures::<Frozen>() {
+            assert!(r.ino > 0 && r.dir.is_absolute(), "{release}: {r:?}");
+        }
     }
 }

@@ -64,7 +64,7 @@ impl store::Record for Created {
         store::json::encode(self)
     }
 
-    fn decode(payload: &[u8]) -> Result<Self, String> {
+    fn decode(_version: u32, payload: &[u8]) -> Result<Self, String> {
         store::json::decode(payload)
     }
 }
@@ -308,6 +308,14 @@ fn count_cpu_list(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_journals_of_earlier_releases() {
+        for (release, r) in store::fixtures::<Created>() {
+            assert!(!r.dirs.is_empty(), "{release}: {r:?}");
+            assert!(r.dirs.iter().all(|d| d.is_absolute()), "{release}: {r:?}");
+        }
+    }
 
     #[test]
     fn finds_v1_hierarchies_and_paths() {

@@ -337,9 +337,20 @@ class Target:
         return cls({"container_id": container_id})
 
     @classmethod
-    def pod(cls, uid: str, container_id: str = "") -> Target:
-        pod = {"uid": uid} | ({"container_id": container_id} if container_id else {})
-        return cls({"pod": pod})
+    def pod(cls, pod: str, container_id: str = "", container_name: str = "") -> Target:
+        """A pod: "NAMESPACE/NAME" as kubectl shows it (resolved on the node from the
+        kubelet's /var/log/pods), or its uid; optionally one of its containers, by id
+        (or unique prefix) or by its name in the pod spec."""
+        if "/" in pod:
+            namespace, name = pod.split("/", 1)
+            spec: dict[str, str] = {"namespace": namespace, "name": name}
+        else:
+            spec = {"uid": pod}
+        if container_id:
+            spec["container_id"] = container_id
+        if container_name:
+            spec["container_name"] = container_name
+        return cls({"pod": spec})
 
     @classmethod
     def interface(cls, name: str, netns: str = "") -> Target:
