@@ -107,10 +107,12 @@ mod tests {
             let req = request_of(e);
             let spec = crate::wire::validate::inject(&req, &Default::default())
                 .unwrap_or_else(|err| panic!("release {release}, {}: {err}", e.id));
-            faults.insert(format!("{:?}", spec.fault).split(['(', ' ']).next().unwrap().to_string());
+            faults
+                .insert(format!("{:?}", spec.fault).split(['(', ' ']).next().unwrap().to_string());
         }
         // The families whose records carry state beyond the agent's descriptors, at least.
-        for f in ["NetLoss", "NetDelay", "NetCorrupt", "CpuStress", "ProcessPause", "SyscallDelay"] {
+        for f in ["NetLoss", "NetDelay", "NetCorrupt", "CpuStress", "ProcessPause", "SyscallDelay"]
+        {
             assert!(faults.contains(f), "no {f} experiment in the fixtures: {faults:?}");
         }
     }

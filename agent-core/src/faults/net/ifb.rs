@@ -190,7 +190,10 @@ mod tests {
     #[test]
     fn reads_the_journals_of_earlier_releases() {
         for (release, r) in store::fixtures::<Record>() {
-            assert!(r.name.starts_with("flifb") && r.ifindex > 0 && r.netns_ino > 0, "{release}: {r:?}");
+            assert!(
+                r.name.starts_with("flifb") && r.ifindex > 0 && r.netns_ino > 0,
+                "{release}: {r:?}"
+            );
         }
     }
 }
