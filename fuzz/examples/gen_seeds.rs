@@ -38,6 +38,7 @@ fn requests() -> Vec<(&'static str, pb::InjectRequest)> {
     let pod = T::Pod(pb::Pod {
         uid: "6f1b5c2e-0d3a-4a8e-9a55-2f0c9a1b7e11".into(),
         container_id: "3f2a9c1b".into(),
+        ..Default::default()
     });
     let iface = T::Interface(pb::NetworkInterface { name: "eth0".into(), netns: "blue".into() });
     let cases: Vec<(&str, T, F)> = vec![

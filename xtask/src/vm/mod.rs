@@ -295,12 +295,20 @@ fn prepare() -> anyhow::Result<Prepared> {
 /// of about the same length, so that both cores stay busy to the end (one boot per kernel
 /// left one core waiting on debian-6.1 for minutes), longest first. Part a: the packet tests
 /// and the errno faults; part b: the rest, with sys delay. The tests of the agent's own logic
-/// (validation, the gRPC surface, remote access, metrics) run on the last kernel only: they
-/// do the same on every kernel, and the host runs them too.
+/// (validation, the gRPC surface, remote access, metrics, a failing state directory, pods by
+/// name) run on the last kernel only: they do the same on every kernel, and the host runs
+/// them too.
 pub fn tier_parts(timeout: Duration) -> Vec<Guest> {
     let a: Vec<String> = ["net_", "sys_files", "sys_sockets"].map(String::from).to_vec();
     let skip_a: Vec<String> = a.iter().flat_map(|f| ["--skip".to_string(), f.clone()]).collect();
-    let once = ["bad_input::", "api::", "metrics::", "remote::"];
+    let once = [
+        "bad_input::",
+        "api::",
+        "metrics::",
+        "remote::",
+        "state_dir::",
+        "targets::pods_and_containers_by_namespace_and_name",
+    ];
     let last = DEFAULT_KERNELS.len() - 1;
     let mut parts = Vec::new();
     for (i, k) in DEFAULT_KERNELS.iter().enumerate() {
