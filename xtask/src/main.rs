@@ -8,6 +8,8 @@
 //! - `vm-test`, `vm-run`: the VM tier alone, or one command in a guest.
 //! - `bench`: performance goals as ratios measured in one run (CPU stress accuracy against
 //!   stress-ng).
+//! - `crash-campaign`: SIGKILLs the agent at random moments among random API calls and checks
+//!   after every restart that nothing is left and nothing lost (`test` runs a short form).
 //! - `fuzz`: the cargo-fuzz targets (request validation, the journal reader), a number of
 //!   executions each on the corpus kept in fuzz/; bench-style, not part of `test`.
 
@@ -98,6 +100,17 @@ enum Task {
         no_cmin: bool,
         /// validate, journal (default: both).
         targets: Vec<String>,
+    },
+    /// The crash campaign (tests/tests/host_only/crash_campaign.rs): random API calls, the
+    /// agent SIGKILLed at a random moment, restarted, the invariants checked after each
+    /// recovery; prints the report (kills, calls, outcomes, violations, the seed).
+    CrashCampaign {
+        /// Kills (the CI's short form runs 30).
+        #[arg(long, default_value_t = 1000)]
+        kills: u64,
+        /// Seed (default: from the clock); a failure's seed replays it.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Run one command inside a guest with `faultline` on PATH; exits with its code.
     VmRun {
@@ -211,6 +224,22 @@ fn task(task: Task) -> anyhow::Result<()> {
                 .map(|k| vm::Guest::with_lsm(k, lsm.as_deref(), &filter, timeout))
                 .collect();
             vm::vm_test(&guests, test_threads, None)
+        }
+        Task::CrashCampaign { kills, seed } => {
+            setup::all()?;
+            if !is_root() {
+                bail!("the crash campaign makes cgroups and loads eBPF programs: run as root");
+            }
+            run(cargo().args(["build", "--workspace", "--bin", "faultline", "--bin", "fl-probe"]))?;
+            let mut cmd = cargo();
+            cmd.args(["test", "--workspace", "--test", "host_only", "--", "--exact"])
+                .args(["crash_campaign::crash_campaign", "--nocapture"])
+                .env("FAULTLINE_BIN", root().join("target/debug/faultline"))
+                .env("FL_CAMPAIGN_KILLS", kills.to_string());
+            if let Some(s) = seed {
+                cmd.env("FL_CAMPAIGN_SEED", s.to_string());
+            }
+            run(&mut cmd)
         }
         Task::VmRun { kernel, lsm, timeout, cmd } => {
             setup::all()?;

@@ -26,6 +26,14 @@ impl Engine {
     ) -> Recovered {
         let mut out = Recovered::default();
         let Some(j) = &self.journal else { return out };
+        // In the order they were first applied: faults on one target can depend on it (a
+        // time skew applied before a pause shifts threads a pause would leave frozen, so
+        // resumed the other way round it could not be applied).
+        let mut entries = entries;
+        entries.sort_by_key(|e| {
+            let t = e.started_at.or(e.created_at).unwrap_or_default();
+            (t.seconds, t.nanos, e.id.clone())
+        });
         for e in entries {
             let id = e.id.clone();
             let req = journal::request_of(&e);

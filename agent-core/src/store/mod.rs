@@ -285,11 +285,11 @@ pub fn decode<R: Record>(b: &[u8]) -> Result<R, String> {
         return Err(format!("a {:?} record, not {}", String::from_utf8_lossy(kind), R::KIND));
     }
     if !(R::OLDEST..=R::VERSION).contains(&version) {
-        return Err(format!(
-            "format version {version}; this agent reads versions {} to {}",
-            R::OLDEST,
-            R::VERSION
-        ));
+        let reads = match (R::OLDEST, R::VERSION) {
+            (a, b) if a == b => format!("version {b}"),
+            (a, b) => format!("versions {a} to {b}"),
+        };
+        return Err(format!("format version {version}; this agent reads {reads}"));
     }
     R::decode(version, &b[header..header + len])
         .map_err(|e| format!("undecodable {}: {e}", R::KIND))

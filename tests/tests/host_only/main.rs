@@ -11,6 +11,7 @@
 mod chaos_toolkit;
 mod cli_output;
 mod containers_runc;
+mod crash_campaign;
 mod live_view;
 mod load;
 mod observability_tools;

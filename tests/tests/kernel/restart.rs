@@ -120,3 +120,35 @@ fn a_damaged_journal_entry_is_reported_and_the_agent_starts() {
     block(&agent, &cg, &sink, "30s");
     assert_eq!(through(&cg, &sink), 0);
 }
+
+/// Found by the crash campaign: a time skew, then a pause, on one cgroup. Resumed in the
+/// journal's key order (random ids) the pause could come first, and the skew then failed:
+/// frozen threads take no ptrace stop. Resumed in the order they were first applied, both are
+/// active again.
+#[test]
+fn faults_are_resumed_in_the_order_they_were_applied() {
+    let mut agent = Agent::start();
+    let cg = Cgroup::new("resume-order");
+    let mut sleeper = cg.command("sleep").arg("120").spawn().unwrap();
+    let mut ids = Vec::new();
+    // Several pairs, so that key order and apply order differ in some of them.
+    for _ in 0..4 {
+        let skew = agent
+            .cli_json(&["time", "skew", "--cgroup", &cg.rel, "--offset", "+1h", "--for", "60s"]);
+        let pause = agent.cli_json(&["process", "pause", "--cgroup", &cg.rel, "--for", "60s"]);
+        ids.push(skew["id"].as_str().unwrap().to_string());
+        ids.push(pause["id"].as_str().unwrap().to_string());
+        agent.signal(libc::SIGKILL);
+        agent.wait_exit(Duration::from_secs(5)).expect("agent did not die");
+        agent.restart();
+        for id in &ids {
+            let e = agent.cli_json(&["get", id]);
+            assert_eq!(e["state"], "active", "{e}");
+        }
+        for id in ids.drain(..) {
+            agent.cli_json(&["cancel", &id]);
+        }
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}

@@ -1,5 +1,5 @@
 //! Every journal kind at the next start, with damaged records next to intact ones: a
-//! truncated record, a flipped byte, a record of another format version and a temporary
+//! truncated record, a flipped byte, a record of a newer format version and a temporary
 //! file a crash left are moved aside and logged, the agent starts, and what the intact
 //! records describe is still recovered (a resumed experiment, a thawed cgroup, a removed v1
 //! cgroup directory, a removed clsact, a deleted ifb, a restored qdisc).
@@ -58,7 +58,7 @@ struct Torn {
 
 /// Next to the kind's records: `good` (a whole record file of the kind) truncated, with a
 /// flipped byte, and half-written as a temporary file, under keys of their own; and a record
-/// of the kind in a format version this agent does not read.
+/// of the kind in a newer format version than this agent reads.
 fn tear(state: &Path, kind: &str, good: &[u8], payload: &[u8]) -> Torn {
     let dir = state.join(kind);
     let mut flipped = good.to_vec();

@@ -164,6 +164,32 @@ fn on_a_hybrid_host_workers_join_the_v1_cgroups_of_the_targets_processes() {
     assert!(grew >= 64 << 20, "the workers did not join the member's v1 memory cgroup");
 }
 
+/// Found by the crash campaign: two stress faults on one target whose processes have no v1
+/// cgroups. The first makes the v1 cgroups the workers join; ended first, it cannot remove
+/// them (the second's workers are in them); they went only at the agent's next start. The
+/// last fault to end removes them now, and their journal record with them.
+#[test]
+fn v1_cgroups_made_for_one_stress_fault_go_with_the_last_fault_on_the_target() {
+    let _serial = serial();
+    if pure_v2() {
+        eprintln!("pure cgroup v2: no v1 cgroups are made");
+        return;
+    }
+    let agent = Agent::start();
+    let cg = Cgroup::new("v1-shared");
+    let made = v1_mount("memory").join(cg.rel.trim_start_matches('/'));
+    let first = stress(&agent, &cg, &["cpu", "--load", "5", "--workers", "1", "--for", "60s"]);
+    assert!(made.exists(), "no v1 cgroup was made for a target without v1 cgroups");
+    let second = stress(&agent, &cg, &["mem", "--size", "16mb", "--for", "60s"]);
+    let records = || std::fs::read_dir(agent.state_dir.join("stress")).map_or(0, |d| d.count());
+    assert_eq!(records(), 1);
+    agent.cli_json(&["cancel", first["id"].as_str().unwrap()]);
+    assert!(made.exists(), "removed under the second fault's workers");
+    agent.cli_json(&["cancel", second["id"].as_str().unwrap()]);
+    assert!(!made.exists(), "the v1 cgroup outlived every fault on the target");
+    assert_eq!(records(), 0, "its journal record outlived it");
+}
+
 #[test]
 fn a_worker_killed_by_the_cgroup_oom_killer_fails_the_experiment() {
     let _serial = serial();

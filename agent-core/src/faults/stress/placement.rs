@@ -262,18 +262,38 @@ impl Placement {
     }
 }
 
+/// Directories placements made that would not go when their placement ended (another stress
+/// fault on the same target still had its workers in them), with their journal key: tried
+/// again whenever a placement ends, so the last fault on a target removes them. What is still
+/// here when the agent dies stays journaled for the next start.
+type Pending = Vec<(Store<Created>, String, Vec<PathBuf>)>;
+static PENDING: std::sync::Mutex<Pending> = std::sync::Mutex::new(Vec::new());
+
+/// Removes `dirs` deepest first; whether none is left.
+fn remove_all(dirs: &[PathBuf]) -> bool {
+    let mut all_gone = true;
+    for d in dirs.iter().rev() {
+        if let Err(e) = fs::remove_dir(d) {
+            all_gone &= e.kind() == std::io::ErrorKind::NotFound;
+        }
+    }
+    all_gone
+}
+
 impl Drop for Placement {
     fn drop(&mut self) {
-        // A directory that will not go yet stays journaled for the next start.
-        let mut all_gone = true;
-        for d in self.created.iter().rev() {
-            if let Err(e) = fs::remove_dir(d) {
-                all_gone &= e.kind() == std::io::ErrorKind::NotFound;
+        let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.created.is_empty() {
+            let created = std::mem::take(&mut self.created);
+            pending.push((self.journal.clone(), self.key.clone(), created));
+        }
+        pending.retain(|(journal, key, dirs)| {
+            let gone = remove_all(dirs);
+            if gone {
+                journal.remove(key);
             }
-        }
-        if !self.created.is_empty() && all_gone {
-            self.journal.remove(&self.key);
-        }
+            !gone
+        });
     }
 }
 
