@@ -204,6 +204,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         faultline_core::engine::journal::Resume { engine: engine.clone(), resume: !args.no_resume };
     let tc = devices::Leftovers::new(&args.state_dir);
     let skew = faultline_core::faults::time::repair::Leftovers;
+    // A killed agent's helpers (delay tracers, thaw guards, stress workers) are still ending
+    // for a moment after it died: nothing is recovered or resumed until they are gone.
+    faultline_core::faults::orphans::reap(Duration::from_secs(2));
     let kinds: [&dyn Recoverer; 7] = [&tc, &*fq, &*ifbs, &*stress, &*process, &skew, &resume];
     for kind in kinds {
         kind.run(&args.state_dir).await;

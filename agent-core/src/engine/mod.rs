@@ -323,12 +323,25 @@ impl Engine {
                 info!(error = %err, "inject refused when applying: nothing recorded");
                 Err(err)
             }
+            // A resumed experiment with less time left than applying it takes (found by the
+            // crash campaign: a sys delay resumed 0.2 s before its deadline): its time is up,
+            // it did not fail.
+            Err(err) if fresh.is_none() && SystemTime::now() >= deadline_wall => {
+                drop(reg);
+                self.end_pending(
+                    &id,
+                    State::Expired,
+                    format!("its deadline came while it was being resumed ({err})"),
+                );
+                info!(experiment = %id, error = %err, "deadline reached while resuming");
+                Err(err)
+            }
             Err(err) => {
                 drop(reg);
                 if let Some(pending) = &fresh {
                     self.publish(pending);
                 }
-                self.fail_pending(&id, err.to_string());
+                self.end_pending(&id, State::Failed, err.to_string());
                 warn!(experiment = %id, error = %err, "experiment failed to apply");
                 Err(err)
             }
@@ -339,15 +352,16 @@ impl Engine {
         self.lock().add(snap);
     }
 
-    /// Ends a pending experiment as failed (nothing was applied), dropping its journal entry.
-    fn fail_pending(&self, id: &str, reason: String) {
+    /// Ends a pending experiment (nothing was applied) as failed, or as expired when its
+    /// deadline came first, dropping its journal entry.
+    fn end_pending(&self, id: &str, state: State, reason: String) {
         if let Some(j) = &self.journal {
             j.remove(id);
         }
         let snap = {
             let mut reg = self.lock();
             let Some(rec) = reg.records.get_mut(id) else { return };
-            rec.snap.state = State::Failed;
+            rec.snap.state = state;
             rec.snap.reason = reason;
             rec.snap.ended_at = Some(SystemTime::now());
             rec.snap.clone()

@@ -4,6 +4,7 @@
 pub mod delay;
 pub mod helper;
 pub mod net;
+pub mod orphans;
 pub mod process;
 pub mod spawn;
 pub mod stress;

@@ -33,6 +33,9 @@ use super::stress::shared::WORKER_FD;
 /// argv[0] of every helper child.
 pub const ARGV0: &str = "faultline";
 
+/// The environment variable that carries a helper's agent pid.
+pub const AGENT_ENV: &str = "FAULTLINE_AGENT_PID";
+
 /// The first thing every helper child does (agent/src/main.rs, before its subcommand):
 /// started through /proc/self/exe, it would be `exe` in ps and top and in the refusals that
 /// name a process's tracer ("traced by 1234 (exe)"), so it takes the name users know. Only
@@ -113,6 +116,8 @@ fn fork(spec: Spec) -> io::Result<Child> {
     // (`faultline __stress-worker ...`), not `/proc/self/exe ...`.
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0(ARGV0).args(&spec.args);
+    // Whose helper it is, for the next agent's start if this one dies (faults/orphans.rs).
+    cmd.env(AGENT_ENV, agent.as_raw().to_string());
     cmd.stdin(spec.stdin.map_or_else(Stdio::null, Stdio::from)).stdout(Stdio::null());
     let keep = spec.keep_fds;
     // Runs in the child between fork and exec: only async-signal-safe syscalls (nix's wrappers

@@ -283,7 +283,7 @@ impl Campaign {
         let listed = self.listed();
         let now = Instant::now();
         // Accounting.
-        let mut active: Vec<(Family, usize)> = Vec::new();
+        let mut active: Vec<(Family, usize, Instant)> = Vec::new();
         let known: Vec<(String, Family, usize, String, Instant, bool, bool)> = self
             .known
             .iter()
@@ -315,7 +315,7 @@ impl Campaign {
                     self.violation(format!("{family:?} {lid} outlived its deadline"))
                 }
                 "active" => {
-                    active.push((family, target));
+                    active.push((family, target, deadline));
                     *self.outcomes.entry("active after a restart").or_default() += 1;
                 }
                 "expired" if early && !cancelled => {
@@ -326,12 +326,21 @@ impl Campaign {
                     self.violation(format!("{family:?} {lid} cancelled, not by the campaign"))
                 }
                 "cancelled" => *self.outcomes.entry("cancelled").or_default() += 1,
+                // An Inject in flight at the kill was journaled and then refused or cut
+                // short: it was never acknowledged, and its state says what became of it.
+                "failed" if !acked => {
+                    *self.outcomes.entry("unacknowledged, failed").or_default() += 1
+                }
                 other => self.violation(format!("{family:?} {lid} {other}: {reason}")),
             }
         }
         // The active ones act.
-        for &(family, t) in &active {
-            let paused = active.contains(&(Family::Pause, t));
+        for &(family, t, deadline) in &active {
+            // One about to expire may be gone by the time it is measured.
+            if deadline < Instant::now() + MARGIN {
+                continue;
+            }
+            let paused = active.iter().any(|(f, at, _)| *f == Family::Pause && *at == t);
             let acts = match family {
                 // A process started in a frozen cgroup would wait there.
                 Family::Loss if paused => self.cgroups[t].programs() > 0,
@@ -350,12 +359,29 @@ impl Campaign {
                 Family::Skew => true,
             };
             if !acts {
-                self.violation(format!("{family:?} on cgroup {t} is active but does not act"));
+                let cg = &self.cgroups[t];
+                let on: Vec<String> = listed
+                    .values()
+                    .flatten()
+                    .filter(|(_, s, _)| s == "active")
+                    .map(|(id, _, _)| id.clone())
+                    .collect();
+                self.violation(format!(
+                    "{family:?} on cgroup {t} is active but does not act (skb programs {}, sock                      programs {}, active here: {on:?})",
+                    cg.skb_programs(),
+                    cg.sock_programs()
+                ));
+                for line in
+                    self.agent.log().lines().rev().take(40).collect::<Vec<_>>().into_iter().rev()
+                {
+                    eprintln!("    {line}");
+                }
             }
         }
         // Nothing left without a live experiment (converging for a moment: an expiry may be
         // firing as this runs).
         let settle = Instant::now();
+        let active: Vec<(Family, usize)> = active.iter().map(|(f, t, _)| (*f, *t)).collect();
         let leftovers = loop {
             let l = self.leftovers(&active);
             if l.is_empty() || settle.elapsed() > Duration::from_secs(3) {

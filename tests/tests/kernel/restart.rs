@@ -152,3 +152,30 @@ fn faults_are_resumed_in_the_order_they_were_applied() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
+
+/// Found by the crash campaign: a killed agent's helpers (delay tracers, thaw guards, stress
+/// workers) end by themselves once they see it gone, but an agent restarted at once raced
+/// them (a resumed sys delay found its threads still held by the old tracer). A starting
+/// agent now waits for them, and kills one that does not end: here a thaw guard that says
+/// its agent was a process now gone, and that nothing signals.
+#[test]
+fn a_starting_agent_reaps_the_helpers_a_dead_agent_left() {
+    let dir = faultline_tests::TempDir::new("orphan");
+    let freeze = dir.path().join("cgroup.freeze");
+    std::fs::write(&freeze, "1").unwrap();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    let far = u64::MAX / 2;
+    let mut guard = std::process::Command::new(faultline_tests::faultline_bin())
+        .args(["__thaw-guard", freeze.to_str().unwrap(), &far.to_string()])
+        .env("FAULTLINE_AGENT_PID", dead.id().to_string())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(guard.try_wait().unwrap().is_none(), "the guard did not wait");
+    let _agent = Agent::start();
+    // Serving means recovery is done: the orphan was killed by then (by this agent, or by
+    // another test's starting at the same time).
+    let status = guard.try_wait().unwrap().expect("the orphaned helper outlived the agent's start");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+}
