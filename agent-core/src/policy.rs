@@ -375,6 +375,7 @@ mod tests {
             fault: FaultSpec::ProcessPause,
             duration: Duration::from_secs(secs),
             labels: BTreeMap::new(),
+            lease: None,
         }
     }
 

@@ -263,6 +263,7 @@ fn requests() -> Vec<(&'static str, pb::InjectRequest)> {
                 fault: Some(pb::Fault { kind: Some(fault) }),
                 duration: ms(90_000),
                 labels: HashMap::from([("team".into(), "storage".into())]),
+                lease: None,
             };
             (name, req)
         })

@@ -83,6 +83,7 @@ pub fn journal_round_trip(spec: &ExperimentSpec) {
         ended_at: None,
         first_hit_at: None,
         counters: Default::default(),
+        lease_expires: spec.lease.and_then(|l| now.checked_add(l)),
     };
     let exp = convert::experiment(&snap);
     let entry = journal::encode(&exp);

@@ -32,6 +32,11 @@ pub trait FaultHandle: Send + Sync {
     fn failure(&self) -> Option<String> {
         None
     }
+    /// Moves the kernel's own deadline of the fault to `expires_mono_ns` (a lease renewed).
+    /// Only the faults `FaultSpec::takes_lease` names implement it.
+    fn extend(&self, _expires_mono_ns: u64) -> std::result::Result<(), String> {
+        Err("this fault's kernel deadline cannot be moved".into())
+    }
     /// Why the fault ended on its own having done all it was asked (an IO stress moved its
     /// bytes), if it did. The engine polls it and ends the experiment as expired with this
     /// reason.

@@ -72,6 +72,7 @@ pub fn request_of(e: &pb::Experiment) -> pb::InjectRequest {
         fault: e.fault.clone(),
         duration: e.duration,
         labels: e.labels.clone(),
+        lease: e.lease,
     }
 }
 

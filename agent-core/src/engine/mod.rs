@@ -19,7 +19,7 @@ use std::{
 };
 
 use tokio::{sync::broadcast, task::JoinHandle, time::Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{policy::Policy, targets::Resolver};
 use driver::{FaultDriver, FaultHandle, monotonic_ns};
@@ -173,6 +173,7 @@ impl Engine {
             ended_at: None,
             first_hit_at: None,
             counters: Counters::default(),
+            lease_expires: None,
         };
         {
             let mut reg = self.lock();
@@ -208,13 +209,23 @@ impl Engine {
         let id = id.to_string();
         // Both clocks are read at the same moment so the kernel and the timer agree.
         let start = Instant::now();
-        let left = deadline_wall.duration_since(SystemTime::now()).unwrap_or_default();
-        let expires = monotonic_ns().saturating_add(left.as_nanos() as u64);
+        let now_wall = SystemTime::now();
+        let left = deadline_wall.duration_since(now_wall).unwrap_or_default();
+        // With a lease the kernel's deadline is the lease's end (a resumed one keeps what was
+        // left of its lease), moved on at each renewal; the timer keeps the experiment's.
+        let lease_until = spec.lease.map(|l| {
+            let kept = self.lock().records.get(&id).and_then(|r| r.snap.lease_expires);
+            kept.unwrap_or(now_wall + l).min(deadline_wall)
+        });
+        let kernel_left =
+            lease_until.map_or(left, |l| l.duration_since(now_wall).unwrap_or_default()).min(left);
+        let expires = monotonic_ns().saturating_add(kernel_left.as_nanos() as u64);
         // Journaled before the fault takes effect: a crash from then on is recovered.
         let entry = self.journal.clone().and_then(|j| {
             let mut e = self.lock().records.get(&id).map(|r| r.snap.clone())?;
             e.started_at = Some(started_wall);
             e.deadline = Some(deadline_wall);
+            e.lease_expires = lease_until;
             Some((j, crate::wire::convert::experiment(&e)))
         });
         let driver = self.driver.clone();
@@ -248,6 +259,8 @@ impl Engine {
                 rec.snap.backend = handle.backend().to_string();
                 rec.snap.started_at = Some(started_wall);
                 rec.snap.deadline = Some(deadline_wall);
+                rec.snap.lease_expires = lease_until;
+                let leased = lease_until.is_some();
                 let me = self.me.clone();
                 let timer_id = id.clone();
                 let deadline = start + left;
@@ -272,6 +285,11 @@ impl Engine {
                                 }
                                 if let Some(why) = watched.upgrade().and_then(|h| h.finished()) {
                                     break (State::Expired, why);
+                                }
+                                if leased
+                                    && let Some(why) = me.upgrade().and_then(|e| e.lease_ran_out(&timer_id))
+                                {
+                                    break (State::Failed, why);
                                 }
                                 // Every tick for the first 5 s, then every second: a thousand
                                 // long experiments must not keep the agent busy.
@@ -451,6 +469,66 @@ impl Engine {
               dropped = counters.packets_dropped, "experiment ended");
         self.publish(&snap);
         Some(snap)
+    }
+
+    /// Why the experiment's lease ran out, if it did (checked by its timer).
+    fn lease_ran_out(&self, id: &str) -> Option<String> {
+        let reg = self.lock();
+        let snap = &reg.records.get(id)?.snap;
+        let until = snap.lease_expires?;
+        let lease = snap.spec.lease?;
+        (SystemTime::now() >= until).then(|| {
+            format!("lease expired: not renewed within {}", crate::units::human_duration(lease))
+        })
+    }
+
+    /// Renews an active experiment's lease: it then runs for another lease from now, never
+    /// past its deadline, in the kernel too; journaled, so a restarted agent keeps it.
+    pub async fn renew(&self, id: &str) -> Result<Snapshot> {
+        let (handle, lease, deadline) = {
+            let reg = self.lock();
+            let rec = reg
+                .records
+                .get(id)
+                .ok_or_else(|| Error::NotFound(format!("id: no experiment {id}")))?;
+            let Some(lease) = rec.snap.spec.lease else {
+                return Err(Error::FailedPrecondition(format!(
+                    "experiment {id} was injected without a lease: nothing to renew"
+                )));
+            };
+            if rec.snap.state != State::Active {
+                return Err(Error::FailedPrecondition(format!(
+                    "experiment {id} is {:?}: only an active experiment's lease is renewed",
+                    rec.snap.state
+                )));
+            }
+            (rec.handle.clone(), lease, rec.snap.deadline)
+        };
+        let Some(handle) = handle else {
+            return Err(Error::FailedPrecondition(format!("experiment {id} is not in effect")));
+        };
+        let now = SystemTime::now();
+        let until = deadline.map_or(now + lease, |d| (now + lease).min(d));
+        let left = until.duration_since(now).unwrap_or_default();
+        let expires = monotonic_ns().saturating_add(left.as_nanos() as u64);
+        let snap = {
+            let mut reg = self.lock();
+            let rec = reg.records.get_mut(id).ok_or_else(|| Error::NotFound(id.to_string()))?;
+            rec.snap.lease_expires = Some(until);
+            rec.snap.clone()
+        };
+        let journal = self.journal.clone();
+        let record = crate::wire::convert::experiment(&snap);
+        tokio::task::spawn_blocking(move || {
+            if let Some(j) = journal {
+                j.put(&record).map_err(|e| Error::journal("the renewed lease", &e))?;
+            }
+            handle.extend(expires).map_err(|e| Error::internal("moving the kernel deadline", e))
+        })
+        .await
+        .map_err(|e| Error::internal("renewing", e))??;
+        debug!(experiment = %id, until = ?until, "lease renewed");
+        Ok(snap)
     }
 
     pub async fn cancel(&self, id: &str) -> Result<Snapshot> {

@@ -13,6 +13,8 @@ pub struct ExperimentSpec {
     pub fault: FaultSpec,
     pub duration: Duration,
     pub labels: BTreeMap<String, String>,
+    /// Ends it early unless renewed within each (a dead-man's switch).
+    pub lease: Option<Duration>,
 }
 
 /// What the outside sees of one experiment.
@@ -32,6 +34,8 @@ pub struct Snapshot {
     pub ended_at: Option<SystemTime>,
     pub first_hit_at: Option<SystemTime>,
     pub counters: Counters,
+    /// When the lease runs out unless renewed (with a lease only).
+    pub lease_expires: Option<SystemTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -326,6 +330,22 @@ impl FaultSpec {
         "disk_fill",
         "time_skew",
     ];
+
+    /// Whether its kernel deadline can be moved while it runs, which a lease needs
+    /// (FaultHandle::extend): the rules of the packet and errno maps.
+    pub fn takes_lease(&self) -> bool {
+        matches!(
+            self,
+            FaultSpec::NetLoss(_)
+                | FaultSpec::NetDelay(_)
+                | FaultSpec::NetBandwidth(_)
+                | FaultSpec::NetReject(_)
+                | FaultSpec::NetPartition(_)
+                | FaultSpec::NetCorrupt(_)
+                | FaultSpec::NetDuplicate(_)
+                | FaultSpec::SyscallErrno(_)
+        )
+    }
 
     /// The name of the fault as the API spells it (the Fault oneof field).
     pub fn kind(&self) -> &'static str {

@@ -69,6 +69,7 @@ impl Engine {
                 ended_at: None,
                 first_hit_at: None,
                 counters: Counters::default(),
+                lease_expires: time(&e.lease_expires_at),
             };
             let now = SystemTime::now();
             let left = snap.deadline.and_then(|d| d.duration_since(now).ok()).unwrap_or_default();
@@ -84,6 +85,12 @@ impl Engine {
                 let at = snap.deadline.unwrap_or(now);
                 ended(snap, State::Expired, "expired while the agent was down", at);
                 out.expired += 1;
+                continue;
+            }
+            // A lease that ran out meanwhile: its client is gone, as the lease is there to say.
+            if let Some(until) = snap.lease_expires.filter(|u| *u <= now) {
+                ended(snap, State::Failed, "lease expired while the agent was down", until);
+                out.failed += 1;
                 continue;
             }
             if !resume {

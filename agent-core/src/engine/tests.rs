@@ -24,13 +24,18 @@ enum Apply {
 #[derive(Default)]
 struct FakeDriver {
     live: Arc<AtomicUsize>,
-    last_expiry: AtomicU64,
+    /// The kernel deadline last given, at apply or by a lease's renewal.
+    last_expiry: Arc<AtomicU64>,
     fail: Apply,
 }
 
-struct FakeHandle(Arc<AtomicUsize>);
+struct FakeHandle(Arc<AtomicUsize>, Arc<AtomicU64>);
 
 impl FaultHandle for FakeHandle {
+    fn extend(&self, expires: u64) -> std::result::Result<(), String> {
+        self.1.store(expires, Ordering::SeqCst);
+        Ok(())
+    }
     fn backend(&self) -> &'static str {
         "fake"
     }
@@ -54,7 +59,7 @@ impl FaultDriver for FakeDriver {
         }
         self.last_expiry.store(expires, Ordering::SeqCst);
         self.live.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(FakeHandle(self.live.clone())))
+        Ok(Box::new(FakeHandle(self.live.clone(), self.last_expiry.clone())))
     }
 }
 
@@ -91,6 +96,7 @@ fn spec(ms: u64, label: &str) -> ExperimentSpec {
         }),
         duration: Duration::from_millis(ms),
         labels: BTreeMap::from([("drill".to_string(), label.to_string())]),
+        lease: None,
     }
 }
 
@@ -204,4 +210,53 @@ async fn shutdown_cancels_everything_and_lists_filter() {
     let list = engine.list(&cancelled).await;
     assert_eq!(list.len(), 2);
     assert!(list.iter().all(|s| s.reason == "agent shutting down"));
+}
+
+/// How far ahead of now a kernel deadline is.
+fn ahead(mono_ns: u64) -> Duration {
+    Duration::from_nanos(mono_ns.saturating_sub(super::driver::monotonic_ns()))
+}
+
+#[tokio::test]
+async fn a_lease_not_renewed_ends_the_experiment_and_bounds_the_kernel_deadline() {
+    let (_d, driver, engine) = setup();
+    let mut s = spec(60_000, "leased");
+    s.lease = Some(Duration::from_millis(1000));
+    let snap = engine.inject(s).await.unwrap();
+    assert_eq!(snap.state, State::Active);
+    assert!(snap.lease_expires.is_some());
+    // The kernel's deadline is the lease's end, not the experiment's.
+    let first = ahead(driver.last_expiry.load(Ordering::SeqCst));
+    assert!(
+        first <= Duration::from_millis(1000) && first > Duration::from_millis(800),
+        "{first:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let e = engine.get(&snap.id).await.unwrap();
+    assert_eq!(e.state, State::Failed, "{e:?}");
+    assert!(e.reason.starts_with("lease expired"), "{}", e.reason);
+    assert_eq!(driver.live.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn renewing_a_lease_keeps_the_experiment_and_moves_the_kernel_deadline() {
+    let (_d, driver, engine) = setup();
+    let mut s = spec(60_000, "renewed");
+    s.lease = Some(Duration::from_millis(1000));
+    let snap = engine.inject(s).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = engine.renew(&snap.id).await.unwrap();
+        assert_eq!(r.state, State::Active);
+        let k = ahead(driver.last_expiry.load(Ordering::SeqCst));
+        assert!(k > Duration::from_millis(800), "the kernel deadline did not move: {k:?}");
+    }
+    // Two seconds in, past its first lease: still active.
+    assert_eq!(engine.get(&snap.id).await.unwrap().state, State::Active);
+    // Without a lease, or once ended, there is nothing to renew.
+    let plain = engine.inject(spec(60_000, "plain")).await.unwrap();
+    assert!(matches!(engine.renew(&plain.id).await, Err(Error::FailedPrecondition(_))));
+    engine.cancel(&snap.id).await.unwrap();
+    assert!(matches!(engine.renew(&snap.id).await, Err(Error::FailedPrecondition(_))));
+    assert!(matches!(engine.renew("ffffffffffff").await, Err(Error::NotFound(_))));
 }

@@ -278,6 +278,8 @@ pub fn experiment(s: &Snapshot) -> pb::Experiment {
         ended_at: s.ended_at.map(timestamp),
         first_hit_at: s.first_hit_at.map(timestamp),
         counters: Some(counters(&s.counters)),
+        lease: s.spec.lease.map(duration),
+        lease_expires_at: s.lease_expires.map(timestamp),
     }
 }
 

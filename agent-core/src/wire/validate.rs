@@ -97,7 +97,8 @@ pub fn inject(req: &pb::InjectRequest, limits: &Limits) -> Result<ExperimentSpec
     }
     let duration = duration(req.duration.as_ref(), limits)?;
     let labels = labels(&req.labels)?;
-    Ok(ExperimentSpec { target, fault, duration, labels })
+    let lease = lease(req.lease.as_ref(), &fault)?;
+    Ok(ExperimentSpec { target, fault, duration, labels, lease })
 }
 
 fn target(t: Option<&pb::Target>) -> Result<TargetSpec> {
@@ -314,6 +315,29 @@ fn duration(d: Option<&prost_types::Duration>, limits: &Limits) -> Result<Durati
     Ok(dur)
 }
 
+/// The lease: 1 s to 1 h, on a fault whose kernel deadline can follow it.
+fn lease(d: Option<&prost_types::Duration>, fault: &FaultSpec) -> Result<Option<Duration>> {
+    let Some(d) = d else { return Ok(None) };
+    let lease = proto_duration(d, "lease")?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&lease) {
+        return Err(Error::invalid(
+            "lease",
+            format!("must be 1s to 1h, got {}", human_duration(lease)),
+        ));
+    }
+    if !fault.takes_lease() {
+        return Err(Error::invalid(
+            "lease",
+            format!(
+                "{} takes no lease: network faults (but net_dns) and syscall_errno do, whose \
+                 kernel deadline can follow it",
+                fault.kind()
+            ),
+        ));
+    }
+    Ok(Some(lease))
+}
+
 fn labels(l: &std::collections::HashMap<String, String>) -> Result<BTreeMap<String, String>> {
     if l.len() > MAX_LABELS {
         return Err(Error::invalid(
@@ -361,6 +385,7 @@ mod tests {
             }),
             duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
             labels: Default::default(),
+            lease: None,
         }
     }
 

@@ -382,6 +382,7 @@ mod tests {
             fault: Some(pb::Fault { kind: Some(kind) }),
             duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
             labels: Default::default(),
+            lease: None,
         }
     }
 

@@ -137,6 +137,15 @@ impl FaultService for Service {
         Ok(Response::new(convert::experiment(&result?)))
     }
 
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::Experiment>, Status> {
+        let id = id_field(&req.get_ref().id)?;
+        let snap = self.engine.renew(id).await.map_err(status)?;
+        Ok(Response::new(convert::experiment(&snap)))
+    }
+
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
     async fn watch(

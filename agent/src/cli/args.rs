@@ -236,6 +236,16 @@ pub struct RunArgs {
     pub duration: Duration,
     #[command(flatten)]
     pub labels: LabelArgs,
+    /// A dead-man's switch, 1s to 1h: the fault ends early (failed, "lease expired") unless
+    /// renewed within each LEASE, by --wait or `faultline renew ID`. Network faults (but
+    /// `net dns`) and `sys fail` take one.
+    #[arg(long, value_parser = parse_duration, value_name = "LEASE")]
+    pub lease: Option<Duration>,
+    /// Stay in the foreground until the fault ends and show how it ended, renewing its lease
+    /// meanwhile; Ctrl-C, SIGTERM or a lost terminal (SIGHUP) cancels it, and if this process
+    /// dies without a word its lease runs out.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// The labels of a fault, for commands whose --for differs (`process kill`).

@@ -9,6 +9,7 @@ use super::{
     args::RunArgs,
     client::{self, status},
     display::{self, experiment::state_name},
+    hold,
     output::{eprint_line, is_stdout_closed},
 };
 use faultline_core::wire::convert;
@@ -27,6 +28,7 @@ pub async fn run(
         fault: Some(pb::Fault { kind: Some(kind) }),
         duration: Some(convert::duration(run.duration)),
         labels: run.labels.labels.into_iter().collect(),
+        lease: run.lease.map(convert::duration),
     };
     let resp = c.inject(req).await.map_err(status)?.into_inner();
     let e = resp.experiment.context("agent returned no experiment")?;
@@ -37,7 +39,11 @@ pub async fn run(
         // The experiment is in the agent either way; its id must not be lost with the pipe.
         eprint_line(&closed_note(&e));
     }
-    printed
+    printed?;
+    if run.wait {
+        return hold::run(&mut c, output, e, run.lease).await;
+    }
+    Ok(())
 }
 
 /// What an inject says on stderr when its stdout was closed before the experiment was shown.

@@ -1,7 +1,8 @@
 //! The command line: `faultline serve` runs the agent; every other command is a gRPC client.
 //!
 //! One file per verb (or verb family): `serve`, `net`, `sys`, `stress`, `process` (the
-//! inject verbs, sent by `inject`), `ls`, `get`, `cancel`, `caps`, `watch`, `events`. The
+//! inject verbs, sent by `inject`, held in the foreground by `hold` with --wait), `ls`, `get`,
+//! `cancel`, `renew`, `caps`, `watch`, `events`. The
 //! flags the fault commands share are in `args`, the value parsers in `parse`, the connection
 //! to the agent in `client`, the loop of the live views in `live_view`, everything shown
 //! in `display/`, and where it is written (stdout, errors on stderr) in `output`. `generate`
@@ -15,6 +16,7 @@ pub mod display;
 mod events;
 pub mod generate;
 mod get;
+mod hold;
 pub mod inject;
 mod live_view;
 mod ls;
@@ -22,6 +24,7 @@ pub mod net;
 pub mod output;
 pub mod parse;
 pub mod process;
+mod renew;
 pub mod serve;
 pub mod stress;
 pub mod sys;
@@ -230,6 +233,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Renew the lease of an experiment injected with --lease: it runs for another lease.
+    Renew {
+        /// Experiment id, or a unique prefix of one (at least 4 characters).
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show what this node's kernel supports.
     Caps {
         #[command(flatten)]
@@ -270,6 +280,7 @@ impl Command {
             | Command::Ls { client, .. }
             | Command::Get { client, .. }
             | Command::Cancel { client, .. }
+            | Command::Renew { client, .. }
             | Command::Caps { client }
             | Command::Watch { client, .. }
             | Command::Events { client, .. } => Some(client),
@@ -294,6 +305,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         Command::Ls { args, .. } => ls::run(endpoint, output, args).await,
         Command::Get { args, .. } => get::run(endpoint, output, args).await,
         Command::Cancel { id, .. } => cancel::run(endpoint, output, id).await,
+        Command::Renew { id, .. } => renew::run(endpoint, output, id).await,
         Command::Caps { .. } => caps::run(endpoint, output).await,
         Command::Watch { args, .. } => watch::run(endpoint, output, args).await,
         Command::Events { args, .. } => events::run(endpoint, output, args).await,

@@ -71,7 +71,7 @@ impl ProcessCommand {
                     } as i32,
                     interval: a.every.map(convert_duration),
                 }),
-                RunArgs { duration: a.duration, labels: a.labels },
+                RunArgs { duration: a.duration, labels: a.labels, lease: None, wait: false },
             ),
             ProcessCommand::Pause(a) => {
                 (a.target.to_pb(), pb::fault::Kind::ProcessPause(pb::ProcessPause {}), a.run)

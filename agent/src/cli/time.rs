@@ -70,7 +70,7 @@ impl TimeCommand {
                         clocks: a.clocks,
                         follow_children: a.follow_children,
                     }),
-                    RunArgs { duration: a.duration, labels: a.labels },
+                    RunArgs { duration: a.duration, labels: a.labels, lease: None, wait: false },
                 )
             }
         }

@@ -120,6 +120,7 @@ fn request(cg: &Cgroup, fault: Option<pb::fault::Kind>, seconds: i64) -> pb::Inj
         fault: Some(pb::Fault { kind: fault }),
         duration: Some(prost_types::Duration { seconds, nanos: 0 }),
         labels: Default::default(),
+        lease: None,
     }
 }
 

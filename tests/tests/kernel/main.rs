@@ -6,6 +6,7 @@
 mod api;
 mod bad_input;
 mod bpf_debug_log;
+mod lease;
 mod lifecycle;
 mod metrics;
 mod net_devices;

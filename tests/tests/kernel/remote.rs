@@ -89,6 +89,7 @@ fn loss_request(cg: &Cgroup) -> pb::InjectRequest {
         }),
         duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
         labels: Default::default(),
+        lease: None,
     }
 }
 

@@ -533,6 +533,13 @@ pub struct Extras {
 }
 
 impl FaultHandle for NetHandle {
+    fn extend(&self, expires_mono_ns: u64) -> std::result::Result<(), String> {
+        let mut st = lock(&self.state);
+        let mut rule = st.rules.get(&self.slot, 0).map_err(|e| e.to_string())?;
+        rule.expires_ns = expires_mono_ns;
+        st.rules.set(self.slot, rule, 0).map_err(|e| e.to_string())
+    }
+
     fn backend(&self) -> &'static str {
         if self.key & IFACE_KEY != 0 || !self.devices.is_empty() {
             BACKEND_TC

@@ -515,6 +515,13 @@ struct SysHandle {
 }
 
 impl FaultHandle for SysHandle {
+    fn extend(&self, expires_mono_ns: u64) -> std::result::Result<(), String> {
+        let mut st = lock(&self.state);
+        let mut rule = st.rules.get(&self.slot, 0).map_err(|e| e.to_string())?;
+        rule.expires_ns = expires_mono_ns;
+        st.rules.insert(self.slot, rule, 0).map_err(|e| e.to_string())
+    }
+
     fn backend(&self) -> &'static str {
         self.backend
     }

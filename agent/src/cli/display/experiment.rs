@@ -53,6 +53,11 @@ pub struct ExperimentJson {
     ended_at: Option<String>,
     /// When the fault first acted (not only installed); None until then.
     first_hit_at: Option<String>,
+    /// With a lease: its length, and when it runs out unless renewed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_ms: Option<u128>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_expires_at: Option<String>,
     counters: Value,
 }
 
@@ -108,6 +113,10 @@ pub fn experiment_json(e: &pb::Experiment) -> ExperimentJson {
         deadline: rfc3339(e.deadline.as_ref()),
         ended_at: rfc3339(e.ended_at.as_ref()),
         first_hit_at: rfc3339(e.first_hit_at.as_ref()),
+        lease_ms: e
+            .lease
+            .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32).as_millis()),
+        lease_expires_at: rfc3339(e.lease_expires_at.as_ref()),
         // Every counter, whatever the kind: a stable schema for scripts.
         counters: counters::ALL
             .iter()
@@ -228,6 +237,18 @@ pub fn detail_rows(e: &pb::Experiment) -> Vec<(&'static str, String)> {
             },
         ),
         ("deadline", j.deadline.unwrap_or_default()),
+        (
+            "lease",
+            match (j.lease_ms, j.lease_expires_at) {
+                (Some(ms), Some(until)) => {
+                    format!(
+                        "{} (runs out {until})",
+                        human_duration(Duration::from_millis(ms as u64))
+                    )
+                }
+                _ => String::new(),
+            },
+        ),
         ("ended", j.ended_at.unwrap_or_default()),
     ];
     let kind = counters::of_kind(convert::fault_kind(e.fault.as_ref()).unwrap_or(""));
