@@ -101,7 +101,7 @@ enum Task {
         /// validate, journal (default: both).
         targets: Vec<String>,
     },
-    /// The crash campaign (tests/tests/host_only/crash_campaign.rs): random API calls, the
+    /// The crash campaign (tests/tests/kernel/crash_campaign.rs): random API calls, the
     /// agent SIGKILLed at a random moment, restarted, the invariants checked after each
     /// recovery; prints the report (kills, calls, outcomes, violations, the seed).
     CrashCampaign {
@@ -111,6 +111,9 @@ enum Task {
         /// Seed (default: from the clock); a failure's seed replays it.
         #[arg(long)]
         seed: Option<u64>,
+        /// Run it alone in a guest of this kernel (debian-6.12: fq, ifb, tc) instead of here.
+        #[arg(long)]
+        vm: Option<String>,
     },
     /// Run one command inside a guest with `faultline` on PATH; exits with its code.
     VmRun {
@@ -225,14 +228,28 @@ fn task(task: Task) -> anyhow::Result<()> {
                 .collect();
             vm::vm_test(&guests, test_threads, None)
         }
-        Task::CrashCampaign { kills, seed } => {
+        Task::CrashCampaign { kills, seed, vm: Some(kernel) } => {
+            setup::all()?;
+            let k = vm::kernel_names(&kernel)?;
+            let seed = seed.map(|s| format!(" FL_CAMPAIGN_SEED={s}")).unwrap_or_default();
+            let job = format!(
+                "FL_CAMPAIGN_KILLS={kills}{seed} /tests/* --exact crash_campaign::crash_campaign \
+                 --nocapture"
+            );
+            let cmd = ["sh".to_string(), "-c".to_string(), job];
+            // About 5 s a kill in an emulated guest.
+            let timeout = Duration::from_secs(600 + kills * 10);
+            let rc = vm::vm_run(k[0], None, &cmd, timeout)?;
+            std::process::exit(rc)
+        }
+        Task::CrashCampaign { kills, seed, vm: None } => {
             setup::all()?;
             if !is_root() {
                 bail!("the crash campaign makes cgroups and loads eBPF programs: run as root");
             }
             run(cargo().args(["build", "--workspace", "--bin", "faultline", "--bin", "fl-probe"]))?;
             let mut cmd = cargo();
-            cmd.args(["test", "--workspace", "--test", "host_only", "--", "--exact"])
+            cmd.args(["test", "--workspace", "--test", "kernel", "--", "--exact"])
                 .args(["crash_campaign::crash_campaign", "--nocapture"])
                 .env("FAULTLINE_BIN", root().join("target/debug/faultline"))
                 .env("FL_CAMPAIGN_KILLS", kills.to_string());

@@ -11,7 +11,6 @@
 mod chaos_toolkit;
 mod cli_output;
 mod containers_runc;
-mod crash_campaign;
 mod live_view;
 mod load;
 mod observability_tools;

@@ -1,4 +1,4 @@
-//! The crash campaign: a random mix of API calls (injects of every family this host serves
+//! The crash campaign: a random mix of API calls (injects of every family this kernel serves
 //! that leaves state beyond the agent's descriptors, cancels, faults left to expire), the
 //! agent SIGKILLed at a random moment (between calls, or while an Inject is in flight),
 //! restarted on the same state directory, and after every recovery the invariants checked:
@@ -7,13 +7,15 @@
 //!   none lost, none doubled (each inject carries a label of its own);
 //! - nothing in the kernel belongs to no live experiment: no cgroup program
 //!   (BPF_PROG_QUERY) on a campaign cgroup, no frozen cgroup, no v1 cgroup the stress
-//!   placement made, no traced or stopped process, no faultline worker or helper process.
+//!   placement made, no traced or stopped process, no faultline worker or helper process, no
+//!   fq qdisc it installed, no ifb device, no tc program on a device.
 //!
-//! `cargo xtask crash-campaign [--kills N] [--seed S]` runs it (FL_CAMPAIGN_KILLS,
-//! FL_CAMPAIGN_SEED); `cargo xtask test` runs a short form. The report gives kills, calls,
-//! outcomes and violations; a failure names its seed and round, to replay it. Host only: the
-//! kernel objects at stake (cgroup programs, freezer, v1 cgroups, ptrace) behave the same on
-//! every kernel here, and one round in an emulated guest takes seconds.
+//! `cargo xtask crash-campaign [--kills N] [--seed S] [--vm KERNEL]` runs it
+//! (FL_CAMPAIGN_KILLS, FL_CAMPAIGN_SEED), on this host or alone in a Debian guest, where fq,
+//! ifb and clsact serve the delay and corrupt faults this host cannot; `cargo xtask test`
+//! runs a short form on the host (the VM tier skips it: a round in an emulated guest takes
+//! seconds). The report gives kills, calls, outcomes and violations; a failure names its
+//! seed and round, to replay it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -23,7 +25,7 @@ use std::{
 };
 
 use faultline_tests::{
-    Agent, Cgroup, containers::sleeper, faultline_bin, net::UdpSink, probe, wait_for,
+    Agent, Cgroup, Netns, bpf, containers::sleeper, faultline_bin, net::UdpSink, probe, wait_for,
 };
 
 /// xorshift64*: reproducible from the seed, no dependency.
@@ -51,9 +53,16 @@ enum Family {
     Skew,
     Cpu,
     Memory,
+    /// Egress delay: fq on the device (`lo`), journaled.
+    NetDelay,
+    /// Ingress delay: an ifb device, journaled.
+    IngressDelay,
+    /// Corrupt on a device (`lo` of the campaign's own namespace): tc programs (clsact over
+    /// netlink, journaled, or tcx links).
+    Corrupt,
 }
 
-const FAMILIES: [Family; 7] = [
+const FAMILIES: [Family; 10] = [
     Family::Loss,
     Family::ConnectErrno,
     Family::Pause,
@@ -61,12 +70,42 @@ const FAMILIES: [Family; 7] = [
     Family::Skew,
     Family::Cpu,
     Family::Memory,
+    Family::NetDelay,
+    Family::IngressDelay,
+    Family::Corrupt,
 ];
+
+/// The target index of the device family (after the four cgroups).
+const DEVICE: usize = 4;
 
 impl Family {
     /// Stress goes to the empty cgroup (its v1 cgroups are then made, and journaled).
     fn on_empty(self) -> bool {
         matches!(self, Family::Cpu | Family::Memory)
+    }
+
+    /// Whether the agent's capabilities say this kernel serves it.
+    fn served(self, caps: &serde_json::Value) -> bool {
+        let fault = |name: &str| {
+            caps["faults"].as_array().unwrap().iter().find(|f| f["fault"] == name).cloned()
+        };
+        // Stress and pause need cgroups only, which every kernel here has: not in the table.
+        let ok = |name: &str| fault(name).is_none_or(|f| f["supported"] == true);
+        match self {
+            Family::Loss => ok("net_loss"),
+            Family::ConnectErrno => ok("syscall_errno"),
+            Family::Pause => ok("process_pause"),
+            Family::SysDelay => ok("syscall_delay"),
+            Family::Skew => ok("time_skew"),
+            Family::Cpu => ok("cpu_stress"),
+            Family::Memory => ok("memory_stress"),
+            Family::NetDelay => ok("net_delay"),
+            // Its reason names what net_delay cannot do: ingress, where it says so.
+            Family::IngressDelay => {
+                ok("net_delay") && fault("net_delay").is_some_and(|f| f["reason"] == "")
+            }
+            Family::Corrupt => ok("net_corrupt"),
+        }
     }
 
     /// The fault's CLI words after the target.
@@ -79,6 +118,9 @@ impl Family {
             Family::Skew => &["--offset", "+1h"],
             Family::Cpu => &["--load", "5", "--workers", "1"],
             Family::Memory => &["--size", "16mb"],
+            Family::NetDelay => &["--latency", "20ms", "--device", "lo"],
+            Family::IngressDelay => &["--latency", "20ms", "--direction", "ingress"],
+            Family::Corrupt => &["--percent", "5"],
         };
         let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
         if self == Family::Loss {
@@ -96,6 +138,8 @@ impl Family {
             Family::Skew => ["time", "skew"],
             Family::Cpu => ["stress", "cpu"],
             Family::Memory => ["stress", "mem"],
+            Family::NetDelay | Family::IngressDelay => ["net", "delay"],
+            Family::Corrupt => ["net", "corrupt"],
         }
     }
 }
@@ -123,6 +167,10 @@ struct Campaign {
     /// Busy cgroups (a sleeper each) and, last, the empty one stress goes to.
     cgroups: Vec<Cgroup>,
     sleepers: Vec<std::process::Child>,
+    /// The corrupt fault's device is `lo` in here.
+    netns: Netns,
+    /// The families this kernel serves.
+    families: Vec<Family>,
     sink: UdpSink,
     known: BTreeMap<String, Known>,
     serial: u64,
@@ -141,12 +189,18 @@ impl Campaign {
             .map(|t| Cgroup::new(t))
             .collect();
         let sleepers = cgroups[..3].iter().map(sleeper).collect();
+        let agent = Agent::start();
+        let families: Vec<Family> =
+            FAMILIES.iter().copied().filter(|f| f.served(agent.caps())).collect();
+        eprintln!("crash campaign: families this kernel serves: {families:?}");
         Campaign {
             rng: Rng(seed.max(1)),
             seed,
-            agent: Agent::start(),
+            agent,
             cgroups,
             sleepers,
+            netns: Netns::new("crash"),
+            families,
             sink: UdpSink::bind("127.0.0.1:0"),
             known: BTreeMap::new(),
             serial: 0,
@@ -175,14 +229,22 @@ impl Campaign {
     /// The CLI's Inject of a random family, as a child process (so the agent can die while it
     /// is in flight).
     fn inject_command(&mut self) -> (Command, String, Family, usize, Duration) {
-        let family = FAMILIES[self.rng.below(FAMILIES.len() as u64) as usize];
-        let target = if family.on_empty() { 3 } else { self.rng.below(3) as usize };
+        let family = self.families[self.rng.below(self.families.len() as u64) as usize];
+        let target = match family {
+            Family::Corrupt => DEVICE,
+            f if f.on_empty() => 3,
+            _ => self.rng.below(3) as usize,
+        };
         let secs = 2 + self.rng.below(14);
         self.serial += 1;
         let label = format!("{}-{}", self.seed, self.serial);
         let mut cmd = Command::new(faultline_bin());
         cmd.arg("--endpoint").arg(&self.agent.socket).args(family.verb());
-        cmd.args(["--cgroup", &self.cgroups[target].rel]);
+        if target == DEVICE {
+            cmd.args(["--interface", "lo", "--netns", &self.netns.name]);
+        } else {
+            cmd.args(["--cgroup", &self.cgroups[target].rel]);
+        }
         cmd.args(family.args(self.sink.addr().port()));
         cmd.args(["--for", &format!("{secs}s"), "--label", &format!("campaign={label}")]);
         cmd.args(["-o", "json"]).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -342,6 +404,8 @@ impl Campaign {
             }
             let paused = active.iter().any(|(f, at, _)| *f == Family::Pause && *at == t);
             let acts = match family {
+                Family::Corrupt => device_programs(&self.netns) > 0,
+                Family::NetDelay | Family::IngressDelay => self.cgroups[t].programs() > 0,
                 // A process started in a frozen cgroup would wait there.
                 Family::Loss if paused => self.cgroups[t].programs() > 0,
                 Family::Loss => {
@@ -401,8 +465,25 @@ impl Campaign {
     fn leftovers(&self, active: &[(Family, usize)]) -> Vec<String> {
         let has = |t: usize, fs: &[Family]| active.iter().any(|(f, at)| *at == t && fs.contains(f));
         let mut out = Vec::new();
+        let packets = [Family::Loss, Family::ConnectErrno, Family::NetDelay, Family::IngressDelay];
+        let any = |fs: &[Family]| active.iter().any(|(f, _)| fs.contains(f));
+        if !any(&[Family::Corrupt]) && device_programs(&self.netns) > 0 {
+            out.push(format!(
+                "{} tc programs on lo, no corrupt fault",
+                device_programs(&self.netns)
+            ));
+        }
+        if !any(&[Family::NetDelay]) && qdiscs("lo").contains("qdisc fq ") {
+            out.push(format!("fq left on lo, no delay: {}", qdiscs("lo").trim()));
+        }
+        if !any(&[Family::IngressDelay]) {
+            let links = ip(&["-o", "link", "show"]);
+            if let Some(l) = links.lines().find(|l| l.contains("flifb")) {
+                out.push(format!("an ifb device left, no ingress delay: {l}"));
+            }
+        }
         for (t, cg) in self.cgroups.iter().enumerate() {
-            if !has(t, &[Family::Loss, Family::ConnectErrno]) && cg.programs() > 0 {
+            if !has(t, &packets) && cg.programs() > 0 {
                 out.push(format!(
                     "cgroup {t}: {} programs, no packet or connect fault",
                     cg.programs()
@@ -448,6 +529,41 @@ impl Campaign {
             self.violations.len()
         )
     }
+}
+
+/// tc programs on `lo` of the namespace: tcx links (6.6+) and clsact filters over netlink.
+fn device_programs(ns: &Netns) -> u32 {
+    // BPF_TCX_INGRESS, BPF_TCX_EGRESS, queried by ifindex (lo is 1) from inside.
+    let tcx = ns.run(|| [46, 47].iter().map(|t| bpf::query(1, *t).unwrap_or(0)).sum::<u32>());
+    let filters: u32 = ["ingress", "egress"]
+        .iter()
+        .map(|dir| {
+            let out = Command::new("tc")
+                .args(["-n", &ns.name, "filter", "show", "dev", "lo", dir])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            out.lines().filter(|l| l.contains("bpf")).count() as u32
+        })
+        .sum();
+    tcx + filters
+}
+
+fn ip(args: &[&str]) -> String {
+    Command::new("ip")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// `tc qdisc show dev DEV` in the agent's namespace.
+fn qdiscs(dev: &str) -> String {
+    Command::new("tc")
+        .args(["qdisc", "show", "dev", dev])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 fn frozen(cg: &Cgroup) -> bool {
