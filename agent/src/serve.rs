@@ -55,9 +55,20 @@ fn lock_state_dir(args: &ServeArgs) -> anyhow::Result<Flock<File>> {
         ),
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
-    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
-        Err(_) => bail!("another agent holds {}", path.display()),
+    // A killed agent's lock goes with its last process; a helper it was forking when it died
+    // holds a copy until its exec, a moment later (found by the crash campaign, once in 900
+    // restarts). So the lock is tried for a little while before another agent is assumed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut f = f;
+    loop {
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, _)) if std::time::Instant::now() < deadline => {
+                f = back;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(_) => bail!("another agent holds {}", path.display()),
+        }
     }
 }
 

@@ -99,6 +99,38 @@ fn second_agent_on_the_same_socket_is_refused() {
     agent.cli_json(&["ls"]);
 }
 
+/// Found by the crash campaign: a killed agent's lock outlives it for a moment in a helper
+/// it was forking (its copy of the descriptor closes at exec), and the restarted agent took
+/// that for another agent. A lock held briefly is waited for; one held on is refused.
+#[test]
+fn a_state_lock_held_for_a_moment_is_waited_for() {
+    let dir = faultline_tests::TempDir::new("lock");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let lock = state.join("agent.lock");
+    std::fs::write(&lock, "").unwrap();
+    // Held by this process for a second, as a dying agent's last child would hold it.
+    let held = std::fs::File::open(&lock).unwrap();
+    // SAFETY: flock on a descriptor this function owns.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) }, 0);
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = {
+        let released = released.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            released.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(held);
+        })
+    };
+    let agent = Agent::builder().state_dir(&state).start();
+    assert!(
+        released.load(std::sync::atomic::Ordering::SeqCst),
+        "the agent started while the lock was held"
+    );
+    holder.join().unwrap();
+    agent.cli_json(&["ls"]);
+}
+
 #[test]
 fn caps_report_net_loss_on_this_kernel() {
     let agent = Agent::start();
