@@ -6,6 +6,8 @@ pub mod bpf;
 pub mod clock;
 pub mod containers;
 pub mod net;
+#[cfg(feature = "grpc")]
+pub mod pki;
 pub mod runc;
 pub mod serial;
 pub mod stress;

@@ -22,8 +22,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use faultline_tests::{Agent, Cgroup, TempDir};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use faultline_tests::{
+    Agent, Cgroup, TempDir,
+    pki::{ca, leaf},
+};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -301,22 +303,6 @@ fn chaos_toolkit_blackholes_a_service_port_and_the_rollback_cancels_it() {
     assert_eq!(client.programs(), 0, "programs left on the client cgroup");
     assert_eq!(service.cg.programs(), 0);
     assert!(answers_from(&client, &service.url()), "the client still cut off after the rollback");
-}
-
-fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    (p.self_signed(&key).unwrap(), key)
-}
-
-fn leaf(cn: &str, sans: &[&str], by: &(rcgen::Certificate, KeyPair)) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p =
-        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    (p.signed_by(&key, &by.0, &by.1).unwrap().pem(), key.serialize_pem())
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

@@ -6,8 +6,10 @@
 use std::path::Path;
 
 use faultline_proto::v1::{self as pb, fault_service_client::FaultServiceClient};
-use faultline_tests::{Agent, Cgroup, TempDir};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use faultline_tests::{
+    Agent, Cgroup, TempDir,
+    pki::{ca, leaf},
+};
 use tonic::{
     Code,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
@@ -21,22 +23,6 @@ struct Pki {
     client: (String, String),
     /// Signed by another CA.
     rogue: (String, String),
-}
-
-fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    (p.self_signed(&key).unwrap(), key)
-}
-
-fn leaf(cn: &str, sans: &[&str], by: &(rcgen::Certificate, KeyPair)) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p =
-        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    (p.signed_by(&key, &by.0, &by.1).unwrap().pem(), key.serialize_pem())
 }
 
 fn pki() -> Pki {
