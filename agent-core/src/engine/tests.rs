@@ -24,6 +24,8 @@ enum Apply {
 #[derive(Default)]
 struct FakeDriver {
     live: Arc<AtomicUsize>,
+    /// How long apply takes before it answers.
+    slow: Duration,
     /// The kernel deadline last given, at apply or by a lease's renewal.
     last_expiry: Arc<AtomicU64>,
     fail: Apply,
@@ -52,6 +54,7 @@ impl Drop for FakeHandle {
 
 impl FaultDriver for FakeDriver {
     fn apply(&self, _: &Resolved, _: &FaultSpec, expires: u64) -> Result<Box<dyn FaultHandle>> {
+        std::thread::sleep(self.slow);
         match self.fail {
             Apply::Works => {}
             Apply::Refused => return Err(Error::FailedPrecondition("unsupported: test".into())),
@@ -70,12 +73,17 @@ fn setup() -> (TempDir, Arc<FakeDriver>, Arc<Engine>) {
 /// With `journal`, experiments are journaled under the temp dir's `state`.
 fn setup_with(fail: Apply, journal: bool) -> (TempDir, Arc<FakeDriver>, Arc<Engine>) {
     let d = TempDir::new();
+    let driver = Arc::new(FakeDriver { fail, ..Default::default() });
+    let engine = engine_on(&d, driver.clone(), journal);
+    (d, driver, engine)
+}
+
+/// An engine on `d`'s cgroups (and journal, with `journal`), as a restarted agent would be.
+fn engine_on(d: &TempDir, driver: Arc<FakeDriver>, journal: bool) -> Arc<Engine> {
     let mount = d.cgroups(&["app"]);
     let resolver = Resolver::new(mount, d.path().join("proc"), "/".into(), 1);
-    let driver = Arc::new(FakeDriver { fail, ..Default::default() });
     let journal = journal.then(|| journal::Journal::new(&d.path().join("state")));
-    let engine = Engine::new(driver.clone(), resolver, Policy::default(), journal);
-    (d, driver, engine)
+    Engine::new(driver, resolver, Policy::default(), journal)
 }
 
 /// The files in the journal's directory of experiments.
@@ -259,4 +267,31 @@ async fn renewing_a_lease_keeps_the_experiment_and_moves_the_kernel_deadline() {
     engine.cancel(&snap.id).await.unwrap();
     assert!(matches!(engine.renew(&snap.id).await, Err(Error::FailedPrecondition(_))));
     assert!(matches!(engine.renew("ffffffffffff").await, Err(Error::NotFound(_))));
+}
+
+/// Found by the crash campaign: an experiment resumed with less time left than applying it
+/// takes failed ("the fault's time ran out while it was being applied"). Its time was up: it
+/// expired.
+#[tokio::test]
+async fn a_resumed_experiment_whose_deadline_comes_while_it_is_applied_expires() {
+    let (d, _driver, engine) = setup_with(Apply::Works, true);
+    let snap = engine.inject(spec(60_000, "short")).await.unwrap();
+    let store =
+        crate::store::Store::<faultline_proto::v1::Experiment>::new(&d.path().join("state"));
+    let mut record = store.replay().records.pop().expect("journaled");
+    assert_eq!(record.id, snap.id);
+    // The agent died; the record says 100 ms are left, and applying takes 300 ms and fails.
+    record.deadline = Some(crate::wire::convert::timestamp(
+        std::time::SystemTime::now() + Duration::from_millis(100),
+    ));
+    let slow = Arc::new(FakeDriver {
+        fail: Apply::Fails,
+        slow: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let restarted = engine_on(&d, slow, true);
+    restarted.recover(vec![record], true).await;
+    let e = restarted.get(&snap.id).await.unwrap();
+    assert_eq!(e.state, State::Expired, "{e:?}");
+    assert!(e.reason.contains("deadline came while it was being resumed"), "{}", e.reason);
 }

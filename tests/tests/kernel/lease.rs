@@ -21,13 +21,14 @@ fn through(cg: &Cgroup, sink: &UdpSink) -> usize {
     sink.drain()
 }
 
-/// `faultline ... --lease LEASE --wait` holding 100% UDP loss to the sink, in the background.
+/// `faultline net partition ... --lease LEASE --wait` cutting the cgroup off the sink's port,
+/// in the background.
 fn hold(agent: &Agent, cg: &Cgroup, sink: &UdpSink, lease: &str) -> Child {
     let port = sink.addr().port().to_string();
     Command::new(faultline_bin())
         .arg("--endpoint")
         .arg(&agent.socket)
-        .args(udp_loss(&["--cgroup", &cg.rel], "100", &port, "60s"))
+        .args(["net", "partition", "--cgroup", &cg.rel, "--port", &port, "--for", "60s"])
         .args(["--lease", lease, "--wait", "--label", "lease=test"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
