@@ -105,7 +105,7 @@ enum Task {
     /// agent SIGKILLed at a random moment, restarted, the invariants checked after each
     /// recovery; prints the report (kills, calls, outcomes, violations, the seed).
     CrashCampaign {
-        /// Kills (the CI's short form runs 30).
+        /// Kills (the CI's short form runs 50).
         #[arg(long, default_value_t = 1000)]
         kills: u64,
         /// Seed (default: from the clock); a failure's seed replays it.

@@ -622,7 +622,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn crash_campaign() {
-    let kills = env_u64("FL_CAMPAIGN_KILLS").unwrap_or(30);
+    let kills = env_u64("FL_CAMPAIGN_KILLS").unwrap_or(50);
     let seed = env_u64("FL_CAMPAIGN_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
             as u64
