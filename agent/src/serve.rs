@@ -218,7 +218,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // A killed agent's helpers (delay tracers, thaw guards, stress workers) are still ending
     // for a moment after it died: nothing is recovered or resumed until they are gone.
     faultline_core::faults::orphans::reap(Duration::from_secs(2));
-    let kinds: [&dyn Recoverer; 7] = [&tc, &*fq, &*ifbs, &*stress, &*process, &skew, &resume];
+    // Before the experiments: an agent halted when it died stays halted and resumes nothing.
+    let halt = faultline_core::engine::halt::HaltRecovery(engine.clone());
+    let kinds: [&dyn Recoverer; 8] =
+        [&tc, &*fq, &*ifbs, &*stress, &*process, &skew, &halt, &resume];
     for kind in kinds {
         kind.run(&args.state_dir).await;
     }

@@ -5,6 +5,7 @@
 
 pub mod driver;
 pub mod error;
+pub mod halt;
 pub mod journal;
 pub mod model;
 mod recovery;
@@ -75,6 +76,8 @@ struct Record {
 struct Registry {
     records: HashMap<String, Record>,
     next_seq: u64,
+    /// Set by a halt: new experiments are refused until resume.
+    halted: Option<halt::Halted>,
 }
 
 impl Registry {
@@ -152,6 +155,7 @@ impl Engine {
     /// policy) leaves nothing behind: no record, no event, no journal entry. Only a failure of
     /// the agent itself (`Internal`) is kept as a failed experiment.
     pub async fn inject(&self, spec: ExperimentSpec) -> Result<Snapshot> {
+        self.check_not_halted()?;
         let resolver = self.resolver.clone();
         let target = spec.target.clone();
         let resolved = tokio::task::spawn_blocking(move || resolver.resolve(&target))
@@ -177,6 +181,10 @@ impl Engine {
         };
         {
             let mut reg = self.lock();
+            // Under the lock a halt takes too: nothing slips in while it ends the rest.
+            if let Some(h) = &reg.halted {
+                return Err(Error::FailedPrecondition(format!("halted: {}", h.reason)));
+            }
             // Counted and recorded under one lock, so concurrent injects cannot overshoot.
             let in_effect = reg
                 .records
@@ -189,7 +197,16 @@ impl Engine {
         // Announced as pending once the outcome is known (just before active or failed), so a
         // watcher never hears of an experiment that a refusal then takes back.
         let now = SystemTime::now();
-        self.activate(&id, &spec, resolved, now, now + spec.duration, Some(snap)).await
+        let active =
+            self.activate(&id, &spec, resolved, now, now + spec.duration, Some(snap)).await?;
+        // A halt that came while it was being applied ends it too.
+        if let Some(h) = self.halted()
+            && let Some(ended) =
+                self.end(&id, State::Cancelled, format!("halted: {}", h.reason)).await
+        {
+            return Ok(ended);
+        }
+        Ok(active)
     }
 
     /// Applies the fault of a recorded pending experiment until `deadline_wall` (all of its

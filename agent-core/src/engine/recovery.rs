@@ -26,6 +26,8 @@ impl Engine {
     ) -> Recovered {
         let mut out = Recovered::default();
         let Some(j) = &self.journal else { return out };
+        // Halted before the restart: nothing comes back.
+        let halted = self.halted();
         // In the order they were first applied: faults on one target can depend on it (a
         // time skew applied before a pause shifts threads a pause would leave frozen, so
         // resumed the other way round it could not be applied).
@@ -91,6 +93,11 @@ impl Engine {
             if let Some(until) = snap.lease_expires.filter(|u| *u <= now) {
                 ended(snap, State::Failed, "lease expired while the agent was down", until);
                 out.failed += 1;
+                continue;
+            }
+            if let Some(h) = &halted {
+                ended(snap, State::Cancelled, &format!("halted: {}", h.reason), now);
+                out.not_resumed += 1;
                 continue;
             }
             if !resume {

@@ -146,6 +146,39 @@ impl FaultService for Service {
         Ok(Response::new(convert::experiment(&snap)))
     }
 
+    async fn halt(
+        &self,
+        req: Request<pb::HaltRequest>,
+    ) -> Result<Response<pb::HaltResponse>, Status> {
+        let who = client_of(&req);
+        let reason = req.into_inner().reason;
+        let result = self.engine.halt(reason.clone()).await.map_err(status);
+        self.audit.record(
+            &who,
+            &format!("halt: {reason}"),
+            &result.as_ref().map_or_else(refusal, |e| format!("ok: {} ended", e.len())),
+        );
+        let ended = result?;
+        let reason = self.engine.halted().map(|h| h.reason).unwrap_or_default();
+        Ok(Response::new(pb::HaltResponse {
+            ended: ended.iter().map(convert::experiment).collect(),
+            reason,
+        }))
+    }
+
+    async fn resume(
+        &self,
+        req: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::ResumeResponse>, Status> {
+        let who = client_of(&req);
+        let was = self.engine.resume();
+        self.audit.record(&who, "resume", "ok");
+        Ok(Response::new(pb::ResumeResponse {
+            was_halted: was.is_some(),
+            reason: was.map(|h| h.reason).unwrap_or_default(),
+        }))
+    }
+
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
     async fn watch(

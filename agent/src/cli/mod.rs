@@ -2,7 +2,7 @@
 //!
 //! One file per verb (or verb family): `serve`, `net`, `sys`, `stress`, `process` (the
 //! inject verbs, sent by `inject`, held in the foreground by `hold` with --wait), `ls`, `get`,
-//! `cancel`, `renew`, `caps`, `watch`, `events`. The
+//! `cancel`, `renew`, `halt`, `resume`, `caps`, `watch`, `events`. The
 //! flags the fault commands share are in `args`, the value parsers in `parse`, the connection
 //! to the agent in `client`, the loop of the live views in `live_view`, everything shown
 //! in `display/`, and where it is written (stdout, errors on stderr) in `output`. `generate`
@@ -16,6 +16,7 @@ pub mod display;
 mod events;
 pub mod generate;
 mod get;
+mod halt;
 mod hold;
 pub mod inject;
 mod live_view;
@@ -25,6 +26,7 @@ pub mod output;
 pub mod parse;
 pub mod process;
 mod renew;
+mod resume;
 pub mod serve;
 pub mod stress;
 pub mod sys;
@@ -240,6 +242,18 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Emergency stop: end every active experiment now and refuse new ones until `resume`.
+    Halt {
+        #[command(flatten)]
+        args: halt::HaltArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Lift a halt: experiments are taken again.
+    Resume {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show what this node's kernel supports.
     Caps {
         #[command(flatten)]
@@ -281,6 +295,8 @@ impl Command {
             | Command::Get { client, .. }
             | Command::Cancel { client, .. }
             | Command::Renew { client, .. }
+            | Command::Halt { client, .. }
+            | Command::Resume { client }
             | Command::Caps { client }
             | Command::Watch { client, .. }
             | Command::Events { client, .. } => Some(client),
@@ -306,6 +322,8 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         Command::Get { args, .. } => get::run(endpoint, output, args).await,
         Command::Cancel { id, .. } => cancel::run(endpoint, output, id).await,
         Command::Renew { id, .. } => renew::run(endpoint, output, id).await,
+        Command::Halt { args, .. } => halt::run(endpoint, output, args).await,
+        Command::Resume { .. } => resume::run(endpoint, output).await,
         Command::Caps { .. } => caps::run(endpoint, output).await,
         Command::Watch { args, .. } => watch::run(endpoint, output, args).await,
         Command::Events { args, .. } => events::run(endpoint, output, args).await,
