@@ -24,9 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use faultline_tests::{
-    Agent, Cgroup, Netns, bpf, containers::sleeper, faultline_bin, net::UdpSink, probe, wait_for,
-};
+use faultline_tests::{Agent, Cgroup, Netns, bpf, faultline_bin, net::UdpSink, probe, wait_for};
 
 /// xorshift64*: reproducible from the seed, no dependency.
 struct Rng(u64);
@@ -188,7 +186,11 @@ impl Campaign {
             .iter()
             .map(|t| Cgroup::new(t))
             .collect();
-        let sleepers = cgroups[..3].iter().map(sleeper).collect();
+        // For the whole campaign (a 1,000-kill run takes longer than the harness's sleeper).
+        let sleepers = cgroups[..3]
+            .iter()
+            .map(|cg| cg.command("sleep").arg("86400").stdout(Stdio::null()).spawn().unwrap())
+            .collect();
         let agent = Agent::start();
         let families: Vec<Family> =
             FAMILIES.iter().copied().filter(|f| f.served(agent.caps())).collect();
