@@ -18,38 +18,40 @@ pub const GUEST_CLOCK: &str = "/bin/fl-clock-go";
 /// Where the tests find the grpc-go client (tests/tests/host_only/stock_clients.rs).
 pub const GRPC_LS_ENV: &str = "FL_GO_GRPC_LS_BIN";
 
-/// Builds the grpc-go client in GOPATH mode against Debian's grpc-go sources (there is no
-/// module proxy here).
-pub fn grpc_ls() -> anyhow::Result<PathBuf> {
+/// `go build` of tests/go/PACKAGE into target/go/BINARY: static, offline, with a cache of its
+/// own; `env` adds the module mode's settings. A no-op when nothing changed (Go's build cache).
+fn build(
+    package: &str,
+    binary: &str,
+    env: &[(&str, std::ffi::OsString)],
+) -> anyhow::Result<PathBuf> {
     let dir = root().join("target/go");
-    let out = dir.join("fl-grpc-ls");
-    let gopath = std::env::join_paths([dir.join("path"), "/usr/share/gocode".into()])?;
-    run(Command::new("go")
-        .args(["build", "-trimpath", "-o"])
+    let out = dir.join(binary);
+    let mut cmd = Command::new("go");
+    cmd.args(["build", "-trimpath", "-o"])
         .arg(&out)
-        .arg("./grpcls")
+        .arg(format!("./{package}"))
         .current_dir(root().join("tests/go"))
         .env("CGO_ENABLED", "0")
-        .env("GO111MODULE", "off")
         .env("GOPROXY", "off")
-        .env("GOCACHE", dir.join("cache"))
-        .env("GOPATH", gopath))?;
+        .env("GOCACHE", dir.join("cache"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)?;
     Ok(out)
 }
 
-/// Builds the Go clock server (a no-op when nothing changed: Go's build cache).
+/// Builds the grpc-go client in GOPATH mode against Debian's grpc-go sources (there is no
+/// module proxy here).
+pub fn grpc_ls() -> anyhow::Result<PathBuf> {
+    let path = root().join("target/go/path");
+    let gopath = std::env::join_paths([path, "/usr/share/gocode".into()])?;
+    build("grpcls", "fl-grpc-ls", &[("GO111MODULE", "off".into()), ("GOPATH", gopath)])
+}
+
+/// Builds the Go clock server (module mode, no dependencies).
 pub fn clock_server() -> anyhow::Result<PathBuf> {
-    let dir = root().join("target/go");
-    let out = dir.join("fl-clock-go");
-    run(Command::new("go")
-        .args(["build", "-trimpath", "-o"])
-        .arg(&out)
-        .arg("./clock")
-        .current_dir(root().join("tests/go"))
-        .env("CGO_ENABLED", "0")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOCACHE", dir.join("cache"))
-        .env("GOPATH", dir.join("path")))?;
-    Ok(out)
+    let path = root().join("target/go/path");
+    build("clock", "fl-clock-go", &[("GOFLAGS", "-mod=mod".into()), ("GOPATH", path.into())])
 }
