@@ -376,6 +376,9 @@ mod tests {
             duration: Duration::from_secs(secs),
             labels: BTreeMap::new(),
             lease: None,
+            stop: Vec::new(),
+            expect_hit_within: crate::engine::model::DEFAULT_EXPECT_HIT_WITHIN,
+            follow: false,
         }
     }
 

@@ -264,6 +264,7 @@ fn requests() -> Vec<(&'static str, pb::InjectRequest)> {
                 duration: ms(90_000),
                 labels: HashMap::from([("team".into(), "storage".into())]),
                 lease: None,
+                ..Default::default()
             };
             (name, req)
         })

@@ -84,6 +84,9 @@ pub fn journal_round_trip(spec: &ExperimentSpec) {
         first_hit_at: None,
         counters: Default::default(),
         lease_expires: spec.lease.and_then(|l| now.checked_add(l)),
+        abort: None,
+        no_hit: false,
+        followed: 0,
     };
     let exp = convert::experiment(&snap);
     let entry = journal::encode(&exp);

@@ -1,8 +1,8 @@
 //! The seam between the engine and the kernel: drivers apply faults and return RAII handles.
 
 use super::{
-    error::Result,
-    model::{Counters, FaultSpec, Resolved},
+    error::{Error, Result},
+    model::{Counters, FaultSpec, Plan, Resolved},
 };
 
 /// Applies faults. Implementations own their kernel objects; the engine never touches them.
@@ -15,6 +15,12 @@ pub trait FaultDriver: Send + Sync {
         fault: &FaultSpec,
         expires_mono_ns: u64,
     ) -> Result<Box<dyn FaultHandle>>;
+
+    /// What `apply` would do, checked as far as it can be without changing anything: the
+    /// kernel's support, the target's state. Applies and records nothing.
+    fn plan(&self, _target: &Resolved, fault: &FaultSpec) -> Result<Plan> {
+        Err(Error::FailedPrecondition(format!("no dry run for {} yet", fault.kind())))
+    }
 }
 
 /// A fault in effect. Dropping the handle reverts the fault.

@@ -73,6 +73,10 @@ pub fn request_of(e: &pb::Experiment) -> pb::InjectRequest {
         duration: e.duration,
         labels: e.labels.clone(),
         lease: e.lease,
+        stop_conditions: e.stop_conditions.clone(),
+        dry_run: false,
+        expect_hit_within: e.expect_hit_within,
+        follow: e.follow,
     }
 }
 

@@ -4,11 +4,13 @@
 //! kernel rule carries the same expiry so the program ignores it even if this process stalls.
 
 pub mod driver;
+mod dry_run;
 pub mod error;
 pub mod halt;
 pub mod journal;
 pub mod model;
 mod recovery;
+mod watch;
 
 pub use model::Snapshot;
 pub use recovery::Recovered;
@@ -40,6 +42,10 @@ pub enum EventKind {
     State,
     /// The fault acted for the first time.
     FirstHit,
+    /// Active for its expect_hit_within without acting.
+    NoHit,
+    /// Its container restarted and the fault now acts on the successor.
+    Followed,
 }
 
 /// A change the engine announces to watchers.
@@ -178,6 +184,9 @@ impl Engine {
             first_hit_at: None,
             counters: Counters::default(),
             lease_expires: None,
+            abort: None,
+            no_hit: false,
+            followed: 0,
         };
         {
             let mut reg = self.lock();
@@ -277,63 +286,24 @@ impl Engine {
                 rec.snap.started_at = Some(started_wall);
                 rec.snap.deadline = Some(deadline_wall);
                 rec.snap.lease_expires = lease_until;
-                let leased = lease_until.is_some();
-                let me = self.me.clone();
-                let timer_id = id.clone();
-                let deadline = start + left;
                 // Weak: the handle's last reference must go with the record, so that its
                 // drop (which reverts the fault) finishes before Cancel returns.
                 let watched = Arc::downgrade(&handle);
                 rec.handle = Some(handle);
-                let (resolver, kill) = (self.resolver.clone(), spec.fault.ends_its_target());
-                let target = resolved.clone();
-                let mut hit = first_counters.acted();
+                let hit = first_counters.acted();
                 if hit {
                     rec.snap.first_hit_at = Some(SystemTime::now());
                 }
-                rec.timer = Some(tokio::spawn(async move {
-                    let mut tick = 0u64;
-                    let (state, reason) = loop {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(deadline) => break (State::Expired, String::new()),
-                            _ = tokio::time::sleep(FAILURE_POLL) => {
-                                if let Some(why) = watched.upgrade().and_then(|h| h.failure()) {
-                                    break (State::Failed, why);
-                                }
-                                if let Some(why) = watched.upgrade().and_then(|h| h.finished()) {
-                                    break (State::Expired, why);
-                                }
-                                if leased
-                                    && let Some(why) = me.upgrade().and_then(|e| e.lease_ran_out(&timer_id))
-                                {
-                                    break (State::Failed, why);
-                                }
-                                // Every tick for the first 5 s, then every second: a thousand
-                                // long experiments must not keep the agent busy.
-                                tick += 1;
-                                if tick > 50 && !tick.is_multiple_of(10) {
-                                    continue;
-                                }
-                                if !hit && let Some(h) = watched.upgrade() {
-                                    let c = h.counters();
-                                    if c.acted() {
-                                        hit = true;
-                                        if let Some(engine) = me.upgrade() {
-                                            engine.first_hit(&timer_id, c);
-                                        }
-                                    }
-                                }
-                                // Never carried over to whatever replaces the target.
-                                if let Some(why) = resolver.target_gone(&target) {
-                                    // A kill that ends its target did what it was asked.
-                                    break if kill { (State::Expired, why) } else { (State::Failed, why) };
-                                }
-                            }
-                        }
-                    };
-                    if let Some(engine) = me.upgrade() {
-                        engine.end_from_timer(&timer_id, state, reason).await;
-                    }
+                rec.timer = Some(self.spawn_watch(watch::Watch {
+                    id: id.clone(),
+                    deadline: start + left,
+                    handle: watched,
+                    leased: lease_until.is_some(),
+                    target: resolved.clone(),
+                    ends_its_target: spec.fault.ends_its_target(),
+                    hit,
+                    hit_expected_by: start + spec.expect_hit_within,
+                    stop: spec.stop.clone(),
                 }));
                 let mut snap = rec.snap.clone();
                 drop(reg);
@@ -413,6 +383,7 @@ impl Engine {
                 return;
             }
             rec.snap.first_hit_at = Some(SystemTime::now());
+            rec.snap.no_hit = false;
             let mut snap = rec.snap.clone();
             snap.counters = counters;
             snap

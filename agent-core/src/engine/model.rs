@@ -15,6 +15,103 @@ pub struct ExperimentSpec {
     pub labels: BTreeMap<String, String>,
     /// Ends it early unless renewed within each (a dead-man's switch).
     pub lease: Option<Duration>,
+    /// Evaluated every 250 ms while active; the first that holds aborts it.
+    pub stop: Vec<StopCondition>,
+    /// Marked as hitting nothing when it has not acted this long after it began.
+    pub expect_hit_within: Duration,
+    /// A restarted container (same pod and container name) gets the fault again.
+    pub follow: bool,
+}
+
+/// When `expect_hit_within` is not given.
+pub const DEFAULT_EXPECT_HIT_WITHIN: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Cpu,
+    Memory,
+    Io,
+}
+
+impl Resource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cpu",
+            Resource::Memory => "memory",
+            Resource::Io => "io",
+        }
+    }
+}
+
+/// A condition that ends an experiment as aborted when it holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StopCondition {
+    /// The target cgroup's PSI "some avg10" of `resource` above a percent.
+    Pressure { resource: Resource, above_percent: f64 },
+    /// A process of the target was OOM-killed since the experiment began.
+    OomKill,
+    /// No process is left in the target.
+    NoProcesses,
+    /// `url` (http://HOST:PORT/PATH) failed to answer 2xx within `timeout`, `failures` times
+    /// in a row.
+    Http { url: String, timeout: Duration, failures: u32 },
+}
+
+impl StopCondition {
+    /// As the CLI's --abort-if spells it.
+    pub fn describe(&self) -> String {
+        match self {
+            StopCondition::Pressure { resource, above_percent } => {
+                format!("psi.{}>{above_percent}", resource.name())
+            }
+            StopCondition::OomKill => "oom".into(),
+            StopCondition::NoProcesses => "empty".into(),
+            StopCondition::Http { url, timeout, failures } => {
+                let mut s = url.clone();
+                if *timeout != HTTP_PROBE_TIMEOUT {
+                    s += &format!(" timeout={}", crate::units::human_duration(*timeout));
+                }
+                if *failures != 1 {
+                    s += &format!(" failures={failures}");
+                }
+                s
+            }
+        }
+    }
+}
+
+/// An HTTP stop condition's timeout per request when not given.
+pub const HTTP_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a dry run would do: the target as resolved, the mechanism, and each kernel object or
+/// process the fault would attach, create or act on.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Plan {
+    pub resolved: Option<Resolved>,
+    pub backend: String,
+    pub steps: Vec<PlanStep>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanStep {
+    /// e.g. "attach cgroup_skb/egress program", "add fq qdisc", "start 2 cpu workers".
+    pub action: String,
+    /// e.g. "cgroup /x (id 1234)", "device eth0", "pids 12, 13".
+    pub on: String,
+}
+
+impl PlanStep {
+    pub fn new(action: impl Into<String>, on: impl Into<String>) -> Self {
+        PlanStep { action: action.into(), on: on.into() }
+    }
+}
+
+/// Which stop condition ended an aborted experiment, and what it saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Abort {
+    pub condition: String,
+    pub value: String,
+    pub at: SystemTime,
 }
 
 /// What the outside sees of one experiment.
@@ -36,6 +133,12 @@ pub struct Snapshot {
     pub counters: Counters,
     /// When the lease runs out unless renewed (with a lease only).
     pub lease_expires: Option<SystemTime>,
+    /// Set when a stop condition ended it.
+    pub abort: Option<Abort>,
+    /// Active for its `expect_hit_within` without acting (cleared by a first hit).
+    pub no_hit: bool,
+    /// How many restarted containers it followed.
+    pub followed: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -430,6 +533,8 @@ pub enum State {
     Expired,
     Cancelled,
     Failed,
+    /// A stop condition held.
+    Aborted,
 }
 
 /// What a target resolved to.

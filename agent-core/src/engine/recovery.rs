@@ -72,6 +72,9 @@ impl Engine {
                 first_hit_at: None,
                 counters: Counters::default(),
                 lease_expires: time(&e.lease_expires_at),
+                abort: None,
+                no_hit: false,
+                followed: 0,
             };
             let now = SystemTime::now();
             let left = snap.deadline.and_then(|d| d.duration_since(now).ok()).unwrap_or_default();

@@ -105,6 +105,9 @@ fn spec(ms: u64, label: &str) -> ExperimentSpec {
         duration: Duration::from_millis(ms),
         labels: BTreeMap::from([("drill".to_string(), label.to_string())]),
         lease: None,
+        stop: Vec::new(),
+        expect_hit_within: model::DEFAULT_EXPECT_HIT_WITHIN,
+        follow: false,
     }
 }
 

@@ -8,8 +8,8 @@ use crate::{
     caps::Capabilities,
     engine::model::{
         Amount, ContainerRef, Counters, Direction, Distribution, DnsAnswer, FaultSpec, IoAmount,
-        IoMode, KillMode, LossModel, NamePattern, PacketFilter, PodRef, Protocol, Resolved,
-        Snapshot, State, TargetSpec,
+        IoMode, KillMode, LossModel, NamePattern, PacketFilter, Plan, PodRef, Protocol, Resolved,
+        Resource, Snapshot, State, StopCondition, TargetSpec,
     },
 };
 
@@ -35,6 +35,7 @@ pub fn state(s: State) -> pb::State {
         State::Expired => pb::State::Expired,
         State::Cancelled => pb::State::Cancelled,
         State::Failed => pb::State::Failed,
+        State::Aborted => pb::State::Aborted,
     }
 }
 
@@ -244,6 +245,38 @@ fn fault(f: &FaultSpec) -> pb::Fault {
     pb::Fault { kind: Some(kind) }
 }
 
+pub fn plan(p: &Plan) -> pb::Plan {
+    pb::Plan {
+        resolved_target: p.resolved.as_ref().map(resolved_target),
+        backend: p.backend.clone(),
+        steps: p
+            .steps
+            .iter()
+            .map(|s| pb::PlanStep { action: s.action.clone(), on: s.on.clone() })
+            .collect(),
+    }
+}
+
+pub fn resolved_target(r: &Resolved) -> pb::ResolvedTarget {
+    match r {
+        Resolved::Cgroup(c) => pb::ResolvedTarget {
+            cgroup_path: c.path.clone(),
+            cgroup_id: c.id,
+            cgroup_mount: c.mount.display().to_string(),
+            container_id: c.container_id.clone().unwrap_or_default(),
+            runtime: c.runtime.unwrap_or_default().to_string(),
+            pod_uid: c.pod_uid.clone().unwrap_or_default(),
+            ..Default::default()
+        },
+        Resolved::Interface(i) => pb::ResolvedTarget {
+            interface: i.name.clone(),
+            ifindex: i.ifindex,
+            netns: i.netns.clone(),
+            ..Default::default()
+        },
+    }
+}
+
 pub fn experiment(s: &Snapshot) -> pb::Experiment {
     pb::Experiment {
         id: s.id.clone(),
@@ -253,23 +286,7 @@ pub fn experiment(s: &Snapshot) -> pb::Experiment {
         labels: s.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         state: state(s.state) as i32,
         reason: s.reason.clone(),
-        resolved_target: s.resolved.as_ref().map(|r| match r {
-            Resolved::Cgroup(c) => pb::ResolvedTarget {
-                cgroup_path: c.path.clone(),
-                cgroup_id: c.id,
-                cgroup_mount: c.mount.display().to_string(),
-                container_id: c.container_id.clone().unwrap_or_default(),
-                runtime: c.runtime.unwrap_or_default().to_string(),
-                pod_uid: c.pod_uid.clone().unwrap_or_default(),
-                ..Default::default()
-            },
-            Resolved::Interface(i) => pb::ResolvedTarget {
-                interface: i.name.clone(),
-                ifindex: i.ifindex,
-                netns: i.netns.clone(),
-                ..Default::default()
-            },
-        }),
+        resolved_target: s.resolved.as_ref().map(resolved_target),
         backend: s.backend.clone(),
         note: s.note.clone(),
         created_at: Some(timestamp(s.created_at)),
@@ -280,7 +297,39 @@ pub fn experiment(s: &Snapshot) -> pb::Experiment {
         counters: Some(counters(&s.counters)),
         lease: s.spec.lease.map(duration),
         lease_expires_at: s.lease_expires.map(timestamp),
+        stop_conditions: s.spec.stop.iter().map(stop_condition).collect(),
+        abort: s.abort.as_ref().map(|a| pb::Abort {
+            condition: a.condition.clone(),
+            value: a.value.clone(),
+            at: Some(timestamp(a.at)),
+        }),
+        expect_hit_within: Some(duration(s.spec.expect_hit_within)),
+        no_hit: s.no_hit,
+        follow: s.spec.follow,
+        followed: s.followed,
     }
+}
+
+pub fn stop_condition(c: &StopCondition) -> pb::StopCondition {
+    use pb::stop_condition::Condition;
+    let condition = match c {
+        StopCondition::Pressure { resource, above_percent } => Condition::Pressure(pb::Pressure {
+            resource: match resource {
+                Resource::Cpu => pb::Resource::Cpu,
+                Resource::Memory => pb::Resource::Memory,
+                Resource::Io => pb::Resource::Io,
+            } as i32,
+            above_percent: *above_percent,
+        }),
+        StopCondition::OomKill => Condition::OomKill(pb::OomKill {}),
+        StopCondition::NoProcesses => Condition::NoProcesses(pb::NoProcesses {}),
+        StopCondition::Http { url, timeout, failures } => Condition::Http(pb::HttpProbe {
+            url: url.clone(),
+            timeout: Some(duration(*timeout)),
+            failures: *failures,
+        }),
+    };
+    pb::StopCondition { condition: Some(condition) }
 }
 
 pub fn counters(c: &Counters) -> pb::Counters {

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod fields;
 pub mod validate;
+pub mod validate_drill;
 pub mod validate_net;
 pub mod validate_process;
 pub mod validate_stress;

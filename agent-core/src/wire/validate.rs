@@ -7,6 +7,7 @@ use faultline_proto::v1 as pb;
 
 use super::fields::proto_duration;
 pub use super::fields::{MAX_CIDRS, errno, percent};
+use super::validate_drill as drill;
 use super::validate_net as net;
 pub use super::validate_net::{
     MAX_BURST_BYTES, MAX_DELAY, MAX_DNS_NAMES, MAX_RATE_BPS, MIN_RATE_BPS, filter, parse_cidr,
@@ -98,7 +99,10 @@ pub fn inject(req: &pb::InjectRequest, limits: &Limits) -> Result<ExperimentSpec
     let duration = duration(req.duration.as_ref(), limits)?;
     let labels = labels(&req.labels)?;
     let lease = lease(req.lease.as_ref(), &fault)?;
-    Ok(ExperimentSpec { target, fault, duration, labels, lease })
+    let stop = drill::stop_conditions(&req.stop_conditions)?;
+    let expect_hit_within = drill::expect_hit_within(req.expect_hit_within.as_ref())?;
+    let follow = drill::follow(req.follow, &target)?;
+    Ok(ExperimentSpec { target, fault, duration, labels, lease, stop, expect_hit_within, follow })
 }
 
 fn target(t: Option<&pb::Target>) -> Result<TargetSpec> {
@@ -363,9 +367,10 @@ pub fn state(s: i32, field: &str) -> Result<State> {
         Ok(pb::State::Expired) => Ok(State::Expired),
         Ok(pb::State::Cancelled) => Ok(State::Cancelled),
         Ok(pb::State::Failed) => Ok(State::Failed),
+        Ok(pb::State::Aborted) => Ok(State::Aborted),
         _ => Err(Error::invalid(
             field,
-            format!("must be PENDING, ACTIVE, EXPIRED, CANCELLED or FAILED, got {s}"),
+            format!("must be PENDING, ACTIVE, EXPIRED, CANCELLED, FAILED or ABORTED, got {s}"),
         )),
     }
 }
@@ -386,6 +391,7 @@ mod tests {
             duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
             labels: Default::default(),
             lease: None,
+            ..Default::default()
         }
     }
 

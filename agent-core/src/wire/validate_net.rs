@@ -383,6 +383,7 @@ mod tests {
             duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
             labels: Default::default(),
             lease: None,
+            ..Default::default()
         }
     }
 

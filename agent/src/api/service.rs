@@ -79,14 +79,25 @@ impl FaultService for Service {
                     info!(error = %e, "inject refused");
                 })
                 .map_err(status)?;
-            self.engine.inject(spec).await.map_err(status)
+            if req.get_ref().dry_run {
+                return self.engine.plan(spec).await.map(Err).map_err(status);
+            }
+            self.engine.inject(spec).await.map(Ok).map_err(status)
         }
         .await;
         match result {
-            Ok(snap) => {
+            Ok(Ok(snap)) => {
                 self.audit.record(&who, &what, &format!("ok: experiment {}", snap.id));
                 Ok(Response::new(pb::InjectResponse {
                     experiment: Some(convert::experiment(&snap)),
+                    plan: None,
+                }))
+            }
+            Ok(Err(plan)) => {
+                self.audit.record(&who, &what, "ok: dry run, nothing applied");
+                Ok(Response::new(pb::InjectResponse {
+                    experiment: None,
+                    plan: Some(convert::plan(&plan)),
                 }))
             }
             Err(s) => {
@@ -238,6 +249,8 @@ impl FaultService for Service {
                             let kind = match ev.kind {
                                 EventKind::State => pb::EventType::State,
                                 EventKind::FirstHit => pb::EventType::FirstHit,
+                                EventKind::NoHit => pb::EventType::NoHit,
+                                EventKind::Followed => pb::EventType::Followed,
                             };
                             if tx.send(event(&ev.snap, kind)).await.is_err() {
                                 return;

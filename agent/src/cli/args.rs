@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use faultline_proto::v1 as pb;
 
-use super::parse::{parse_duration, parse_label, parse_port_range};
+use super::parse::{parse_abort_if, parse_duration, parse_label, parse_port_range};
 
 /// What `--pid` means for the faults that act on a whole cgroup (network faults, stress).
 pub const PID_CGROUP_HELP: &str =
@@ -246,6 +246,39 @@ pub struct RunArgs {
     /// dies without a word its lease runs out.
     #[arg(long)]
     pub wait: bool,
+    #[command(flatten)]
+    pub drill: DrillArgs,
+}
+
+impl RunArgs {
+    /// For commands whose --for differs (`process kill`, `time skew`): no lease, no wait.
+    pub fn of(duration: Duration, labels: LabelArgs, drill: DrillArgs) -> Self {
+        RunArgs { duration, labels, lease: None, wait: false, drill }
+    }
+}
+
+/// Control of the fault in flight; the same flags on every fault command.
+#[derive(Args, Debug, Default)]
+pub struct DrillArgs {
+    /// End the fault early, as aborted, when this holds (repeatable; checked every 250ms):
+    /// 'psi.cpu>N', 'psi.memory>N', 'psi.io>N' (the target's pressure, some avg10, percent),
+    /// 'oom' (a process of the target OOM-killed), 'empty' (no process left), or
+    /// 'http://HOST:PORT/PATH [timeout=1s] [failures=N]' (not 2xx within the timeout N times
+    /// in a row).
+    #[arg(long = "abort-if", value_parser = parse_abort_if, value_name = "CONDITION")]
+    pub abort_if: Vec<pb::StopCondition>,
+    /// Check everything (target, policy, kernel) and print what would be attached where,
+    /// applying and recording nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Mark the fault, and say so in get/ls/watch, if it has not acted this long after it
+    /// began (default 30s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub expect_hit_within: Option<Duration>,
+    /// With --container or --pod/--container-name: when the container restarts, the fault
+    /// follows it to its successor for the rest of its duration.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 /// The labels of a fault, for commands whose --for differs (`process kill`).

@@ -29,8 +29,15 @@ pub async fn run(
         duration: Some(convert::duration(run.duration)),
         labels: run.labels.labels.into_iter().collect(),
         lease: run.lease.map(convert::duration),
+        stop_conditions: run.drill.abort_if,
+        dry_run: run.drill.dry_run,
+        expect_hit_within: run.drill.expect_hit_within.map(convert::duration),
+        follow: run.drill.follow,
     };
     let resp = c.inject(req).await.map_err(status)?.into_inner();
+    if let Some(plan) = &resp.plan {
+        return display::print_plan(output, plan);
+    }
     let e = resp.experiment.context("agent returned no experiment")?;
     let printed = display::print_experiment(output, &e);
     if let Err(err) = &printed

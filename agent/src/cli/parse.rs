@@ -36,6 +36,56 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
+/// An --abort-if condition: `psi.cpu|memory|io>PERCENT`, `oom`, `empty`, or
+/// `http://HOST[:PORT]/PATH [timeout=DURATION] [failures=N]`.
+pub fn parse_abort_if(s: &str) -> Result<pb::StopCondition, String> {
+    use pb::stop_condition::Condition;
+    let expected = "expected psi.cpu>N, psi.memory>N, psi.io>N, oom, empty, or \
+                    'http://HOST:PORT/PATH [timeout=1s] [failures=N]'";
+    let t = s.trim();
+    let condition = if let Some(rest) = t.strip_prefix("psi.") {
+        let (res, pct) = rest.split_once('>').ok_or_else(|| format!("{s:?}: {expected}"))?;
+        let resource = match res.trim() {
+            "cpu" => pb::Resource::Cpu,
+            "memory" => pb::Resource::Memory,
+            "io" => pb::Resource::Io,
+            other => return Err(format!("{s:?}: no PSI resource {other:?} (cpu, memory, io)")),
+        };
+        let above_percent = pct
+            .trim()
+            .trim_end_matches('%')
+            .parse::<f64>()
+            .map_err(|_| format!("{s:?}: {pct:?} is not a percent"))?;
+        Condition::Pressure(pb::Pressure { resource: resource as i32, above_percent })
+    } else if t == "oom" {
+        Condition::OomKill(pb::OomKill {})
+    } else if t == "empty" {
+        Condition::NoProcesses(pb::NoProcesses {})
+    } else if t.starts_with("http://") || t.starts_with("https://") {
+        let mut words = t.split_whitespace();
+        let url = words.next().unwrap_or_default().to_string();
+        let mut probe = pb::HttpProbe { url, ..Default::default() };
+        for w in words {
+            match w.split_once('=') {
+                Some(("timeout", v)) => probe.timeout = Some(duration_pb(parse_duration(v)?)),
+                Some(("failures", v)) => {
+                    probe.failures =
+                        v.parse().map_err(|_| format!("{s:?}: failures={v} is not a count"))?
+                }
+                _ => return Err(format!("{s:?}: unknown option {w:?} (timeout=, failures=)")),
+            }
+        }
+        Condition::Http(probe)
+    } else {
+        return Err(format!("{s:?}: {expected}"));
+    };
+    Ok(pb::StopCondition { condition: Some(condition) })
+}
+
+fn duration_pb(d: Duration) -> prost_types::Duration {
+    faultline_core::wire::convert::duration(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

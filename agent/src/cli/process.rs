@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use faultline_proto::v1 as pb;
 
 use super::{
-    args::{CgroupTargetArgs, LabelArgs, PID_KILL_HELP, ProcessTargetArgs, RunArgs},
+    args::{CgroupTargetArgs, DrillArgs, LabelArgs, PID_KILL_HELP, ProcessTargetArgs, RunArgs},
     inject::Injection,
     parse::parse_duration,
 };
@@ -47,6 +47,8 @@ pub struct KillArgs {
     pub duration: Duration,
     #[command(flatten)]
     pub labels: LabelArgs,
+    #[command(flatten)]
+    pub drill: DrillArgs,
 }
 
 #[derive(Args, Debug)]
@@ -71,7 +73,7 @@ impl ProcessCommand {
                     } as i32,
                     interval: a.every.map(convert_duration),
                 }),
-                RunArgs { duration: a.duration, labels: a.labels, lease: None, wait: false },
+                RunArgs::of(a.duration, a.labels, a.drill),
             ),
             ProcessCommand::Pause(a) => {
                 (a.target.to_pb(), pb::fault::Kind::ProcessPause(pb::ProcessPause {}), a.run)

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use faultline_proto::v1 as pb;
 
 use super::{
-    args::{LabelArgs, ProcessTargetArgs, RunArgs},
+    args::{DrillArgs, LabelArgs, ProcessTargetArgs, RunArgs},
     inject::Injection,
     parse::parse_duration,
 };
@@ -41,6 +41,8 @@ pub struct SkewArgs {
     pub duration: Duration,
     #[command(flatten)]
     pub labels: LabelArgs,
+    #[command(flatten)]
+    pub drill: DrillArgs,
 }
 
 /// `-10m` -> (negative, 10 min); `+2h` or `2h` -> (positive, 2 h).
@@ -70,7 +72,7 @@ impl TimeCommand {
                         clocks: a.clocks,
                         follow_children: a.follow_children,
                     }),
-                    RunArgs { duration: a.duration, labels: a.labels, lease: None, wait: false },
+                    RunArgs::of(a.duration, a.labels, a.drill),
                 )
             }
         }

@@ -124,6 +124,21 @@ impl Metrics {
         }
         family(
             &mut out,
+            "faultline_experiment_no_hit",
+            "gauge",
+            "1 while an active experiment has acted on nothing within its expect_hit_within \
+             (check the target and filters).",
+        );
+        for s in shown.iter().filter(|s| s.state == State::Active) {
+            let _ = writeln!(
+                out,
+                "faultline_experiment_no_hit{{{}}} {}",
+                labels(s),
+                u8::from(s.no_hit)
+            );
+        }
+        family(
+            &mut out,
             "faultline_experiment_remaining_seconds",
             "gauge",
             "Time until the experiment's deadline.",
@@ -241,6 +256,7 @@ fn state_name(s: State) -> &'static str {
         State::Expired => "expired",
         State::Cancelled => "cancelled",
         State::Failed => "failed",
+        State::Aborted => "aborted",
     }
 }
 

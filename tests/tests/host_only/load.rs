@@ -48,6 +48,7 @@ fn inject_req(cg: &str) -> pb::InjectRequest {
         duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
         labels: [("load".to_string(), "yes".to_string())].into(),
         lease: None,
+        ..Default::default()
     }
 }
 

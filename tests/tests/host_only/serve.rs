@@ -203,6 +203,7 @@ async fn the_agent_logs_its_policy_and_shows_a_bad_policy_file_with_its_line() {
         duration: Some(prost_types::Duration { seconds: 0, nanos: 0 }),
         labels: Default::default(),
         lease: None,
+        ..Default::default()
     };
     let err = c.inject(zero).await.unwrap_err();
     assert_eq!(

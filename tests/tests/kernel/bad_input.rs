@@ -121,6 +121,7 @@ fn request(cg: &Cgroup, fault: Option<pb::fault::Kind>, seconds: i64) -> pb::Inj
         duration: Some(prost_types::Duration { seconds, nanos: 0 }),
         labels: Default::default(),
         lease: None,
+        ..Default::default()
     }
 }
 

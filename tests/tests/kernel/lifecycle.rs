@@ -183,6 +183,7 @@ async fn watch_streams_state_changes() {
         duration: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
         labels: Default::default(),
         lease: None,
+        ..Default::default()
     };
     let id = c.inject(req).await.unwrap().into_inner().experiment.unwrap().id;
     let mut states = Vec::new();

@@ -76,6 +76,7 @@ fn loss_request(cg: &Cgroup) -> pb::InjectRequest {
         duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
         labels: Default::default(),
         lease: None,
+        ..Default::default()
     }
 }
 

@@ -8,7 +8,7 @@ use faultline_proto::v1 as pb;
 use serde_json::{Value, json};
 
 use super::{
-    experiment::{self, state_name},
+    experiment,
     progress::{counters_text, first_hit, time_left_text},
     summary::{fault_summary, target_summary},
 };
@@ -20,6 +20,8 @@ pub fn event_name(t: i32) -> &'static str {
     match pb::EventType::try_from(t) {
         Ok(pb::EventType::Snapshot) => "SNAPSHOT",
         Ok(pb::EventType::FirstHit) => "FIRST_HIT",
+        Ok(pb::EventType::NoHit) => "NO_HIT",
+        Ok(pb::EventType::Followed) => "FOLLOWED",
         _ => "STATE",
     }
 }
@@ -36,7 +38,7 @@ pub fn event_line(
         humantime::format_rfc3339_millis(at).to_string(),
         format!("{kind:<9}"),
         e.id.clone(),
-        format!("{:<9}", state_name(e.state)),
+        format!("{:<9}", experiment::state_cell(e)),
         fault_summary(e.fault.as_ref()),
         target_summary(e),
         format!("first hit {}", first_hit(e)),

@@ -28,6 +28,24 @@ pub fn state_name(s: i32) -> String {
         .map(|s| s.as_str_name().trim_start_matches("STATE_").to_ascii_lowercase())
         .unwrap_or_else(|_| format!("unknown({s})"))
 }
+
+/// The STATE cell of ls, watch and events: the state, marked when an active fault has hit
+/// nothing within its expect_hit_within.
+pub fn state_cell(e: &pb::Experiment) -> String {
+    let name = state_name(e.state);
+    if e.no_hit && e.state == pb::State::Active as i32 { format!("{name} (no hit)") } else { name }
+}
+
+/// What `get` says of an active fault that has hit nothing within its expect_hit_within.
+pub const NO_HIT_MARK: &str = "nothing matched yet: check the target and filters";
+
+/// The stop conditions as --abort-if spells them.
+pub fn stop_conditions_text(e: &pb::Experiment) -> Vec<String> {
+    match faultline_core::wire::validate_drill::stop_conditions(&e.stop_conditions) {
+        Ok(list) => list.iter().map(|c| c.describe()).collect(),
+        Err(err) => vec![err.to_string()],
+    }
+}
 #[derive(Serialize)]
 pub struct ExperimentJson {
     id: String,
@@ -58,6 +76,16 @@ pub struct ExperimentJson {
     lease_ms: Option<u128>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lease_expires_at: Option<String>,
+    /// --abort-if conditions, and the one that ended it with the value seen.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_conditions: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    abort: Option<Value>,
+    expect_hit_within_ms: u128,
+    /// Active for expect_hit_within with nothing matched.
+    no_hit: bool,
+    follow: bool,
+    followed: u32,
     counters: Value,
 }
 
@@ -117,6 +145,17 @@ pub fn experiment_json(e: &pb::Experiment) -> ExperimentJson {
             .lease
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32).as_millis()),
         lease_expires_at: rfc3339(e.lease_expires_at.as_ref()),
+        stop_conditions: stop_conditions_text(e),
+        abort: e.abort.as_ref().map(
+            |a| json!({ "condition": a.condition, "value": a.value, "at": rfc3339(a.at.as_ref()) }),
+        ),
+        expect_hit_within_ms: e
+            .expect_hit_within
+            .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32).as_millis())
+            .unwrap_or_default(),
+        no_hit: e.no_hit,
+        follow: e.follow,
+        followed: e.followed,
         // Every counter, whatever the kind: a stable schema for scripts.
         counters: counters::ALL
             .iter()
@@ -173,7 +212,7 @@ pub fn experiments_table(list: &[pb::Experiment], now: SystemTime) -> String {
             let (matched, hit) = (matched_cell(kind, &c), hit_cell(kind, &c));
             vec![
                 e.id.clone(),
-                state_name(e.state),
+                state_cell(e),
                 fault_summary(e.fault.as_ref()),
                 target_summary(e),
                 matched,
@@ -250,6 +289,27 @@ pub fn detail_rows(e: &pb::Experiment) -> Vec<(&'static str, String)> {
             },
         ),
         ("ended", j.ended_at.unwrap_or_default()),
+        ("abort if", j.stop_conditions.join("; ")),
+        (
+            "aborted by",
+            e.abort.as_ref().map(|a| format!("{} ({})", a.condition, a.value)).unwrap_or_default(),
+        ),
+        (
+            "no hit",
+            if j.no_hit && e.state == pb::State::Active as i32 {
+                NO_HIT_MARK.to_string()
+            } else {
+                String::new()
+            },
+        ),
+        (
+            "follow",
+            match (j.follow, j.followed) {
+                (false, _) => String::new(),
+                (true, 0) => "yes (no restart yet)".into(),
+                (true, n) => format!("yes (followed {n} restart{})", if n == 1 { "" } else { "s" }),
+            },
+        ),
     ];
     let kind = counters::of_kind(convert::fault_kind(e.fault.as_ref()).unwrap_or(""));
     rows.extend(kind.all().map(|m| (m.detail, m.show(&c))));

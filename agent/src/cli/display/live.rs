@@ -88,7 +88,7 @@ pub fn watch_table(list: &[pb::Experiment], now: SystemTime, width: Option<usize
         .map(|e| {
             [
                 e.id.clone(),
-                state_name(e.state),
+                experiment::state_cell(e),
                 fault_summary(e.fault.as_ref()),
                 target_summary(e),
                 first_hit(e),

@@ -9,6 +9,7 @@ pub mod experiment;
 #[cfg(test)]
 mod fixtures;
 pub mod live;
+pub mod plan;
 pub mod progress;
 pub mod summary;
 pub mod terminal;
@@ -38,6 +39,14 @@ pub fn print_experiment(output: Output, e: &pb::Experiment) -> anyhow::Result<()
         Output::Json => {
             out::println(&serde_json::to_string_pretty(&experiment::experiment_json(e))?)
         }
+    }
+}
+
+/// A dry run's answer.
+pub fn print_plan(output: Output, p: &pb::Plan) -> anyhow::Result<()> {
+    match output {
+        Output::Table => out::print(&plan::plan_text(p)),
+        Output::Json => out::println(&serde_json::to_string_pretty(&plan::plan_json(p))?),
     }
 }
 

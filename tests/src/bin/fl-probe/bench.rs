@@ -268,6 +268,7 @@ fn loss_req(cgroup: &str, percent: f64, port: u16) -> pb::InjectRequest {
         duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
         labels: [("bench".to_string(), "inject-latency".to_string())].into(),
         lease: None,
+        ..Default::default()
     }
 }
 

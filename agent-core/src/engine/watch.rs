@@ -1,0 +1,111 @@
+//! An active experiment's own task: it ends the experiment at its deadline, when the fault
+//! fails or finishes on its own, when its lease runs out or its target goes away, and
+//! announces its first hit (or that it has hit nothing in time).
+
+use std::sync::Weak;
+
+use tokio::{task::JoinHandle, time::Instant};
+
+use super::{
+    Engine, EventKind, FAILURE_POLL,
+    driver::FaultHandle,
+    model::{Resolved, State, StopCondition},
+};
+
+/// What the task watches.
+pub(super) struct Watch {
+    pub id: String,
+    pub deadline: Instant,
+    pub handle: Weak<dyn FaultHandle>,
+    pub leased: bool,
+    pub target: Resolved,
+    /// A kill that ends its target did what it was asked when the target goes.
+    pub ends_its_target: bool,
+    /// Whether it has acted already.
+    pub hit: bool,
+    /// When it is marked as hitting nothing, unless it has acted by then.
+    pub hit_expected_by: Instant,
+    pub stop: Vec<StopCondition>,
+}
+
+impl Engine {
+    pub(super) fn spawn_watch(&self, w: Watch) -> JoinHandle<()> {
+        let me = self.me.clone();
+        let resolver = self.resolver.clone();
+        tokio::spawn(async move {
+            let id = w.id.clone();
+            let (state, reason) = watch(&me, &resolver, w).await;
+            if let Some(engine) = me.upgrade() {
+                engine.end_from_timer(&id, state, reason).await;
+            }
+        })
+    }
+
+    /// Marks an experiment as having hit nothing in time, once.
+    fn no_hit(&self, id: &str) {
+        let snap = {
+            let mut reg = self.lock();
+            let Some(rec) = reg.records.get_mut(id) else { return };
+            if rec.snap.first_hit_at.is_some() || rec.snap.no_hit {
+                return;
+            }
+            rec.snap.no_hit = true;
+            rec.snap.clone()
+        };
+        tracing::warn!(experiment = %id, within = ?snap.spec.expect_hit_within,
+                       "no hit: nothing matched yet, check the target and filters");
+        self.announce(EventKind::NoHit, &snap);
+    }
+}
+
+/// Runs until the experiment should end; returns how.
+async fn watch(
+    me: &Weak<Engine>,
+    resolver: &crate::targets::Resolver,
+    mut w: Watch,
+) -> (State, String) {
+    let mut tick = 0u64;
+    let mut marked = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(w.deadline) => return (State::Expired, String::new()),
+            _ = tokio::time::sleep(FAILURE_POLL) => {
+                if let Some(why) = w.handle.upgrade().and_then(|h| h.failure()) {
+                    return (State::Failed, why);
+                }
+                if let Some(why) = w.handle.upgrade().and_then(|h| h.finished()) {
+                    return (State::Expired, why);
+                }
+                if w.leased
+                    && let Some(why) = me.upgrade().and_then(|e| e.lease_ran_out(&w.id))
+                {
+                    return (State::Failed, why);
+                }
+                // Every tick for the first 5 s, then every second: a thousand long
+                // experiments must not keep the agent busy.
+                tick += 1;
+                if tick > 50 && !tick.is_multiple_of(10) {
+                    continue;
+                }
+                if !w.hit && let Some(h) = w.handle.upgrade() {
+                    let c = h.counters();
+                    if c.acted() {
+                        w.hit = true;
+                        if let Some(engine) = me.upgrade() {
+                            engine.first_hit(&w.id, c);
+                        }
+                    } else if !marked && Instant::now() >= w.hit_expected_by {
+                        marked = true;
+                        if let Some(engine) = me.upgrade() {
+                            engine.no_hit(&w.id);
+                        }
+                    }
+                }
+                // Never carried over to whatever replaces the target.
+                if let Some(why) = resolver.target_gone(&w.target) {
+                    return if w.ends_its_target { (State::Expired, why) } else { (State::Failed, why) };
+                }
+            }
+        }
+    }
+}
