@@ -9,6 +9,7 @@ pub mod errno;
 pub mod faults;
 pub mod kernel;
 pub mod policy;
+pub mod stop;
 pub mod store;
 pub mod targets;
 #[cfg(test)]

@@ -36,6 +36,7 @@ struct File {
     protected_cgroups: Option<Vec<Spanned<String>>>,
     protected_namespaces: Option<Vec<String>>,
     pods_log_dir: Option<PathBuf>,
+    guards: Option<crate::stop::node::GuardsFile>,
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +54,8 @@ pub struct Policy {
     /// Where the kubelet keeps `<namespace>_<pod>_<uid>` directories: how a pod's namespace
     /// is known without the API server.
     pub pods_log_dir: PathBuf,
+    /// Node-wide conditions that halt the agent (`[guards]`).
+    pub guards: crate::stop::node::Guards,
 }
 
 impl Default for Policy {
@@ -66,6 +69,7 @@ impl Default for Policy {
             protected_cgroups: Vec::new(),
             protected_namespaces: vec!["kube-system".into()],
             pods_log_dir: PathBuf::from("/var/log/pods"),
+            guards: Default::default(),
         }
     }
 }
@@ -209,6 +213,10 @@ impl Policy {
         if let Some(v) = f.pods_log_dir {
             p.pods_log_dir = v;
         }
+        if let Some(g) = f.guards {
+            p.guards = crate::stop::node::Guards::from_file(g, host_memory)
+                .map_err(|(span, what)| bad(span, what))?;
+        }
         Ok(p)
     }
 
@@ -223,13 +231,14 @@ impl Policy {
         };
         format!(
             "allow_host={} max_duration={} max_concurrent={} max_stress_memory={memory} \
-             protected_cgroups={:?} protected_namespaces={:?} pods_log_dir={}",
+             protected_cgroups={:?} protected_namespaces={:?} pods_log_dir={} guards={}",
             self.allow_host,
             crate::units::human_duration(self.max_duration),
             self.max_concurrent,
             self.protected_cgroups,
             self.protected_namespaces,
-            self.pods_log_dir.display()
+            self.pods_log_dir.display(),
+            self.guards.summary()
         )
     }
 

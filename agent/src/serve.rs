@@ -225,6 +225,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for kind in kinds {
         kind.run(&args.state_dir).await;
     }
+    // After the halt record: an agent started halted is not halted again.
+    engine.watch_node().map_err(|e| anyhow::anyhow!("policy guards: {e}"))?;
     // Loading parsed the eBPF object and the kernel's BTF more than once: tens of MiB that
     // are free now but stay in the heap unless handed back.
     release_free_heap();

@@ -23,6 +23,7 @@ impl Engine {
             .filter(|r| matches!(r.snap.state, State::Pending | State::Active))
             .count();
         self.policy.check(&spec, &resolved, self.resolver.own_cgroup(), in_effect)?;
+        crate::stop::check(&spec.stop, &resolved)?;
         let driver = self.driver.clone();
         let (fault, target) = (spec.fault.clone(), resolved.clone());
         let mut plan = tokio::task::spawn_blocking(move || driver.plan(&target, &fault))

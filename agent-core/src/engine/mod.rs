@@ -6,6 +6,7 @@
 pub mod driver;
 mod dry_run;
 pub mod error;
+mod guard;
 pub mod halt;
 pub mod journal;
 pub mod model;
@@ -201,6 +202,7 @@ impl Engine {
                 .filter(|r| matches!(r.snap.state, State::Pending | State::Active))
                 .count();
             self.policy.check(&spec, &resolved, self.resolver.own_cgroup(), in_effect)?;
+            crate::stop::check(&spec.stop, &resolved)?;
             reg.add(snap.clone());
         }
         // Announced as pending once the outcome is known (just before active or failed), so a

@@ -9,7 +9,7 @@ use tokio::{task::JoinHandle, time::Instant};
 use super::{
     Engine, EventKind, FAILURE_POLL,
     driver::FaultHandle,
-    model::{Resolved, State, StopCondition},
+    model::{Abort, Resolved, State, StopCondition},
 };
 
 /// What the task watches.
@@ -41,6 +41,19 @@ impl Engine {
         })
     }
 
+    /// Records which stop condition held, before the experiment is ended as aborted.
+    fn record_abort(&self, id: &str, held: crate::stop::Held) {
+        tracing::warn!(experiment = %id, condition = %held.condition, value = %held.value,
+                       "stop condition held: aborting");
+        if let Some(rec) = self.lock().records.get_mut(id) {
+            rec.snap.abort = Some(Abort {
+                condition: held.condition,
+                value: held.value,
+                at: std::time::SystemTime::now(),
+            });
+        }
+    }
+
     /// Marks an experiment as having hit nothing in time, once.
     fn no_hit(&self, id: &str) {
         let snap = {
@@ -66,9 +79,18 @@ async fn watch(
 ) -> (State, String) {
     let mut tick = 0u64;
     let mut marked = false;
+    let stop = crate::stop::first_to_hold(std::mem::take(&mut w.stop), w.target.clone());
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(w.deadline) => return (State::Expired, String::new()),
+            held = &mut stop => {
+                let reason = format!("aborted: {} held ({})", held.condition, held.value);
+                if let Some(engine) = me.upgrade() {
+                    engine.record_abort(&w.id, held);
+                }
+                return (State::Aborted, reason);
+            }
             _ = tokio::time::sleep(FAILURE_POLL) => {
                 if let Some(why) = w.handle.upgrade().and_then(|h| h.failure()) {
                     return (State::Failed, why);
