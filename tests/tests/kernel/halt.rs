@@ -7,12 +7,21 @@
 use std::time::{Duration, Instant};
 
 use faultline_tests::{
-    Agent, Cgroup, containers::sleeper, net::UdpSink, one_line_error, probe, udp_loss,
+    Agent, Cgroup,
+    clock::ClockServer,
+    containers::sleeper,
+    net::{TcpEcho, UdpSink},
+    one_line_error, probe, udp_loss,
 };
 
 fn through(cg: &Cgroup, sink: &UdpSink) -> usize {
     probe(Some(cg), &["udp-send", &sink.addr().to_string(), "50"]);
     sink.drain()
+}
+
+/// Whether a TCP connection from `cg` to `echo` goes through.
+fn connects(cg: &Cgroup, echo: &TcpEcho) -> bool {
+    probe(Some(cg), &["tcp-echo", &echo.addr().to_string(), "1000"])["ok"] == true
 }
 
 fn frozen(cg: &Cgroup) -> bool {
@@ -33,7 +42,13 @@ fn halt_ends_every_family_at_once_refuses_new_faults_and_survives_a_restart() {
     let paused = Cgroup::new("halt-pause");
     let stressed = Cgroup::new("halt-stress");
     let delayed = Cgroup::new("halt-delay");
+    let rejected = Cgroup::new("halt-reject");
+    let failed = Cgroup::new("halt-errno");
+    let hungry = Cgroup::new("halt-mem");
+    let skewed = Cgroup::new("halt-skew");
     let mut sleepers = vec![sleeper(&paused), sleeper(&delayed)];
+    let echo = TcpEcho::start("127.0.0.1:0").unwrap();
+    let mut clock = ClockServer::start(Some(&skewed));
     let sink = UdpSink::bind("127.0.0.1:0");
     let port = sink.addr().port().to_string();
     agent.cli_json_args(&udp_loss(&["--cgroup", &net.rel], "100", &port, "5m"));
@@ -62,11 +77,43 @@ fn halt_ends_every_family_at_once_refuses_new_faults_and_survives_a_restart() {
         "--for",
         "5m",
     ]);
+    let echo_port = echo.addr().port().to_string();
+    agent.cli_json(&[
+        "net",
+        "reject",
+        "--cgroup",
+        &rejected.rel,
+        "--port",
+        &echo_port,
+        "--errno",
+        "EPERM",
+        "--for",
+        "5m",
+    ]);
+    agent.cli_json(&[
+        "sys",
+        "fail",
+        "--cgroup",
+        &failed.rel,
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--for",
+        "5m",
+    ]);
+    agent.cli_json(&["stress", "mem", "--cgroup", &hungry.rel, "--size", "16mb", "--for", "5m"]);
+    agent.cli_json(&["time", "skew", "--cgroup", &skewed.rel, "--offset", "+1h", "--for", "5m"]);
     let held = delayed.procs()[0];
     assert_eq!(through(&net, &sink), 0);
     assert!(frozen(&paused));
     assert!(!stressed.procs().is_empty());
     assert!(traced(held));
+    assert!(!connects(&rejected, &echo));
+    assert!(!connects(&failed, &echo));
+    assert!(!hungry.procs().is_empty());
+    let off = clock.read().vdso_ms;
+    assert!((off - 3_600_000.0).abs() < 2_000.0, "clock {off} ms off, not +1h");
 
     let t0 = Instant::now();
     let out = agent.cli(&["halt", "--reason", "drill stop", "-o", "json"]);
@@ -74,18 +121,25 @@ fn halt_ends_every_family_at_once_refuses_new_faults_and_survives_a_restart() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ended: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ended = ended.as_array().unwrap();
-    assert_eq!(ended.len(), 4, "{ended:?}");
+    assert_eq!(ended.len(), 8, "{ended:?}");
     for e in ended {
         assert_eq!(e["state"], "cancelled", "{e}");
         assert_eq!(e["reason"], "halted: drill stop", "{e}");
     }
     // Gone when the halt returns.
-    eprintln!("halt ended 4 experiments in {took:?}");
+    eprintln!("halt ended 8 experiments of 8 families in {took:?}");
     assert_eq!(through(&net, &sink), 50);
     assert!(!frozen(&paused));
     assert!(stressed.procs().is_empty(), "workers left: {:?}", stressed.procs());
+    assert!(hungry.procs().is_empty(), "workers left: {:?}", hungry.procs());
     assert!(!traced(held));
-    assert_eq!(net.programs(), 0);
+    assert!(connects(&rejected, &echo));
+    assert!(connects(&failed, &echo));
+    let off = clock.read().vdso_ms;
+    assert!(off.abs() < 1_000.0, "clock still {off} ms off after the halt");
+    for cg in [&net, &rejected, &failed] {
+        assert_eq!(cg.programs(), 0, "{}", cg.rel);
+    }
 
     // Refused until resumed, across a restart too, and nothing recorded meanwhile.
     let refused = |agent: &Agent| {
