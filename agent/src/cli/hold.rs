@@ -60,7 +60,8 @@ pub async fn run(
         last = c.get(pb::GetRequest { id: id.clone() }).await.map_err(status)?.into_inner();
     };
     display::print_experiment(output, &ended)?;
-    if ended.state == pb::State::Failed as i32 {
+    // A stop condition that held ends the drill early: scripts see it as they see a failure.
+    if ended.state == pb::State::Failed as i32 || ended.state == pb::State::Aborted as i32 {
         bail!("experiment {id} {}: {}", state_name(ended.state), ended.reason);
     }
     Ok(())

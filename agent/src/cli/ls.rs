@@ -27,6 +27,7 @@ pub enum StateArg {
     Expired,
     Cancelled,
     Failed,
+    Aborted,
 }
 
 pub async fn run(endpoint: &str, output: Output, a: LsArgs) -> anyhow::Result<()> {
@@ -41,6 +42,7 @@ pub async fn run(endpoint: &str, output: Output, a: LsArgs) -> anyhow::Result<()
                 StateArg::Expired => pb::State::Expired,
                 StateArg::Cancelled => pb::State::Cancelled,
                 StateArg::Failed => pb::State::Failed,
+                StateArg::Aborted => pb::State::Aborted,
             } as i32)
             .collect(),
         labels: a.labels.into_iter().collect(),

@@ -82,6 +82,14 @@ const PROCESS: &[&str] = &[
     "faultline process pause --container 3f2a9c1d --for 60s",
 ];
 
+const DRILL_CONTROL: &[&str] = &[
+    "faultline halt --reason 'checkout SLO burning'",
+    "faultline resume",
+    "faultline stress mem --cgroup /checkout --percent 80 --for 10m --abort-if oom --abort-if 'psi.memory>40' --abort-if 'http://127.0.0.1:8080/healthz timeout=500ms failures=3'",
+    "faultline net loss --cgroup /checkout --percent 100 --port 6379 --for 5m --dry-run",
+    "faultline net loss --cgroup /checkout --percent 100 --port 6379 --for 5m --expect-hit-within 10s",
+];
+
 /// The `faultline` commands of README.md's `sh` blocks: continuation lines joined, a `$ `
 /// prompt and a trailing `# comment` removed, blanks collapsed.
 fn readme_commands() -> BTreeSet<String> {
@@ -118,7 +126,7 @@ fn readme_commands() -> BTreeSet<String> {
 #[test]
 fn every_readme_example_is_run() {
     let readme = readme_commands();
-    let here: BTreeSet<String> = [DRILL, NETWORK, SYSCALLS, STRESS, PROCESS, TIME]
+    let here: BTreeSet<String> = [DRILL, NETWORK, SYSCALLS, STRESS, PROCESS, TIME, DRILL_CONTROL]
         .concat()
         .iter()
         .map(|s| s.to_string())
@@ -307,6 +315,81 @@ fn the_drill_and_the_observability_commands() {
     );
     probe(Some(&cg), &["udp-send", &to, "50"]);
     assert_eq!(sink.drain(), 50, "Redis is back after cancel");
+}
+
+/// An HTTP server on loopback answering 200 until `failing` is set, then 503.
+fn health(failing: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::io::Write as _;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().map_while(Result::ok) {
+            let mut b = [0u8; 1024];
+            let _ = c.read(&mut b);
+            let bad = failing.load(std::sync::atomic::Ordering::SeqCst);
+            let _ = c.write_all(if bad {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn the_drill_control_examples() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("checkout");
+    let mut resident = sleeper(&cg);
+    let sink = UdpSink::bind("127.0.0.1:0");
+    let port = sink.addr().port().to_string();
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url =
+        format!("http://127.0.0.1:{}/healthz timeout=500ms failures=3", health(failing.clone()));
+    // 80% of a 64 MiB limit, not of the machine.
+    let mem = Mem::new(&cg);
+    mem.limit(64 << 20);
+    let subs = [
+        ("/checkout", cg.rel.as_str()),
+        ("6379", port.as_str()),
+        ("http://127.0.0.1:8080/healthz timeout=500ms failures=3", url.as_str()),
+    ];
+
+    // A dry run: the plan, and nothing attached or recorded.
+    let plan = ok(&agent, DRILL_CONTROL[3], &subs);
+    assert!(plan.starts_with("dry run: nothing applied"), "{plan}");
+    assert!(plan.contains(&cg.rel), "{plan}");
+    assert_eq!(cg.programs(), 0);
+    assert_eq!(agent.cli_json(&["ls"]), serde_json::json!([]));
+
+    // Stop conditions: the URL starts failing, the stress ends as aborted.
+    let id = inject(&agent, DRILL_CONTROL[2], &subs);
+    wait_until("the workers to hold memory", || mem.current() > 32 << 20);
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_until("the abort", || get(&agent, &id)["state"] != "active");
+    let e = get(&agent, &id);
+    assert_eq!(e["state"], "aborted", "{e}");
+    assert_eq!(e["abort"]["condition"], url.as_str(), "{e}");
+
+    // Nothing matched within 10 s is not tested here (kernel/no_hit.rs does it with 1 s);
+    // this checks the flag is taken and shown.
+    let id = inject(&agent, DRILL_CONTROL[4], &subs);
+    assert_eq!(get(&agent, &id)["expect_hit_within_ms"], 10_000);
+
+    // Halt ends it and refuses more; resume lets them in again.
+    let halted = ok(&agent, DRILL_CONTROL[0], &subs);
+    assert!(halted.contains(&id), "{halted}");
+    assert_eq!(get(&agent, &id)["reason"], "halted: checkout SLO burning");
+    assert_eq!(cg.programs(), 0);
+    let out = run(&agent, DRILL_CONTROL[4], &subs);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("halted: checkout SLO burning"));
+    ok(&agent, DRILL_CONTROL[1], &subs);
+    let id = inject(&agent, DRILL_CONTROL[4], &subs);
+    cancel(&agent, &id);
+    let _ = resident.kill();
+    let _ = resident.wait();
 }
 
 /// The target of the network examples: a cgroup with a process in its own network namespace,

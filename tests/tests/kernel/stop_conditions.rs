@@ -140,8 +140,9 @@ fn aborts_on_an_oom_kill_in_the_target() {
             .unwrap_or(0)
     };
     assert_eq!(kills(), 0);
-    // `tail` keeps a line without an end in memory: 512 MiB against a 64 MiB limit.
-    let mut hog = in_target("sh", &["-c", "head -c 512M /dev/zero | tail"]);
+    // 512 MiB against a 64 MiB limit.
+    let probe_bin = faultline_tests::probe_bin();
+    let mut hog = in_target(probe_bin.to_str().unwrap(), &["alloc", "512"]);
     wait_for("the OOM kill", Duration::from_secs(30), || kills() > 0);
     let t0 = SystemTime::now();
     let e = ended(&agent, id, Duration::from_secs(5));
@@ -327,9 +328,13 @@ fn a_node_guard_halts_everything_when_memory_runs_low() {
 
     // Twice the margin held by a process of the test (not in any target).
     let hog_cg = Cgroup::new("guard-hog");
-    let hog_cmd = format!("head -c {} /dev/zero | tail", 2 * margin);
-    let mut hog =
-        hog_cg.command("sh").args(["-c", &hog_cmd]).stdout(Stdio::null()).spawn().unwrap();
+    let mib = (2 * margin >> 20).to_string();
+    let mut hog = hog_cg
+        .command(faultline_tests::probe_bin())
+        .args(["alloc", &mib])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut t0 = None;
     wait_for("available memory under the guard", Duration::from_secs(60), || {
         if avail() < floor {

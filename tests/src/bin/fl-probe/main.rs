@@ -133,6 +133,20 @@ fn tcp_echo(addr: SocketAddr, timeout_ms: u64) -> String {
     }
 }
 
+/// Takes `mib` MiB, touching every page, then holds it until killed (or OOM-killed on the
+/// way: a memory hog that needs no shell tools, whose `tail` differs between coreutils and
+/// busybox).
+fn alloc(mib: usize) {
+    let mut held: Vec<Vec<u8>> = Vec::with_capacity(mib);
+    for _ in 0..mib {
+        held.push(vec![1u8; 1 << 20]);
+    }
+    std::hint::black_box(&held);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return -1.0;
@@ -305,6 +319,10 @@ fn main() {
     }
     if args.first().is_some_and(|a| a == "clock-server") {
         clock::server();
+        return;
+    }
+    if args.first().is_some_and(|a| a == "alloc") {
+        alloc(args[1].parse().expect("MIB"));
         return;
     }
     if args.first().is_some_and(|a| a == "exec-thread") {
