@@ -200,12 +200,6 @@ fn probe_qdisc(name: &'static str, kind: &'static str, options: Vec<u8>) -> Prob
     result(name, r.and_then(|r| r))
 }
 
-/// Whether this kernel takes an fq qdisc (the sch_fq probe), for dry runs.
-pub fn probe_fq() -> Result<String, String> {
-    let p = probe_qdisc("sch_fq", "fq", crate::kernel::rtnl::fq_options(10_000, 1000, 10_000_000));
-    if p.supported { Ok(p.detail) } else { Err(p.detail) }
-}
-
 /// How system calls are failed here: the backend probe and the syscall_errno fault.
 fn sys_support(sys: &Result<Arc<crate::faults::sys::SysDriver>, String>) -> (Probe, FaultSupport) {
     match sys {

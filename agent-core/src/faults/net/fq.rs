@@ -97,6 +97,21 @@ fn saved(q: &Qdisc) -> Saved {
     Saved { parent: q.parent, handle: q.handle, kind: q.kind.clone(), options: hex(&q.options) }
 }
 
+/// Whether this kernel takes our fq as a root qdisc: added to `lo` of a scratch namespace
+/// and deleted (the namespace goes with the probe's thread). The error is the kernel's, as
+/// adding it to a real device would give it.
+fn probe_fq() -> std::result::Result<(), String> {
+    let r = crate::kernel::netns::in_scratch_netns(|| -> std::io::Result<()> {
+        let mut nl = Netlink::open()?;
+        nl.add_qdisc(&fq(1, TC_H_ROOT), true)?;
+        if let Some(root) = nl.qdiscs(1)?.into_iter().find(|q| q.parent == TC_H_ROOT) {
+            nl.del_qdisc(1, root.handle, TC_H_ROOT)?;
+        }
+        Ok(())
+    });
+    r.and_then(|r| r.map_err(|e| e.to_string()))
+}
+
 fn fq(ifindex: i32, parent: u32) -> Qdisc {
     Qdisc {
         ifindex,
@@ -152,7 +167,7 @@ pub struct FqManager {
     devices: Mutex<HashMap<(u64, i32), Device>>,
     /// Whether this kernel takes an fq qdisc, learned on a scratch device at the first dry
     /// run that needs to know (a real apply learns it on the device itself).
-    sch_fq: std::sync::OnceLock<std::result::Result<String, String>>,
+    sch_fq: std::sync::OnceLock<std::result::Result<(), String>>,
 }
 
 /// fq held on some devices; dropping it releases them (the last user restores each).
@@ -228,7 +243,7 @@ impl FqManager {
             let qdiscs =
                 nl.qdiscs(ifindex).map_err(nl_err(format!("listing qdiscs of {ifname}")))?;
             let original = classify(&ifname, &qdiscs)?;
-            if let Err(e) = self.sch_fq.get_or_init(crate::caps::probe_fq) {
+            if let Err(e) = self.sch_fq.get_or_init(probe_fq) {
                 return Err(Error::FailedPrecondition(format!(
                     "unsupported: adding the fq qdisc to {ifname}: {e} (sch_fq missing from this kernel?)"
                 )));
