@@ -441,3 +441,22 @@ impl FaultDriver for NetFaults {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use faultline_common::net::{ACTION_DNS, ACTION_DROP};
+
+    use super::super::{BACKEND, BACKEND_SOCK_ADDR, BACKEND_TC, backend, rules::action_name};
+
+    #[test]
+    fn a_plan_reports_the_backend_its_handle_would() {
+        assert_eq!(backend(false, false, false), BACKEND);
+        assert_eq!(backend(false, false, true), BACKEND_SOCK_ADDR);
+        // tc wins: an interface target, or devices the rule needs the tc programs on.
+        assert_eq!(backend(true, false, false), BACKEND_TC);
+        assert_eq!(backend(false, true, true), BACKEND_TC);
+        assert_eq!(action_name(ACTION_DROP), "drop");
+        assert_eq!(action_name(ACTION_DNS), "dns");
+        assert_eq!(action_name(999), "unknown");
+    }
+}

@@ -191,8 +191,7 @@ impl TimeDriver {
         let mut steps = vec![PlanStep::new(
             format!(
                 "start a time skewer (faultline {}) that seizes each process with ptrace and \
-                 patches its vDSO clock_gettime, gettimeofday and time so realtime reads {} \
-                 off{}",
+                 patches its vDSO clock_gettime, gettimeofday and time so realtime reads {}{}",
                 super::client::SUBCOMMAND,
                 crate::units::human_duration(std::time::Duration::from_nanos(
                     spec.offset_ns.unsigned_abs()
