@@ -5,6 +5,7 @@ pub mod delay;
 pub mod helper;
 pub mod net;
 pub mod orphans;
+pub mod plan;
 pub mod process;
 pub mod spawn;
 pub mod stress;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use crate::engine::{
     driver::{FaultDriver, FaultHandle},
     error::{Error, Result},
-    model::{FaultSpec, Resolved},
+    model::{FaultSpec, Plan, Resolved},
 };
 
 /// Routes each fault to the driver of its family. A family whose kernel objects failed to
@@ -64,5 +65,9 @@ impl FaultDriver for Drivers {
         expires: u64,
     ) -> Result<Box<dyn FaultHandle>> {
         self.family(fault)?.apply(target, fault, expires)
+    }
+
+    fn plan(&self, target: &Resolved, fault: &FaultSpec) -> Result<Plan> {
+        self.plan_fault(target, fault)
     }
 }

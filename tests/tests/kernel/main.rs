@@ -7,6 +7,7 @@ mod api;
 mod bad_input;
 mod bpf_debug_log;
 mod crash_campaign;
+mod dry_run;
 mod halt;
 mod lease;
 mod lifecycle;

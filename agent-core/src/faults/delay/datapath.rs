@@ -395,15 +395,13 @@ impl DelayDatapath {
         })
     }
 
-    /// Installs `rule` for `target` and attaches the exit program if it was not; returns the
-    /// rule's slot (`DelayArm::slot`). `rule.flags` gets DELAY_F_FOLLOW from the target and
-    /// DELAY_F_SEEDED from `seed`. On an error nothing is left installed.
-    pub fn add_rule(
-        &mut self,
+    /// What `add_rule` refuses, checked without installing anything: a cgroup too deep, a
+    /// path this kernel cannot walk, a full target, too many depths, no free slot.
+    fn check_rule(
+        &self,
         target: DelayTarget,
-        mut rule: DelayRule,
-        seed: Option<u64>,
-    ) -> Result<u32> {
+        rule: &DelayRule,
+    ) -> Result<(Key, Option<u32>, bool)> {
         let (key, level, follow) = match target {
             DelayTarget::Cgroup { level, .. } if level > MAX_CGROUP_LEVEL => {
                 return Err(DelayError::TooDeep(level));
@@ -423,6 +421,42 @@ impl DelayDatapath {
         if levels.count_ones() as usize > MAX_LEVEL_LOOKUPS {
             return Err(DelayError::TooManyLevels);
         }
+        if self.free.is_empty() {
+            return Err(DelayError::Full);
+        }
+        Ok((key, level, follow))
+    }
+
+    /// A dry run's `add_rule`: its checks, installing and attaching nothing.
+    pub fn plan_rule(&self, target: DelayTarget, rule: &DelayRule) -> Result<()> {
+        self.check_rule(target, rule).map(drop)
+    }
+
+    /// The exit program's form a rule delaying `calls` system calls would run under: the
+    /// attached one, else the first `attach_exit` tries (fexit, where it may; sys_exit else).
+    pub fn planned_hook(&self, calls: usize) -> ExitHook {
+        if let Some(h) = self.hook() {
+            return h;
+        }
+        if !self.sys_exit_only && calls <= DELAY_FEXIT_COPIES {
+            ExitHook::FExit
+        } else if self.btf_refused.is_some() {
+            ExitHook::RawTp
+        } else {
+            ExitHook::TpBtf
+        }
+    }
+
+    /// Installs `rule` for `target` and attaches the exit program if it was not; returns the
+    /// rule's slot (`DelayArm::slot`). `rule.flags` gets DELAY_F_FOLLOW from the target and
+    /// DELAY_F_SEEDED from `seed`. On an error nothing is left installed.
+    pub fn add_rule(
+        &mut self,
+        target: DelayTarget,
+        mut rule: DelayRule,
+        seed: Option<u64>,
+    ) -> Result<u32> {
+        let (key, level, follow) = self.check_rule(target, &rule)?;
         let slot = self.free.pop_front().ok_or(DelayError::Full)?;
         rule.flags &= !(DELAY_F_FOLLOW | DELAY_F_SEEDED);
         if follow {

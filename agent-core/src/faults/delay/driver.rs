@@ -36,9 +36,12 @@ use crate::{
     engine::{
         driver::{FaultDriver, FaultHandle, monotonic_ns},
         error::{Error, Result, chain},
-        model::{Counters, Distribution, FaultSpec, Resolved, ResolvedCgroup, SyscallDelay},
+        model::{
+            Counters, Distribution, FaultSpec, Plan, PlanStep, Resolved, ResolvedCgroup,
+            SyscallDelay,
+        },
     },
-    faults::process::members,
+    faults::{plan, process::members},
 };
 
 /// How often a cgroup target is scanned for processes that entered it.
@@ -76,6 +79,11 @@ impl DelayDriver {
         DelayDriver { debug, datapath: Mutex::new(None) }
     }
 
+    /// Whether the datapath is loaded (the first delay fault, or a dry run, loads it).
+    fn loaded(&self) -> bool {
+        lock(&self.datapath).is_some()
+    }
+
     fn datapath(&self) -> Result<Arc<Mutex<DelayDatapath>>> {
         let mut slot = lock(&self.datapath);
         if let Some(dp) = &*slot {
@@ -93,12 +101,14 @@ impl DelayDriver {
         Ok(dp)
     }
 
-    fn apply_delay(
+    /// What `apply_delay` refuses before it starts the tracer, in its order; the rule, its
+    /// target, and the datapath (loaded here if it was not: programs loaded, none attached).
+    fn check(
         &self,
         cg: &ResolvedCgroup,
         spec: &SyscallDelay,
         expires: u64,
-    ) -> Result<Box<dyn FaultHandle>> {
+    ) -> Result<(DelayRule, DelayTarget, Arc<Mutex<DelayDatapath>>)> {
         let own = std::process::id();
         if cg.pid == Some(own) {
             return Err(Error::invalid("target.pid", "the agent's own process cannot be delayed"));
@@ -127,6 +137,94 @@ impl DelayDriver {
                 )));
             }
         }
+        Ok((rule, target, dp))
+    }
+
+    /// What `apply_delay` would do, checked as it checks: each process the tracer would
+    /// seize (another tracer refuses it, as the tracer would), the rule against the
+    /// datapath's room. No tracer, no seizure, no rule, nothing attached; the datapath is
+    /// loaded if it was not (the step says so).
+    fn plan_delay(&self, cg: &ResolvedCgroup, spec: &SyscallDelay) -> Result<Plan> {
+        let was_loaded = self.loaded();
+        let (rule, target, dp) = self.check(cg, spec, 0)?;
+        let pids = match cg.pid {
+            Some(pid) => vec![pid as i32],
+            None => candidates(cg),
+        };
+        for &pid in &pids {
+            if let Some(why) = plan::traced_by(pid) {
+                return Err(refusal(TracerError::Refused(format!("{pid}: {why}")), 0));
+            }
+            if cg.pid.is_some() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(Error::NotFound(format!("process {pid}: no such process")));
+            }
+        }
+        let d = lock(&dp);
+        d.plan_rule(target, &rule).map_err(datapath_error)?;
+        let hook = d.planned_hook(spec.numbers.len());
+        let mut steps = Vec::new();
+        if !was_loaded {
+            steps.push(PlanStep::new(
+                "load the delay datapath (done by this dry run: its programs loaded, none \
+                 attached, kept for the first delay fault)",
+                "the agent",
+            ));
+        }
+        steps.push(PlanStep::new(
+            format!(
+                "start a delay tracer (faultline {}) and seize every thread of each process \
+                 with ptrace (they show it as TracerPid)",
+                super::tracer::SUBCOMMAND
+            ),
+            plan::on_pids(&pids),
+        ));
+        let share = match spec.every_nth {
+            Some(n) => format!("every {n}th call"),
+            None => format!("{}% of calls", spec.percent),
+        };
+        steps.push(PlanStep::new(
+            format!(
+                "write a rule delaying {} by {} (+- {}, {share}) to a slot of {}",
+                spec.syscalls.join(", "),
+                crate::units::human_duration(spec.latency),
+                crate::units::human_duration(spec.jitter),
+                faultline_common::delay::MAP_DELAY_RULES
+            ),
+            match cg.pid {
+                Some(pid) => format!("pid {pid} of {}", plan::on_cgroup(cg)),
+                None => plan::on_cgroup(cg),
+            },
+        ));
+        steps.push(match d.hook() {
+            Some(h) => PlanStep::new(
+                format!("none to attach: the exit program is attached ({})", h.name()),
+                "the host",
+            ),
+            None => PlanStep::new(
+                format!(
+                    "attach the exit program as {} (the attach is not tried by a dry run; \
+                     fexit falls back to tp_btf, then raw_tp, on sys_exit)",
+                    hook.name()
+                ),
+                "the host",
+            ),
+        });
+        if cg.pid.is_none() {
+            steps.push(PlanStep::new(
+                format!("rescan every {} ms and seize processes that join", RESCAN.as_millis()),
+                plan::on_cgroup(cg),
+            ));
+        }
+        Ok(Plan { resolved: None, backend: backend(hook).into(), steps })
+    }
+
+    fn apply_delay(
+        &self,
+        cg: &ResolvedCgroup,
+        spec: &SyscallDelay,
+        expires: u64,
+    ) -> Result<Box<dyn FaultHandle>> {
+        let (rule, target, dp) = self.check(cg, spec, expires)?;
         let tracer = {
             let d = lock(&dp);
             let (armed, seized) = d.tracer_fds();
@@ -506,6 +604,14 @@ impl FaultDriver for DelayDriver {
             }
             other => other,
         })
+    }
+    fn plan(&self, target: &Resolved, fault: &FaultSpec) -> Result<Plan> {
+        let FaultSpec::SyscallDelay(spec) = fault else {
+            return Err(Error::Internal(format!("the delay family was handed {}", fault.kind())));
+        };
+        let cg =
+            target.cgroup("syscall_delay acts on a task's calls: use a cgroup or pid target")?;
+        self.plan_delay(cg, spec)
     }
 }
 

@@ -58,6 +58,27 @@ pub const DNS_PROGRAMS: &[&str] = &[
     PROG_GETPEERNAME6,
 ];
 
+/// Each hook group of `hooks` as a dry run names it: the attach type and the programs.
+pub fn describe(hooks: u8) -> Vec<String> {
+    let mut out = Vec::new();
+    if hooks & HOOK_SKB_EGRESS != 0 {
+        out.push(format!("cgroup_skb/egress program {PROG_EGRESS}"));
+    }
+    if hooks & HOOK_SKB_INGRESS != 0 {
+        out.push(format!("cgroup_skb/ingress program {PROG_INGRESS}"));
+    }
+    if hooks & HOOK_CONNECT != 0 {
+        out.push(format!("cgroup/connect4 and connect6 programs {}", CONNECT_PROGRAMS.join(", ")));
+    }
+    if hooks & HOOK_DNS != 0 {
+        out.push(format!(
+            "cgroup/sendmsg, recvmsg and getpeername programs {}",
+            DNS_PROGRAMS.join(", ")
+        ));
+    }
+    out
+}
+
 /// What one topmost target holds attached; dropping a group detaches it.
 #[derive(Default)]
 pub struct Links {
@@ -178,5 +199,24 @@ mod tests {
         // no cgroup_skb ingress.
         assert_eq!(hooks_for(ACTION_DNS), HOOK_SKB_EGRESS | HOOK_CONNECT | HOOK_DNS);
         assert_eq!(hooks_for(ACTION_DNS) & HOOK_SKB_INGRESS, 0);
+    }
+
+    #[test]
+    fn a_dry_run_names_each_hook_group_with_its_programs() {
+        assert_eq!(
+            describe(HOOK_SKB),
+            [
+                "cgroup_skb/egress program fl_skb_egress",
+                "cgroup_skb/ingress program fl_skb_ingress"
+            ]
+        );
+        let connect = describe(HOOK_CONNECT);
+        assert_eq!(connect.len(), 1);
+        assert!(
+            connect[0].contains("fl_connect4") && connect[0].contains("fl_connect6"),
+            "{connect:?}"
+        );
+        assert_eq!(describe(HOOK_ALL).len(), 4);
+        assert!(describe(0).is_empty());
     }
 }

@@ -138,12 +138,7 @@ impl Devices {
     ) -> Result<()> {
         if let Some(d) = self.by_ifindex.get_mut(&dev.ifindex) {
             if d.netns_ino != dev.netns_ino {
-                return Err(Error::FailedPrecondition(format!(
-                    "device index {} is already used by a fault in another network namespace ({}); \
-                     faultline's tc programs tell devices apart by interface index alone, so one \
-                     index carries them in one namespace at a time: end that fault first",
-                    dev.ifindex, d.name
-                )));
+                return Err(other_netns(dev, &d.name));
             }
             d.refs += 1;
             if dev.ifb != 0 {
@@ -151,9 +146,7 @@ impl Devices {
             }
             return Ok(());
         }
-        let ns = Netns::open(&dev.netns_path).map_err(|e| {
-            Error::NotFound(format!("network namespace {}: {e}", dev.netns_path.display()))
-        })?;
+        let ns = open_netns(dev)?;
         let name = dev.name.clone();
         let attached = attach_both(ebpf, &ns.file, &name)?;
         let (egress, ingress, netlink, added_clsact) = attached;
@@ -196,6 +189,19 @@ impl Devices {
         Ok(())
     }
 
+    /// Whether `dev` carries the tc programs already (another fault's), checked as `acquire`
+    /// checks it, attaching nothing.
+    pub fn plan(&self, dev: &Device) -> Result<bool> {
+        if let Some(d) = self.by_ifindex.get(&dev.ifindex) {
+            if d.netns_ino != dev.netns_ino {
+                return Err(other_netns(dev, &d.name));
+            }
+            return Ok(true);
+        }
+        open_netns(dev)?;
+        Ok(false)
+    }
+
     pub fn release(&mut self, infos: &mut BpfHashMap<MapData, u32, DevInfo>, ifindex: i32) {
         let Some(d) = self.by_ifindex.get_mut(&ifindex) else { return };
         d.refs -= 1;
@@ -221,6 +227,21 @@ impl Devices {
     fn journal(&self, r: &Record) -> Result<()> {
         self.journal.put(r).map_err(|e| Error::journal("the tc filter it attaches", &e))
     }
+}
+
+fn other_netns(dev: &Device, holder: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "device index {} is already used by a fault in another network namespace ({holder}); \
+         faultline's tc programs tell devices apart by interface index alone, so one index \
+         carries them in one namespace at a time: end that fault first",
+        dev.ifindex
+    ))
+}
+
+fn open_netns(dev: &Device) -> Result<Netns> {
+    Netns::open(&dev.netns_path).map_err(|e| {
+        Error::NotFound(format!("network namespace {}: {e}", dev.netns_path.display()))
+    })
 }
 
 /// What a previous agent attached over netlink: its filters (and the clsact qdiscs it added)

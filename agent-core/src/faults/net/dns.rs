@@ -85,6 +85,12 @@ impl Responders {
     }
 
     /// The responder of `netns`, started if there is none.
+    /// Whether `netns` has a responder running (a dry run reports it; `get` would start one).
+    pub fn running(&self, netns: &Netns) -> bool {
+        let map = self.by_netns.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&netns.ino).and_then(Weak::upgrade).is_some()
+    }
+
     pub fn get(&self, netns: &Netns, net: &Arc<NetDriver>) -> Result<Arc<Responder>> {
         let mut map = self.by_netns.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = map.get(&netns.ino).and_then(Weak::upgrade) {

@@ -19,7 +19,10 @@ use tracing::{info, warn};
 
 use crate::kernel::rtnl::{self, Netlink, Qdisc, TC_H_ROOT};
 use crate::{
-    engine::error::{Error, Result},
+    engine::{
+        error::{Error, Result},
+        model::PlanStep,
+    },
     kernel::netns::Netns,
     store::{self, BoxFuture, Recover, Store},
 };
@@ -94,6 +97,21 @@ fn saved(q: &Qdisc) -> Saved {
     Saved { parent: q.parent, handle: q.handle, kind: q.kind.clone(), options: hex(&q.options) }
 }
 
+/// Whether this kernel takes our fq as a root qdisc: added to `lo` of a scratch namespace
+/// and deleted (the namespace goes with the probe's thread). The error is the kernel's, as
+/// adding it to a real device would give it.
+fn probe_fq() -> std::result::Result<(), String> {
+    let r = crate::kernel::netns::in_scratch_netns(|| -> std::io::Result<()> {
+        let mut nl = Netlink::open()?;
+        nl.add_qdisc(&fq(1, TC_H_ROOT), true)?;
+        if let Some(root) = nl.qdiscs(1)?.into_iter().find(|q| q.parent == TC_H_ROOT) {
+            nl.del_qdisc(1, root.handle, TC_H_ROOT)?;
+        }
+        Ok(())
+    });
+    r.and_then(|r| r.map_err(|e| e.to_string()))
+}
+
 fn fq(ifindex: i32, parent: u32) -> Qdisc {
     Qdisc {
         ifindex,
@@ -147,6 +165,9 @@ struct Device {
 pub struct FqManager {
     journal: Store<Record>,
     devices: Mutex<HashMap<(u64, i32), Device>>,
+    /// Whether this kernel takes an fq qdisc, learned on a scratch device at the first dry
+    /// run that needs to know (a real apply learns it on the device itself).
+    sch_fq: std::sync::OnceLock<std::result::Result<(), String>>,
 }
 
 /// fq held on some devices; dropping it releases them (the last user restores each).
@@ -173,7 +194,11 @@ fn nl_err(what: String) -> impl Fn(std::io::Error) -> Error {
 
 impl FqManager {
     pub fn new(state_dir: &Path) -> Self {
-        FqManager { journal: Store::new(state_dir), devices: Mutex::new(HashMap::new()) }
+        FqManager {
+            journal: Store::new(state_dir),
+            devices: Mutex::new(HashMap::new()),
+            sch_fq: std::sync::OnceLock::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, i32), Device>> {
@@ -195,6 +220,60 @@ impl FqManager {
             lease.keys.push(key);
         }
         Ok(lease)
+    }
+
+    /// What `acquire` would do to each device, checked as `install` checks it (the qdiscs
+    /// there now, and whether the kernel takes fq: probed on a scratch device), changing none.
+    pub fn plan(&self, netns: &Netns, ifindexes: &[i32]) -> Result<Vec<PlanStep>> {
+        let mut nl = Netlink::open_in(&netns.file)
+            .map_err(nl_err("netlink in the target's namespace".into()))?;
+        let links = nl.links().map_err(nl_err("listing devices".into()))?;
+        let mut steps = Vec::new();
+        for &ifindex in ifindexes {
+            let ifname = links
+                .iter()
+                .find(|l| l.ifindex == ifindex)
+                .map(|l| l.name.clone())
+                .ok_or_else(|| Error::NotFound(format!("no device with index {ifindex}")))?;
+            let on = crate::faults::plan::on_device(&ifname, ifindex, netns.ino);
+            if self.lock().contains_key(&(netns.ino, ifindex)) {
+                steps.push(PlanStep::new("none to add: fq is there (another fault's)", on));
+                continue;
+            }
+            let qdiscs =
+                nl.qdiscs(ifindex).map_err(nl_err(format!("listing qdiscs of {ifname}")))?;
+            let original = classify(&ifname, &qdiscs)?;
+            if let Err(e) = self.sch_fq.get_or_init(probe_fq) {
+                return Err(Error::FailedPrecondition(format!(
+                    "unsupported: adding the fq qdisc to {ifname}: {e} (sch_fq missing from this kernel?)"
+                )));
+            }
+            let fq = format!(
+                "fq (limit {FQ_LIMIT}, flow_limit {FQ_FLOW_LIMIT}, horizon {}s, capped)",
+                FQ_HORIZON_US / 1_000_000
+            );
+            let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
+            let action = match &original {
+                Original::Default => format!(
+                    "replace the default root qdisc ({}) with {fq}; deleted again at the end",
+                    root.map_or("none listed", |q| q.kind.as_str())
+                ),
+                Original::Root(saved) => format!(
+                    "replace the root qdisc {} {:x}: with {fq}; it is journaled and put back at \
+                     the end",
+                    saved.kind,
+                    saved.handle >> 16
+                ),
+                Original::Mq { children } => format!(
+                    "replace the qdisc of each of the {} queues under mq ({}) with {fq}; they \
+                     are journaled and put back at the end",
+                    children.len(),
+                    children.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            steps.push(PlanStep::new(action, on));
+        }
+        Ok(steps)
     }
 
     fn install(&self, netns: &Netns, ifindex: i32) -> Result<Device> {

@@ -19,7 +19,10 @@ use tracing::{info, warn};
 
 use super::fq::{FQ_FLOW_LIMIT, FQ_HORIZON_US, FQ_LIMIT};
 use crate::{
-    engine::error::{Error, Result},
+    engine::{
+        error::{Error, Result},
+        model::PlanStep,
+    },
     kernel::{
         netns::Netns,
         rtnl::{self, Netlink, Qdisc, TC_H_ROOT},
@@ -136,6 +139,25 @@ impl Ifbs {
         let file = netns.file.try_clone().map_err(|e| Error::internal("netns fd", e))?;
         map.insert(netns.ino, Ifb { refs: 1, record, netns: file });
         Ok(IfbLease { mgr: self.clone(), netns_ino: netns.ino, ifindex })
+    }
+
+    /// What `acquire` would do in `netns`, creating nothing.
+    pub fn plan(&self, netns: &Netns) -> PlanStep {
+        let on = format!("network namespace {}", netns.ino);
+        match self.lock().get(&netns.ino) {
+            Some(i) => PlanStep::new(
+                format!("none to create: ifb {} is there (another fault's)", i.record.name),
+                on,
+            ),
+            None => PlanStep::new(
+                format!(
+                    "create ifb device flifb{} with an fq root qdisc, received packets \
+                     redirected through it; deleted at the end",
+                    netns.ino % 1_000_000_000
+                ),
+                on,
+            ),
+        }
     }
 
     fn release(&self, ino: u64) {

@@ -39,8 +39,9 @@ use crate::{
     engine::{
         driver::{FaultHandle, monotonic_ns},
         error::{Error, Result, chain},
-        model::{Counters, Resolved, ResolvedCgroup},
+        model::{Counters, PlanStep, Resolved, ResolvedCgroup, is_ancestor_path},
     },
+    faults::plan as dry,
     kernel::bpflog::{self, BpfLog},
 };
 use devices::{Device, Devices};
@@ -260,13 +261,7 @@ impl NetDriver {
             ))
         })?;
         let compiled = compile(slot, expires_ns);
-        let (key, owner) = match target {
-            Resolved::Cgroup(c) => (c.id, Owner::Cgroup(c.clone())),
-            Resolved::Interface(i) => (
-                IFACE_KEY | i.ifindex as u64,
-                Owner::Interface { netns_ino: i.netns_ino, name: i.name.clone() },
-            ),
-        };
+        let (key, owner) = key_owner(target);
         let mut handle = NetHandle {
             state: self.state.clone(),
             key,
@@ -300,6 +295,81 @@ impl NetDriver {
         debug!(slot, target = %target.describe(), "net rule installed");
         Ok(Box::new(handle))
     }
+
+    /// What `apply` would install for `compiled` on `target`, with the tc programs on
+    /// `devices`: checked against the live rules as `apply` checks them, changing nothing.
+    pub fn plan(
+        &self,
+        target: &Resolved,
+        compiled: &rules::CompiledRule,
+        devices: &[Device],
+    ) -> Result<Vec<PlanStep>> {
+        let st = lock(&self.state);
+        let slot = *st.free.front().ok_or_else(|| {
+            Error::ResourceExhausted(format!(
+                "at most {MAX_RULES} network experiments can be active"
+            ))
+        })?;
+        let (key, owner) = key_owner(target);
+        let mut steps = Vec::new();
+        for dev in devices {
+            let on = dry::on_device(&dev.name, dev.ifindex, dev.netns_ino);
+            steps.push(if st.devices.plan(dev)? {
+                PlanStep::new("none to attach: the tc programs are there (another fault's)", on)
+            } else {
+                PlanStep::new(
+                    format!(
+                        "attach tc programs {PROG_TC_EGRESS} (egress) and {PROG_TC_INGRESS} \
+                         (ingress): a tcx link, or clsact + cls_bpf where the kernel has no tcx \
+                         (the attach is not tried by a dry run)"
+                    ),
+                    on,
+                )
+            });
+        }
+        st.check_install(key, &owner)?;
+        let on = match target {
+            Resolved::Cgroup(c) => dry::on_cgroup(c),
+            Resolved::Interface(i) => dry::on_device(&i.name, i.ifindex, i.netns_ino),
+        };
+        steps.push(PlanStep::new(
+            format!(
+                "write a {} rule to slot {slot} of {MAP_RULES} ({} entries in {MAP_CIDRS}, {} in \
+                 {MAP_PORTS}) and list it for the target in {MAP_CGROUPS}",
+                rules::action_name(compiled.rule.action),
+                compiled.cidrs.len(),
+                compiled.ports.len()
+            ),
+            on,
+        ));
+        if let Owner::Cgroup(cg) = &owner {
+            steps.extend(st.plan_links(cg, cgroups::hooks_for(compiled.rule.action)));
+        }
+        Ok(steps)
+    }
+}
+
+/// A target's key in `MAP_CGROUPS`, and who owns the rules listed there.
+fn key_owner(target: &Resolved) -> (u64, Owner) {
+    match target {
+        Resolved::Cgroup(c) => (c.id, Owner::Cgroup(c.clone())),
+        Resolved::Interface(i) => (
+            IFACE_KEY | i.ifindex as u64,
+            Owner::Interface { netns_ino: i.netns_ino, name: i.name.clone() },
+        ),
+    }
+}
+
+/// The backend a rule reports: tc programs (an interface target, or devices the rule needs
+/// them on), the connect() programs (reject), else the cgroup_skb programs.
+pub fn backend(interface: bool, devices: bool, calls: bool) -> &'static str {
+    if interface || devices {
+        BACKEND_TC
+    } else if calls {
+        BACKEND_SOCK_ADDR
+    } else {
+        BACKEND
+    }
 }
 
 /// Keeps the heartbeat of netlink-attached tc programs fresh while the agent lives.
@@ -330,14 +400,10 @@ fn lock(m: &Mutex<NetState>) -> MutexGuard<'_, NetState> {
 }
 
 impl NetState {
-    fn install(
-        &mut self,
-        key: u64,
-        owner: Owner,
-        slot: u32,
-        c: &rules::CompiledRule,
-    ) -> Result<()> {
-        if let Owner::Cgroup(cg) = &owner {
+    /// What `install` refuses, checked without writing anything: the target's depth, the
+    /// depths in use, one namespace per device index, the rules per target.
+    fn check_install(&self, key: u64, owner: &Owner) -> Result<()> {
+        if let Owner::Cgroup(cg) = owner {
             if cg.level > MAX_CGROUP_LEVEL {
                 return Err(Error::invalid(
                     "target",
@@ -354,7 +420,7 @@ impl NetState {
                 )));
             }
         }
-        match (self.targets.get(&key).map(|t| &t.owner), &owner) {
+        match (self.targets.get(&key).map(|t| &t.owner), owner) {
             (
                 Some(Owner::Interface { netns_ino: a, name }),
                 Owner::Interface { netns_ino: b, .. },
@@ -374,6 +440,17 @@ impl NetState {
                 "at most {MAX_RULES_PER_CGROUP} network experiments per target; this one has {existing}"
             )));
         }
+        Ok(())
+    }
+
+    fn install(
+        &mut self,
+        key: u64,
+        owner: Owner,
+        slot: u32,
+        c: &rules::CompiledRule,
+    ) -> Result<()> {
+        self.check_install(key, &owner)?;
         let zero = PerCpuValues::try_from(vec![NetCounters::default(); self.ncpus])
             .map_err(|e| Error::internal("per-CPU counters", e))?;
         self.counters.set(slot, zero, 0).map_err(map_err("resetting counters"))?;
@@ -428,6 +505,37 @@ impl NetState {
             let _ = self.ports.remove(k);
         }
         self.free.push_back(slot);
+    }
+
+    /// The cgroup programs a rule with `hooks` on `cg` would have attached: to `cg`, or to
+    /// its topmost targeted ancestor, whose programs serve it too; only those not there yet.
+    fn plan_links(&self, cg: &ResolvedCgroup, hooks: u8) -> Vec<PlanStep> {
+        let live = self
+            .targets
+            .iter()
+            .filter(|(_, t)| !t.slots.is_empty())
+            .filter_map(|(id, t)| t.cgroup().map(|c| (*id, c.path.as_str(), t.hooks())));
+        let wanted = attach::topmost_hooks(live.chain([(cg.id, cg.path.as_str(), hooks)]));
+        let top = wanted.iter().find_map(|(id, want)| {
+            let c = if *id == cg.id { cg } else { self.targets.get(id)?.cgroup()? };
+            (c.id == cg.id || is_ancestor_path(&c.path, &cg.path)).then_some((c, *want))
+        });
+        let Some((top, want)) = top else { return Vec::new() };
+        let held =
+            self.targets.get(&top.id).and_then(|t| t.links.as_ref()).map_or(0, |l| l.hooks());
+        let mut on = dry::on_cgroup(top);
+        if top.id != cg.id {
+            on += ", a targeted ancestor whose programs serve the target too";
+        }
+        let missing = want & !held;
+        if missing == 0 {
+            let there = cgroups::describe(want).join(", ");
+            return vec![PlanStep::new(format!("none to attach: {there} attached already"), on)];
+        }
+        cgroups::describe(missing)
+            .into_iter()
+            .map(|d| PlanStep::new(format!("attach {d} (bpf_link)"), on.clone()))
+            .collect()
     }
 
     fn levels(&self) -> u32 {
@@ -541,13 +649,7 @@ impl FaultHandle for NetHandle {
     }
 
     fn backend(&self) -> &'static str {
-        if self.key & IFACE_KEY != 0 || !self.devices.is_empty() {
-            BACKEND_TC
-        } else if self.calls {
-            BACKEND_SOCK_ADDR
-        } else {
-            BACKEND
-        }
+        backend(self.key & IFACE_KEY != 0, !self.devices.is_empty(), self.calls)
     }
 
     fn counters(&self) -> Counters {

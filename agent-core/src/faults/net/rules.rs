@@ -2,11 +2,11 @@
 
 use aya::maps::lpm_trie::Key;
 use faultline_common::net::{
-    ACTION_DELAY, ACTION_DNS, ACTION_DROP, ACTION_RATE, ACTION_REJECT, CIDR_EXCLUDE, CIDR_INCLUDE,
-    CIDR_KEY_HEADER_BITS, CidrKey, DIR_EGRESS, DIR_INGRESS, DIST_NORMAL, DIST_UNIFORM, FAMILY_V4,
-    FAMILY_V6, MODEL_GE, MODEL_NTH, MODEL_RANDOM, NetRule, PORT_KEY_HEADER_BITS, PROB_ONE,
-    PROTO_ANY, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PortKey, RULE_F_CIDRS, RULE_F_PORTS,
-    RULE_F_SEEDED, RuleState, SlotFilter,
+    ACTION_CORRUPT, ACTION_DELAY, ACTION_DNS, ACTION_DROP, ACTION_DUPLICATE, ACTION_RATE,
+    ACTION_REJECT, CIDR_EXCLUDE, CIDR_INCLUDE, CIDR_KEY_HEADER_BITS, CidrKey, DIR_EGRESS,
+    DIR_INGRESS, DIST_NORMAL, DIST_UNIFORM, FAMILY_V4, FAMILY_V6, MODEL_GE, MODEL_NTH,
+    MODEL_RANDOM, NetRule, PORT_KEY_HEADER_BITS, PROB_ONE, PROTO_ANY, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, PortKey, RULE_F_CIDRS, RULE_F_PORTS, RULE_F_SEEDED, RuleState, SlotFilter,
 };
 use ipnet::IpNet;
 
@@ -37,6 +37,20 @@ impl CompiledRule {
             port_lo: lo,
             port_hi: hi,
         }
+    }
+}
+
+/// A rule's action as a dry run names it.
+pub fn action_name(action: u32) -> &'static str {
+    match action {
+        ACTION_DROP => "drop",
+        ACTION_DELAY => "delay",
+        ACTION_RATE => "pace",
+        ACTION_REJECT => "reject",
+        ACTION_CORRUPT => "corrupt",
+        ACTION_DUPLICATE => "duplicate",
+        ACTION_DNS => "dns",
+        _ => "unknown",
     }
 }
 

@@ -24,11 +24,13 @@ use crate::{
     engine::{
         driver::{FaultHandle, monotonic_ns},
         error::{Error, Result},
-        model::{Counters, ResolvedCgroup},
+        model::{Counters, Plan, PlanStep, ResolvedCgroup},
     },
-    faults::spawn,
+    faults::{plan, spawn},
     store::{self, Store},
 };
+
+const BACKEND: &str = "cgroup.freeze";
 
 /// How long Inject waits for the kernel to report the cgroup frozen.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -67,7 +69,7 @@ pub struct FreezeHandle {
 
 impl FaultHandle for FreezeHandle {
     fn backend(&self) -> &'static str {
-        "cgroup.freeze"
+        BACKEND
     }
 
     fn counters(&self) -> Counters {
@@ -86,11 +88,9 @@ impl Drop for FreezeHandle {
     }
 }
 
-pub fn freeze(
-    cg: &ResolvedCgroup,
-    journal: &Store<Frozen>,
-    expires: u64,
-) -> Result<Box<dyn FaultHandle>> {
+/// The cgroup's directory and freeze file, if the freezer is there and the cgroup is not
+/// frozen already (by someone else: it would not be this fault's to thaw).
+fn freezable(cg: &ResolvedCgroup) -> Result<(PathBuf, PathBuf)> {
     let dir = cg.fs_path();
     let file = dir.join("cgroup.freeze");
     let now = std::fs::read_to_string(&file).map_err(|e| {
@@ -105,6 +105,37 @@ pub fn freeze(
             cg.path
         )));
     }
+    Ok((dir, file))
+}
+
+/// What a pause would do, checked as `freeze` checks it, freezing nothing.
+pub fn plan(cg: &ResolvedCgroup) -> Result<Plan> {
+    let (dir, file) = freezable(cg)?;
+    let pids = super::members(&dir);
+    let steps = vec![
+        PlanStep::new(
+            "journal the freeze and start a thaw guard (faultline __thaw-guard) that thaws the \
+             cgroup at the deadline or as soon as the agent dies",
+            plan::on_cgroup(cg),
+        ),
+        PlanStep::new(
+            format!(
+                "write 1 to {}: freezes the subtree, {} now",
+                file.display(),
+                plan::processes(pids.len())
+            ),
+            plan::on_pids(&pids),
+        ),
+    ];
+    Ok(Plan { resolved: None, backend: BACKEND.into(), steps })
+}
+
+pub fn freeze(
+    cg: &ResolvedCgroup,
+    journal: &Store<Frozen>,
+    expires: u64,
+) -> Result<Box<dyn FaultHandle>> {
+    let (dir, file) = freezable(cg)?;
     journal
         .put(&Frozen { ino: cg.id, dir: dir.clone() })
         .map_err(|e| Error::journal("the freeze", &e))?;

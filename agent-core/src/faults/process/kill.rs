@@ -20,10 +20,15 @@ use crate::{
     engine::{
         driver::{FaultHandle, monotonic_ns},
         error::{Error, Result},
-        model::{Counters, KillMode, ProcessKill, ResolvedCgroup, is_ancestor_path},
+        model::{
+            Counters, KillMode, Plan, PlanStep, ProcessKill, ResolvedCgroup, is_ancestor_path,
+        },
     },
+    faults::plan,
     targets::cgroup_v2_path,
 };
+
+const BACKEND: &str = "pidfd_send_signal";
 
 pub struct KillHandle {
     signalled: Arc<AtomicU64>,
@@ -33,7 +38,7 @@ pub struct KillHandle {
 
 impl FaultHandle for KillHandle {
     fn backend(&self) -> &'static str {
-        "pidfd_send_signal"
+        BACKEND
     }
 
     fn counters(&self) -> Counters {
@@ -93,16 +98,57 @@ pub fn start(cg: &ResolvedCgroup, k: &ProcessKill, expires: u64) -> Result<Box<d
     Ok(Box::new(handle))
 }
 
-/// One round: the signal to every member, or to one chosen at random. Returns how many
-/// processes it reached.
-fn round(cg: &ResolvedCgroup, k: &ProcessKill) -> Result<u64> {
-    // A pid target is that process, not everything sharing its cgroup.
+/// What a kill would do, sending nothing: the signal, to whom now, how often. pidfd_open is
+/// checked on the agent's own pid (what `round` refuses where it is missing).
+pub fn plan(cg: &ResolvedCgroup, k: &ProcessKill) -> Result<Plan> {
+    // SAFETY: (nix has no pidfd_open) integer arguments only; a returned fd is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id() as i32, 0) };
+    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        return Err(Error::FailedPrecondition(
+            "unsupported: pidfd_open (Linux 5.3) is missing".into(),
+        ));
+    }
+    if fd >= 0 {
+        // SAFETY: fd was just returned to us by pidfd_open and nothing else owns it.
+        drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    }
+    let pids = members_of(cg);
+    let signal = crate::wire::validate_process::signal_name(k.signal);
+    let mut action = match k.mode {
+        KillMode::All => format!("send {signal} to each process through a pidfd"),
+        KillMode::RandomOne => {
+            format!("send {signal} through a pidfd to one process chosen at random among")
+        }
+    };
+    match k.interval {
+        Some(every) => {
+            action += &format!(
+                ", then again every {} until the end (to the processes there then)",
+                crate::units::human_duration(every)
+            )
+        }
+        None => action += ", once",
+    }
+    let on = format!("{} of {}", plan::on_pids(&pids), plan::on_cgroup(cg));
+    Ok(Plan { resolved: None, backend: BACKEND.into(), steps: vec![PlanStep::new(action, on)] })
+}
+
+/// The processes a round signals (before a random pick): a pid target is that process, not
+/// everything sharing its cgroup; never the agent.
+fn members_of(cg: &ResolvedCgroup) -> Vec<i32> {
     let mut pids = match cg.pid {
         Some(pid) => vec![pid as i32],
         None => super::members(&cg.fs_path()),
     };
     let own = std::process::id() as i32;
     pids.retain(|&p| p != own);
+    pids
+}
+
+/// One round: the signal to every member, or to one chosen at random. Returns how many
+/// processes it reached.
+fn round(cg: &ResolvedCgroup, k: &ProcessKill) -> Result<u64> {
+    let mut pids = members_of(cg);
     if k.mode == KillMode::RandomOne && !pids.is_empty() {
         let i = random_index(pids.len());
         pids = vec![pids[i]];

@@ -9,7 +9,7 @@ use crate::{
     engine::{
         driver::{FaultDriver, FaultHandle},
         error::{Error, Result},
-        model::{FaultSpec, Resolved},
+        model::{FaultSpec, Plan, Resolved},
     },
     store::{BoxFuture, Recover, Store},
 };
@@ -48,6 +48,15 @@ impl FaultDriver for ProcessDriver {
         match fault {
             FaultSpec::ProcessKill(k) => kill::start(cg, k, expires),
             FaultSpec::ProcessPause => freeze::freeze(cg, &self.journal, expires),
+            other => Err(Error::Internal(format!("{} is not a process fault", other.kind()))),
+        }
+    }
+
+    fn plan(&self, target: &Resolved, fault: &FaultSpec) -> Result<Plan> {
+        let cg = target.cgroup("process faults need a cgroup, pid, container or pod")?;
+        match fault {
+            FaultSpec::ProcessKill(k) => kill::plan(cg, k),
+            FaultSpec::ProcessPause => freeze::plan(cg),
             other => Err(Error::Internal(format!("{} is not a process fault", other.kind()))),
         }
     }

@@ -30,11 +30,12 @@ use crate::{
         error::{Error, Result},
         model::{
             Amount, Counters, CpuStress, DiskFill, FaultSpec, IoAmount, IoMode, IoStress,
-            MemoryStress, Resolved,
+            MemoryStress, Plan as DryPlan, PlanStep, Resolved,
         },
     },
     faults::spawn,
     store::{BoxFuture, Recover, Store},
+    units::human_bytes,
     wire::validate_stress::host_memory,
 };
 
@@ -310,6 +311,51 @@ fn fill_plan(d: &DiskFill) -> Plan {
     }
 }
 
+impl StressDriver {
+    /// The workers of `fault` in `placement`.
+    fn workers(&self, fault: &FaultSpec, placement: &Placement) -> Result<Plan> {
+        Ok(match fault {
+            FaultSpec::CpuStress(c) => cpu_plan(c, placement),
+            FaultSpec::MemoryStress(m) => memory_plan(m, placement, self.max_memory)?,
+            FaultSpec::DiskFill(d) => fill_plan(d),
+            FaultSpec::IoStress(s) => io_plan(s, placement),
+            other => {
+                return Err(Error::Internal(format!("{} is not a stress fault", other.kind())));
+            }
+        })
+    }
+}
+
+fn backend(placement: &Placement) -> &'static str {
+    if placement.v1.is_empty() { "workers:cgroup2" } else { "workers:cgroup2+v1" }
+}
+
+/// What a fill's filesystem holds now, and what a percent asks (the worker's own arithmetic);
+/// a path that cannot be read fails the worker, not the inject.
+fn fill_now(d: &DiskFill) -> String {
+    let dir = d.path.display().to_string();
+    let st = match nix::sys::statvfs::statvfs(d.path.as_path()) {
+        Ok(st) => st,
+        Err(e) => return format!("{dir} cannot be read now: {e}; the worker would fail"),
+    };
+    let frsize = st.fragment_size() as u64;
+    let used = (st.blocks() as u64 - st.blocks_free() as u64) * frsize;
+    let avail = st.blocks_available() as u64 * frsize;
+    let mut now = format!("now {} used, {} available", human_bytes(used), human_bytes(avail));
+    match d.amount {
+        Amount::Percent(p) => {
+            if let Ok(b) = worker::fill_target(&dir, p) {
+                now += &format!(": {} to take", human_bytes(b));
+            }
+        }
+        Amount::Bytes(b) if b > avail => {
+            now += &format!(": only {} fits", human_bytes(avail));
+        }
+        Amount::Bytes(_) => {}
+    }
+    now
+}
+
 impl FaultDriver for StressDriver {
     fn apply(
         &self,
@@ -319,21 +365,12 @@ impl FaultDriver for StressDriver {
     ) -> Result<Box<dyn FaultHandle>> {
         let cg = target.cgroup("stress needs a cgroup or pid target")?;
         let placement = Placement::new(cg, &self.journal)?;
-        let plan = match fault {
-            FaultSpec::CpuStress(c) => cpu_plan(c, &placement),
-            FaultSpec::MemoryStress(m) => memory_plan(m, &placement, self.max_memory)?,
-            FaultSpec::DiskFill(d) => fill_plan(d),
-            FaultSpec::IoStress(s) => io_plan(s, &placement),
-            other => {
-                return Err(Error::Internal(format!("{} is not a stress fault", other.kind())));
-            }
-        };
+        let plan = self.workers(fault, &placement)?;
         let shared = Shared::create().map_err(|e| Error::internal("shared page", e))?;
         if let Kind::Cpu { target_cpus } = plan.kind {
             shared.set_duty(target_cpus / plan.workers as f64);
         }
-        let backend =
-            if placement.v1.is_empty() { "workers:cgroup2" } else { "workers:cgroup2+v1" };
+        let backend = backend(&placement);
         let inner = Arc::new(Inner {
             kind: plan.kind,
             cpu0: placement.cpu_usage_usec().unwrap_or(0),
@@ -390,6 +427,88 @@ impl FaultDriver for StressDriver {
                 .map_err(|e| Error::internal("starting the stress supervisor", e))?,
         );
         Ok(Box::new(handle))
+    }
+
+    /// The workers `apply` would start and where, checked as `apply` checks them (the
+    /// memory size against the limit and the policy), starting none and making no cgroup.
+    fn plan(&self, target: &Resolved, fault: &FaultSpec) -> Result<DryPlan> {
+        let cg = target.cgroup("stress needs a cgroup or pid target")?;
+        let placement = Placement::dry(cg, &self.journal)?;
+        let plan = self.workers(fault, &placement)?;
+        let mut on = crate::faults::plan::on_cgroup(cg);
+        for v1 in &placement.v1 {
+            on += &format!(", v1 {} {}", v1.controllers.join(","), v1.dir.display());
+        }
+        let mut steps = Vec::new();
+        if !placement.would_make().is_empty() {
+            let dirs: Vec<String> =
+                placement.would_make().iter().map(|d| d.display().to_string()).collect();
+            steps.push(PlanStep::new(
+                "make the target's v1 cgroups (journaled; removed at the end)",
+                dirs.join(", "),
+            ));
+        }
+        let what = match fault {
+            FaultSpec::CpuStress(c) => {
+                let allowed = placement.allowed_cpus();
+                let target_cpus = match plan.kind {
+                    Kind::Cpu { target_cpus } => target_cpus,
+                    _ => 0.0,
+                };
+                format!(
+                    "start {} cpu worker(s) holding {target_cpus:.2} CPUs busy in all ({}% of \
+                     {:.2} the target may use)",
+                    plan.workers,
+                    c.load_percent,
+                    (plan.workers as f64).min(allowed)
+                )
+            }
+            FaultSpec::MemoryStress(m) => {
+                let each: u64 =
+                    plan.extra.first().and_then(|e| e.first()?.parse().ok()).unwrap_or(0);
+                let of = match placement.memory_limit() {
+                    Some(l) => format!("the cgroup's limit is {}", human_bytes(l)),
+                    None => format!("no limit; host memory {}", human_bytes(host_memory())),
+                };
+                format!(
+                    "start {} memory worker(s) holding {} each, {} in all, over {} ({of})",
+                    plan.workers,
+                    human_bytes(each),
+                    human_bytes(each * plan.workers as u64),
+                    crate::units::human_duration(m.ramp)
+                )
+            }
+            FaultSpec::DiskFill(d) => format!(
+                "start 1 fill worker allocating {} in an unnamed file in {} ({})",
+                match d.amount {
+                    Amount::Bytes(b) => human_bytes(b),
+                    Amount::Percent(p) => format!("the filesystem up to {p}% used"),
+                },
+                d.path.display(),
+                fill_now(d)
+            ),
+            FaultSpec::IoStress(s) => format!(
+                "start {} io worker(s): {} {} blocks{} in {}, {}",
+                plan.workers,
+                plan.extra.first().and_then(|e| e.get(1)).map_or("", String::as_str),
+                human_bytes(s.block_size),
+                if s.direct { " (O_DIRECT)" } else { "" },
+                plan.extra.first().and_then(|e| e.first()).map_or("", String::as_str),
+                match s.amount {
+                    IoAmount::Unlimited => "as fast as they go".to_string(),
+                    IoAmount::Bytes(b) => format!("{} in all", human_bytes(b)),
+                    IoAmount::RatePerSecond(r) => format!("{}/s in all", human_bytes(r)),
+                }
+            ),
+            other => {
+                return Err(Error::Internal(format!("{} is not a stress fault", other.kind())));
+            }
+        };
+        steps.push(PlanStep::new(
+            format!("{what}; each joins through cgroup.procs (faultline __stress-worker)"),
+            on,
+        ));
+        Ok(DryPlan { resolved: None, backend: backend(&placement).into(), steps })
     }
 }
 

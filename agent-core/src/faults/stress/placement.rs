@@ -40,6 +40,8 @@ pub struct Placement {
     pub member: Option<u32>,
     /// Directories created alongside, deepest last (removed in reverse).
     created: Vec<PathBuf>,
+    /// A dry run's placement: makes no directory, lists those it would make here.
+    dry: Option<Vec<PathBuf>>,
     /// Where `created` is journaled before each directory is made, under `key`.
     journal: Store<Created>,
     key: String,
@@ -107,6 +109,27 @@ impl Placement {
         target: &ResolvedCgroup,
         journal: &Store<Created>,
     ) -> crate::engine::error::Result<Placement> {
+        Self::place(target, journal, false)
+    }
+
+    /// Where `new` would place workers, making no directory (`would_make` lists them).
+    pub fn dry(
+        target: &ResolvedCgroup,
+        journal: &Store<Created>,
+    ) -> crate::engine::error::Result<Placement> {
+        Self::place(target, journal, true)
+    }
+
+    /// The v1 directories a dry placement would make.
+    pub fn would_make(&self) -> &[PathBuf] {
+        self.dry.as_deref().unwrap_or_default()
+    }
+
+    fn place(
+        target: &ResolvedCgroup,
+        journal: &Store<Created>,
+        dry: bool,
+    ) -> crate::engine::error::Result<Placement> {
         let placing =
             |e: std::io::Error| Error::internal("placing workers in the target's cgroups", e);
         let v2 = target.fs_path();
@@ -120,8 +143,15 @@ impl Placement {
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = format!("{}-{seq}", std::process::id());
         let journal = journal.clone();
-        let mut placement =
-            Placement { v2, v1: Vec::new(), member, created: Vec::new(), journal, key };
+        let mut placement = Placement {
+            v2,
+            v1: Vec::new(),
+            member,
+            created: Vec::new(),
+            dry: dry.then(Vec::new),
+            journal,
+            key,
+        };
         for (mount, controllers) in v1_mounts(&mounts) {
             if controllers.iter().all(|c| in_v2.split_whitespace().any(|v| v == c)) {
                 continue;
@@ -145,6 +175,10 @@ impl Placement {
             if !d.pop() {
                 break;
             }
+        }
+        if let Some(would) = &mut self.dry {
+            would.extend(missing.into_iter().rev());
+            return Ok(());
         }
         for d in missing.into_iter().rev() {
             // Journal first: the directory outlives a crashed agent.

@@ -98,7 +98,7 @@ fn memory(shared: &Shared, index: usize, deadline: u64, bytes: u64, ramp_ns: u64
 }
 
 /// Bytes to take so that df's used share, used / (used + available), reaches `percent`.
-fn fill_target(dir: &str, percent: f64) -> std::io::Result<u64> {
+pub(crate) fn fill_target(dir: &str, percent: f64) -> std::io::Result<u64> {
     let st = statvfs(dir)?;
     let frsize = st.fragment_size() as u64;
     let used = (st.blocks() as u64 - st.blocks_free() as u64) * frsize;

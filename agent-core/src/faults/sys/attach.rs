@@ -59,6 +59,19 @@ impl FileProg {
     pub fn lsm_name(&self) -> &'static str {
         self.lsm.0
     }
+
+    /// As a dry run names it: "lsm/file_open program fl_sys_file_open".
+    pub fn describe(&self, backend: FileBackend) -> String {
+        match backend {
+            FileBackend::Lsm => format!("lsm/{} program {}", self.lsm.1, self.lsm.0),
+            FileBackend::FmodRet if self.key == FREE.key => {
+                format!("fentry/{} program {}", self.fmodret.1, self.fmodret.0)
+            }
+            FileBackend::FmodRet => {
+                format!("fmod_ret/{} program {}", self.fmodret.1, self.fmodret.0)
+            }
+        }
+    }
 }
 
 const fn prog(
@@ -169,7 +182,16 @@ const CGROUP_SOCK_ADDR: &[&str] = &[
 ];
 const CGROUP_SOCK_CREATE: &str = "fl_sys_sock_create";
 /// file_open as a BPF_LSM_CGROUP program (sys.rs).
-const CGROUP_OPEN: &str = "fl_sys_cgroup_file_open";
+pub const CGROUP_OPEN: &str = "fl_sys_cgroup_file_open";
+
+/// The cgroup socket programs as a dry run names them.
+pub fn describe_cgroup_programs() -> String {
+    format!(
+        "cgroup/connect, bind and sendmsg programs {} and cgroup/sock_create program \
+         {CGROUP_SOCK_CREATE}",
+        CGROUP_SOCK_ADDR.join(", ")
+    )
+}
 
 struct CgroupLinks {
     _addr: Vec<CgroupSockAddrLink>,
@@ -190,6 +212,26 @@ fn unsupported(what: &str, e: &(dyn std::error::Error + 'static)) -> Error {
 }
 
 impl Attachments {
+    /// Whether the file program `key` is attached (dry runs).
+    pub fn holds_file(&self, key: &str) -> bool {
+        self.files.contains_key(key)
+    }
+
+    /// Whether cgroup `id` holds the socket programs (dry runs).
+    pub fn holds_cgroup(&self, id: u64) -> bool {
+        self.cgroups.contains_key(&id)
+    }
+
+    /// Whether cgroup `id` holds the open program (dry runs).
+    pub fn holds_open_cgroup(&self, id: u64) -> bool {
+        self.open_cgroups.contains_key(&id)
+    }
+
+    /// Whether the fork and exit tracepoints are attached (dry runs).
+    pub fn holds_tracepoints(&self) -> bool {
+        self.tracepoints.is_some()
+    }
+
     /// Attaches the file programs in `wanted` that are not yet, then drops the rest.
     pub fn reconcile_files(
         &mut self,

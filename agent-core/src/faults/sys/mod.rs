@@ -36,9 +36,9 @@ use crate::{
     engine::{
         driver::{FaultDriver, FaultHandle},
         error::{Error, Result, chain},
-        model::{Counters, FaultSpec, Resolved, ResolvedCgroup, SyscallErrno},
+        model::{Counters, FaultSpec, Plan, PlanStep, Resolved, ResolvedCgroup, SyscallErrno},
     },
-    faults::net::attach::topmost,
+    faults::{net::attach::topmost, plan},
     kernel::{
         bpflog::{self, BpfLog},
         ebpf_object,
@@ -243,12 +243,14 @@ impl SysDriver {
         })
     }
 
-    fn apply_errno(
+    /// What `apply_errno` refuses before it writes a rule: calls this kernel cannot fail
+    /// (or not with this errno), a path or follow it cannot do, a cgroup too deep. Returns
+    /// the hooks, the file backend, the key the rule is listed under.
+    fn check(
         &self,
         target: &ResolvedCgroup,
         spec: &SyscallErrno,
-        expires_ns: u64,
-    ) -> Result<Box<dyn FaultHandle>> {
+    ) -> Result<(u32, Option<FileBackend>, Key)> {
         let field = "fault.syscall_errno";
         let hooks = syscalls::hooks(&spec.syscalls).map_err(|(name, why)| {
             Error::FailedPrecondition(format!("unsupported: {field}.syscalls: {name}: {why}"))
@@ -295,6 +297,16 @@ impl SysDriver {
             Some(pid) => Key::Pid(pid),
             None => Key::Cgroup(target.id),
         };
+        Ok((hooks, file_backend, key))
+    }
+
+    fn apply_errno(
+        &self,
+        target: &ResolvedCgroup,
+        spec: &SyscallErrno,
+        expires_ns: u64,
+    ) -> Result<Box<dyn FaultHandle>> {
+        let (hooks, file_backend, key) = self.check(target, spec)?;
         let mut rule = SysRule {
             hooks,
             errno: spec.errno as u32,
@@ -317,14 +329,8 @@ impl SysDriver {
             rule.path_len = p.len() as u32;
         }
         let mut st = lock(&self.state);
-        if st.live.values().filter(|l| l.key == key).count() >= MAX_SYS_RULES_PER_TARGET {
-            return Err(Error::ResourceExhausted(format!(
-                "at most {MAX_SYS_RULES_PER_TARGET} system-call faults per target"
-            )));
-        }
-        let slot = st.free.pop_front().ok_or_else(|| {
-            Error::ResourceExhausted(format!("at most {MAX_SYS_RULES} system-call faults at once"))
-        })?;
+        st.free_slot(key)?;
+        let slot = st.free.pop_front().ok_or_else(full)?;
         let live = Live {
             key,
             hooks,
@@ -361,6 +367,116 @@ impl SysDriver {
         drop(st);
         result?;
         Ok(Box::new(handle))
+    }
+}
+
+impl SysDriver {
+    /// What `apply_errno` would write and attach, checked as it checks (a dry run): the
+    /// rule's slot, then each program it needs that is not attached yet.
+    fn plan_errno(&self, target: &ResolvedCgroup, spec: &SyscallErrno) -> Result<Plan> {
+        let (hooks, file_backend, key) = self.check(target, spec)?;
+        let st = lock(&self.state);
+        let slot = st.free_slot(key)?;
+        if let Key::Cgroup(_) = key
+            && (st.levels() | 1 << target.level).count_ones() as usize > MAX_LEVEL_LOOKUPS
+        {
+            return Err(Error::ResourceExhausted(format!(
+                "targets may sit at no more than {MAX_LEVEL_LOOKUPS} distinct cgroup depths at once"
+            )));
+        }
+        let on_target = match key {
+            Key::Pid(pid) => format!("pid {pid} of {}", plan::on_cgroup(target)),
+            Key::Cgroup(_) => plan::on_cgroup(target),
+        };
+        let listed = match key {
+            Key::Pid(_) => MAP_SYS_PIDS,
+            Key::Cgroup(_) => MAP_SYS_CGROUPS,
+        };
+        let share = match spec.every_nth {
+            Some(n) => format!("every {n}th call"),
+            None => format!("{}% of calls", spec.percent),
+        };
+        let mut steps = vec![PlanStep::new(
+            format!(
+                "write a rule failing {} with {} ({share}{}{}) to slot {slot} of \
+                 {MAP_SYS_RULES} and list it for the target in {listed}",
+                spec.syscalls.join(", "),
+                crate::errno::name(spec.errno),
+                spec.max_hits.map(|m| format!(", at most {m}")).unwrap_or_default(),
+                spec.path_prefix.as_deref().map(|p| format!(", under {p}")).unwrap_or_default(),
+            ),
+            on_target.clone(),
+        )];
+        let rw = 1 << HOOK_READ | 1 << HOOK_WRITE;
+        let by_cgroup_open = st.open_by_cgroup
+            && matches!(key, Key::Cgroup(_))
+            && !st.live.values().any(|l| matches!(l.key, Key::Pid(_)));
+        if let Some(b) = file_backend {
+            let paths = spec.path_prefix.is_some() && hooks & rw != 0;
+            for p in attach::file_progs(hooks & !CGROUP_HOOKS, paths) {
+                if p.key == attach::OPEN.key && by_cgroup_open {
+                    let on = plan::on_cgroup(target);
+                    steps.push(if st.attach.holds_open_cgroup(target.id) {
+                        PlanStep::new(
+                            "none to attach: the lsm_cgroup/file_open program is there",
+                            on,
+                        )
+                    } else {
+                        PlanStep::new(
+                            format!("attach lsm_cgroup/file_open program {}", attach::CGROUP_OPEN),
+                            on,
+                        )
+                    });
+                    continue;
+                }
+                let what = p.describe(b);
+                steps.push(if st.attach.holds_file(p.key) {
+                    PlanStep::new(format!("none to attach: {what} is there"), "the host")
+                } else {
+                    PlanStep::new(
+                        format!(
+                            "attach {what} (it runs for every task; the rule picks the target's)"
+                        ),
+                        "the host",
+                    )
+                });
+            }
+        }
+        if hooks & CGROUP_HOOKS != 0 {
+            let mut by_id: HashMap<u64, &ResolvedCgroup> =
+                st.cgroup_of.values().map(|c| (c.id, c)).collect();
+            by_id.insert(target.id, target);
+            let sockets = st
+                .live
+                .values()
+                .filter(|l| l.hooks & CGROUP_HOOKS != 0)
+                .filter_map(|l| st.cgroup_of.get(&l.key))
+                .map(|c| (c.id, c.path.as_str()))
+                .chain([(target.id, target.path.as_str())]);
+            let top =
+                topmost(sockets).into_iter().filter_map(|id| by_id.get(&id).copied()).find(|c| {
+                    c.id == target.id
+                        || crate::engine::model::is_ancestor_path(&c.path, &target.path)
+                });
+            if let Some(top) = top {
+                let what = attach::describe_cgroup_programs();
+                let on = plan::on_cgroup(top);
+                steps.push(if st.attach.holds_cgroup(top.id) {
+                    PlanStep::new(format!("none to attach: {what} are there"), on)
+                } else {
+                    PlanStep::new(format!("attach {what} (bpf_link)"), on)
+                });
+            }
+        }
+        if matches!(key, Key::Pid(_)) && !st.attach.holds_tracepoints() {
+            steps.push(PlanStep::new(
+                "attach raw tracepoints sched_process_fork and sched_process_exit (fl_sys_fork, \
+                 fl_sys_exit) while a rule targets a process",
+                "the host",
+            ));
+        }
+        let backend = backend_name(file_backend, hooks & CGROUP_HOOKS != 0);
+        Ok(Plan { resolved: None, backend: backend.into(), steps })
     }
 }
 
@@ -413,7 +529,21 @@ fn file_backend(
     }
 }
 
+fn full() -> Error {
+    Error::ResourceExhausted(format!("at most {MAX_SYS_RULES} system-call faults at once"))
+}
+
 impl State {
+    /// The slot a new rule for `key` would take, if the target and the map have room.
+    fn free_slot(&self, key: Key) -> Result<u32> {
+        if self.live.values().filter(|l| l.key == key).count() >= MAX_SYS_RULES_PER_TARGET {
+            return Err(Error::ResourceExhausted(format!(
+                "at most {MAX_SYS_RULES_PER_TARGET} system-call faults per target"
+            )));
+        }
+        self.free.front().copied().ok_or_else(full)
+    }
+
     fn levels(&self) -> u32 {
         self.live
             .values()
@@ -571,5 +701,14 @@ impl FaultDriver for SysDriver {
         let cg =
             target.cgroup("syscall_errno acts on a task's calls: use a cgroup or pid target")?;
         self.apply_errno(cg, spec, expires)
+    }
+
+    fn plan(&self, target: &Resolved, fault: &FaultSpec) -> Result<Plan> {
+        let FaultSpec::SyscallErrno(spec) = fault else {
+            return Err(Error::Internal(format!("the syscall family was handed {}", fault.kind())));
+        };
+        let cg =
+            target.cgroup("syscall_errno acts on a task's calls: use a cgroup or pid target")?;
+        self.plan_errno(cg, spec)
     }
 }

@@ -23,9 +23,9 @@ use crate::{
     engine::{
         driver::{FaultDriver, FaultHandle, monotonic_ns},
         error::{Error, Result, chain},
-        model::{Counters, FaultSpec, Resolved, ResolvedCgroup, TimeSkew},
+        model::{Counters, FaultSpec, Plan, PlanStep, Resolved, ResolvedCgroup, TimeSkew},
     },
-    faults::{helper::HelperError, process::members},
+    faults::{helper::HelperError, plan, process::members},
 };
 
 pub const BACKEND: &str = "vdso_patch";
@@ -141,15 +141,20 @@ impl FaultDriver for TimeDriver {
             target.cgroup("time skew acts on processes: name a cgroup, container, pod or pid")?;
         self.apply(cg, spec, expires)
     }
+
+    fn plan(&self, target: &Resolved, fault: &FaultSpec) -> Result<Plan> {
+        let FaultSpec::TimeSkew(spec) = fault else {
+            return Err(Error::Internal(format!("time driver asked for {}", fault.kind())));
+        };
+        let cg =
+            target.cgroup("time skew acts on processes: name a cgroup, container, pod or pid")?;
+        self.plan(cg, spec)
+    }
 }
 
 impl TimeDriver {
-    fn apply(
-        &self,
-        cg: &ResolvedCgroup,
-        spec: &TimeSkew,
-        expires: u64,
-    ) -> Result<Box<dyn FaultHandle>> {
+    /// What `apply` refuses before it starts the skewer; the agent's pid.
+    fn check(cg: &ResolvedCgroup) -> Result<i32> {
         let own = std::process::id() as i32;
         if cg.pid == Some(own as u32) {
             return Err(Error::invalid("target.pid", "the agent's own clock cannot be skewed"));
@@ -157,6 +162,66 @@ impl TimeDriver {
         if let Some(why) = unsupported() {
             return Err(Error::FailedPrecondition(format!("unsupported: time skew: {why}")));
         }
+        Ok(own)
+    }
+
+    /// The processes `apply` would shift, each checked as the skewer checks it before its
+    /// ptrace (another tracer, a frozen cgroup: refused with the skewer's words), none seized.
+    fn plan(&self, cg: &ResolvedCgroup, spec: &TimeSkew) -> Result<Plan> {
+        let own = Self::check(cg)?;
+        let pids = match cg.pid {
+            Some(p) => vec![p as i32],
+            None => candidates(cg, own, 0),
+        };
+        for &pid in &pids {
+            let refused = plan::traced_by(pid).or_else(|| {
+                faultline_host::cgroup::frozen(pid)
+                    .map(|why| format!("frozen ({why}): its threads take no ptrace stop"))
+            });
+            if let Some(why) = refused {
+                return Err(Error::FailedPrecondition(format!(
+                    "time skew cannot shift process {pid}: {why}: nothing was applied"
+                )));
+            }
+            if cg.pid.is_some() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(Error::NotFound(format!("process {pid}: gone")));
+            }
+        }
+        let follow = cg.pid.is_none() || spec.follow_children;
+        let mut steps = vec![PlanStep::new(
+            format!(
+                "start a time skewer (faultline {}) that seizes each process with ptrace and \
+                 patches its vDSO clock_gettime, gettimeofday and time so realtime reads {}{}",
+                super::client::SUBCOMMAND,
+                crate::units::human_duration(std::time::Duration::from_nanos(
+                    spec.offset_ns.unsigned_abs()
+                )) + if spec.offset_ns < 0 { " behind" } else { " ahead" },
+                if follow { "; children they fork too" } else { "" }
+            ),
+            plan::on_pids(&pids),
+        )];
+        if cg.pid.is_none() {
+            steps.push(PlanStep::new(
+                format!("rescan every {} ms and shift the processes that join", RESCAN.as_millis()),
+                plan::on_cgroup(cg),
+            ));
+        }
+        let raw = matches!(lock(&self.raw).dp, Some(Ok(_)));
+        steps.push(PlanStep::new(
+            "attach the raw clock_gettime and gettimeofday programs while it runs, where they \
+             load (their load and attach are not tried by a dry run)",
+            "the skewed processes",
+        ));
+        Ok(Plan { resolved: None, backend: if raw { BACKEND_RAW } else { BACKEND }.into(), steps })
+    }
+
+    fn apply(
+        &self,
+        cg: &ResolvedCgroup,
+        spec: &TimeSkew,
+        expires: u64,
+    ) -> Result<Box<dyn FaultHandle>> {
+        let own = Self::check(cg)?;
         // A cgroup target's children are in it: followed always; a pid target's when asked.
         let follow = cg.pid.is_none() || spec.follow_children;
         let mut client = SkewerClient::spawn(expires, spec.offset_ns, spec.clock_mask, follow)
