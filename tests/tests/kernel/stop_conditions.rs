@@ -328,7 +328,7 @@ fn a_node_guard_halts_everything_when_memory_runs_low() {
 
     // Twice the margin held by a process of the test (not in any target).
     let hog_cg = Cgroup::new("guard-hog");
-    let mib = (2 * margin >> 20).to_string();
+    let mib = ((2 * margin) >> 20).to_string();
     let mut hog = hog_cg
         .command(faultline_tests::probe_bin())
         .args(["alloc", &mib])
