@@ -5,6 +5,7 @@
 pub mod bpf;
 pub mod clock;
 pub mod containers;
+pub mod events;
 pub mod net;
 #[cfg(feature = "grpc")]
 pub mod pki;

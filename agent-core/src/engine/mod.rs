@@ -6,6 +6,7 @@
 pub mod driver;
 mod dry_run;
 pub mod error;
+mod follow;
 mod guard;
 pub mod halt;
 pub mod journal;
@@ -306,6 +307,7 @@ impl Engine {
                     hit,
                     hit_expected_by: start + spec.expect_hit_within,
                     stop: spec.stop.clone(),
+                    follow: follow::Follow::new(spec, &resolved),
                 }));
                 let mut snap = rec.snap.clone();
                 drop(reg);
@@ -452,7 +454,8 @@ impl Engine {
             rec.snap.state = state;
             rec.snap.reason = reason;
             rec.snap.ended_at = Some(ended_at);
-            rec.snap.counters = counters;
+            // With what the handles of the containers it followed before counted.
+            rec.snap.counters = follow::carried(&rec.snap.counters, &counters);
             rec.snap.clone()
         };
         info!(experiment = %id, state = ?snap.state, matched = counters.packets_matched,
@@ -581,11 +584,16 @@ async fn with_live_counters(items: Vec<(Snapshot, LiveHandle)>) -> Vec<Snapshot>
             .into_iter()
             .map(|(mut s, h)| {
                 if let Some(h) = h {
-                    s.counters = h.counters();
+                    // An active record's own counters are those of the containers it
+                    // followed before (none: zero).
+                    s.counters = follow::carried(&s.counters, &h.counters());
                     // Both may change while the fault runs (a time skew's raw-call programs
-                    // attach after it started).
+                    // attach after it started). The record's own note (waiting for a
+                    // followed container) shows when the handle has none.
                     s.backend = h.backend().to_string();
-                    s.note = h.note().unwrap_or_default();
+                    if let Some(note) = h.note() {
+                        s.note = note;
+                    }
                 }
                 s
             })

@@ -598,6 +598,9 @@ pub struct ResolvedCgroup {
     pub container_id: Option<String>,
     pub runtime: Option<&'static str>,
     pub pod_uid: Option<String>,
+    /// For a container of a pod: its name in the pod spec, when the kubelet's log links tell
+    /// it (a restarted Kubernetes container has a new id; it is found again by this name).
+    pub container_name: Option<String>,
 }
 
 impl ResolvedCgroup {

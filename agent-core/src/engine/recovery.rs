@@ -50,19 +50,22 @@ impl Engine {
             };
             let time = journal::time_of;
             let old = e.resolved_target.clone().unwrap_or_default();
+            let given = |s: &str| (!s.is_empty()).then(|| s.to_string());
+            let old_cgroup = old.interface.is_empty().then(|| model::ResolvedCgroup {
+                path: old.cgroup_path.clone(),
+                id: old.cgroup_id,
+                mount: self.resolver.mount().to_path_buf(),
+                container_id: given(&old.container_id),
+                pod_uid: given(&old.pod_uid),
+                container_name: given(&old.container_name),
+                ..Default::default()
+            });
             let mut snap = Snapshot {
                 id: id.clone(),
                 spec: spec.clone(),
                 state: State::Pending,
                 reason: String::new(),
-                resolved: old.interface.is_empty().then(|| {
-                    Resolved::Cgroup(model::ResolvedCgroup {
-                        path: old.cgroup_path.clone(),
-                        id: old.cgroup_id,
-                        mount: self.resolver.mount().to_path_buf(),
-                        ..Default::default()
-                    })
-                }),
+                resolved: old_cgroup.clone().map(Resolved::Cgroup),
                 backend: e.backend.clone(),
                 note: String::new(),
                 created_at: time(&e.created_at).unwrap_or_else(SystemTime::now),
@@ -74,7 +77,7 @@ impl Engine {
                 lease_expires: time(&e.lease_expires_at),
                 abort: None,
                 no_hit: false,
-                followed: 0,
+                followed: e.followed,
             };
             let now = SystemTime::now();
             let left = snap.deadline.and_then(|d| d.duration_since(now).ok()).unwrap_or_default();
@@ -108,11 +111,20 @@ impl Engine {
                 out.not_resumed += 1;
                 continue;
             }
-            // The same target, or none: a new container with the old name is not it.
+            // The same target, or none: a new container with the old name is not it, unless
+            // the experiment follows its container (found as its watch task would).
             let resolver = self.resolver.clone();
-            let target = spec.target.clone();
+            let target = match &old_cgroup {
+                Some(cg) if follow::follows(&spec) => follow::successor_target(&spec.target, cg),
+                _ => spec.target.clone(),
+            };
             let now_resolved = tokio::task::spawn_blocking(move || resolver.resolve(&target)).await;
             let same = match &now_resolved {
+                Ok(Ok(Resolved::Cgroup(c))) if c.id != old.cgroup_id && follow::follows(&spec) => {
+                    snap.followed += 1;
+                    info!(experiment = %id, cgroup = %c.path, "its container restarted while the agent was down: following it");
+                    true
+                }
                 Ok(Ok(Resolved::Cgroup(c))) => c.id == old.cgroup_id,
                 Ok(Ok(Resolved::Interface(i))) => i.ifindex == old.ifindex,
                 _ => false,

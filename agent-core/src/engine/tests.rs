@@ -298,3 +298,114 @@ async fn a_resumed_experiment_whose_deadline_comes_while_it_is_applied_expires()
     assert_eq!(e.state, State::Expired, "{e:?}");
     assert!(e.reason.contains("deadline came while it was being resumed"), "{}", e.reason);
 }
+
+const CONTAINER: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+
+/// A Docker container's cgroup under `d`'s mount (made by `engine_on`).
+fn container_dir(d: &TempDir) -> std::path::PathBuf {
+    d.path().join("cg/docker").join(CONTAINER)
+}
+
+fn followed_spec(ms: u64) -> ExperimentSpec {
+    ExperimentSpec {
+        target: TargetSpec::Container(CONTAINER[..12].into()),
+        follow: true,
+        ..spec(ms, "follow")
+    }
+}
+
+/// What a runtime's restart does: the container's cgroup goes, a new directory (a new inode,
+/// made before the old one goes so the inode cannot be reused) takes its path.
+fn restart_container(d: &TempDir) {
+    let next = d.path().join("cg/docker/next");
+    std::fs::create_dir_all(&next).unwrap();
+    std::fs::write(next.join("cgroup.procs"), "").unwrap();
+    std::fs::remove_dir_all(container_dir(d)).unwrap();
+    std::fs::rename(&next, container_dir(d)).unwrap();
+}
+
+fn inode(p: &std::path::Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
+}
+
+#[tokio::test]
+async fn a_followed_container_that_restarts_gets_the_fault_again() {
+    let (d, driver, engine) = setup_with(Apply::Works, true);
+    d.cgroups(&[&format!("docker/{CONTAINER}")]);
+    let mut events = engine.subscribe();
+    let s = engine.inject(followed_spec(60_000)).await.unwrap();
+    restart_container(&d);
+    let new_id = inode(&container_dir(&d));
+    let ev = loop {
+        let ev =
+            tokio::time::timeout(Duration::from_secs(3), events.recv()).await.unwrap().unwrap();
+        if ev.kind == EventKind::Followed {
+            break ev.snap;
+        }
+    };
+    assert_eq!((ev.state, ev.followed), (State::Active, 1));
+    let Some(Resolved::Cgroup(cg)) = &ev.resolved else { panic!("{ev:?}") };
+    assert_eq!((cg.id, cg.container_id.as_deref()), (new_id, Some(CONTAINER)));
+    // One fault in effect, the old one's counts carried over; the kernel deadline unchanged.
+    assert_eq!(driver.live.load(Ordering::SeqCst), 1);
+    let got = engine.get(&s.id).await.unwrap();
+    assert_eq!((got.followed, got.counters.packets_matched, got.note.as_str()), (1, 20, ""));
+    assert!(ahead(driver.last_expiry.load(Ordering::SeqCst)) > Duration::from_secs(55));
+    // Journaled on the successor: a restarted agent resumes there.
+    let store =
+        crate::store::Store::<faultline_proto::v1::Experiment>::new(&d.path().join("state"));
+    let record = store.replay().records.pop().expect("journaled");
+    assert_eq!((record.followed, record.resolved_target.unwrap().cgroup_id), (1, new_id));
+    let end = engine.cancel(&s.id).await.unwrap();
+    assert_eq!((end.state, end.counters.packets_matched), (State::Cancelled, 20));
+    assert_eq!(driver.live.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_followed_container_not_back_yet_waits_until_the_deadline() {
+    let (d, driver, engine) = setup();
+    d.cgroups(&[&format!("docker/{CONTAINER}")]);
+    let s = engine.inject(followed_spec(1500)).await.unwrap();
+    std::fs::remove_dir_all(container_dir(&d)).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let e = engine.get(&s.id).await.unwrap();
+    assert_eq!((e.state, e.followed), (State::Active, 0));
+    assert!(e.note.starts_with("waiting for the container to come back"), "{}", e.note);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let e = engine.get(&s.id).await.unwrap();
+    assert_eq!(e.state, State::Expired, "{e:?}");
+    assert_eq!(driver.live.load(Ordering::SeqCst), 0);
+    // A kill sent once is not carried over: its container going is how it ends.
+    d.cgroups(&[&format!("docker/{CONTAINER}")]);
+    let once = ExperimentSpec {
+        fault: FaultSpec::ProcessKill(model::ProcessKill {
+            signal: 9,
+            mode: model::KillMode::All,
+            interval: None,
+        }),
+        ..followed_spec(60_000)
+    };
+    let s = engine.inject(once).await.unwrap();
+    restart_container(&d);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let e = engine.get(&s.id).await.unwrap();
+    assert_eq!((e.state, e.followed), (State::Expired, 0), "{e:?}");
+    assert!(e.reason.starts_with("target gone"), "{}", e.reason);
+}
+
+#[tokio::test]
+async fn a_followed_container_restarted_while_the_agent_was_down_is_resumed_on() {
+    let (d, _driver, engine) = setup_with(Apply::Works, true);
+    d.cgroups(&[&format!("docker/{CONTAINER}")]);
+    let snap = engine.inject(followed_spec(60_000)).await.unwrap();
+    let store =
+        crate::store::Store::<faultline_proto::v1::Experiment>::new(&d.path().join("state"));
+    let record = store.replay().records.pop().expect("journaled");
+    restart_container(&d);
+    let restarted = engine_on(&d, Arc::new(FakeDriver::default()), true);
+    restarted.recover(vec![record], true).await;
+    let e = restarted.get(&snap.id).await.unwrap();
+    assert_eq!((e.state, e.followed), (State::Active, 1), "{e:?}");
+    let Some(Resolved::Cgroup(cg)) = &e.resolved else { panic!("{e:?}") };
+    assert_eq!(cg.id, inode(&container_dir(&d)));
+}

@@ -26,6 +26,8 @@ pub(super) struct Watch {
     /// When it is marked as hitting nothing, unless it has acted by then.
     pub hit_expected_by: Instant,
     pub stop: Vec<StopCondition>,
+    /// Set when it follows its container through restarts.
+    pub follow: Option<super::follow::Follow>,
 }
 
 impl Engine {
@@ -106,7 +108,8 @@ async fn watch(
                 // Every tick for the first 5 s, then every second: a thousand long
                 // experiments must not keep the agent busy.
                 tick += 1;
-                if tick > 50 && !tick.is_multiple_of(10) {
+                // A followed container's successor is looked for at every tick (within 1 s).
+                if tick > 50 && !tick.is_multiple_of(10) && w.follow.is_none() {
                     continue;
                 }
                 if !w.hit && let Some(h) = w.handle.upgrade() {
@@ -123,9 +126,11 @@ async fn watch(
                         }
                     }
                 }
-                // Never carried over to whatever replaces the target.
-                if let Some(why) = resolver.target_gone(&w.target) {
-                    return if w.ends_its_target { (State::Expired, why) } else { (State::Failed, why) };
+                // Never carried over to whatever replaces the target, unless followed.
+                if let Some(why) = resolver.target_gone(&w.target)
+                    && let Some(end) = super::follow::gone(me, &mut w, why).await
+                {
+                    return end;
                 }
             }
         }

@@ -81,6 +81,22 @@ pub fn container_ids(containers_log_dir: &Path, pod: &PodDir, container: &str) -
     ids
 }
 
+/// The name in the pod spec of container instance `id` (64 hex digits) of pod `uid`, from
+/// its link in `containers_log_dir` (which must point into that pod's directory).
+pub fn container_name_of(containers_log_dir: &Path, uid: &str, id: &str) -> Option<String> {
+    let suffix = format!("-{id}.log");
+    std::fs::read_dir(containers_log_dir).ok()?.flatten().find_map(|e| {
+        let file = e.file_name().to_string_lossy().into_owned();
+        // POD_NAMESPACE_CONTAINER-ID.log
+        let container = file.strip_suffix(&suffix)?.splitn(3, '_').nth(2)?;
+        // .../NAMESPACE_NAME_UID/CONTAINER/N.log
+        let target = std::fs::read_link(e.path()).ok()?;
+        let pod_dir = target.parent()?.parent()?.file_name()?.to_string_lossy().into_owned();
+        let of_pod = normalize_uid(pod_dir.rsplit('_').next()?)? == uid;
+        (of_pod && !container.is_empty()).then(|| container.to_string())
+    })
+}
+
 /// Where the kubelet puts the container links: `containers` beside the pods directory.
 pub fn containers_log_dir(pods_log_dir: &Path) -> PathBuf {
     pods_log_dir.parent().unwrap_or(Path::new("/")).join("containers")
@@ -129,6 +145,11 @@ mod tests {
         assert_eq!(container_ids(&links, this, "app"), [id('a'), id('b')]);
         assert_eq!(container_ids(&links, this, "envoy"), [id('e')]);
         assert!(container_ids(&links, this, "db").is_empty());
+        // Back from an instance's id to its name, in this pod only.
+        assert_eq!(container_name_of(&links, UID, &id('b')).as_deref(), Some("app"));
+        assert_eq!(container_name_of(&links, UID, &id('e')).as_deref(), Some("envoy"));
+        assert_eq!(container_name_of(&links, UID, &id('c')), None);
+        assert_eq!(container_name_of(&links, UID, &id('f')), None);
         assert!(pods(&root.join("missing")).is_empty());
         std::fs::remove_dir_all(&root).unwrap();
     }

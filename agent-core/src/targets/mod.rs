@@ -104,7 +104,9 @@ impl Resolver {
                             kubelet::pods(&self.pods_log_dir).into_iter().find(|p| p.uid == uid)
                         });
                         let c = self.container_by_name(dir, &uid, &pod_cgroup, name)?;
-                        self.container_cgroup(c, "target.pod.container_name")
+                        let mut cg = self.container_cgroup(c, "target.pod.container_name")?;
+                        cg.container_name = Some(name.clone());
+                        Ok(cg)
                     }
                     None => {
                         let mut cg = self.resolve_path(&pod_cgroup, field)?;
@@ -287,6 +289,11 @@ impl Resolver {
 
     fn container_cgroup(&self, c: runtime::Found, field: &str) -> Result<ResolvedCgroup> {
         let mut cg = self.resolve_path(&c.path, field)?;
+        // A pod's container by id: its name, if the kubelet's links tell it (cheap: one
+        // directory listing), so that its restarted instance (a new id) can be found.
+        let links = kubelet::containers_log_dir(&self.pods_log_dir);
+        cg.container_name =
+            c.pod_uid.as_deref().and_then(|uid| kubelet::container_name_of(&links, uid, &c.id));
         cg.container_id = Some(c.id);
         cg.runtime = Some(c.runtime);
         cg.pod_uid = c.pod_uid;
@@ -708,6 +715,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(by_uid.container_id.as_deref(), Some(&*app));
+        assert_eq!(by_uid.container_name.as_deref(), Some("app"));
+        // By id, the name comes from the kubelet's link of that id.
+        let by_id = r.resolve_cgroup(&TargetSpec::Container(app[..12].into())).unwrap();
+        assert_eq!(by_id.container_name.as_deref(), Some("app"));
     }
 
     #[test]

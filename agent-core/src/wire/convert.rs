@@ -266,6 +266,7 @@ pub fn resolved_target(r: &Resolved) -> pb::ResolvedTarget {
             container_id: c.container_id.clone().unwrap_or_default(),
             runtime: c.runtime.unwrap_or_default().to_string(),
             pod_uid: c.pod_uid.clone().unwrap_or_default(),
+            container_name: c.container_name.clone().unwrap_or_default(),
             ..Default::default()
         },
         Resolved::Interface(i) => pb::ResolvedTarget {

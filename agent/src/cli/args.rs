@@ -276,7 +276,8 @@ pub struct DrillArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub expect_hit_within: Option<Duration>,
     /// With --container or --pod/--container-name: when the container restarts, the fault
-    /// follows it to its successor for the rest of its duration.
+    /// follows it to its successor for the rest of its duration (while none is there, it
+    /// waits; a kill without --every ends when its container goes).
     #[arg(long)]
     pub follow: bool,
 }

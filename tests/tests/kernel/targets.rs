@@ -2,9 +2,12 @@
 //! as each runtime lays them out; what happens when a target goes away; and the policy file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 use faultline_tests::{
     Agent, Cgroup, TempDir,
     containers::{nest, random_hex, random_uid, sleeper},
+    events::Events,
     net::UdpSink,
     one_line_error, probe, udp_loss, wait_until,
 };
@@ -299,4 +302,85 @@ fn the_host_target_needs_the_policy_and_then_reaches_every_process() {
     agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
     probe(None, &["udp-send", &dst, "100"]);
     assert_eq!(sink.drain(), 100);
+}
+
+/// --follow on a pod's container, named as kubectl names it or by its id: the kubelet
+/// restarts it as a new container (a new id, a new cgroup in the pod's, a new link in its log
+/// directories) and the fault moves onto it, seen by a process in the new cgroup. Named by a
+/// cgroup path, there is no container to follow: refused, naming the field.
+#[test]
+fn follow_moves_a_pods_fault_onto_its_restarted_container() {
+    let dir = TempDir::new("follow");
+    let node = Cgroup::new("node-follow");
+    let (uid, old_id, new_id) = (random_uid(), random_hex(32), random_hex(32));
+    let mut app = nest(&node, &format!("kubepods/burstable/pod{uid}/{old_id}"));
+    let (pods, links) = (dir.path().join("log/pods"), dir.path().join("log/containers"));
+    let pod_logs = pods.join(format!("shop_checkout-7d9_{uid}"));
+    for d in [pod_logs.join("app"), links.clone()] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let link = |id: &str| {
+        std::os::unix::fs::symlink(
+            pod_logs.join("app/0.log"),
+            links.join(format!("checkout-7d9_shop_app-{id}.log")),
+        )
+        .unwrap();
+    };
+    link(&old_id);
+    let agent = policy_agent(&dir, &format!("pods_log_dir = \"{}\"\n", pods.display()));
+    // One experiment per way of naming it, each on its own port.
+    let (by_name, by_id) = (UdpSink::bind("127.0.0.1:0"), UdpSink::bind("127.0.0.1:0"));
+    let inject = |sink: &UdpSink, target: &[&str]| {
+        let port = sink.addr().port().to_string();
+        let mut args = udp_loss(target, "100", &port, "120s");
+        args.push("--follow".into());
+        let e = agent.cli_json_args(&args);
+        assert_eq!(e["container"]["name"], "app", "{e}");
+        e["id"].as_str().unwrap().to_string()
+    };
+    let ids = [
+        inject(&by_name, &["--pod", "shop/checkout-7d9", "--container-name", "app"]),
+        inject(&by_id, &["--container", &old_id[..12]]),
+    ];
+    let events: Vec<Events> = ids.iter().map(|id| Events::of(&agent, id)).collect();
+    let sent = |cg: &Cgroup| {
+        for sink in [&by_name, &by_id] {
+            probe(Some(cg), &["udp-send", &sink.addr().to_string(), "50"]);
+        }
+        (by_name.drain(), by_id.drain())
+    };
+    assert_eq!(sent(&app[0]), (0, 0), "the faults were not in effect");
+
+    // The kubelet restarts it: the old container's cgroup goes (its link stays), the new
+    // one's cgroup comes in the pod's, then its link.
+    drop(app.remove(0));
+    let new = app[0].child(&new_id);
+    link(&new_id);
+    for (id, ev) in ids.iter().zip(&events) {
+        let (_, e) = ev.wait("FOLLOWED", Duration::from_secs(10));
+        assert_eq!(e["followed"], 1, "{e}");
+        let got = agent.cli_json(&["get", id]);
+        assert_eq!(got["state"], "active", "{got}");
+        assert_eq!(got["resolved_cgroup"], new.rel, "{got}");
+        assert_eq!(got["container"]["id"], new_id.as_str(), "{got}");
+    }
+    assert_eq!(sent(&new), (0, 0), "the restarted container escaped a followed fault");
+    for id in &ids {
+        agent.cli_json(&["cancel", id]);
+    }
+    assert_eq!(sent(&new), (50, 50), "a fault stayed after the cancel");
+
+    let out = agent.cli(&[
+        "net",
+        "loss",
+        "--cgroup",
+        &new.rel,
+        "--percent",
+        "5",
+        "--for",
+        "10s",
+        "--follow",
+    ]);
+    let line = one_line_error(&out);
+    assert!(line.contains("INVALID_ARGUMENT") && line.contains("follow"), "{line}");
 }

@@ -122,7 +122,14 @@ pub fn experiment_json(e: &pb::Experiment) -> ExperimentJson {
             .resolved_target
             .as_ref()
             .filter(|r| !r.container_id.is_empty() || !r.pod_uid.is_empty())
-            .map(|r| json!({ "id": r.container_id, "runtime": r.runtime, "pod_uid": r.pod_uid })),
+            .map(|r| {
+                let mut c =
+                    json!({ "id": r.container_id, "runtime": r.runtime, "pod_uid": r.pod_uid });
+                if !r.container_name.is_empty() {
+                    c["name"] = json!(r.container_name);
+                }
+                c
+            }),
         resolved_cgroup: e
             .resolved_target
             .as_ref()
