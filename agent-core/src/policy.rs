@@ -465,8 +465,12 @@ mod tests {
             s,
             "allow_host=false max_duration=1h max_concurrent=256 max_stress_memory=none \
              protected_cgroups=[] protected_namespaces=[\"kube-system\"] \
-             pods_log_dir=/var/log/pods"
+             pods_log_dir=/var/log/pods guards=none"
         );
+        let g = Policy::parse("[guards]\nnode_psi_io_above = 60\n").unwrap().summary();
+        assert!(g.ends_with("guards=node psi.io>60"), "{g}");
+        let bad = Policy::parse("[guards]\nnode_psi_io_above = 0\n").unwrap_err();
+        assert!(bad.message.starts_with("line 2, column 21: guards.node_psi_io_above"), "{bad}");
     }
 
     #[test]

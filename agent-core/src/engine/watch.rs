@@ -81,7 +81,8 @@ async fn watch(
 ) -> (State, String) {
     let mut tick = 0u64;
     let mut marked = false;
-    let stop = crate::stop::first_to_hold(std::mem::take(&mut w.stop), w.target.clone());
+    let conditions = std::mem::take(&mut w.stop);
+    let stop = crate::stop::first_to_hold(conditions.clone(), w.target.clone());
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -127,10 +128,15 @@ async fn watch(
                     }
                 }
                 // Never carried over to whatever replaces the target, unless followed.
-                if let Some(why) = resolver.target_gone(&w.target)
-                    && let Some(end) = super::follow::gone(me, &mut w, why).await
-                {
-                    return end;
+                if let Some(why) = resolver.target_gone(&w.target) {
+                    let before = w.target.clone();
+                    if let Some(end) = super::follow::gone(me, &mut w, why).await {
+                        return end;
+                    }
+                    // Moved onto the successor: the stop conditions watch it from now on.
+                    if w.target != before && !conditions.is_empty() {
+                        stop.set(crate::stop::first_to_hold(conditions.clone(), w.target.clone()));
+                    }
                 }
             }
         }
