@@ -341,15 +341,22 @@ fn health(failing: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
 fn the_drill_control_examples() {
     let agent = Agent::start();
     let cg = Cgroup::new("checkout");
-    let mut resident = sleeper(&cg);
     let sink = UdpSink::bind("127.0.0.1:0");
     let port = sink.addr().port().to_string();
     let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let url =
         format!("http://127.0.0.1:{}/healthz timeout=500ms failures=3", health(failing.clone()));
-    // 80% of a 64 MiB limit, not of the machine.
+    // 80% of a 64 MiB limit, not of the machine, with a process of the target in it.
     let mem = Mem::new(&cg);
     mem.limit(64 << 20);
+    let dirs = match &mem {
+        Mem::V2(d) => vec![d.clone()],
+        Mem::V1(v) => vec![cg.fs.clone(), v.dir.clone()],
+    };
+    let mut cmd = Command::new("sleep");
+    cmd.arg("600");
+    faultline_host::cgroup::enter_before_exec(&mut cmd, &dirs).unwrap();
+    let mut resident = cmd.spawn().unwrap();
     let subs = [
         ("/checkout", cg.rel.as_str()),
         ("6379", port.as_str()),

@@ -296,8 +296,8 @@ fn prepare() -> anyhow::Result<Prepared> {
 /// left one core waiting on debian-6.1 for minutes), longest first. Part a: the packet tests
 /// and the errno faults; part b: the rest, with sys delay. The tests of the agent's own logic
 /// (validation, the gRPC surface, remote access, metrics, a failing state directory, pods by
-/// name, the journal's resume after a restart, the halt switch, node guards, refused stop
-/// conditions, the no-hit mark) run on the last kernel only: they do the same on every kernel, and the host runs
+/// name, the journal's resume after a restart, the halt switch, stop conditions and node
+/// guards, the no-hit mark) run on the last kernel only: they do the same on every kernel, and the host runs
 /// them too.
 pub fn tier_parts(timeout: Duration) -> Vec<Guest> {
     let a: Vec<String> = ["net_", "sys_files", "sys_sockets"].map(String::from).to_vec();
@@ -311,8 +311,7 @@ pub fn tier_parts(timeout: Duration) -> Vec<Guest> {
         "targets::pods_and_containers_by_namespace_and_name",
         "restart::",
         "halt::",
-        "stop_conditions::bad_",
-        "stop_conditions::a_node_guard",
+        "stop_conditions::",
         "no_hit::",
     ];
     let last = DEFAULT_KERNELS.len() - 1;
