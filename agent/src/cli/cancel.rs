@@ -34,6 +34,30 @@ pub async fn run(endpoint: &str, output: Output, id: String) -> anyhow::Result<(
     display::print_experiment(output, &e)
 }
 
+/// `faultline cancel --label K=V`: every active experiment with all of the labels (a Chaos
+/// Mesh plan applied by `faultline apply`); shows those it ended.
+pub async fn by_label(
+    endpoint: &str,
+    output: Output,
+    labels: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let mut c = client::connect(endpoint).await?;
+    let list = c
+        .list(pb::ListRequest {
+            states: vec![pb::State::Active as i32],
+            labels: labels.into_iter().collect(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .experiments;
+    let mut ended = Vec::new();
+    for e in list {
+        ended.push(c.cancel(pb::CancelRequest { id: e.id }).await.map_err(status)?.into_inner());
+    }
+    display::print_experiments(output, &ended)
+}
+
 /// "ID had already ended: expired at TIME (reason)" when this cancel did not end it: it had
 /// ended before (`before`), or it ended on its own before the call reached it (`after`).
 pub fn already_ended(before: &pb::Experiment, after: &pb::Experiment) -> Option<String> {

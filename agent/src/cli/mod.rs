@@ -8,6 +8,7 @@
 //! in `display/`, and where it is written (stdout, errors on stderr) in `output`. `generate`
 //! makes the shell completion scripts and the man pages from these definitions.
 
+pub mod apply;
 pub mod args;
 mod cancel;
 mod caps;
@@ -213,6 +214,15 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Run Chaos Mesh resources (chaos-mesh.org/v1alpha1) as they are: each document becomes
+    /// experiments labelled chaos-mesh.org/resource=NAMESPACE/NAME. The whole file is checked
+    /// before anything is applied.
+    Apply {
+        #[command(flatten)]
+        args: apply::ApplyArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List experiments.
     #[command(alias = "list")]
     Ls {
@@ -228,10 +238,15 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// End an experiment now (one that had already ended is shown as it ended).
+    /// End an experiment now (one that had already ended is shown as it ended), or with
+    /// --label every active experiment carrying the label.
     Cancel {
         /// Experiment id, or a unique prefix of one (at least 4 characters).
-        id: String,
+        #[arg(required_unless_present = "labels", conflicts_with = "labels")]
+        id: Option<String>,
+        /// key=value: every active experiment with this label (repeatable: all of them).
+        #[arg(long = "label", value_parser = parse::parse_label)]
+        labels: Vec<(String, String)>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -291,6 +306,7 @@ impl Command {
             | Command::Stress { client, .. }
             | Command::Process { client, .. }
             | Command::Time { client, .. }
+            | Command::Apply { client, .. }
             | Command::Ls { client, .. }
             | Command::Get { client, .. }
             | Command::Cancel { client, .. }
@@ -318,9 +334,13 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         Command::Stress { command, .. } => inject::run(endpoint, output, command.into_pb()).await,
         Command::Process { command, .. } => inject::run(endpoint, output, command.into_pb()).await,
         Command::Time { command, .. } => inject::run(endpoint, output, command.into_pb()).await,
+        Command::Apply { args, .. } => apply::run(endpoint, output, args).await,
         Command::Ls { args, .. } => ls::run(endpoint, output, args).await,
         Command::Get { args, .. } => get::run(endpoint, output, args).await,
-        Command::Cancel { id, .. } => cancel::run(endpoint, output, id).await,
+        Command::Cancel { id: Some(id), .. } => cancel::run(endpoint, output, id).await,
+        Command::Cancel { id: None, labels, .. } => {
+            cancel::by_label(endpoint, output, labels).await
+        }
         Command::Renew { id, .. } => renew::run(endpoint, output, id).await,
         Command::Halt { args, .. } => halt::run(endpoint, output, args).await,
         Command::Resume { .. } => resume::run(endpoint, output).await,
