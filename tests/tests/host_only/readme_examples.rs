@@ -90,6 +90,14 @@ const DRILL_CONTROL: &[&str] = &[
     "faultline net loss --cgroup /checkout --percent 100 --port 6379 --for 5m --expect-hit-within 10s",
 ];
 
+const CHAOS_MESH: &[&str] = &[
+    "faultline apply -f chaos.yaml",
+    "faultline apply --dry-run -f chaos.yaml",
+    "faultline apply -f chaos.yaml --cgroup /checkout",
+    "faultline ls --label chaos-mesh.org/resource=shop/redis-down",
+    "faultline cancel --label chaos-mesh.org/resource=shop/redis-down",
+];
+
 /// The `faultline` commands of README.md's `sh` blocks: continuation lines joined, a `$ `
 /// prompt and a trailing `# comment` removed, blanks collapsed.
 fn readme_commands() -> BTreeSet<String> {
@@ -126,11 +134,12 @@ fn readme_commands() -> BTreeSet<String> {
 #[test]
 fn every_readme_example_is_run() {
     let readme = readme_commands();
-    let here: BTreeSet<String> = [DRILL, NETWORK, SYSCALLS, STRESS, PROCESS, TIME, DRILL_CONTROL]
-        .concat()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let here: BTreeSet<String> =
+        [DRILL, NETWORK, SYSCALLS, STRESS, PROCESS, TIME, DRILL_CONTROL, CHAOS_MESH]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let untested: Vec<_> = readme.difference(&here).collect();
     let stale: Vec<_> = here.difference(&readme).collect();
     assert!(untested.is_empty(), "README examples no test runs: {untested:#?}");
@@ -397,6 +406,64 @@ fn the_drill_control_examples() {
     cancel(&agent, &id);
     let _ = resident.kill();
     let _ = resident.wait();
+}
+
+#[test]
+fn the_chaos_mesh_examples() {
+    // Pod shop/checkout-7d9 as the kubelet lays it out: its cgroup, its log directory.
+    let dir = faultline_tests::TempDir::new("chaos-yaml");
+    let node = Cgroup::new("cm-node");
+    let (uid, id) = (random_uid(), random_hex(32));
+    let pod = nest(&node, &format!("kubepods/burstable/pod{uid}/{id}"));
+    let pods = dir.path().join("pods");
+    std::fs::create_dir_all(pods.join(format!("shop_checkout-7d9_{uid}/app"))).unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, format!("pods_log_dir = \"{}\"\n", pods.display())).unwrap();
+    let agent = Agent::start_with(&["--config", policy.to_str().unwrap()]);
+    let cg = Cgroup::new("checkout");
+    let sink = UdpSink::bind("127.0.0.1:0");
+    let file = dir.path().join("chaos.yaml");
+    // Redis (here: the test's receiver on loopback) unreachable for the checkout pod.
+    std::fs::write(
+        &file,
+        "apiVersion: chaos-mesh.org/v1alpha1\nkind: NetworkChaos\nmetadata:\n  name: redis-down\n  \
+         namespace: shop\nspec:\n  action: loss\n  mode: all\n  selector:\n    pods:\n      shop: \
+         [checkout-7d9]\n  loss:\n    loss: '100'\n  direction: to\n  externalTargets: \
+         ['127.0.0.1']\n  duration: 5m\n",
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let subs = [("chaos.yaml", path.as_str()), ("/checkout", cg.rel.as_str())];
+    let to = sink.addr().to_string();
+    // `nest` returns the deepest first: the container.
+    let in_pod = &pod[0];
+
+    let plan = ok(&agent, CHAOS_MESH[1], &subs);
+    assert!(
+        plan.contains("document 1 NetworkChaos shop/redis-down -> pod shop/checkout-7d9"),
+        "{plan}"
+    );
+    assert!(plan.contains("dry run: nothing applied"), "{plan}");
+    assert_eq!(agent.cli_json(&["ls"]), serde_json::json!([]));
+    let applied = ok(&agent, CHAOS_MESH[0], &subs);
+    assert!(applied.contains("active"), "{applied}");
+    probe(Some(in_pod), &["udp-send", &to, "50"]);
+    assert_eq!(sink.drain(), 0, "Redis must be unreachable from the pod");
+    probe(Some(&cg), &["udp-send", &to, "50"]);
+    assert_eq!(sink.drain(), 50, "and reachable from elsewhere");
+    let ls = ok(&agent, CHAOS_MESH[3], &subs);
+    assert_eq!(ls.lines().filter(|l| l.contains("active")).count(), 1, "{ls}");
+    let cancelled = ok(&agent, CHAOS_MESH[4], &subs);
+    assert!(cancelled.contains("cancelled"), "{cancelled}");
+    probe(Some(in_pod), &["udp-send", &to, "50"]);
+    assert_eq!(sink.drain(), 50, "back after cancel");
+
+    // The same file on a target given on the command line.
+    let applied = ok(&agent, CHAOS_MESH[2], &subs);
+    assert!(applied.contains(&cg.rel), "{applied}");
+    probe(Some(&cg), &["udp-send", &to, "50"]);
+    assert_eq!(sink.drain(), 0);
+    ok(&agent, CHAOS_MESH[4], &subs);
 }
 
 /// The target of the network examples: a cgroup with a process in its own network namespace,

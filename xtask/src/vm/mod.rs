@@ -313,6 +313,7 @@ pub fn tier_parts(timeout: Duration) -> Vec<Guest> {
         "halt::",
         "stop_conditions::",
         "no_hit::",
+        "chaos_mesh::",
     ];
     let last = DEFAULT_KERNELS.len() - 1;
     let mut parts = Vec::new();
