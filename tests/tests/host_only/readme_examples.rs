@@ -677,7 +677,9 @@ fn the_system_call_latency_examples() {
     let r = waiting.release();
     let ms = ms_of(&r);
     assert!(ms.len() == 1 && (1000.0..=3700.0).contains(&ms[0]), "connect took {ms:?} ms: {r}");
-    assert_eq!(counter(&agent, &id, "calls_delayed"), 1);
+    // The tracer counts a held call once it has let it go: on a loaded machine that lands a
+    // moment after the caller has its answer (a fresh-clone CI run read 0 here once).
+    wait_until("the delayed connect counted", || counter(&agent, &id, "calls_delayed") == 1);
     cancel(&agent, &id);
 }
 
