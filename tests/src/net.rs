@@ -352,10 +352,12 @@ impl Drop for TcpSource {
     }
 }
 
-/// A minimal HTTP/1.1 server with keep-alive: every request gets "200 OK" and a short body.
+/// A minimal HTTP/1.1 server with keep-alive: every request gets "200 OK" and a short body,
+/// or "503 Service Unavailable" once told to `fail` (a health endpoint going bad).
 pub struct HttpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -364,7 +366,8 @@ impl HttpServer {
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let failing = Arc::new(AtomicBool::new(false));
+        let (s, bad) = (stop.clone(), failing.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let Ok((mut c, _)) = l.accept() else {
@@ -384,8 +387,13 @@ impl HttpServer {
                             {
                                 pending.drain(..end + 4);
                                 let body = "faultline\n";
+                                let status = if bad.load(Ordering::SeqCst) {
+                                    "503 Service Unavailable"
+                                } else {
+                                    "200 OK"
+                                };
                                 let resp = format!(
-                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
                                     body.len()
                                 );
                                 if c.write_all(resp.as_bytes()).is_err() {
@@ -401,11 +409,21 @@ impl HttpServer {
                 }
             }
         });
-        HttpServer { addr, stop, thread: Some(thread) }
+        HttpServer { addr, stop, failing, thread: Some(thread) }
+    }
+
+    /// On loopback, at a port of its own.
+    pub fn loopback() -> Self {
+        HttpServer::start(TcpListener::bind("127.0.0.1:0").unwrap())
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every request from now on is answered 503.
+    pub fn fail(&self) {
+        self.failing.store(true, Ordering::SeqCst);
     }
 }
 

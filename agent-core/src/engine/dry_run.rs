@@ -5,25 +5,14 @@
 use super::{
     Engine,
     error::{Error, Result},
-    model::{ExperimentSpec, Plan, State},
+    model::{ExperimentSpec, Plan},
 };
 
 impl Engine {
     pub async fn plan(&self, spec: ExperimentSpec) -> Result<Plan> {
         self.check_not_halted()?;
-        let resolver = self.resolver.clone();
-        let target = spec.target.clone();
-        let resolved = tokio::task::spawn_blocking(move || resolver.resolve(&target))
-            .await
-            .map_err(|e| Error::internal("resolving target", e))??;
-        let in_effect = self
-            .lock()
-            .records
-            .values()
-            .filter(|r| matches!(r.snap.state, State::Pending | State::Active))
-            .count();
-        self.policy.check(&spec, &resolved, self.resolver.own_cgroup(), in_effect)?;
-        crate::stop::check(&spec.stop, &resolved)?;
+        let resolved = self.resolve(&spec).await?;
+        self.admit(&self.lock(), &spec, &resolved)?;
         let driver = self.driver.clone();
         let (fault, target) = (spec.fault.clone(), resolved.clone());
         let mut plan = tokio::task::spawn_blocking(move || driver.plan(&target, &fault))

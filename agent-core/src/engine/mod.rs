@@ -164,11 +164,7 @@ impl Engine {
     /// the agent itself (`Internal`) is kept as a failed experiment.
     pub async fn inject(&self, spec: ExperimentSpec) -> Result<Snapshot> {
         self.check_not_halted()?;
-        let resolver = self.resolver.clone();
-        let target = spec.target.clone();
-        let resolved = tokio::task::spawn_blocking(move || resolver.resolve(&target))
-            .await
-            .map_err(|e| Error::internal("resolving target", e))??;
+        let resolved = self.resolve(&spec).await?;
 
         let id = new_id();
         let snap = Snapshot {
@@ -197,13 +193,7 @@ impl Engine {
                 return Err(Error::FailedPrecondition(format!("halted: {}", h.reason)));
             }
             // Counted and recorded under one lock, so concurrent injects cannot overshoot.
-            let in_effect = reg
-                .records
-                .values()
-                .filter(|r| matches!(r.snap.state, State::Pending | State::Active))
-                .count();
-            self.policy.check(&spec, &resolved, self.resolver.own_cgroup(), in_effect)?;
-            crate::stop::check(&spec.stop, &resolved)?;
+            self.admit(&reg, &spec, &resolved)?;
             reg.add(snap.clone());
         }
         // Announced as pending once the outcome is known (just before active or failed), so a
@@ -219,6 +209,27 @@ impl Engine {
             return Ok(ended);
         }
         Ok(active)
+    }
+
+    /// The experiment's target, resolved off the async threads.
+    async fn resolve(&self, spec: &ExperimentSpec) -> Result<Resolved> {
+        let resolver = self.resolver.clone();
+        let target = spec.target.clone();
+        tokio::task::spawn_blocking(move || resolver.resolve(&target))
+            .await
+            .map_err(|e| Error::internal("resolving target", e))?
+    }
+
+    /// What an inject (or its dry run) must pass once its target is resolved: the policy,
+    /// with the experiments in effect now, and what its stop conditions need.
+    fn admit(&self, reg: &Registry, spec: &ExperimentSpec, resolved: &Resolved) -> Result<()> {
+        let in_effect = reg
+            .records
+            .values()
+            .filter(|r| matches!(r.snap.state, State::Pending | State::Active))
+            .count();
+        self.policy.check(spec, resolved, self.resolver.own_cgroup(), in_effect)?;
+        crate::stop::check(&spec.stop, resolved)
     }
 
     /// Applies the fault of a recorded pending experiment until `deadline_wall` (all of its

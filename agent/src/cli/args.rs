@@ -48,25 +48,43 @@ pub struct CgroupTargetArgs {
 
 impl CgroupTargetArgs {
     pub fn to_pb(&self) -> pb::Target {
-        use pb::target::Kind;
-        let kind = if let Some(pod) = &self.pod {
-            let mut p = pb::Pod {
-                container_id: self.container.clone().unwrap_or_default(),
-                container_name: self.container_name.clone().unwrap_or_default(),
-                ..Default::default()
-            };
-            match pod.split_once('/') {
-                Some((namespace, name)) => (p.namespace, p.name) = (namespace.into(), name.into()),
-                None => p.uid = pod.clone(),
-            }
-            Kind::Pod(p)
-        } else if let Some(c) = &self.container {
-            Kind::ContainerId(c.clone())
-        } else {
-            Kind::CgroupPath(self.cgroup.clone().unwrap_or_default())
-        };
-        pb::Target { kind: Some(kind) }
+        target_pb(
+            self.cgroup.as_deref(),
+            self.container.as_deref(),
+            self.pod.as_deref(),
+            self.container_name.as_deref(),
+        )
+        .unwrap_or(pb::Target { kind: Some(pb::target::Kind::CgroupPath(String::new())) })
     }
+}
+
+/// The target the --cgroup, --container, --pod and --container-name flags name, if any:
+/// a pod (NAMESPACE/NAME or uid; with a container id or name, one container of it), a
+/// container, or a cgroup, in that order.
+pub fn target_pb(
+    cgroup: Option<&str>,
+    container: Option<&str>,
+    pod: Option<&str>,
+    container_name: Option<&str>,
+) -> Option<pb::Target> {
+    use pb::target::Kind;
+    let kind = if let Some(pod) = pod {
+        let mut p = pb::Pod {
+            container_id: container.unwrap_or_default().to_string(),
+            container_name: container_name.unwrap_or_default().to_string(),
+            ..Default::default()
+        };
+        match pod.split_once('/') {
+            Some((namespace, name)) => (p.namespace, p.name) = (namespace.into(), name.into()),
+            None => p.uid = pod.to_string(),
+        }
+        Kind::Pod(p)
+    } else if let Some(c) = container {
+        Kind::ContainerId(c.to_string())
+    } else {
+        Kind::CgroupPath(cgroup?.to_string())
+    };
+    Some(pb::Target { kind: Some(kind) })
 }
 
 /// Who a fault is for, when it can act on one process (`sys fail`, `process kill`) or on the

@@ -326,35 +326,14 @@ fn the_drill_and_the_observability_commands() {
     assert_eq!(sink.drain(), 50, "Redis is back after cancel");
 }
 
-/// An HTTP server on loopback answering 200 until `failing` is set, then 503.
-fn health(failing: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
-    use std::io::Write as _;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut c in l.incoming().map_while(Result::ok) {
-            let mut b = [0u8; 1024];
-            let _ = c.read(&mut b);
-            let bad = failing.load(std::sync::atomic::Ordering::SeqCst);
-            let _ = c.write_all(if bad {
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
-            } else {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-            });
-        }
-    });
-    port
-}
-
 #[test]
 fn the_drill_control_examples() {
     let agent = Agent::start();
     let cg = Cgroup::new("checkout");
     let sink = UdpSink::bind("127.0.0.1:0");
     let port = sink.addr().port().to_string();
-    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let url =
-        format!("http://127.0.0.1:{}/healthz timeout=500ms failures=3", health(failing.clone()));
+    let health = faultline_tests::net::HttpServer::loopback();
+    let url = format!("http://127.0.0.1:{}/healthz timeout=500ms failures=3", health.addr().port());
     // 80% of a 64 MiB limit, not of the machine, with a process of the target in it.
     let mem = Mem::new(&cg);
     mem.limit(64 << 20);
@@ -382,7 +361,7 @@ fn the_drill_control_examples() {
     // Stop conditions: the URL starts failing, the stress ends as aborted.
     let id = inject(&agent, DRILL_CONTROL[2], &subs);
     wait_until("the workers to hold memory", || mem.current() > 32 << 20);
-    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    health.fail();
     wait_until("the abort", || get(&agent, &id)["state"] != "active");
     let e = get(&agent, &id);
     assert_eq!(e["state"], "aborted", "{e}");

@@ -7,18 +7,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpListener,
     process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, SystemTime},
 };
 
 use faultline_tests::{
-    Agent, Cgroup, TempDir, containers::sleeper, net::UdpSink, one_line_error, serial, stress::Mem,
+    Agent, Cgroup, TempDir,
+    containers::sleeper,
+    net::{HttpServer, UdpSink},
+    one_line_error, serial,
+    stress::Mem,
     udp_loss, wait_for,
 };
 use serde_json::Value;
@@ -160,33 +158,13 @@ fn aborts_on_an_oom_kill_in_the_target() {
     }
 }
 
-/// An HTTP server on loopback answering 200 while `healthy`, else 503.
-fn health_server(healthy: Arc<AtomicBool>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let mut b = [0u8; 1024];
-            let _ = c.read(&mut b);
-            let answer: &[u8] = if healthy.load(Ordering::SeqCst) {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-            } else {
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
-            };
-            let _ = c.write_all(answer);
-        }
-    });
-    port
-}
-
 #[test]
 fn aborts_when_a_health_url_fails_three_times_in_a_row() {
     let agent = Agent::start();
     let cg = Cgroup::new("stop-http");
     let other = Cgroup::new("stop-http-ok");
-    let (flaky, fine) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(true)));
-    let (flaky_port, fine_port) = (health_server(flaky.clone()), health_server(fine.clone()));
+    let (flaky, fine) = (HttpServer::loopback(), HttpServer::loopback());
+    let (flaky_port, fine_port) = (flaky.addr().port(), fine.addr().port());
     let sink = UdpSink::bind("127.0.0.1:0");
     let url = format!("http://127.0.0.1:{flaky_port}/healthz timeout=500ms failures=3");
     let e = loss_with(&agent, &cg, sink.addr().port(), &[&url]);
@@ -202,7 +180,7 @@ fn aborts_when_a_health_url_fails_three_times_in_a_row() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(agent.cli_json(&["get", id])["state"], "active");
 
-    flaky.store(false, Ordering::SeqCst);
+    flaky.fail();
     let t0 = SystemTime::now();
     let e = ended(&agent, id, Duration::from_secs(5));
     assert_eq!(e["state"], "aborted", "{e}");

@@ -58,23 +58,12 @@ pub struct ApplyArgs {
 
 impl ApplyArgs {
     fn target(&self) -> Option<pb::Target> {
-        use pb::target::Kind;
-        let kind = if let Some(pod) = &self.pod {
-            let mut p = pb::Pod {
-                container_id: self.container.clone().unwrap_or_default(),
-                ..Default::default()
-            };
-            match pod.split_once('/') {
-                Some((ns, name)) => (p.namespace, p.name) = (ns.into(), name.into()),
-                None => p.uid = pod.clone(),
-            }
-            Kind::Pod(p)
-        } else if let Some(c) = &self.container {
-            Kind::ContainerId(c.clone())
-        } else {
-            Kind::CgroupPath(self.cgroup.clone()?)
-        };
-        Some(pb::Target { kind: Some(kind) })
+        super::args::target_pb(
+            self.cgroup.as_deref(),
+            self.container.as_deref(),
+            self.pod.as_deref(),
+            None,
+        )
     }
 }
 
