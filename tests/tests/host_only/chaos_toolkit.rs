@@ -472,3 +472,32 @@ fn chaos_toolkit_actions_inject_every_fault_family() {
     assert_eq!(r["left_active"], 0, "{r:#}");
     assert_eq!(target.cg.programs(), 0, "programs left after the rollbacks");
 }
+
+#[test]
+fn the_python_client_plans_aborts_and_halts() {
+    let agent = Agent::start();
+    let cg = Cgroup::new("py-drill");
+    let mut sleeper = faultline_tests::containers::sleeper(&cg);
+    let out = Command::new(venv_bin("python"))
+        .arg(repo_root().join("tests/python/drill_control.py"))
+        .arg(format!("unix://{}", agent.socket.display()))
+        .arg(&cg.rel)
+        .arg(sleeper.id().to_string())
+        .env("PYTHONPATH", package_dir())
+        .output()
+        .unwrap();
+    let _ = sleeper.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["plan_backend"], "cgroup_skb", "{r}");
+    assert!(r["plan_steps"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(r["after_plan"], 0, "a dry run recorded something: {r}");
+    assert_eq!(r["stop_conditions"], serde_json::json!([{"no_processes": {}}]), "{r}");
+    assert_eq!(r["state"], "aborted", "{r}");
+    assert_eq!(r["abort"]["condition"], "empty", "{r}");
+    assert_eq!(r["halted"], true, "{r}");
+    assert_eq!(r["refused_while_halted"], "FAILED_PRECONDITION", "{r}");
+    assert_eq!(r["resumed"], true, "{r}");
+    assert_eq!(cg.programs(), 0);
+}

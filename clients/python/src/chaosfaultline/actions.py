@@ -21,6 +21,8 @@ from faultline import faults
 from faultline.faults import PacketFilter
 
 __all__ = [
+    "halt",
+    "resume",
     "inject",
     "inject_net_loss",
     "inject_net_delay",
@@ -71,9 +73,11 @@ def _run(
     labels: Optional[Dict[str, str]],
     configuration: Optional[Dict[str, Any]],
     secrets: Optional[Dict[str, Any]],
+    stop_conditions: Optional[List[Dict[str, Any]]] = None,
 ) -> Dict[str, Any]:
     with client(configuration, secrets) as agent:
-        return agent.inject(target, fault, duration, labels).to_dict()
+        e = agent.inject(target, fault, duration, labels, stop_conditions=stop_conditions or ())
+        return e.to_dict()
 
 
 def inject(
@@ -81,11 +85,35 @@ def inject(
     fault: Dict[str, Any],
     duration: Union[str, float] = "60s",
     labels: Optional[Dict[str, str]] = None,
+    stop_conditions: Optional[List[Dict[str, Any]]] = None,
     configuration: Optional[Dict[str, Any]] = None,
     secrets: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Any fault, given as the proto JSON of a Fault: {"net_loss": {"percent": 10}}."""
-    return _run(fault, target, duration, labels, configuration, secrets)
+    """Any fault, given as the proto JSON of a Fault: {"net_loss": {"percent": 10}}, with
+    stop conditions the agent watches as the proto JSON of StopCondition ({"oom_kill": {}},
+    {"http": {"url": "http://127.0.0.1:8080/healthz", "failures": 3}}, ...): the first that
+    holds ends it as "aborted"."""
+    return _run(fault, target, duration, labels, configuration, secrets, stop_conditions)
+
+
+def halt(
+    reason: str = "",
+    configuration: Optional[Dict[str, Any]] = None,
+    secrets: Optional[Dict[str, Any]] = None,
+) -> List[Dict[str, Any]]:
+    """The agent's emergency stop: every experiment ends and new ones are refused until
+    resume; returns the experiments it ended."""
+    with client(configuration, secrets) as agent:
+        return [e.to_dict() for e in agent.halt(reason)]
+
+
+def resume(
+    configuration: Optional[Dict[str, Any]] = None,
+    secrets: Optional[Dict[str, Any]] = None,
+) -> bool:
+    """Lifts a halt; whether the agent was halted."""
+    with client(configuration, secrets) as agent:
+        return agent.resume()
 
 
 def inject_net_loss(

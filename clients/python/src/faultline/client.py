@@ -19,7 +19,7 @@ DEFAULT_ENDPOINT = "unix:///run/faultline/faultline.sock"
 
 #: Experiment states by their short names, as the CLI prints them.
 STATES = ("pending", "active", "expired", "cancelled", "failed")
-ENDED = frozenset({"expired", "cancelled", "failed"})
+ENDED = frozenset({"expired", "cancelled", "failed", "aborted"})
 
 
 class FaultlineError(Exception):
@@ -69,6 +69,12 @@ class Experiment:
     deadline: datetime | None = None
     ended_at: datetime | None = None
     first_hit_at: datetime | None = None
+    # Drill control: the stop conditions (proto JSON), which one ended it and what it saw
+    # ({"condition", "value"}; aborted only), the no-hit mark, restarts followed.
+    stop_conditions: list[dict[str, Any]] = field(default_factory=list)
+    abort: dict[str, str] | None = None
+    no_hit: bool = False
+    followed: int = 0
     raw: experiment_pb2.Experiment | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -97,6 +103,14 @@ class Experiment:
             deadline=_time(e, "deadline"),
             ended_at=_time(e, "ended_at"),
             first_hit_at=_time(e, "first_hit_at"),
+            stop_conditions=[_as_dict(c) for c in e.stop_conditions],
+            abort=(
+                {"condition": e.abort.condition, "value": e.abort.value}
+                if e.HasField("abort")
+                else None
+            ),
+            no_hit=e.no_hit,
+            followed=e.followed,
             raw=e,
         )
 
@@ -211,19 +225,72 @@ class Client:
         fault: Fault | Mapping[str, Any],
         duration: Duration,
         labels: Mapping[str, str] | None = None,
+        *,
+        stop_conditions: Sequence[Mapping[str, Any]] = (),
+        expect_hit_within: Duration | None = None,
+        follow: bool = False,
     ) -> Experiment:
         """Applies `fault` to `target` for `duration`; returns once it is in effect.
 
         fault: a faults.* dataclass, or the proto JSON of a Fault ({"net_loss": {...}}).
+        stop_conditions: proto JSON of StopCondition, e.g. {"oom_kill": {}},
+        {"no_processes": {}}, {"pressure": {"resource": "RESOURCE_MEMORY", "above_percent":
+        40}}, {"http": {"url": "http://127.0.0.1:8080/healthz", "failures": 3}}: the first
+        that holds ends the experiment as "aborted".
         """
+        request = self._request(target, fault, duration, labels, stop_conditions, expect_hit_within, follow)
+        return Experiment.from_proto(self._call("Inject", request).experiment)
+
+    def plan(
+        self,
+        target: Target | str | Mapping[str, Any],
+        fault: Fault | Mapping[str, Any],
+        duration: Duration,
+        labels: Mapping[str, str] | None = None,
+        *,
+        stop_conditions: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """A dry run: checks the inject as the agent would apply it (target, policy, kernel)
+        and returns what it would attach where (the Plan as proto JSON); applies nothing."""
+        request = self._request(target, fault, duration, labels, stop_conditions, None, False)
+        request.dry_run = True
+        return _as_dict(self._call("Inject", request).plan)
+
+    def _request(
+        self,
+        target: Target | str | Mapping[str, Any],
+        fault: Fault | Mapping[str, Any],
+        duration: Duration,
+        labels: Mapping[str, str] | None,
+        stop_conditions: Sequence[Mapping[str, Any]],
+        expect_hit_within: Duration | None,
+        follow: bool,
+    ) -> service_pb2.InjectRequest:
         fault_json = fault.to_json() if isinstance(fault, Fault) else dict(fault)
         request = service_pb2.InjectRequest(
             target=json_format.ParseDict(Target.of(target).json, target_pb2.Target()),
             fault=json_format.ParseDict(fault_json, fault_pb2.Fault()),
             labels=dict(labels or {}),
+            stop_conditions=[
+                json_format.ParseDict(dict(c), experiment_pb2.StopCondition())
+                for c in stop_conditions
+            ],
+            follow=follow,
         )
         request.duration.FromJsonString(duration_json(duration))
-        return Experiment.from_proto(self._call("Inject", request).experiment)
+        if expect_hit_within is not None:
+            request.expect_hit_within.FromJsonString(duration_json(expect_hit_within))
+        return request
+
+    def halt(self, reason: str = "") -> List[Experiment]:
+        """The emergency stop: ends every active experiment and refuses new ones until
+        resume(); returns those it ended."""
+        r = self._call("Halt", service_pb2.HaltRequest(reason=reason))
+        return [Experiment.from_proto(e) for e in r.ended]
+
+    def resume(self) -> bool:
+        """Lifts a halt; whether the agent was halted."""
+        return bool(self._call("Resume", service_pb2.ResumeRequest()).was_halted)
 
     def get(self, experiment_id: str) -> Experiment:
         return Experiment.from_proto(self._call("Get", service_pb2.GetRequest(id=experiment_id)))
@@ -255,7 +322,8 @@ class Client:
     def watch(
         self, experiment_id: str = "", send_initial: bool = True
     ) -> Iterator[tuple[str, Experiment]]:
-        """Streams (event type, experiment): "state", "snapshot", "first_hit"."""
+        """Streams (event type, experiment): "state", "snapshot", "first_hit", "no_hit",
+        "followed"."""
         request = service_pb2.WatchRequest(id=experiment_id, send_initial=send_initial)
         try:
             for ev in self._stub.Watch(request, metadata=self._metadata):
