@@ -96,7 +96,12 @@ async fn watch(
             }
             _ = tokio::time::sleep(FAILURE_POLL) => {
                 if let Some(why) = w.handle.upgrade().and_then(|h| h.failure()) {
-                    return (State::Failed, why);
+                    // A followed container's stress workers die with it: that is its
+                    // restart, which the follow below handles, not the fault failing.
+                    let restarting = w.follow.is_some() && resolver.target_gone(&w.target).is_some();
+                    if !restarting {
+                        return (State::Failed, why);
+                    }
                 }
                 if let Some(why) = w.handle.upgrade().and_then(|h| h.finished()) {
                     return (State::Expired, why);
