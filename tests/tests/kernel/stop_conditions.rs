@@ -374,3 +374,24 @@ fn bad_conditions_are_refused_naming_the_field_and_nothing_is_applied() {
     assert_eq!(cg.programs(), 0);
     assert_eq!(agent.cli_json(&["ls"]), serde_json::json!([]));
 }
+
+#[test]
+fn stop_conditions_survive_an_agent_killed_and_restarted() {
+    let mut agent = Agent::start();
+    let cg = Cgroup::new("stop-restart");
+    let mut gone = sleeper(&cg);
+    let sink = UdpSink::bind("127.0.0.1:0");
+    let e = loss_with(&agent, &cg, sink.addr().port(), &["empty"]);
+    let id = e["id"].as_str().unwrap();
+    agent.signal(libc::SIGKILL);
+    agent.wait_exit(Duration::from_secs(5)).expect("agent did not die");
+    agent.restart();
+    let resumed = agent.cli_json(&["get", id]);
+    assert_eq!(resumed["state"], "active", "{resumed}");
+    assert_eq!(resumed["stop_conditions"], serde_json::json!(["empty"]), "{resumed}");
+    gone.kill().unwrap();
+    gone.wait().unwrap();
+    let e = ended(&agent, id, Duration::from_secs(5));
+    assert_eq!(e["state"], "aborted", "{e}");
+    assert_eq!(cg.programs(), 0);
+}
