@@ -9,6 +9,7 @@
 //! `manifest` reads documents field by field, `selector` turns `selector`/`mode` into
 //! targets, and one file per kind maps its actions to faultline's faults.
 
+mod dns;
 mod manifest;
 mod network;
 mod selector;
@@ -101,6 +102,7 @@ fn translate(
     }
     let t = match doc.kind.as_str() {
         "NetworkChaos" => network::translate(&spec)?,
+        "DNSChaos" => dns::translate(&spec)?,
         other => {
             return Err(Refusal::at(
                 "kind",
