@@ -6,6 +6,7 @@
 mod api;
 mod bad_input;
 mod bpf_debug_log;
+mod chaos_mesh_workloads;
 mod crash_campaign;
 mod dry_run;
 mod halt;
