@@ -8,6 +8,7 @@ mod bad_input;
 mod bpf_debug_log;
 mod chaos_mesh;
 mod chaos_mesh_network;
+mod chaos_mesh_workloads;
 mod crash_campaign;
 mod dry_run;
 mod halt;

@@ -10,9 +10,13 @@
 //! targets, and one file per kind maps its actions to faultline's faults.
 
 mod dns;
+mod io;
 mod manifest;
 mod network;
+mod pod;
 mod selector;
+mod stress;
+mod time;
 
 use std::time::Duration;
 
@@ -94,15 +98,27 @@ fn translate(
     random: &mut impl FnMut() -> f64,
 ) -> Result<Vec<Planned>, Refusal> {
     let spec = Node::root(&doc.spec, "spec")?;
-    let (_, duration) = spec.duration("duration", false)?.ok_or_else(|| {
-        Refusal::at("spec.duration", "required: faultline never runs a fault without an end")
-    })?;
+    let (_, duration) = match spec.duration("duration", false)? {
+        Some(d) => d,
+        // Kills are one-shot in Chaos Mesh: no duration needed.
+        None if doc.kind == "PodChaos" && pod::one_shot(&spec) => (false, pod::ONE_SHOT),
+        None => {
+            return Err(Refusal::at(
+                "spec.duration",
+                "required: faultline never runs a fault without an end",
+            ));
+        }
+    };
     if duration.is_zero() {
         return Err(Refusal::at("spec.duration", "must be more than 0"));
     }
     let t = match doc.kind.as_str() {
         "NetworkChaos" => network::translate(&spec)?,
         "DNSChaos" => dns::translate(&spec)?,
+        "StressChaos" => stress::translate(&spec)?,
+        "IOChaos" => io::translate(&spec)?,
+        "TimeChaos" => time::translate(&spec)?,
+        "PodChaos" => pod::translate(&spec)?,
         other => {
             return Err(Refusal::at(
                 "kind",
