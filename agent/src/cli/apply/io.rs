@@ -264,14 +264,9 @@ fn syscalls(spec: &Node, delay: bool, has_path: bool) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_yaml::Value;
 
     fn run(yaml: &str) -> Result<Translated> {
-        let v: Value = serde_yaml::from_str(yaml).unwrap();
-        let n = Node::root(&v, "spec").unwrap();
-        let t = translate(&n)?;
-        n.finish()?;
-        Ok(t)
+        crate::cli::apply::translate_yaml(translate, yaml)
     }
 
     #[test]

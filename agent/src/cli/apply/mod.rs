@@ -79,6 +79,20 @@ pub struct Translated {
     pub containers: Vec<String>,
 }
 
+/// A kind's translation of a spec written as YAML, every field read (the kinds' unit tests).
+#[cfg(test)]
+pub fn translate_yaml(
+    translate: fn(&Node) -> manifest::Result<Translated>,
+    yaml: &str,
+) -> manifest::Result<Translated> {
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(yaml).map_err(|e| Refusal::at("spec", e.to_string()))?;
+    let n = Node::root(&v, "spec")?;
+    let t = translate(&n)?;
+    n.finish()?;
+    Ok(t)
+}
+
 /// One experiment the file asks for.
 #[derive(Debug)]
 pub struct Planned {

@@ -93,14 +93,9 @@ pub fn translate(spec: &Node) -> Result<Translated> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_yaml::Value;
 
     fn run(yaml: &str) -> Result<Translated> {
-        let v: Value = serde_yaml::from_str(yaml).unwrap();
-        let n = Node::root(&v, "spec").unwrap();
-        let t = translate(&n)?;
-        n.finish()?;
-        Ok(t)
+        crate::cli::apply::translate_yaml(translate, yaml)
     }
 
     fn sigkill() -> pb::fault::Kind {
@@ -131,7 +126,7 @@ mod tests {
             ("{}", true),
             ("action: pod-failure", false),
         ] {
-            let v: Value = serde_yaml::from_str(yaml).unwrap();
+            let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
             assert_eq!(one_shot(&Node::root(&v, "spec").unwrap()), want, "{yaml}");
         }
     }

@@ -72,14 +72,9 @@ pub fn translate(spec: &Node) -> Result<Translated> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_yaml::Value;
 
     fn run(yaml: &str) -> Result<Translated> {
-        let v: Value = serde_yaml::from_str(yaml).unwrap();
-        let n = Node::root(&v, "spec").unwrap();
-        let t = translate(&n)?;
-        n.finish()?;
-        Ok(t)
+        crate::cli::apply::translate_yaml(translate, yaml)
     }
 
     #[test]
