@@ -357,6 +357,19 @@ impl Agent {
     }
 
     /// `cli_json` with owned arguments (as `udp_loss` builds them).
+    /// Polls `get` until the experiment is neither pending nor active; panics after `within`.
+    pub fn wait_ended(&self, id: &str, within: Duration) -> serde_json::Value {
+        let until = Instant::now() + within;
+        loop {
+            let e = self.cli_json(&["get", id]);
+            if e["state"] != "active" && e["state"] != "pending" {
+                return e;
+            }
+            assert!(Instant::now() < until, "still active after {within:?}: {e}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn cli_json_args(&self, args: &[String]) -> serde_json::Value {
         self.cli_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
@@ -666,6 +679,17 @@ fn ip(args: &[&str]) -> Output {
 }
 
 impl Netns {
+    /// UDP datagrams this namespace dropped for a bad checksum (/proc/net/snmp InCsumErrors).
+    pub fn udp_csum_errors(&self) -> u64 {
+        self.run(|| {
+            let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap();
+            let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+            let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+            let i = names.split_whitespace().position(|n| n == "InCsumErrors").unwrap();
+            values.split_whitespace().nth(i).unwrap().parse().unwrap()
+        })
+    }
+
     pub fn new(tag: &str) -> Self {
         let name = format!("fl{}", unique(tag)).chars().take(30).collect::<String>();
         netns::create(&name).unwrap();

@@ -27,16 +27,6 @@ fn loss_inside(c: &Container, echo: &UdpEcho) -> f64 {
     100.0 * (N - received) as f64 / N as f64
 }
 
-/// Polls until the experiment is neither pending nor active.
-fn wait_ended(agent: &Agent, id: &str, within: Duration) -> serde_json::Value {
-    let mut end = serde_json::Value::Null;
-    wait_for("the experiment to end", within, || {
-        end = agent.cli_json(&["get", id]);
-        end["state"] != "active" && end["state"] != "pending"
-    });
-    end
-}
-
 #[test]
 fn loss_on_a_docker_container_is_seen_from_inside_it() {
     let agent = Agent::start();
@@ -128,7 +118,7 @@ fn kill_stops_a_docker_systemd_container() {
     wait_for("the container to stop", Duration::from_secs(10), || {
         c.status().as_deref() == Some("stopped")
     });
-    let end = wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(10));
+    let end = agent.wait_ended(e["id"].as_str().unwrap(), Duration::from_secs(10));
     eprintln!(
         "kill: init {pid} exited, runc state stopped; experiment {}, {} signalled",
         end["state"], end["counters"]["processes_signalled"]
@@ -185,14 +175,14 @@ fn stress_mem_fills_a_container_to_its_limit_and_past_it_is_oom_killed() {
     });
     assert_eq!(oom_kills(&c), 0, "an OOM kill under the limit");
     agent.cli_json(&["cancel", &id]);
-    wait_ended(&agent, &id, Duration::from_secs(10));
+    agent.wait_ended(&id, Duration::from_secs(10));
 
     // Past it: the kernel kills a worker, the agent says so.
     let mut args = vec!["stress", "mem"];
     args.extend_from_slice(&target);
     args.extend_from_slice(&["--size", "256mb", "--for", "30s"]);
     let e = agent.cli_json(&args);
-    let end = wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(20));
+    let end = agent.wait_ended(e["id"].as_str().unwrap(), Duration::from_secs(20));
     let kills = oom_kills(&c);
     eprintln!(
         "96 MiB container: 48 MiB stress grew it by {} MiB; 256 MiB stress: {} ({}), \
@@ -223,7 +213,7 @@ fn a_restarted_container_ends_the_experiment_as_target_gone_and_is_untouched() {
     // Same id, same cgroup path, new cgroup directories: what a runtime's restart does.
     c.restart();
     let new = std::fs::metadata(c.fs()).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
-    let end = wait_ended(&agent, &id, Duration::from_secs(30));
+    let end = agent.wait_ended(&id, Duration::from_secs(30));
     let after = loss_inside(&c, &echo);
     eprintln!(
         "restart: loss {during:.1}% before (100% asked), cgroup inode {old} -> {new}; \

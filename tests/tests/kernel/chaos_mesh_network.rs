@@ -221,16 +221,6 @@ fn bandwidth_in_chaos_mesh_units_where_the_kernel_serves_it() {
     cancel_resource(&agent, "rate");
 }
 
-fn udp_csum_errors(ns: &Netns) -> u64 {
-    ns.run(|| {
-        let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap();
-        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-        let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
-        let i = names.split_whitespace().position(|n| n == "InCsumErrors").unwrap();
-        values.split_whitespace().nth(i).unwrap().parse().unwrap()
-    })
-}
-
 /// duplicate and corrupt on the device `device` names, in a namespace joined to another by
 /// a veth pair; measured by the receiver there.
 #[test]
@@ -269,10 +259,10 @@ fn duplicate_and_corrupt_on_the_device_named() {
         &["--cgroup", &t.cg.rel],
     );
     assert_eq!(e[0]["fault"], "net_corrupt");
-    let before = udp_csum_errors(&b);
+    let before = b.udp_csum_errors();
     t.probe(&["udp-send", &to, "500"]);
     let (intact, corrupted, total) = sink.drain_check();
-    let csum = udp_csum_errors(&b) - before;
+    let csum = b.udp_csum_errors() - before;
     eprintln!(
         "corrupt 100%: {total} arrived, {intact} intact, {corrupted} corrupted, {csum} checksum drops"
     );

@@ -10,15 +10,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    path::PathBuf,
-    process::{Child, Output, Stdio},
+    process::{Child, Output},
     time::{Duration, Instant},
 };
 
 use faultline_tests::{
     Agent, Cgroup, TempDir, Waiting,
     clock::ClockServer,
-    containers::{nest, random_hex, random_uid, sleeper},
+    containers::{Counter, nest, random_hex, random_uid, sleeper},
     probe, serial, wait_until,
 };
 
@@ -183,65 +182,6 @@ fn dead(p: &mut [(Child, Child)], app: bool) -> usize {
     p.iter_mut().map(|(a, s)| !alive(if app { a } else { s })).filter(|d| *d).count()
 }
 
-/// A shell in `cg` writing an ever-growing number to a file every 20 ms.
-struct Counter {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Counter {
-    fn start(cg: &Cgroup, dir: &TempDir, name: &str) -> Counter {
-        let file = dir.path().join(name);
-        let script =
-            format!("i=0; while :; do i=$((i+1)); echo $i > {}; sleep 0.02; done", file.display());
-        let child = cg.command("sh").args(["-c", &script]).stdout(Stdio::null()).spawn().unwrap();
-        let c = Counter { child, file };
-        wait_until("counter running", || c.value() > 0);
-        c
-    }
-
-    fn value(&self) -> u64 {
-        std::fs::read_to_string(&self.file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
-    }
-
-    fn moved_in(&self, d: Duration) -> u64 {
-        let a = self.value();
-        std::thread::sleep(d);
-        self.value().saturating_sub(a)
-    }
-
-    /// Whether it advances by 2 within 5 s.
-    fn moves(&self) -> bool {
-        let (a, t0) = (self.value(), Instant::now());
-        while t0.elapsed() < Duration::from_secs(5) {
-            if self.value() >= a + 2 {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-}
-
-impl Drop for Counter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_ended(agent: &Agent, id: &str, within: Duration) -> serde_json::Value {
-    let until = Instant::now() + within;
-    loop {
-        let e = agent.cli_json(&["get", id]);
-        if e["state"] != "active" && e["state"] != "pending" {
-            return e;
-        }
-        assert!(Instant::now() < until, "still active: {e}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// StressChaos with both stressors in the `app` container of one pod: one CPU worker at 50 %
 /// for 8 s is 4 CPU seconds in app's cpu.stat, 64 MB (memStress's binary units: 64 MiB)
 /// becomes resident in app, the sidecar gets nothing, and the workers are gone at the end.
@@ -298,7 +238,7 @@ spec:
     assert!(sidecar.procs().is_empty(), "workers in the sidecar: {:?}", sidecar.procs());
     std::thread::sleep(Duration::from_secs(7).saturating_sub(t0.elapsed()));
     for e in &applied {
-        wait_ended(&k.agent, e["id"].as_str().unwrap(), Duration::from_secs(15));
+        k.agent.wait_ended(e["id"].as_str().unwrap(), Duration::from_secs(15));
     }
     let (used, side) = (app.cpu_usage_s() - app0, sidecar.cpu_usage_s() - side0);
     eprintln!("cpu: app used {used:.3} s over the 8 s fault (asked 4.0), sidecar {side:.3} s");
@@ -552,8 +492,8 @@ fn pod_chaos_pod_failure_freezes_the_pod_until_the_end() {
     let k = Kubelet::new("cm-fail", &["web-0", "web-1"]);
     let dir = TempDir::new("cm-fail-counters");
     let (a, b) = (
-        Counter::start(k.pod("web-0").cg("sidecar"), &dir, "a"),
-        Counter::start(k.pod("web-1").cg("app"), &dir, "b"),
+        Counter::start(k.pod("web-0").cg("sidecar"), dir.path(), "a"),
+        Counter::start(k.pod("web-1").cg("app"), dir.path(), "b"),
     );
     let applied = k.apply_ok(
         r#"
@@ -577,7 +517,7 @@ spec:
     assert_eq!(frozen.trim(), "1");
     assert_eq!(moved, 0, "the failed pod kept running");
     assert!(other, "the other pod was paused too");
-    wait_ended(&k.agent, applied[0]["id"].as_str().unwrap(), Duration::from_secs(15));
+    k.agent.wait_ended(applied[0]["id"].as_str().unwrap(), Duration::from_secs(15));
     assert!(a.moves(), "not thawed at the end");
 }
 
@@ -634,7 +574,7 @@ fn a_plan_of_three_documents_is_listed_and_cancelled_by_label() {
     let k = Kubelet::new("cm-plan", &["web-0", "web-1"]);
     let dir = TempDir::new("cm-plan-counters");
     let mut clock = ClockServer::start(Some(k.pod("web-0").cg("app")));
-    let frozen = Counter::start(k.pod("web-1").cg("app"), &dir, "b");
+    let frozen = Counter::start(k.pod("web-1").cg("app"), dir.path(), "b");
     let sidecar = k.pod("web-0").cg("sidecar");
     let applied = k.apply_ok(PLAN);
     assert_eq!(applied.len(), 3, "{applied:?}");

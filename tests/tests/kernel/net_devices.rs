@@ -127,7 +127,7 @@ fn corrupt_100_percent_changes_every_datagram() {
     assert!(tc_programs(&t.ns, &dev) >= 2);
     t.probe(&["udp-send", &sink.addr().to_string(), "500"]);
     let (intact, corrupted, total) = sink.drain_check();
-    let csum_drops = udp_csum_errors(&b);
+    let csum_drops = b.udp_csum_errors();
     eprintln!(
         "corrupt 100%: {total} arrived, {intact} intact, {corrupted} corrupted, {csum_drops} checksum drops"
     );
@@ -143,16 +143,6 @@ fn corrupt_100_percent_changes_every_datagram() {
     t.probe(&["udp-send", &sink.addr().to_string(), "100"]);
     assert_eq!(sink.drain_check(), (100, 0, 100));
     assert_eq!(tc_programs(&t.ns, &dev), 0);
-}
-
-fn udp_csum_errors(ns: &Netns) -> u64 {
-    ns.run(|| {
-        let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap();
-        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-        let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
-        let i = names.split_whitespace().position(|n| n == "InCsumErrors").unwrap();
-        values.split_whitespace().nth(i).unwrap().parse().unwrap()
-    })
 }
 
 #[test]

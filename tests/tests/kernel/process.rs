@@ -4,61 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
-use faultline_tests::{Agent, Cgroup, TempDir, one_line_error, wait_until};
-
-/// A shell in `cg` that writes an ever-growing number to a file every 20 ms.
-struct Counter {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Counter {
-    fn start(cg: &Cgroup, dir: &Path, name: &str) -> Counter {
-        let file = dir.join(name);
-        let script =
-            format!("i=0; while :; do i=$((i+1)); echo $i > {}; sleep 0.02; done", file.display());
-        let child = cg.command("sh").args(["-c", &script]).stdout(Stdio::null()).spawn().unwrap();
-        let c = Counter { child, file };
-        wait_until("counter running", || c.value() > 0);
-        c
-    }
-
-    fn value(&self) -> u64 {
-        std::fs::read_to_string(&self.file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
-    }
-
-    /// Whether it advances again (by 2, so a write in flight at a freeze does not count),
-    /// given up to 5 s: a loaded machine may run the shell late, but never not at all.
-    fn moves(&self) -> bool {
-        let (a, t0) = (self.value(), Instant::now());
-        while t0.elapsed() < Duration::from_secs(5) {
-            if self.value() >= a + 2 {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-
-    /// How far it moved in `d`.
-    fn moved_in(&self, d: Duration) -> u64 {
-        let a = self.value();
-        std::thread::sleep(d);
-        self.value().saturating_sub(a)
-    }
-}
-
-impl Drop for Counter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use faultline_tests::{Agent, Cgroup, TempDir, containers::Counter, one_line_error, wait_until};
 
 fn freeze_file(cg: &Cgroup) -> String {
     std::fs::read_to_string(cg.fs.join("cgroup.freeze")).unwrap().trim().to_string()

@@ -25,16 +25,6 @@ fn time_of(v: &Value) -> SystemTime {
     humantime::parse_rfc3339(v.as_str().unwrap_or_else(|| panic!("no time in {v}"))).unwrap()
 }
 
-/// Polls `get` until the experiment is no longer active.
-fn ended(agent: &Agent, id: &str, limit: Duration) -> Value {
-    let mut last = Value::Null;
-    wait_for("the experiment to end", limit, || {
-        last = agent.cli_json(&["get", id]);
-        last["state"] != "active"
-    });
-    last
-}
-
 /// How long after `t0` the agent aborted (its abort.at), and when the test saw the
 /// experiment ended (polling `get`, whose round trip is in it).
 fn reaction(e: &Value, t0: SystemTime) -> (Duration, Duration) {
@@ -73,7 +63,7 @@ fn aborts_when_no_process_is_left_and_leaves_the_others_alone() {
     gone.kill().unwrap();
     gone.wait().unwrap();
     let t0 = SystemTime::now();
-    let e = ended(&agent, id, Duration::from_secs(5));
+    let e = agent.wait_ended(id, Duration::from_secs(5));
     assert_eq!(e["state"], "aborted", "{e}");
     assert_eq!(e["abort"]["condition"], "empty", "{e}");
     assert!(e["abort"]["value"].as_str().unwrap().contains("no process left"), "{e}");
@@ -143,7 +133,7 @@ fn aborts_on_an_oom_kill_in_the_target() {
     let mut hog = in_target(probe_bin.to_str().unwrap(), &["alloc", "512"]);
     wait_for("the OOM kill", Duration::from_secs(30), || kills() > 0);
     let t0 = SystemTime::now();
-    let e = ended(&agent, id, Duration::from_secs(5));
+    let e = agent.wait_ended(id, Duration::from_secs(5));
     assert_eq!(e["state"], "aborted", "{e}");
     assert_eq!(e["abort"]["condition"], "oom", "{e}");
     assert!(e["abort"]["value"].as_str().unwrap().starts_with("oom_kill 1"), "{e}");
@@ -182,7 +172,7 @@ fn aborts_when_a_health_url_fails_three_times_in_a_row() {
 
     flaky.fail();
     let t0 = SystemTime::now();
-    let e = ended(&agent, id, Duration::from_secs(5));
+    let e = agent.wait_ended(id, Duration::from_secs(5));
     assert_eq!(e["state"], "aborted", "{e}");
     let value = e["abort"]["value"].as_str().unwrap();
     assert!(value.starts_with("3 failed in a row") && value.contains("503"), "{e}");
@@ -259,7 +249,7 @@ fn cpu_stress_past_a_pressure_threshold_aborts_itself() {
         }
         t0.is_some()
     });
-    let e = ended(&agent, id, Duration::from_secs(5));
+    let e = agent.wait_ended(id, Duration::from_secs(5));
     assert_eq!(e["state"], "aborted", "{e}");
     assert_eq!(e["abort"]["condition"], "psi.cpu>30", "{e}");
     assert!(e["abort"]["value"].as_str().unwrap().starts_with("cpu some avg10 "), "{e}");
@@ -289,8 +279,9 @@ fn a_node_guard_halts_everything_when_memory_runs_low() {
         kib << 10
     };
     let before = avail();
-    // Holds once a quarter of what is available (at most 1 GiB) more is taken.
-    let margin = (before / 4).min(1 << 30);
+    // Holds once an eighth of what is available (at most 512 MiB) more is taken; the hog
+    // takes four times that, so other memory coming free meanwhile does not hide it.
+    let margin = (before / 8).min(512 << 20);
     let floor = before - margin;
     let dir = TempDir::new("guard");
     let policy = dir.path().join("policy.toml");
@@ -304,9 +295,9 @@ fn a_node_guard_halts_everything_when_memory_runs_low() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(agent.cli_json(&["get", id])["state"], "active");
 
-    // Twice the margin held by a process of the test (not in any target).
+    // Four times the margin held by a process of the test (not in any target).
     let hog_cg = Cgroup::new("guard-hog");
-    let mib = ((2 * margin) >> 20).to_string();
+    let mib = ((4 * margin) >> 20).to_string();
     let mut hog = hog_cg
         .command(faultline_tests::probe_bin())
         .args(["alloc", &mib])
@@ -320,7 +311,7 @@ fn a_node_guard_halts_everything_when_memory_runs_low() {
         }
         t0.is_some()
     });
-    let e = ended(&agent, id, Duration::from_secs(5));
+    let e = agent.wait_ended(id, Duration::from_secs(5));
     let _ = hog.kill();
     let _ = hog.wait();
     drop(hog_cg);
@@ -340,7 +331,7 @@ fn a_node_guard_halts_everything_when_memory_runs_low() {
     );
     assert!(!out.status.success());
     assert!(one_line_error(&out).contains("halted: guard"), "{}", one_line_error(&out));
-    wait_for("memory back", Duration::from_secs(30), || avail() > floor + (256 << 20));
+    // (The guard watches again after this; the hog is gone, so it does not halt again.)
     assert_eq!(agent.cli_json(&["resume"])["was_halted"], true);
 }
 
@@ -391,7 +382,7 @@ fn stop_conditions_survive_an_agent_killed_and_restarted() {
     assert_eq!(resumed["stop_conditions"], serde_json::json!(["empty"]), "{resumed}");
     gone.kill().unwrap();
     gone.wait().unwrap();
-    let e = ended(&agent, id, Duration::from_secs(5));
+    let e = agent.wait_ended(id, Duration::from_secs(5));
     assert_eq!(e["state"], "aborted", "{e}");
     assert_eq!(cg.programs(), 0);
 }

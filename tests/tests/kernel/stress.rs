@@ -19,20 +19,6 @@ fn serial() -> faultline_tests::serial::Alone {
     faultline_tests::serial::alone()
 }
 
-/// Polls until the experiment ended. Each poll runs the CLI, which costs CPU (a lot under
-/// TCG on one vCPU), so CPU tests first sleep through the fault.
-fn wait_ended(agent: &Agent, id: &str, within: Duration) -> serde_json::Value {
-    let until = Instant::now() + within;
-    loop {
-        let e = agent.cli_json(&["get", id]);
-        if e["state"] != "active" && e["state"] != "pending" {
-            return e;
-        }
-        assert!(Instant::now() < until, "still active: {e}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn stress(agent: &Agent, cg: &Cgroup, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["stress"];
     a.extend_from_slice(&args[..1]);
@@ -50,7 +36,7 @@ fn cpu_50_percent_of_one_worker_for_5s_uses_2_5_cpu_seconds() {
     let e = stress(&agent, &cg, &["cpu", "--workers", "1", "--load", "50", "--for", "5s"]);
     assert_eq!(cg.procs().len(), 1, "one worker in the cgroup");
     std::thread::sleep(Duration::from_secs(5));
-    let end = wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(15));
+    let end = agent.wait_ended(e["id"].as_str().unwrap(), Duration::from_secs(15));
     let used = cg.cpu_usage_s() - before;
     eprintln!(
         "cpu 50% x 1 for 5 s: cgroup used {used:.3} s (asked 2.5); agent saw {}",
@@ -82,7 +68,7 @@ fn cpu_80_percent_under_a_half_cpu_quota_is_0_4_cpu() {
     let before = cg.cpu_usage_s();
     let e = stress(&agent, &cg, &["cpu", "--load", "80", "--for", "5s"]);
     std::thread::sleep(Duration::from_secs(5));
-    wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(15));
+    agent.wait_ended(e["id"].as_str().unwrap(), Duration::from_secs(15));
     let cpus = (cg.cpu_usage_s() - before) / 5.0;
     eprintln!("cpu 80% with a 0.5 CPU quota: {cpus:.3} CPU (asked 0.4)");
     assert!((0.36..=0.44).contains(&cpus), "asked 0.4 CPU, got {cpus:.3}");
@@ -118,7 +104,7 @@ fn memory_256mib_is_resident_in_the_cgroup_and_given_back() {
     );
     assert!(grew >= 256 << 20, "the cgroup grew by {} MiB only", grew >> 20);
     agent.cli_json(&["cancel", &id]);
-    wait_ended(&agent, &id, Duration::from_secs(10));
+    agent.wait_ended(&id, Duration::from_secs(10));
     let after = mem.current();
     eprintln!("after the end: {} MiB above the start", after.saturating_sub(before) >> 20);
     assert!(after < before + (16 << 20), "memory not given back: {after} vs {before}");
@@ -158,7 +144,7 @@ fn on_a_hybrid_host_workers_join_the_v1_cgroups_of_the_targets_processes() {
     eprintln!("the member's v1 memory cgroup grew by {} MiB", grew >> 20);
     let alongside = v1_mount("memory").join(cg.rel.trim_start_matches('/'));
     assert!(!alongside.exists(), "nothing is created alongside when a member shows the way");
-    wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(10));
+    agent.wait_ended(e["id"].as_str().unwrap(), Duration::from_secs(10));
     let _ = member.kill();
     let _ = member.wait();
     assert!(grew >= 64 << 20, "the workers did not join the member's v1 memory cgroup");
@@ -198,7 +184,7 @@ fn a_worker_killed_by_the_cgroup_oom_killer_fails_the_experiment() {
     let mem = Mem::new(&cg);
     mem.limit(64 << 20);
     let e = stress(&agent, &cg, &["mem", "--size", "256mb", "--for", "30s"]);
-    let end = wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(10));
+    let end = agent.wait_ended(e["id"].as_str().unwrap(), Duration::from_secs(10));
     eprintln!("256 MiB under a 64 MiB limit: {} ({})", end["state"], end["reason"]);
     assert_eq!(end["state"], "failed", "{end}");
     assert_eq!(end["reason"], "oom-killed", "{end}");
@@ -228,7 +214,7 @@ fn disk_fill_to_90_percent_and_the_space_comes_back() {
         if fs.image.is_some() { "ext4 on loop" } else { "tmpfs" }
     );
     assert!(during >= 90.0, "asked 90%, the filesystem is {during:.1}% used");
-    wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(10));
+    agent.wait_ended(e["id"].as_str().unwrap(), Duration::from_secs(10));
     let after = fs.used_percent();
     eprintln!("after the end: {after:.1}%");
     assert!(after < before + 1.0, "space not given back: {after:.1}% (was {before:.1}%)");
@@ -283,7 +269,7 @@ fn io_workers_move_the_bytes_asked_and_the_device_sees_them() {
         );
         let id = e["id"].as_str().unwrap();
         // All bytes moved, the experiment ends on its own, long before its 20 s.
-        let got = wait_ended(&agent, id, Duration::from_secs(15));
+        let got = agent.wait_ended(id, Duration::from_secs(15));
         let c = &got["counters"];
         let dev =
             dev0.zip(device_bytes(fs.dir.path())).map(|((r0, w0), (r1, w1))| (r1 - r0, w1 - w0));
@@ -350,7 +336,7 @@ fn io_at_a_rate_moves_rate_times_time_first_pass_included() {
         "{:?}",
         String::from_utf8_lossy(&cmdline)
     );
-    let got = wait_ended(&agent, e["id"].as_str().unwrap(), Duration::from_secs(15));
+    let got = agent.wait_ended(e["id"].as_str().unwrap(), Duration::from_secs(15));
     let c = &got["counters"];
     let (written, read) = (c["bytes_written"].as_u64().unwrap(), c["bytes_read"].as_u64().unwrap());
     let mib = (written + read) as f64 / (1 << 20) as f64;
