@@ -39,6 +39,23 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// An agent listening on a free TCP port, with `args(ADDR)`: a port found free may be taken
+/// before the agent binds it (by another agent's metrics port, which the kernel hands out
+/// meanwhile: seen once in CI), so a start that fails on the address in use is tried again on
+/// another port.
+fn agent_on_free_port(args: impl Fn(&str) -> Vec<String>) -> (Agent, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let a = args(&format!("127.0.0.1:{port}"));
+        match Agent::builder().args(&a.iter().map(String::as_str).collect::<Vec<_>>()).try_start() {
+            Ok(agent) => return (agent, port),
+            Err(log) if log.contains("Address already in use") => continue,
+            Err(log) => panic!("{log}"),
+        }
+    }
+    panic!("no free port in 5 tries");
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -92,25 +109,25 @@ fn audit_lines(agent: &Agent) -> Vec<serde_json::Value> {
 async fn mutual_tls_and_the_token_decide_who_gets_in_and_the_audit_log_says_so() {
     let dir = TempDir::new("pki");
     let pki = pki();
-    let port = free_port();
-    let (addr, cert, key) = (
-        format!("127.0.0.1:{port}"),
-        write(dir.path(), "srv.crt", &pki.server.0),
-        write(dir.path(), "srv.key", &pki.server.1),
-    );
+    let (cert, key) =
+        (write(dir.path(), "srv.crt", &pki.server.0), write(dir.path(), "srv.key", &pki.server.1));
     let (ca, token) = (write(dir.path(), "ca.crt", &pki.ca), write(dir.path(), "token", TOKEN));
-    let agent = Agent::start_with(&[
-        "--tcp-listen",
-        &addr,
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--tls-client-ca",
-        &ca,
-        "--token-file",
-        &token,
-    ]);
+    let (agent, port) = agent_on_free_port(|addr| {
+        [
+            "--tcp-listen",
+            addr,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+            "--token-file",
+            &token,
+        ]
+        .map(String::from)
+        .to_vec()
+    });
     let cg = Cgroup::new("mtls");
 
     // A client with a certificate from the CA and the token: in.
@@ -148,7 +165,7 @@ async fn mutual_tls_and_the_token_decide_who_gets_in_and_the_audit_log_says_so()
         );
     }
     // Plain text on the TLS port: no.
-    let plain = Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await;
+    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await;
     if let Ok(ch) = plain {
         assert!(
             FaultServiceClient::new(ch)
@@ -216,19 +233,22 @@ fn plain_tcp_needs_the_explicit_flag() {
 
 #[tokio::test]
 async fn over_a_limit_the_answer_is_resource_exhausted_and_the_agent_keeps_serving() {
-    let port = free_port();
+    let (agent, port) = agent_on_free_port(|addr| {
+        [
+            "--tcp-listen",
+            addr,
+            "--insecure-tcp",
+            "--rate-limit",
+            "5",
+            "--rate-burst",
+            "5",
+            "--max-request-bytes",
+            "4096",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
     let addr = format!("127.0.0.1:{port}");
-    let agent = Agent::start_with(&[
-        "--tcp-listen",
-        &addr,
-        "--insecure-tcp",
-        "--rate-limit",
-        "5",
-        "--rate-burst",
-        "5",
-        "--max-request-bytes",
-        "4096",
-    ]);
     let ch = Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut c = FaultServiceClient::new(ch);
     let mut codes = Vec::new();
