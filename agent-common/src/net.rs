@@ -7,8 +7,13 @@
 /// when its rule is cleared, which may see zeros for some fields (a zero threshold, delay,
 /// rate or expiry acts as no rule).
 pub const MAP_RULES: &str = "FL_NET_RULES";
-/// `HashMap<u64 cgroup id, CgroupRules>`: the rule slots that apply to one targeted cgroup.
+/// `HashMap<u64 cgroup id, CgroupRules>`: the rule slots that apply to one targeted cgroup
+/// (read by the sock_addr and tc programs, which walk the caller's targeted ancestors).
 pub const MAP_CGROUPS: &str = "FL_NET_CGROUPS";
+/// `CgroupStorage<CgroupRules>`: the same set, kept with each cgroup_skb attachment (one per
+/// targeted cgroup and direction, key: cgroup id and attach type), so the cgroup_skb programs
+/// read their own attach point's rules with one helper call: no ancestor walk, no hash.
+pub const MAP_SKB_SETS: &str = "FL_NET_SKB_SETS";
 /// `LpmTrie<CidrKey, u32>`: the remote CIDRs of every rule that has some (value: CIDR_*).
 pub const MAP_CIDRS: &str = "FL_NET_CIDRS";
 /// `LpmTrie<PortKey, u32>`: the remote port ranges of every rule that has some, as prefixes.
@@ -50,6 +55,8 @@ pub const GLOBAL_HAS_INGRESS_EDT: &str = "FL_HAS_INGRESS_EDT";
 
 pub const MAX_RULES: u32 = 4096;
 pub const MAX_RULES_PER_CGROUP: usize = 16;
+/// Port buckets of `CgroupRules::candidates`: a port's bucket is its low bits.
+pub const PORT_BUCKETS: usize = 32;
 pub const MAX_PORT_RANGES: usize = 8;
 pub const MAX_CIDR_ENTRIES: u32 = 65536;
 /// A port range splits into at most 30 prefixes; ranges of all rules share this.
@@ -236,6 +243,65 @@ pub struct CgroupRules {
     pub _pad: u32,
     pub slots: [u32; MAX_RULES_PER_CGROUP],
     pub filters: [SlotFilter; MAX_RULES_PER_CGROUP],
+    /// By direction (`dir_index`) and port bucket (`port_bucket`): the slots (bit i for
+    /// `slots[i]`) whose rule may match a packet with such a port, so a packet meets only
+    /// those; a packet no rule could match leaves after one load. Kept by `CgroupRules::new`.
+    pub candidates: [[u16; PORT_BUCKETS]; 2],
+    /// By direction: every slot any of its buckets names (a direction with none needs no
+    /// parsing).
+    pub any: [u16; 2],
+    pub _pad2: [u16; 2],
+}
+
+/// A packet's or call's port bucket in `CgroupRules::candidates`.
+#[inline(always)]
+pub fn port_bucket(port: u16) -> usize {
+    port as usize & (PORT_BUCKETS - 1)
+}
+
+/// A direction's row in `CgroupRules::candidates`: 0 egress, 1 ingress.
+#[inline(always)]
+pub fn dir_index(dir: u32) -> usize {
+    usize::from(dir == DIR_INGRESS)
+}
+
+/// The port buckets (a bit each) a port range touches.
+pub fn range_buckets(lo: u16, hi: u16) -> u32 {
+    if hi < lo {
+        return 0;
+    }
+    if (hi - lo) as usize >= PORT_BUCKETS - 1 {
+        return u32::MAX;
+    }
+    (lo..=hi).fold(0, |m, p| m | 1 << port_bucket(p))
+}
+
+impl CgroupRules {
+    /// The set of `entries` (slot, filter, the port buckets its rule's ranges touch:
+    /// `u32::MAX` without ports), in their order; at most `MAX_RULES_PER_CGROUP`.
+    pub fn new(entries: impl IntoIterator<Item = (u32, SlotFilter, u32)>) -> Self {
+        let mut set = CgroupRules::default();
+        for (i, (slot, filter, buckets)) in
+            entries.into_iter().take(MAX_RULES_PER_CGROUP).enumerate()
+        {
+            set.count += 1;
+            set.slots[i] = slot;
+            set.filters[i] = filter;
+            let buckets = if filter.has_ports == 0 { u32::MAX } else { buckets };
+            for dir in [DIR_EGRESS, DIR_INGRESS] {
+                if u32::from(filter.directions) & dir == 0 {
+                    continue;
+                }
+                for (b, c) in set.candidates[dir_index(dir)].iter_mut().enumerate() {
+                    if buckets & (1 << b) != 0 {
+                        *c |= 1 << i;
+                        set.any[dir_index(dir)] |= 1 << i;
+                    }
+                }
+            }
+        }
+        set
+    }
 }
 
 /// A rule's filter in brief (`CgroupRules::filters`): what it acts on, its direction bits,
@@ -391,5 +457,46 @@ mod tests {
         assert!(icmp.admits(drop, DIR_EGRESS, PROTO_ICMPV6, 0), "ICMP admits ICMPv6");
         assert!(!icmp.admits(drop, DIR_EGRESS, PROTO_UDP, 0));
         assert_eq!(SlotFilter::from_bits(f.bits()), f);
+    }
+
+    #[test]
+    fn port_ranges_touch_the_buckets_of_their_ports() {
+        assert_eq!(range_buckets(9, 9), 1 << 9);
+        assert_eq!(range_buckets(31, 33), 1 << 31 | 1 | 2);
+        assert_eq!(range_buckets(1000, 1030), u32::MAX & !(1 << port_bucket(1031)));
+        assert_eq!(range_buckets(1000, 1031), u32::MAX);
+        assert_eq!(range_buckets(0, 65535), u32::MAX);
+        assert_eq!(range_buckets(5, 4), 0);
+    }
+
+    #[test]
+    fn a_packet_meets_only_the_slots_that_may_match_its_direction_and_port() {
+        let udp9 = SlotFilter {
+            action: ACTION_DROP as u8,
+            directions: (DIR_EGRESS | DIR_INGRESS) as u8,
+            protocol: PROTO_UDP as u8,
+            has_ports: 1,
+            port_lo: 9,
+            port_hi: 9,
+        };
+        let any_egress = SlotFilter {
+            directions: DIR_EGRESS as u8,
+            protocol: PROTO_ANY as u8,
+            has_ports: 0,
+            port_lo: 0,
+            port_hi: 65535,
+            ..udp9
+        };
+        let set = CgroupRules::new([(7, udp9, range_buckets(9, 9)), (3, any_egress, 0)]);
+        assert_eq!((set.count, set.slots[0], set.slots[1]), (2, 7, 3));
+        let at = |dir, port| set.candidates[dir_index(dir)][port_bucket(port)];
+        assert_eq!(at(DIR_EGRESS, 9), 0b11);
+        assert_eq!(at(DIR_EGRESS, 9 + 32), 0b11, "same bucket: the filter tells them apart");
+        assert_eq!(at(DIR_EGRESS, 11111), 0b10, "no port rule there");
+        assert_eq!(at(DIR_EGRESS, 0), 0b10, "a packet without a port");
+        assert_eq!(at(DIR_INGRESS, 9), 0b01);
+        assert_eq!(at(DIR_INGRESS, 11111), 0, "nothing for this packet: one load and out");
+        assert_eq!(set.any, [0b11, 0b01]);
+        assert_eq!(CgroupRules::new([]).candidates, [[0; PORT_BUCKETS]; 2]);
     }
 }

@@ -1,16 +1,14 @@
 //! cgroup_skb ingress/egress: packet faults for targeted cgroups.
 //! User-space owner of these maps: agent-core/src/faults/net.
 //!
-//! One attachment per targeted cgroup tree serves every experiment on it: the program looks
-//! up the packet's ancestor cgroup at each level that holds a target, then walks that
-//! cgroup's rule slots, testing each slot's filter in brief (`SlotFilter`) before its rule.
+//! One attachment per targeted cgroup serves every experiment on it: the program reads its
+//! attach point's set from the attachment's cgroup storage (`FL_NET_SKB_SETS`), takes the
+//! slots whose rules may match the packet's direction and port bucket, and tests each one's
+//! filter in brief (`SlotFilter`) before its rule.
 
 use aya_ebpf::{
     bindings::__sk_buff,
-    helpers::{
-        bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_ancestor_cgroup_id,
-        bpf_skb_set_tstamp,
-    },
+    helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_set_tstamp},
     macros::cgroup_skb,
     maps::lpm_trie::Key,
     programs::SkBuffContext,
@@ -20,14 +18,14 @@ use faultline_common::net::{
     DIR_EGRESS, DIR_INGRESS, DIST_NORMAL, DnsClient, FAMILY_V4, MAX_RULES_PER_CGROUP, MODEL_GE,
     MODEL_NTH, NetCounters, NetRule, PORT_KEY_HEADER_BITS, PROB_ONE, PROTO_ANY, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_UDP, PortKey, RULE_F_CIDRS, RULE_F_PORTS, RULE_F_SEEDED, RuleState,
+    dir_index, port_bucket,
 };
 
 use crate::{
     dlog::{dir_name, dlog},
-    levels,
     maps::{
-        FL_DNS_CLIENTS, FL_DNS_ORIG, FL_HAS_INGRESS_EDT, FL_NET_CGROUPS, FL_NET_CIDRS,
-        FL_NET_CONFIG, FL_NET_COUNTERS, FL_NET_PORTS, FL_NET_RULES, FL_NET_STATE,
+        FL_DNS_CLIENTS, FL_DNS_ORIG, FL_HAS_INGRESS_EDT, FL_NET_CIDRS, FL_NET_CONFIG,
+        FL_NET_COUNTERS, FL_NET_PORTS, FL_NET_RULES, FL_NET_SKB_SETS, FL_NET_STATE,
     },
     normal,
     packet::{Packet, parse, proto_port, slot_of, with_slot},
@@ -74,19 +72,42 @@ fn run(ctx: &SkBuffContext, dir: u32) -> Result<i32, i32> {
     if cfg.ingress != 0 {
         fl_sock_note(ctx.skb.skb);
     }
-    // Parsed once; the set and rule functions get it as scalars.
+    // The rules of the cgroup this program is attached to, kept with the attachment: a
+    // packet of a nested target runs its own cgroup's program and each targeted ancestor's.
+    // SAFETY: the helper returns the attachment's storage, never null; user space replaces
+    // the value whole (RCU), so it is only read.
+    let set = unsafe { &*FL_NET_SKB_SETS.get_ptr_mut() };
+    let di = dir_index(dir);
+    if set.any[di] == 0 {
+        return Ok(PASS);
+    }
+    // Parsed once; the rule function gets it as scalars.
     let Some(pkt) = parse(ctx, dir == DIR_EGRESS, 0) else {
         return Ok(PASS);
     };
     let (hi, lo, meta) = pkt.words();
-    let meta = with_slot(meta, 0, dir);
-    let dropped = levels::find(
-        cfg.levels,
-        // SAFETY: helper call on the program's own context.
-        |level| unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level as i32) },
-        |id| (fl_net_set(ctx.skb.skb, id, hi, lo, meta) != 0).then_some(()),
-    );
-    Ok(if dropped.is_some() { drop } else { PASS })
+    let (protocol, port) = proto_port(meta);
+    let actions = skb_actions(dir);
+    // Only the slots whose rules may match this direction and port: each one's filter in
+    // brief, then the rule function for those it admits.
+    let candidates = u32::from(set.candidates[di][port_bucket(port)]);
+    for i in 0..MAX_RULES_PER_CGROUP {
+        // (Not trailing_zeros: its table lookup loses the verifier's bound on i.)
+        let rest = candidates >> i;
+        if rest == 0 {
+            break;
+        }
+        if rest & 1 == 0 {
+            continue;
+        }
+        if !set.filters[i].admits(actions, dir, protocol, port) {
+            continue;
+        }
+        if fl_net_rule(ctx.skb.skb, hi, lo, with_slot(meta, set.slots[i], dir)) != 0 {
+            return Ok(drop);
+        }
+    }
+    Ok(PASS)
 }
 
 /// What the cgroup_skb programs act on: delay and pacing at egress only (ingress delay is the
@@ -98,35 +119,6 @@ fn skb_actions(dir: u32) -> u32 {
     } else {
         bit(ACTION_DROP)
     }
-}
-
-/// The rules of cgroup `id` against one packet (as `Packet::words`, the direction added by
-/// `with_slot`): each slot's filter in brief first, the rule function only for the slots it
-/// admits; returns 1 to drop. Global, like `fl_net_rule`: the verifier checks the slot loop
-/// once, not once per cgroup level of the caller's loop (inline there, 6.1's verifier walked
-/// 252,000 instructions, 10-15 s per program under TCG).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn fl_net_set(skb: *mut __sk_buff, id: u64, hi: u64, lo: u64, meta: u64) -> i32 {
-    // SAFETY: the value is only read; user space replaces it atomically.
-    let Some(set) = (unsafe { FL_NET_CGROUPS.get(id) }) else {
-        return 0;
-    };
-    let (_, dir) = slot_of(meta);
-    let actions = skb_actions(dir);
-    let (protocol, port) = proto_port(meta);
-    for i in 0..MAX_RULES_PER_CGROUP {
-        if i as u32 >= set.count {
-            break;
-        }
-        if !set.filters[i].admits(actions, dir, protocol, port) {
-            continue;
-        }
-        if fl_net_rule(skb, hi, lo, with_slot(meta, set.slots[i], dir)) != 0 {
-            return 1;
-        }
-    }
-    0
 }
 
 /// Evaluates one rule for one packet (the packet as `Packet::words`, with the slot and the

@@ -1,9 +1,11 @@
 //! Which targeted cgroups get their own cgroup program attachments, and which ones.
 //!
-//! Programs attached to a cgroup also run for its descendants. The program walks every
-//! targeted ancestor level itself, so attaching to both `/a` and `/a/b` would apply `/a/b`'s
-//! rules twice. Only the topmost targets (no targeted ancestor) are attached, with the hooks
-//! their whole subtree needs.
+//! Programs attached to a cgroup also run for its descendants. The sock_addr programs walk
+//! every targeted ancestor level themselves, so attaching them to both `/a` and `/a/b` would
+//! apply `/a/b`'s rules twice: only the topmost targets (no targeted ancestor) get them, with
+//! the hooks their whole subtree needs. The cgroup_skb programs read only their own attach
+//! point's rules (kept with the attachment, in cgroup storage), so every target gets its own,
+//! and a packet of `/a/b` runs both `/a/b`'s and `/a`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,6 +40,24 @@ pub fn topmost_hooks<'a>(
     out
 }
 
+/// The hook groups each target is to hold: the `own` groups on every target whose rules need
+/// them, the others on the topmost targets, for their whole subtree (`topmost_hooks`).
+/// Targets that need none are left out.
+pub fn wanted_hooks<'a>(
+    targets: impl IntoIterator<Item = (u64, &'a str, u8)>,
+    own: u8,
+) -> BTreeMap<u64, u8> {
+    let targets: Vec<(u64, &str, u8)> = targets.into_iter().collect();
+    let mut out = topmost_hooks(targets.iter().map(|&(id, p, h)| (id, p, h & !own)));
+    for &(id, _, h) in &targets {
+        if h & own != 0 {
+            *out.entry(id).or_insert(0) |= h & own;
+        }
+    }
+    out.retain(|_, h| *h != 0);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +77,21 @@ mod tests {
         assert_eq!(topmost_hooks(t), BTreeMap::from([(1, 7), (3, 4), (5, 2)]));
         // Two rules on one target: one entry with both groups.
         assert_eq!(topmost_hooks([(1, "/a", 1), (1, "/a", 2)]), BTreeMap::from([(1, 3)]));
+    }
+
+    #[test]
+    fn own_groups_go_on_every_target_the_others_on_the_topmost() {
+        // Group 1 is attached per target; 2 and 4 serve a subtree from its top.
+        let t = [(1, "/a", 1), (2, "/a/b", 3), (3, "/a/b/c", 4), (4, "/z", 2), (5, "/z/y", 1)];
+        assert_eq!(
+            wanted_hooks(t, 1),
+            BTreeMap::from([(1, 1 | 2 | 4), (2, 1), (4, 2), (5, 1)]),
+            "/a/b/c needs only a group its top carries: nothing of its own"
+        );
+        assert_eq!(
+            wanted_hooks([(1, "/a", 1), (2, "/a/b", 1)], 1),
+            BTreeMap::from([(1, 1), (2, 1)])
+        );
+        assert!(wanted_hooks([(1, "/a", 0)], 1).is_empty());
     }
 }

@@ -1,5 +1,6 @@
-//! The cgroup programs attached to topmost targeted cgroups (see attach.rs), through
-//! bpf_links that detach when the agent's fds close. Only the hook groups the target's rules
+//! The cgroup programs attached to targeted cgroups (which ones where: attach.rs), through
+//! bpf_links that detach when the agent's fds close, and the rules the cgroup_skb programs
+//! keep with each of their attachments (`MAP_SKB_SETS`, cgroup storage: written here). Only the hook groups the target's rules
 //! need are attached: an attached hook type costs every socket on the host something (the
 //! kernel enables it host-wide, and unconnected UDP sendmsg then takes the socket lock).
 
@@ -7,14 +8,16 @@ use std::fs::File;
 
 use aya::{
     Ebpf,
+    maps::{CgroupStorageKey, MapData},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
         cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink,
     },
 };
 use faultline_common::net::{
-    ACTION_DNS, ACTION_REJECT, PROG_CONNECT4, PROG_CONNECT6, PROG_EGRESS, PROG_GETPEERNAME4,
-    PROG_GETPEERNAME6, PROG_INGRESS, PROG_RECVMSG4, PROG_RECVMSG6, PROG_SENDMSG4, PROG_SENDMSG6,
+    ACTION_DNS, ACTION_REJECT, CgroupRules, PROG_CONNECT4, PROG_CONNECT6, PROG_EGRESS,
+    PROG_GETPEERNAME4, PROG_GETPEERNAME6, PROG_INGRESS, PROG_RECVMSG4, PROG_RECVMSG6,
+    PROG_SENDMSG4, PROG_SENDMSG6,
 };
 use tracing::debug;
 
@@ -22,6 +25,15 @@ use crate::engine::{
     error::{Error, Result, chain},
     model::ResolvedCgroup,
 };
+
+/// `MAP_SKB_SETS`. aya marks BPF_MAP_TYPE_CGROUP_STORAGE deprecated for
+/// BPF_MAP_TYPE_CGRP_STORAGE, which needs 6.2 (and is per cgroup, not per attachment).
+#[allow(deprecated)]
+pub type SkbSets = aya::maps::CgroupStorage<MapData, CgroupRules>;
+
+/// enum bpf_attach_type: a cgroup storage key names the attachment's type.
+const BPF_CGROUP_INET_INGRESS: u32 = 0;
+const BPF_CGROUP_INET_EGRESS: u32 = 1;
 
 /// cgroup_skb egress: the packet faults, and DNS (below).
 pub const HOOK_SKB_EGRESS: u8 = 1;
@@ -119,6 +131,21 @@ impl Links {
             self.dns = Some(attach_sock(ebpf, cg, &dir, DNS_PROGRAMS)?);
         }
         debug!(cgroup = %cg.path, hooks = self.hooks(), "cgroup programs attached");
+        Ok(())
+    }
+
+    /// Writes `set` to the storage of each cgroup_skb attachment held on cgroup `id`: what
+    /// those programs read. An attachment's storage starts zeroed (no rules) until this runs.
+    pub fn publish_skb(&self, sets: &mut SkbSets, id: u64, set: &CgroupRules) -> Result<()> {
+        for (held, ty) in [
+            (self.skb_egress.is_some(), BPF_CGROUP_INET_EGRESS),
+            (self.skb_ingress.is_some(), BPF_CGROUP_INET_INGRESS),
+        ] {
+            if held {
+                sets.insert(CgroupStorageKey::new(id, ty), set, 0)
+                    .map_err(|e| Error::internal("publishing the cgroup_skb rules", e))?;
+            }
+        }
         Ok(())
     }
 

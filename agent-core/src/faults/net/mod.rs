@@ -29,8 +29,8 @@ use faultline_common::net::{
     ACTION_DELAY, ACTION_DNS, ACTION_RATE, ACTION_REJECT, CgroupRules, CidrKey, DIR_INGRESS,
     DevInfo, DnsClient, DnsOrig, GLOBAL_HAS_INGRESS_EDT, GLOBAL_HAS_SET_RETVAL, IFACE_KEY,
     MAP_CGROUPS, MAP_CIDRS, MAP_CONFIG, MAP_COUNTERS, MAP_DNS_CLIENTS, MAP_HEARTBEAT, MAP_PORTS,
-    MAP_RULES, MAP_STATE, MAP_TC_DEVS, MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS, MAX_RULES,
-    MAX_RULES_PER_CGROUP, NetConfig, NetCounters, NetRule, PROG_EGRESS, PROG_INGRESS,
+    MAP_RULES, MAP_SKB_SETS, MAP_STATE, MAP_TC_DEVS, MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS,
+    MAX_RULES, MAX_RULES_PER_CGROUP, NetConfig, NetCounters, NetRule, PROG_EGRESS, PROG_INGRESS,
     PROG_TC_EGRESS, PROG_TC_INGRESS, PortKey, RuleState, SlotFilter,
 };
 use tracing::{debug, warn};
@@ -75,17 +75,31 @@ enum Owner {
     },
 }
 
+/// One rule of a target, as the target's set lists it.
+struct Slot {
+    slot: u32,
+    /// The hook groups it needs (cgroups::HOOK_*).
+    hooks: u8,
+    filter: SlotFilter,
+    /// The port buckets its ranges touch (`CgroupRules::candidates`).
+    buckets: u32,
+}
+
 struct Target {
     owner: Owner,
-    /// Each rule's slot, with the hook groups it needs (cgroups::HOOK_*).
-    slots: Vec<(u32, u8, SlotFilter)>,
-    /// What is attached while this cgroup target is a topmost one (see attach.rs).
+    slots: Vec<Slot>,
+    /// What is attached to this cgroup target (which groups: attach.rs).
     links: Option<cgroups::Links>,
 }
 
 impl Target {
     fn hooks(&self) -> u8 {
-        self.slots.iter().fold(0, |m, (_, h, _)| m | h)
+        self.slots.iter().fold(0, |m, s| m | s.hooks)
+    }
+
+    /// The set the programs read for this target.
+    fn set(&self) -> CgroupRules {
+        CgroupRules::new(self.slots.iter().map(|s| (s.slot, s.filter, s.buckets)))
     }
 
     fn cgroup(&self) -> Option<&ResolvedCgroup> {
@@ -102,6 +116,7 @@ struct NetState {
     _log: Option<BpfLog>,
     rules: Array<MapData, NetRule>,
     cgroups: HashMap<MapData, u64, CgroupRules>,
+    skb_sets: cgroups::SkbSets,
     cidrs: LpmTrie<MapData, CidrKey, u32>,
     ports: LpmTrie<MapData, PortKey, u32>,
     state_map: Array<MapData, RuleState>,
@@ -204,6 +219,7 @@ impl NetDriver {
             |name: &str| ebpf.take_map(name).ok_or_else(|| format!("map {name} missing"));
         let rules = take(MAP_RULES)?;
         let cgroups = take(MAP_CGROUPS)?;
+        let skb_sets = take(MAP_SKB_SETS)?;
         let cidrs = take(MAP_CIDRS)?;
         let ports = take(MAP_PORTS)?;
         let state_map = take(MAP_STATE)?;
@@ -216,6 +232,7 @@ impl NetDriver {
         let state = NetState {
             rules: rules.try_into().map_err(|e| format!("{MAP_RULES}: {e}"))?,
             cgroups: cgroups.try_into().map_err(|e| format!("{MAP_CGROUPS}: {e}"))?,
+            skb_sets: skb_sets.try_into().map_err(|e| format!("{MAP_SKB_SETS}: {e}"))?,
             cidrs: cidrs.try_into().map_err(|e| format!("{MAP_CIDRS}: {e}"))?,
             ports: ports.try_into().map_err(|e| format!("{MAP_PORTS}: {e}"))?,
             state_map: state_map.try_into().map_err(|e| format!("{MAP_STATE}: {e}"))?,
@@ -470,7 +487,12 @@ impl NetState {
         }
         let entry =
             self.targets.entry(key).or_insert(Target { owner, slots: Vec::new(), links: None });
-        entry.slots.push((slot, cgroups::hooks_for(c.rule.action), c.slot_filter()));
+        entry.slots.push(Slot {
+            slot,
+            hooks: cgroups::hooks_for(c.rule.action),
+            filter: c.slot_filter(),
+            buckets: c.port_buckets(),
+        });
         self.publish(key)?;
         self.reconcile()
     }
@@ -478,7 +500,7 @@ impl NetState {
     /// Removes everything `install` may have written for `slot`; tolerates partial installs.
     fn uninstall(&mut self, key: u64, slot: u32, keys: &Keys) {
         if let Some(t) = self.targets.get_mut(&key) {
-            t.slots.retain(|(s, _, _)| *s != slot);
+            t.slots.retain(|s| s.slot != slot);
         }
         if let Ok(r) = self.rules.get(&slot, 0) {
             if r.action == ACTION_DNS {
@@ -507,35 +529,49 @@ impl NetState {
         self.free.push_back(slot);
     }
 
-    /// The cgroup programs a rule with `hooks` on `cg` would have attached: to `cg`, or to
-    /// its topmost targeted ancestor, whose programs serve it too; only those not there yet.
+    /// The cgroup programs a rule with `hooks` on `cg` would have attached: the cgroup_skb
+    /// ones to `cg` itself, the others to `cg` or to its topmost targeted ancestor, whose
+    /// programs serve it too (attach.rs); only those not there yet.
     fn plan_links(&self, cg: &ResolvedCgroup, hooks: u8) -> Vec<PlanStep> {
         let live = self
             .targets
             .iter()
             .filter(|(_, t)| !t.slots.is_empty())
             .filter_map(|(id, t)| t.cgroup().map(|c| (*id, c.path.as_str(), t.hooks())));
-        let wanted = attach::topmost_hooks(live.chain([(cg.id, cg.path.as_str(), hooks)]));
+        let wanted =
+            attach::wanted_hooks(live.chain([(cg.id, cg.path.as_str(), hooks)]), cgroups::HOOK_SKB);
+        let mut holders = Vec::new();
         let top = wanted.iter().find_map(|(id, want)| {
-            let c = if *id == cg.id { cg } else { self.targets.get(id)?.cgroup()? };
-            (c.id == cg.id || is_ancestor_path(&c.path, &cg.path)).then_some((c, *want))
+            let c = self.targets.get(id)?.cgroup()?;
+            let serves = want & !cgroups::HOOK_SKB & hooks;
+            (c.id != cg.id && serves != 0 && is_ancestor_path(&c.path, &cg.path))
+                .then_some((c, serves))
         });
-        let Some((top, want)) = top else { return Vec::new() };
-        let held =
-            self.targets.get(&top.id).and_then(|t| t.links.as_ref()).map_or(0, |l| l.hooks());
-        let mut on = dry::on_cgroup(top);
-        if top.id != cg.id {
-            on += ", a targeted ancestor whose programs serve the target too";
+        if let Some((top, serves)) = top {
+            let on =
+                dry::on_cgroup(top) + ", a targeted ancestor whose programs serve the target too";
+            holders.push((top.id, serves, on));
         }
-        let missing = want & !held;
-        if missing == 0 {
-            let there = cgroups::describe(want).join(", ");
-            return vec![PlanStep::new(format!("none to attach: {there} attached already"), on)];
+        if let Some(want) = wanted.get(&cg.id) {
+            holders.push((cg.id, *want, dry::on_cgroup(cg)));
         }
-        cgroups::describe(missing)
-            .into_iter()
-            .map(|d| PlanStep::new(format!("attach {d} (bpf_link)"), on.clone()))
-            .collect()
+        let mut steps = Vec::new();
+        for (id, want, on) in holders {
+            let held =
+                self.targets.get(&id).and_then(|t| t.links.as_ref()).map_or(0, |l| l.hooks());
+            let missing = want & !held;
+            if missing == 0 {
+                let there = cgroups::describe(want).join(", ");
+                steps.push(PlanStep::new(format!("none to attach: {there} attached already"), on));
+                continue;
+            }
+            steps.extend(
+                cgroups::describe(missing)
+                    .into_iter()
+                    .map(|d| PlanStep::new(format!("attach {d} (bpf_link)"), on.clone())),
+            );
+        }
+        steps
     }
 
     fn levels(&self) -> u32 {
@@ -546,19 +582,20 @@ impl NetState {
             .fold(0, |m, c| m | (1 << c.level))
     }
 
-    /// Writes the target's slot list (one atomic map update) and the level mask.
+    /// Writes the target's set (one atomic map update each: the hash the sock_addr and tc
+    /// programs read, and the storage of its cgroup_skb attachments) and the level mask.
     fn publish(&mut self, key: u64) -> Result<()> {
-        let slots: &[(u32, u8, SlotFilter)] =
-            self.targets.get(&key).map(|t| t.slots.as_slice()).unwrap_or_default();
-        if slots.is_empty() {
-            let _ = self.cgroups.remove(&key);
-        } else {
-            let mut set = CgroupRules { count: slots.len() as u32, ..Default::default() };
-            for (i, (slot, _, filter)) in slots.iter().take(MAX_RULES_PER_CGROUP).enumerate() {
-                set.slots[i] = *slot;
-                set.filters[i] = *filter;
+        match self.targets.get(&key).filter(|t| !t.slots.is_empty()) {
+            None => {
+                let _ = self.cgroups.remove(&key);
             }
-            self.cgroups.insert(key, set, 0).map_err(map_err("publishing rules"))?;
+            Some(t) => {
+                let set = t.set();
+                self.cgroups.insert(key, set, 0).map_err(map_err("publishing rules"))?;
+                if let Some(links) = &t.links {
+                    links.publish_skb(&mut self.skb_sets, key, &set)?;
+                }
+            }
         }
         let cfg = NetConfig {
             levels: self.levels(),
@@ -569,23 +606,31 @@ impl NetState {
         self.config.set(0, cfg, 0).map_err(map_err("writing config"))
     }
 
-    /// Attaches what the topmost cgroup targets need first, then detaches the rest, so a
-    /// packet is never left without a program while a nested target is promoted.
+    /// Attaches what the targets need first (attach.rs), then detaches the rest, so a packet
+    /// is never left without a program while a nested target is promoted. A new cgroup_skb
+    /// attachment gets its target's set in its storage.
     fn reconcile(&mut self) -> Result<()> {
-        let wanted = attach::topmost_hooks(
+        let wanted = attach::wanted_hooks(
             self.targets
                 .iter()
                 .filter(|(_, t)| !t.slots.is_empty())
                 .filter_map(|(id, t)| t.cgroup().map(|c| (*id, c.path.as_str(), t.hooks()))),
+            cgroups::HOOK_SKB,
         );
-        let NetState { targets, ebpf, .. } = self;
+        let NetState { targets, ebpf, skb_sets, .. } = self;
         for (id, want) in &wanted {
             let Some(t) = targets.get_mut(id) else { continue };
             let Owner::Cgroup(cg) = &t.owner else { continue };
-            if t.links.as_ref().is_none_or(|l| l.hooks() & want != *want) {
+            let held = t.links.as_ref().map_or(0, |l| l.hooks());
+            if held & want != *want {
+                let set = t.set();
                 let links = t.links.get_or_insert_with(Default::default);
                 // Kept even on an error: a later reconcile retries what is missing.
-                links.add(ebpf, cg, *want)?;
+                let added = links.add(ebpf, cg, *want);
+                if links.hooks() & !held & cgroups::HOOK_SKB != 0 {
+                    links.publish_skb(skb_sets, *id, &set)?;
+                }
+                added?;
             }
         }
         for (id, t) in targets.iter_mut() {

@@ -7,6 +7,7 @@ use faultline_common::net::{
     DIR_INGRESS, DIST_NORMAL, DIST_UNIFORM, FAMILY_V4, FAMILY_V6, MODEL_GE, MODEL_NTH,
     MODEL_RANDOM, NetRule, PORT_KEY_HEADER_BITS, PROB_ONE, PROTO_ANY, PROTO_ICMP, PROTO_TCP,
     PROTO_UDP, PortKey, RULE_F_CIDRS, RULE_F_PORTS, RULE_F_SEEDED, RuleState, SlotFilter,
+    range_buckets,
 };
 use ipnet::IpNet;
 
@@ -37,6 +38,16 @@ impl CompiledRule {
             port_lo: lo,
             port_hi: hi,
         }
+    }
+
+    /// The port buckets (`CgroupRules::candidates`) its ranges touch, a bit each.
+    pub fn port_buckets(&self) -> u32 {
+        self.ports.iter().fold(0, |m, k| {
+            let bits = k.prefix_len().saturating_sub(PORT_KEY_HEADER_BITS).min(16);
+            let lo = u16::from_be_bytes(k.data().port);
+            let hi = (u32::from(lo) + (1u32 << (16 - bits)) - 1).min(65535) as u16;
+            m | range_buckets(lo, hi)
+        })
     }
 }
 
@@ -346,6 +357,10 @@ mod tests {
         assert_eq!((b.has_ports, b.port_lo, b.port_hi), (1, 53, 6380));
         let any = compile_loss(&loss(PacketFilter::default(), 1.0), 4, 99).slot_filter();
         assert_eq!((any.has_ports, any.port_lo, any.port_hi), (0, 0, 65535));
+        // The buckets: the exact ports, not the span (53 -> 21, 6379 -> 11, 6380 -> 12).
+        assert_eq!(c.port_buckets(), 1 << 21 | 1 << 11 | 1 << 12);
+        let wide = PacketFilter { ports: vec![Ports { first: 1024, last: 65535 }], ..f };
+        assert_eq!(compile_loss(&loss(wide, 1.0), 5, 99).port_buckets(), u32::MAX);
     }
 
     /// Expands prefixes back to the set of ports they cover.

@@ -30,6 +30,7 @@ pub fn map_fd(m: &Map) -> Option<RawFd> {
         | Map::PerCpuLruHashMap(d)
         | Map::LpmTrie(d)
         | Map::SkStorage(d)
+        | Map::CgroupStorage(d)
         | Map::ProgramArray(d)
         | Map::RingBuf(d)
         | Map::PerfEventArray(d)
