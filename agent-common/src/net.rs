@@ -463,7 +463,7 @@ mod tests {
     fn port_ranges_touch_the_buckets_of_their_ports() {
         assert_eq!(range_buckets(9, 9), 1 << 9);
         assert_eq!(range_buckets(31, 33), 1 << 31 | 1 | 2);
-        assert_eq!(range_buckets(1000, 1030), u32::MAX & !(1 << port_bucket(1031)));
+        assert_eq!(range_buckets(1000, 1030), !(1 << port_bucket(1031)));
         assert_eq!(range_buckets(1000, 1031), u32::MAX);
         assert_eq!(range_buckets(0, 65535), u32::MAX);
         assert_eq!(range_buckets(5, 4), 0);

@@ -359,7 +359,8 @@ mod tests {
         assert_eq!((any.has_ports, any.port_lo, any.port_hi), (0, 0, 65535));
         // The buckets: the exact ports, not the span (53 -> 21, 6379 -> 11, 6380 -> 12).
         assert_eq!(c.port_buckets(), 1 << 21 | 1 << 11 | 1 << 12);
-        let wide = PacketFilter { ports: vec![Ports { first: 1024, last: 65535 }], ..f };
+        let wide =
+            PacketFilter { ports: vec![Ports { first: 1024, last: 65535 }], ..Default::default() };
         assert_eq!(compile_loss(&loss(wide, 1.0), 5, 99).port_buckets(), u32::MAX);
     }
 
