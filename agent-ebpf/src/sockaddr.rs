@@ -111,7 +111,9 @@ fn steer(ctx: &SockAddrContext, v6: bool, slot: u32, hi: u64, lo: u64, meta: u64
 #[inline(always)]
 fn sendmsg(ctx: &SockAddrContext, v6: bool) -> i32 {
     let (hi, lo, meta) = destination(ctx, v6);
-    if let Some(slot) = walk(|slot, filter| fl_dns_rule(filter, slot, hi, lo, meta) != 0) {
+    if let Some(slot) = walk(|slot, filter| {
+        admits(filter, bit(ACTION_DNS), meta) && fl_dns_rule(filter, slot, hi, lo, meta) != 0
+    }) {
         steer(ctx, v6, slot, hi, lo, meta);
     }
     ALLOW
@@ -230,12 +232,17 @@ fn connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     // A sentinel, not an Option: 5.10's verifier cannot follow LLVM's split of an Option
     // into a flag and a conditionally written stack slot.
     let mut dns = NO_SLOT;
+    // Each slot's filter in brief first, inline: a call only for a slot it admits, to the
+    // rule function of its action.
     walk(|slot, filter| {
-        errno = fl_sock_rule(filter, slot, hi, lo, meta);
-        if errno > 0 {
-            return true;
+        if admits(filter, bit(ACTION_REJECT), meta) {
+            errno = fl_sock_rule(filter, slot, hi, lo, meta);
+            return errno > 0;
         }
-        if dns == NO_SLOT && fl_dns_rule(filter, slot, hi, lo, meta) != 0 {
+        if dns == NO_SLOT
+            && admits(filter, bit(ACTION_DNS), meta)
+            && fl_dns_rule(filter, slot, hi, lo, meta) != 0
+        {
             dns = slot;
         }
         false

@@ -1,6 +1,6 @@
 //! The few bpf(2) commands the harness and the bench issue themselves, without the agent:
-//! asking the kernel what is attached (the residue checks), and the bench's floor, an empty
-//! cgroup_skb program whose run time is the kernel's dispatch cost on this machine.
+//! asking the kernel what is attached (the residue checks), and the bench's floors, empty
+//! cgroup_skb and connect programs whose run time is the kernel's dispatch cost here.
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
@@ -9,11 +9,15 @@ const BPF_PROG_ATTACH: i64 = 8;
 const BPF_PROG_DETACH: i64 = 9;
 const BPF_PROG_QUERY: i64 = 16;
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 const BPF_F_ALLOW_MULTI: u32 = 2;
 
 /// cgroup attach types: inet ingress and egress.
 pub const CGROUP_INET_INGRESS: u32 = 0;
 pub const CGROUP_INET_EGRESS: u32 = 1;
+/// cgroup attach types: connect() of IPv4 and IPv6 sockets.
+pub const CGROUP_INET4_CONNECT: u32 = 10;
+pub const CGROUP_INET6_CONNECT: u32 = 11;
 
 fn bpf(cmd: i64, attr: &mut [u8; 128]) -> std::io::Result<i64> {
     // SAFETY: attr is a zero-padded union bpf_attr of the size passed; the kernel reads and
@@ -47,14 +51,37 @@ pub struct Floor {
 /// The program names, as the kernel reports them (bpf_prog_info).
 pub const FLOOR_INGRESS: &str = "fl_floor_in";
 pub const FLOOR_EGRESS: &str = "fl_floor_eg";
+pub const FLOOR_CONNECT4: &str = "fl_floor_c4";
+pub const FLOOR_CONNECT6: &str = "fl_floor_c6";
 
 impl Floor {
+    /// On a cgroup's inet ingress and egress (cgroup_skb).
     pub fn attach(cgroup_dir: &std::path::Path) -> anyhow::Result<Floor> {
+        Self::attach_as(
+            cgroup_dir,
+            BPF_PROG_TYPE_CGROUP_SKB,
+            &[(CGROUP_INET_INGRESS, FLOOR_INGRESS), (CGROUP_INET_EGRESS, FLOOR_EGRESS)],
+        )
+    }
+
+    /// On a cgroup's connect4 and connect6 (cgroup sock_addr: "allow").
+    pub fn attach_connect(cgroup_dir: &std::path::Path) -> anyhow::Result<Floor> {
+        Self::attach_as(
+            cgroup_dir,
+            BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+            &[(CGROUP_INET4_CONNECT, FLOOR_CONNECT4), (CGROUP_INET6_CONNECT, FLOOR_CONNECT6)],
+        )
+    }
+
+    fn attach_as(
+        cgroup_dir: &std::path::Path,
+        prog_type: u32,
+        what: &[(u32, &str)],
+    ) -> anyhow::Result<Floor> {
         let cgroup = OwnedFd::from(std::fs::File::open(cgroup_dir)?);
         let mut floor = Floor { cgroup, progs: Vec::new() };
-        for (ty, name) in [(CGROUP_INET_INGRESS, FLOOR_INGRESS), (CGROUP_INET_EGRESS, FLOOR_EGRESS)]
-        {
-            let prog = load_pass(ty, name)?;
+        for &(ty, name) in what {
+            let prog = load_pass(prog_type, ty, name)?;
             let mut attr = [0u8; 128];
             put(&mut attr, 0, &(floor.cgroup.as_raw_fd() as u32).to_ne_bytes());
             put(&mut attr, 4, &(prog.as_raw_fd() as u32).to_ne_bytes());
@@ -80,13 +107,13 @@ impl Drop for Floor {
     }
 }
 
-/// Loads `r0 = 1; exit` as a cgroup_skb program expecting `attach_type`.
-fn load_pass(attach_type: u32, name: &str) -> anyhow::Result<OwnedFd> {
+/// Loads `r0 = 1; exit` (pass, allow) as a program of `prog_type` expecting `attach_type`.
+fn load_pass(prog_type: u32, attach_type: u32, name: &str) -> anyhow::Result<OwnedFd> {
     // BPF_MOV64_IMM(BPF_REG_0, 1); BPF_EXIT_INSN()
     let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 1, 0, 0, 0]), 0x95];
     let license = c"GPL";
     let mut attr = [0u8; 128];
-    put(&mut attr, 0, &BPF_PROG_TYPE_CGROUP_SKB.to_ne_bytes());
+    put(&mut attr, 0, &prog_type.to_ne_bytes());
     put(&mut attr, 4, &(insns.len() as u32).to_ne_bytes());
     put(&mut attr, 8, &(insns.as_ptr() as u64).to_ne_bytes());
     put(&mut attr, 16, &(license.as_ptr() as u64).to_ne_bytes());

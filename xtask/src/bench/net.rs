@@ -4,7 +4,11 @@
 use std::{process::Command, time::Duration};
 
 use anyhow::{Context as _, bail};
-use faultline_tests::{Agent, Cgroup, net::UdpCounter};
+use faultline_tests::{
+    Agent, Cgroup,
+    bpf::{FLOOR_CONNECT4, Floor},
+    net::UdpCounter,
+};
 use serde_json::Value;
 
 use super::{
@@ -135,22 +139,30 @@ const DP: &str = "Datapath cost";
 /// Time for a freshly started agent to finish its start-up work before a measurement.
 pub const SETTLE: Duration = Duration::from_secs(2);
 
-/// A no agent, B agent with a fault on another cgroup, C a matching near-0% rule here.
+/// A no agent, B agent with a fault on another cgroup, C a matching near-0% rule here, D no
+/// agent and an empty cgroup_skb program here (the floor: what any such program costs).
 pub fn datapath(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
-    println!("== datapath cost: iperf3 and sockperf from a cgroup, A/B/C alternated");
+    println!("== datapath cost: iperf3 and sockperf from a cgroup, A/B/C/D alternated");
     let cg = Cgroup::new("bench-dp");
     let other = Cgroup::new("bench-dp-other");
     let servers = Servers::start()?;
     let (rounds, secs) = env.pick((3, 1), (9, 3));
     let mut agent: Option<Agent> = None;
     let mut matching: Option<String> = None;
-    let samples = alternate(rounds, 3, |_, v| {
-        if v == 0 {
+    let mut floor: Option<Floor> = None;
+    let samples = alternate(rounds, 4, |_, v| {
+        if v != 3 {
+            floor = None;
+        }
+        if v == 0 || v == 3 {
             matching = None;
             if let Some(a) = agent.take() {
                 drop(a);
                 // What the kernel does after the agent left (programs freed) settles too.
                 std::thread::sleep(SETTLE);
+            }
+            if v == 3 && floor.is_none() {
+                floor = Some(Floor::attach(&cg.fs)?);
             }
         } else {
             if agent.is_none() {
@@ -205,8 +217,15 @@ pub fn datapath(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     let rr_rate: &M = &|s| s.1.rate();
     let rr_cpu: &M = &|s| s.1.per_cpu();
     let abc = |m: &M, unit: &str| {
-        format!("medians A {:.4} / B {:.4} / C {:.4} {unit}", med(0, m), med(1, m), med(2, m))
+        format!(
+            "medians A {:.4} / B {:.4} / C {:.4} / D {:.4} {unit}",
+            med(0, m),
+            med(1, m),
+            med(2, m),
+            med(3, m)
+        )
     };
+    drop(floor);
     let figs: [(&str, &str, usize, &M, String); 8] = [
         (
             "datapath.tcp.other",
@@ -276,6 +295,36 @@ pub fn datapath(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
                 )),
         );
     }
+    // The floor: what the kernel's dispatch of any cgroup_skb program costs a round trip, and
+    // the rule's program measured over it.
+    for (id, label, a, b, goal) in [
+        (
+            "datapath.rr_cpu.floor",
+            "UDP round trips per CPU second, an empty cgroup_skb program / no agent (the floor)",
+            0,
+            3,
+            None,
+        ),
+        (
+            "datapath.rr_cpu.over_floor",
+            "UDP round trips per CPU second, matching ~0% loss rule / the empty program",
+            3,
+            2,
+            Some(0.98),
+        ),
+    ] {
+        let mut f = Figure::new(DP, id, label, paired_ratio(&samples, a, b, rr_cpu), "ratio").note(
+            format!(
+                "{}; {rounds} rounds of {secs} s, {}",
+                abc(rr_cpu, "per CPU s"),
+                spread(&samples, a, b, rr_cpu)
+            ),
+        );
+        if let Some(g) = goal {
+            f = f.goal(Goal::AtLeast(g)).check(Better::Higher);
+        }
+        rep.add(f);
+    }
     if let Some((progs, total)) = prog {
         // sockperf counts only the round trips of its measured window; the client's egress
         // program runs exactly once per round trip, so it counts them all.
@@ -332,14 +381,25 @@ pub fn syscall(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     std::thread::sleep(SETTLE);
     let (rounds, secs) = env.pick((3, "1"), (9, "2"));
     let mut hook: Option<String> = None;
-    let samples = alternate(rounds, 2, |_, v| {
-        match (v, hook.is_some()) {
-            (0, true) => agent.cancel(&hook.take().unwrap_or_default())?,
-            (1, false) => {
+    let mut floor: Option<Floor> = None;
+    // none / the agent's hook, not matching / an empty connect4 and connect6 program (the
+    // floor: what the kernel's dispatch of any such program costs a call).
+    let samples = alternate(rounds, 3, |_, v| {
+        if v != 1
+            && let Some(id) = hook.take()
+        {
+            agent.cancel(&id)?;
+        }
+        if v != 2 {
+            floor = None;
+        }
+        match v {
+            1 if hook.is_none() => {
                 hook = Some(agent.inject(&[
                     "net", "reject", "--cgroup", &cg.rel, "--port", "1", "--for", "10m",
                 ])?)
             }
+            2 if floor.is_none() => floor = Some(Floor::attach_connect(&cg.fs)?),
             _ => {}
         }
         let tcp = probe(&cg, &["rate", "connect-refused", &addr, secs])?;
@@ -347,11 +407,19 @@ pub fn syscall(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
         let f = |v: &Value, k: &str| v[k].as_f64().with_context(|| format!("{k}: {v}"));
         Ok([f(&tcp, "per_s")?, f(&tcp, "per_cpu_s")?, f(&udp, "per_s")?, f(&udp, "per_cpu_s")?])
     })?;
-    // The programs' own time per TCP connect() (the hook is attached after an odd round
-    // count ends on "hook"; attach it if not).
-    if hook.is_none() {
-        agent.inject(&["net", "reject", "--cgroup", &cg.rel, "--port", "1", "--for", "10m"])?;
-    }
+    // The empty program's own time per TCP connect().
+    let floor_ns = {
+        let _floor = floor.take().map_or_else(|| Floor::attach_connect(&cg.fs), Ok)?;
+        if let Some(id) = hook.take() {
+            agent.cancel(&id)?;
+        }
+        let stats = BpfStats::enable()?;
+        stats.ns_per_run(std::process::id(), &[FLOOR_CONNECT4], || {
+            probe(&cg, &["rate", "connect-refused", &addr, secs]).map(drop)
+        })?[0]
+    };
+    // The programs' own time per TCP connect().
+    agent.inject(&["net", "reject", "--cgroup", &cg.rel, "--port", "1", "--for", "10m"])?;
     let names = ["fl_connect4", "fl_skb_egress", "fl_skb_ingress"];
     let stats = BpfStats::enable()?;
     let ns = stats.ns_per_run(agent.process(), &names, || {
@@ -387,9 +455,11 @@ pub fn syscall(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     for (id, label, i, unit) in figs {
         let m = |s: &[f64; 4]| s[i];
         let note = format!(
-            "medians {:.0} / {:.0} {unit}; {rounds} rounds of {secs} s, {}",
+            "medians {:.0} / {:.0} {unit} (the empty program {:.0}); {rounds} rounds of {secs} \
+             s, {}",
             median(&series(&samples, 1, m)),
             median(&series(&samples, 0, m)),
+            median(&series(&samples, 2, m)),
             spread(&samples, 0, 1, m)
         );
         rep.add(
@@ -399,6 +469,52 @@ pub fn syscall(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
                 .note(note),
         );
     }
+    // Per CPU second, over the floor: the empty programs against none, the hook against them.
+    for (proto, i) in [("tcp", 1), ("udp", 3)] {
+        let m = |s: &[f64; 4]| s[i];
+        let up = proto.to_uppercase();
+        rep.add(
+            Figure::new(
+                SYS,
+                &format!("syscall.connect_cpu_floor.{proto}"),
+                &format!("{up} connect() calls per CPU second, an empty connect4/6 program / none"),
+                paired_ratio(&samples, 0, 2, m),
+                "ratio",
+            )
+            .note(format!(
+                "the kernel's dispatch of any connect program (the floor); {}",
+                spread(&samples, 0, 2, m)
+            )),
+        );
+        rep.add(
+            Figure::new(
+                SYS,
+                &format!("syscall.connect_cpu_over_floor.{proto}"),
+                &format!(
+                    "{up} connect() calls per CPU second, connect hook not matching / an empty \
+                     program"
+                ),
+                paired_ratio(&samples, 2, 1, m),
+                "ratio",
+            )
+            .goal(Goal::AtLeast(0.98))
+            .check(Better::Higher)
+            .note(format!(
+                "what the agent's programs cost beyond that dispatch; {}",
+                spread(&samples, 2, 1, m)
+            )),
+        );
+    }
+    rep.add(
+        Figure::new(
+            SYS,
+            "syscall.prog_ns.connect4_floor",
+            "Program time per connect(), an empty connect4 program (the floor)",
+            floor_ns,
+            "ns",
+        )
+        .note("`return 1`, loaded and attached by the bench; kernel.bpf_stats_enabled, one run"),
+    );
     rep.add(
         Figure::new(
             SYS,
@@ -421,7 +537,8 @@ pub fn syscall(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
          queue or TIME_WAIT to limit the rate); UDP: socket + connect + close, where the hook \
          is a larger share of the call. Per CPU second: the calls divided by the probe's own \
          user + system time (getrusage), which holds the whole call on loopback. Rounds \
-         alternate none/hook, hook/none.",
+         alternate none/hook/floor, floor/hook/none; the floor is an empty connect4 and \
+         connect6 program the bench attaches itself.",
     );
     Ok(())
 }

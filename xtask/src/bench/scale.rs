@@ -65,36 +65,12 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     let t = Cgroup::new("bench-scale-t");
     let r = Cgroup::new("bench-scale-r");
     let servers = Servers::start()?;
-    // The floor: an empty program on a cgroup of its own, run by the same traffic.
+    // The floor: an empty program on a cgroup of its own, run by the same traffic; attached
+    // throughout, so each level's rounds measure it beside the rule.
     let floor_cg = Cgroup::new("bench-scale-f");
-    let (floor, floor_rr) = {
-        let _prog = Floor::attach(&floor_cg.fs)?;
-        let ns = per_packet(
-            std::process::id(),
-            [FLOOR_EGRESS, FLOOR_INGRESS],
-            &servers,
-            &floor_cg,
-            secs,
-        )?;
-        // What any cgroup_skb program costs a round trip: the empty one against none.
-        let samples =
-            alternate(rounds, 2, |_, v| servers.rr(if v == 0 { &r } else { &floor_cg }, secs))?;
-        (ns, samples)
-    };
-    rep.add(
-        Figure::new(
-            H,
-            "scale.rr.floor",
-            "UDP round trips per CPU s, the empty cgroup_skb program / none",
-            paired_ratio(&floor_rr, 0, 1, |x| x.per_cpu()),
-            "ratio",
-        )
-        .note(format!(
-            "the kernel's own cost of running a cgroup_skb program on each packet (the floor \
-             under the matching-rule ratios); {}",
-            spread(&floor_rr, 0, 1, |x| x.per_cpu())
-        )),
-    );
+    let _floor = Floor::attach(&floor_cg.fs)?;
+    let floor =
+        per_packet(std::process::id(), [FLOOR_EGRESS, FLOOR_INGRESS], &servers, &floor_cg, secs)?;
     rep.add(
         Figure::new(
             H,
@@ -159,8 +135,26 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
             println!("   {} experiments made in {:.1} s", want - start, t0.elapsed().as_secs_f64());
         }
         std::thread::sleep(Duration::from_secs(if level == 1000 { 6 } else { 1 }));
-        let samples = alternate(rounds, 2, |_, v| servers.rr(if v == 0 { &r } else { &t }, secs))?;
+        // R (no program), T (the rule), F (the empty program), alternated.
+        let samples = alternate(rounds, 3, |_, v| servers.rr([&r, &t, &floor_cg][v], secs))?;
         let ratio = paired_ratio(&samples, 0, 1, |x| x.per_cpu());
+        let over_floor = paired_ratio(&samples, 2, 1, |x| x.per_cpu());
+        if level == 1 {
+            rep.add(
+                Figure::new(
+                    H,
+                    "scale.rr.floor",
+                    "UDP round trips per CPU s, the empty cgroup_skb program / none",
+                    paired_ratio(&samples, 0, 2, |x| x.per_cpu()),
+                    "ratio",
+                )
+                .note(format!(
+                    "the kernel's own cost of running a cgroup_skb program on each packet (the \
+                     floor under the matching-rule ratios); {}",
+                    spread(&samples, 0, 2, |x| x.per_cpu())
+                )),
+            );
+        }
         notes.push(format!(
             "{level}: {:.0} / {:.0} round trips per CPU s, {} (wall-clock rate ratio {:.3})",
             median(&series(&samples, 1, |x| x.per_cpu())),
@@ -196,7 +190,28 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
                 ratio,
                 "ratio",
             )
+            .goal(Goal::AtLeast(0.98))
+            .check(Better::Higher)
             .note(notes.last().cloned().unwrap_or_default()),
+        );
+        rep.add(
+            Figure::new(
+                H,
+                &format!("scale.rr_over_floor.{level}"),
+                &format!(
+                    "UDP round trips per CPU s, matching rule / the empty program, {level} \
+                     experiment(s) active"
+                ),
+                over_floor,
+                "ratio",
+            )
+            .goal(Goal::AtLeast(0.98))
+            .check(Better::Higher)
+            .note(format!(
+                "what the rule's program costs beyond the kernel's dispatch of any cgroup_skb \
+                 program; {}",
+                spread(&samples, 2, 1, |x| x.per_cpu())
+            )),
         );
         if level == 1000 {
             at_1000 = footprint(&agent, window)?;
@@ -309,7 +324,7 @@ pub fn scale(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
             "Per-packet cost: sockperf ping-pong from a cgroup T with a matching {NEAR_ZERO}% loss \
              rule, against a cgroup R with no program, as round trips per CPU second of client \
              and server (see Datapath cost), alternated ({rounds} rounds of {secs} s per \
-             level), while 0, 99 and 999 more experiments (1% UDP loss to port 9) are active on \
+             level, with F: a cgroup with the empty program), while 0, 99 and 999 more experiments (1% UDP loss to port 9) are active on \
              cgroups of their own. Flat means the T/R ratio does not fall as experiments are \
              added; the programs' own time per packet comes from the kernel's run-time \
              statistics (kernel.bpf_stats_enabled, on only for three extra runs per level), and \
