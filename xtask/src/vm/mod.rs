@@ -292,51 +292,57 @@ fn prepare() -> anyhow::Result<Prepared> {
 }
 
 /// The kernel tests' split over boots (`cargo xtask test`): each default kernel in two parts
-/// of about the same length, so that both cores stay busy to the end (one boot per kernel
-/// left one core waiting on debian-6.1 for minutes), longest first. Part a: the packet tests
-/// and the errno faults; part b: the rest, with sys delay. The tests of the agent's own logic
-/// (validation, the gRPC surface, remote access, metrics, a failing state directory, pods by
-/// name, the journal's resume after a restart, the halt switch, stop conditions and node
-/// guards, the no-hit mark) run on the last kernel only: they do the same on every kernel, and the host runs
-/// them too.
+/// (a: the packet tests and the errno faults; b: the rest, with sys delay), and the tests of
+/// the agent's own logic in a third boot of the last kernel only (c: validation, the gRPC
+/// surface, remote access, metrics, a failing state directory, targets, dry runs, the
+/// journal's resume after a restart, the halt switch, stop conditions and node guards, the
+/// no-hit mark, the debug log, Chaos Mesh manifests, the long inject/cancel cycles of time
+/// skew): they do the same on every kernel, and the host runs them too. Ordered so that two
+/// boots at a time end together (as the last runs' times put them).
 pub fn tier_parts(timeout: Duration) -> Vec<Guest> {
     let a: Vec<String> = ["net_", "sys_files", "sys_sockets"].map(String::from).to_vec();
-    let skip_a: Vec<String> = a.iter().flat_map(|f| ["--skip".to_string(), f.clone()]).collect();
-    let once = [
+    let once: Vec<String> = [
         "bad_input::",
+        "bad_stress_input",
+        "sys_delay::bad_input",
         "api::",
         "metrics::",
         "remote::",
         "state_dir::",
-        "targets::pods_and_containers_by_namespace_and_name",
+        "store_recovery::",
+        "targets::",
+        "dry_run::",
         "restart::",
         "halt::",
         "stop_conditions::",
         "no_hit::",
+        "bpf_debug_log::",
+        "time_skew::many_inject_cancel_cycles",
         // Chaos Mesh manifests: the mapping is the client's, the faults are tested on every
         // kernel by their own tests; the last kernel serves what the host lacks (fq, file
         // faults).
         "chaos_mesh",
-    ];
-    let last = DEFAULT_KERNELS.len() - 1;
+    ]
+    .map(String::from)
+    .to_vec();
+    let skip = |fs: &[String]| -> Vec<String> {
+        fs.iter().flat_map(|f| ["--skip".to_string(), f.clone()]).collect()
+    };
+    let mut b = skip(&a);
+    b.extend(skip(&once));
+    // Run alone in a guest by `cargo xtask crash-campaign --vm KERNEL`; the host runs its
+    // short form.
+    b.extend(["--skip".to_string(), "crash_campaign".to_string()]);
+    let mut c = once.clone();
+    c.extend(skip(&a));
+    let last = DEFAULT_KERNELS[DEFAULT_KERNELS.len() - 1];
     let mut parts = Vec::new();
-    for (i, k) in DEFAULT_KERNELS.iter().enumerate() {
-        let mut b = skip_a.clone();
-        // Run alone in a guest by `cargo xtask crash-campaign --vm KERNEL`; the host runs
-        // its short form.
-        b.extend(["--skip".to_string(), "crash_campaign".to_string()]);
-        if i != last {
-            b.extend(once.iter().flat_map(|f| ["--skip".to_string(), f.to_string()]));
-        }
+    for k in DEFAULT_KERNELS {
         parts.push(Guest::part(k, "a", &a, timeout));
         parts.push(Guest::part(k, "b", &b, timeout));
     }
-    // Longest first, as the last run's times put them (two kernels): 6.1 a, 6.12 b, 6.1 b,
-    // 6.12 a.
-    if parts.len() == 4 {
-        parts.swap(1, 3);
-        parts.swap(2, 3);
-    }
+    // Two kernels: 6.1 a, 6.1 b, 6.12 a, 6.12 c, 6.12 b (then the CI's LSM boot).
+    parts.insert(parts.len() - 1, Guest::part(last, "c", &c, timeout));
     parts
 }
 
