@@ -10,6 +10,9 @@ const BPF_PROG_DETACH: i64 = 9;
 const BPF_PROG_QUERY: i64 = 16;
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+const BPF_PROG_TYPE_LSM: u32 = 29;
+const BPF_LSM_CGROUP: u32 = 43;
+const BPF_LINK_CREATE: i64 = 28;
 const BPF_F_ALLOW_MULTI: u32 = 2;
 
 /// cgroup attach types: inet ingress and egress.
@@ -53,6 +56,74 @@ pub const FLOOR_INGRESS: &str = "fl_floor_in";
 pub const FLOOR_EGRESS: &str = "fl_floor_eg";
 pub const FLOOR_CONNECT4: &str = "fl_floor_c4";
 pub const FLOOR_CONNECT6: &str = "fl_floor_c6";
+pub const FLOOR_FILE_OPEN: &str = "fl_floor_open";
+
+/// An empty BPF_LSM_CGROUP program on file_open ("allow") linked to a cgroup (kernel 6.0+,
+/// bpf an active LSM); unlinked when dropped. Every open on the host then passes the hook's
+/// cgroup shim, and each of the cgroup's tasks runs the program: the floor under the agent's
+/// file programs.
+pub struct LsmFloor {
+    _prog: OwnedFd,
+    _link: OwnedFd,
+}
+
+impl LsmFloor {
+    pub fn attach(cgroup_dir: &std::path::Path) -> anyhow::Result<LsmFloor> {
+        let vmlinux = std::fs::read("/sys/kernel/btf/vmlinux")?;
+        let id = btf_func_id(&vmlinux, "bpf_lsm_file_open")
+            .ok_or_else(|| anyhow::anyhow!("bpf_lsm_file_open is not in the kernel's BTF"))?;
+        let prog = load(BPF_PROG_TYPE_LSM, BPF_LSM_CGROUP, FLOOR_FILE_OPEN, id)?;
+        let cgroup = std::fs::File::open(cgroup_dir)?;
+        let mut attr = [0u8; 128];
+        put(&mut attr, 0, &(prog.as_raw_fd() as u32).to_ne_bytes());
+        put(&mut attr, 4, &(cgroup.as_raw_fd() as u32).to_ne_bytes());
+        put(&mut attr, 8, &BPF_LSM_CGROUP.to_ne_bytes());
+        let fd = bpf(BPF_LINK_CREATE, &mut attr).map_err(|e| {
+            anyhow::anyhow!("link {FLOOR_FILE_OPEN} to {}: {e}", cgroup_dir.display())
+        })?;
+        // SAFETY: BPF_LINK_CREATE returned a new descriptor we own.
+        let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Ok(LsmFloor { _prog: prog, _link: link })
+    }
+}
+
+/// The type id of function `name` in raw BTF (`/sys/kernel/btf/vmlinux`): a walk over the
+/// type section, each type's size known from its kind.
+pub fn btf_func_id(btf: &[u8], name: &str) -> Option<u32> {
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(btf.get(at..at + 4)?.try_into().ok()?))
+    };
+    if btf.get(0..2)? != [0x9f, 0xeb] {
+        return None;
+    }
+    let hdr = u32_at(4)? as usize;
+    let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
+    let str_off = u32_at(16)? as usize;
+    let types = hdr + type_off;
+    let strings = hdr + str_off;
+    let (mut at, mut id) = (types, 1u32);
+    while at < types + type_len {
+        let (name_off, info) = (u32_at(at)? as usize, u32_at(at + 4)?);
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        if kind == 12 {
+            let s = btf.get(strings + name_off..)?;
+            let end = s.iter().position(|&b| b == 0)?;
+            if &s[..end] == name.as_bytes() {
+                return Some(id);
+            }
+        }
+        at += 12
+            + match kind {
+                1 | 14 | 17 => 4,
+                3 => 12,
+                4 | 5 | 15 | 19 => vlen * 12,
+                6 | 13 => vlen * 8,
+                _ => 0,
+            };
+        id += 1;
+    }
+    None
+}
 
 impl Floor {
     /// On a cgroup's inet ingress and egress (cgroup_skb).
@@ -81,7 +152,7 @@ impl Floor {
         let cgroup = OwnedFd::from(std::fs::File::open(cgroup_dir)?);
         let mut floor = Floor { cgroup, progs: Vec::new() };
         for &(ty, name) in what {
-            let prog = load_pass(prog_type, ty, name)?;
+            let prog = load(prog_type, ty, name, 0)?;
             let mut attr = [0u8; 128];
             put(&mut attr, 0, &(floor.cgroup.as_raw_fd() as u32).to_ne_bytes());
             put(&mut attr, 4, &(prog.as_raw_fd() as u32).to_ne_bytes());
@@ -107,8 +178,9 @@ impl Drop for Floor {
     }
 }
 
-/// Loads `r0 = 1; exit` (pass, allow) as a program of `prog_type` expecting `attach_type`.
-fn load_pass(prog_type: u32, attach_type: u32, name: &str) -> anyhow::Result<OwnedFd> {
+/// Loads `r0 = 1; exit` (pass, allow) as a program of `prog_type` expecting `attach_type`
+/// (at kernel function `btf_id` of vmlinux for LSM programs, else 0).
+fn load(prog_type: u32, attach_type: u32, name: &str, btf_id: u32) -> anyhow::Result<OwnedFd> {
     // BPF_MOV64_IMM(BPF_REG_0, 1); BPF_EXIT_INSN()
     let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 1, 0, 0, 0]), 0x95];
     let license = c"GPL";
@@ -120,6 +192,7 @@ fn load_pass(prog_type: u32, attach_type: u32, name: &str) -> anyhow::Result<Own
     let n = name.len().min(15);
     put(&mut attr, 48, &name.as_bytes()[..n]);
     put(&mut attr, 68, &attach_type.to_ne_bytes());
+    put(&mut attr, 108, &btf_id.to_ne_bytes());
     let fd = bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| anyhow::anyhow!("load {name}: {e}"))?;
     // SAFETY: BPF_PROG_LOAD returned a new descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -177,4 +250,21 @@ pub fn program(id: u32) -> std::io::Result<ProgInfo> {
         run_time_ns: u64_at(192),
         run_cnt: u64_at(200),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_kernel_function_is_found_in_the_kernels_btf() {
+        let Ok(btf) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("no /sys/kernel/btf/vmlinux here");
+            return;
+        };
+        let open = super::btf_func_id(&btf, "bpf_lsm_file_open").expect("bpf_lsm_file_open");
+        let free =
+            super::btf_func_id(&btf, "bpf_lsm_file_permission").expect("bpf_lsm_file_permission");
+        assert!(open > 1 && free > 1 && open != free);
+        assert_eq!(super::btf_func_id(&btf, "no_such_function_here"), None);
+        assert_eq!(super::btf_func_id(b"not btf", "bpf_lsm_file_open"), None);
+    }
 }

@@ -33,17 +33,28 @@ order() { if [ $(($1 % 2)) -eq 0 ]; then echo "$2"; else echo "$2" | awk '{for(i
 # Like a NIC: both tools see 1500-byte packets.
 ip link set lo mtu 1500
 
-echo "== openat+close: LSM file_open attached, not matching, vs none"
+echo "== openat+close: LSM file_open attached, not matching, vs none, vs an empty program"
 mkdir -p /sys/fs/cgroup/other
+# The floor: an empty BPF_LSM_CGROUP file_open program on a cgroup (fl-probe holds it).
+floor() {
+  fl-probe lsm-floor /sys/fs/cgroup/$1 >/tmp/floor.out 2>&1 & FP=$!
+  i=0; while ! grep -q attached /tmp/floor.out && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
+  grep -q attached /tmp/floor.out || { echo "lsm-floor failed: $(cat /tmp/floor.out)"; exit 1; }
+}
 r=0
 while [ $r -lt $RO ]; do
-  for v in $(order $r "none other path"); do
+  for v in $(order $r "none other path floor-other floor-here"); do
     case $v in
       other) inject sys fail --cgroup /other --syscall openat --path /data --errno EIO --for 10m ;;
       path) inject sys fail --cgroup /bench --syscall openat --path /nonexistent --errno EIO --for 10m ;;
+      floor-other) floor other ;;
+      floor-here) floor bench ;;
     esac
     echo "BENCH-VM openat $v $r $(inside fl-probe rate open /etc/passwd $S)"
-    [ $v != none ] && $F cancel $id >/dev/null
+    case $v in
+      other|path) $F cancel $id >/dev/null ;;
+      floor-*) kill $FP; wait $FP 2>/dev/null ;;
+    esac
   done
   r=$((r+1))
 done
@@ -178,6 +189,57 @@ pub fn vm(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
 
     // openat: paired by round.
     let none = field(get(&s, "openat", "none")?, "per_s");
+    // The floors: an empty BPF_LSM_CGROUP file_open program on another cgroup (what every
+    // task pays for any such program: the hook's shim) and on this one (one program run).
+    for (var, id, what) in [
+        (
+            "floor-other",
+            "syscall.openat.floor_other",
+            "an empty file_open program on another cgroup",
+        ),
+        ("floor-here", "syscall.openat.floor_here", "an empty file_open program on this cgroup"),
+    ] {
+        let with = field(get(&s, "openat", var)?, "per_s");
+        let ratios: Vec<f64> = none.iter().zip(&with).map(|(a, b)| b / a).collect();
+        rep.add(
+            Figure::new(
+                "Syscall path cost",
+                id,
+                &format!("openat()+close rate, {what} / none (the floor)"),
+                median(&ratios),
+                "ratio",
+            )
+            .note(format!(
+                "{tier}; medians {:.0} / {:.0} calls/s; {open_rounds} rounds of {secs} s; \
+                 `return 1` as BPF_LSM_CGROUP, loaded and linked by fl-probe",
+                median(&with),
+                median(&none)
+            )),
+        );
+    }
+    for (var, floor, id, what) in [
+        ("other", "floor-other", "syscall.openat.other_over_floor", "a fault on another cgroup"),
+        (
+            "path",
+            "floor-here",
+            "syscall.openat.path_over_floor",
+            "a fault on this cgroup, path not matching",
+        ),
+    ] {
+        let (with, under) =
+            (field(get(&s, "openat", var)?, "per_s"), field(get(&s, "openat", floor)?, "per_s"));
+        let ratios: Vec<f64> = under.iter().zip(&with).map(|(a, b)| b / a).collect();
+        rep.add(
+            Figure::new(
+                "Syscall path cost",
+                id,
+                &format!("openat()+close rate, {what} / the empty program where it sits"),
+                median(&ratios),
+                "ratio",
+            )
+            .note(format!("{tier}: what the agent's program costs over the kernel's dispatch")),
+        );
+    }
     for (var, id, what, goal) in [
         ("other", "syscall.openat.other", "a fault (with a path) on another cgroup", 0.97),
         ("path", "syscall.openat.path", "a fault on this cgroup, path not matching", 0.90),

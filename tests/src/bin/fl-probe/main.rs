@@ -325,6 +325,18 @@ fn main() {
         alloc(args[1].parse().expect("MIB"));
         return;
     }
+    if args.first().is_some_and(|a| a == "lsm-floor") {
+        // The bench's floor for the file programs: held until killed.
+        let _floor = faultline_tests::bpf::LsmFloor::attach(std::path::Path::new(&args[1]))
+            .unwrap_or_else(|e| {
+                eprintln!("lsm-floor: {e:#}");
+                std::process::exit(1)
+            });
+        println!("attached");
+        loop {
+            std::thread::park();
+        }
+    }
     if args.first().is_some_and(|a| a == "exec-thread") {
         threads::exec_thread(&args[1..]);
         return;
