@@ -13,7 +13,7 @@ use faultline_core::{
     faults::{
         Drivers,
         net::{NetDriver, devices, dns::Responders, fq::FqManager, ifb::Ifbs, plan::NetFaults},
-        sys::SysDriver,
+        sys::LazySys,
     },
     store::Recoverer,
     targets::Resolver,
@@ -187,10 +187,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policy.max_stress_memory,
     ));
     let process = Arc::new(faultline_core::faults::process::ProcessDriver::new(&args.state_dir));
-    let sys = SysDriver::load(args.debug_bpf).map(Arc::new);
-    if let Err(e) = &sys {
-        warn!(error = %e, "system-call faults unavailable");
-    }
+    let sys = Arc::new(LazySys::new(args.debug_bpf));
     let drivers = Arc::new(Drivers {
         net: Arc::new(NetFaults {
             net: net.clone(),
@@ -238,7 +235,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let mount = resolver.mount().to_path_buf();
-    let caps: api::service::CapsFn = Arc::new(move || caps::probe(&mount, &net, &sys));
+    let caps: api::service::CapsFn = Arc::new(move || caps::probe(&mount, &net, sys.get()));
 
     let (tx, rx) = watch::channel(false);
     tokio::spawn(signalled(tx));

@@ -24,7 +24,8 @@ use crate::engine::{
 /// load answers every request with the reason, as "unsupported: ...".
 pub struct Drivers {
     pub net: Arc<net::plan::NetFaults>,
-    pub sys: std::result::Result<Arc<sys::SysDriver>, String>,
+    /// Loads its programs with the first system-call fault.
+    pub sys: Arc<sys::LazySys>,
     /// Loads its datapath with the first delay fault.
     pub delay: Arc<delay::DelayDriver>,
     pub stress: Arc<stress::StressDriver>,
@@ -43,7 +44,7 @@ impl Drivers {
             | FaultSpec::NetDuplicate(_)
             | FaultSpec::NetDns(_)
             | FaultSpec::NetReject(_) => self.net.as_ref(),
-            FaultSpec::SyscallErrno(_) => self.sys.as_deref().map_err(|why| {
+            FaultSpec::SyscallErrno(_) => self.sys.get().as_deref().map_err(|why| {
                 Error::FailedPrecondition(format!("unsupported: system-call faults: {why}"))
             })?,
             FaultSpec::SyscallDelay(_) => self.delay.as_ref(),

@@ -108,6 +108,31 @@ pub struct SysDriver {
     pub paths: std::result::Result<(), String>,
 }
 
+/// The system-call driver, loaded when first needed (a fault, a dry run or a capability
+/// probe): its programs take a third of a second to load here and seconds in an emulated
+/// guest, and an agent that never fails a call never pays for them.
+pub struct LazySys {
+    debug: bool,
+    cell: std::sync::OnceLock<std::result::Result<Arc<SysDriver>, String>>,
+}
+
+impl LazySys {
+    pub fn new(debug: bool) -> Self {
+        Self { debug, cell: std::sync::OnceLock::new() }
+    }
+
+    /// The driver, loaded on the first call (later calls wait for it), or why it cannot be.
+    pub fn get(&self) -> &std::result::Result<Arc<SysDriver>, String> {
+        self.cell.get_or_init(|| {
+            let driver = SysDriver::load(self.debug).map(Arc::new);
+            if let Err(e) = &driver {
+                warn!(error = %e, "system-call faults unavailable");
+            }
+            driver
+        })
+    }
+}
+
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
