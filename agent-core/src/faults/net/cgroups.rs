@@ -204,6 +204,15 @@ fn attach_sock(
                 .ok_or_else(|| Error::Internal(format!("program {name} missing")))?
                 .try_into()
                 .map_err(|e| Error::internal(name, e))?;
+            // Loaded with its first attachment (not at the agent's start).
+            if prog.fd().is_err() {
+                prog.load().map_err(|e| {
+                    Error::FailedPrecondition(format!(
+                        "unsupported: cgroup sock_addr program {name} refused by the kernel: {}",
+                        chain(&e)
+                    ))
+                })?;
+            }
             let id = prog
                 .attach(dir, CgroupAttachMode::Single)
                 .map_err(|e| unsupported(cg, name, &e))?;

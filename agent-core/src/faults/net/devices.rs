@@ -315,6 +315,15 @@ fn attach_both(ebpf: &mut Ebpf, netns: &File, dev: &str) -> Result<Attached> {
                 .ok_or_else(|| Error::Internal(format!("program {prog_name} missing")))?
                 .try_into()
                 .map_err(|e| Error::internal(prog_name, e))?;
+            // Loaded with its first attachment (not at the agent's start).
+            if prog.fd().is_err() {
+                prog.load().map_err(|e| {
+                    Error::FailedPrecondition(format!(
+                        "unsupported: tc program {prog_name} refused by the kernel: {}",
+                        chain(&e)
+                    ))
+                })?;
+            }
             let id = prog.attach_with_options(&dev, ty, opts).map_err(|e| {
                 Error::FailedPrecondition(format!(
                     "unsupported: attaching {prog_name} to {dev}: {}",

@@ -22,7 +22,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
-    programs::{CgroupSkb, CgroupSockAddr, ProgramType, SchedClassifier},
+    programs::{CgroupSkb, ProgramType},
     sys::{BpfHelper, is_helper_supported},
 };
 use faultline_common::net::{
@@ -196,25 +196,9 @@ impl NetDriver {
                 "program loaded"
             );
         }
-        for name in cgroups::CONNECT_PROGRAMS.iter().chain(cgroups::DNS_PROGRAMS).copied() {
-            let prog: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
-                .try_into()
-                .map_err(|e| format!("program {name}: {e}"))?;
-            prog.load().map_err(|e| {
-                format!("cgroup sock_addr program {name} refused by the kernel: {}", chain(&e))
-            })?;
-        }
-        for name in [PROG_TC_EGRESS, PROG_TC_INGRESS] {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
-                .try_into()
-                .map_err(|e| format!("program {name}: {e}"))?;
-            prog.load()
-                .map_err(|e| format!("tc program {name} refused by the kernel: {}", chain(&e)))?;
-        }
+        // The sock_addr programs (reject, DNS) and the tc programs (device faults, ingress
+        // delay) load when first attached (cgroups.rs, devices.rs): ten programs fewer to
+        // verify at each start, which takes seconds in an emulated guest.
         let mut take =
             |name: &str| ebpf.take_map(name).ok_or_else(|| format!("map {name} missing"));
         let rules = take(MAP_RULES)?;
