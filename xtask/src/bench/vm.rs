@@ -187,8 +187,13 @@ pub fn vm(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
     let s = parse(&log);
     let tier = format!("VM tier: {KERNEL} under QEMU TCG");
 
-    // openat: paired by round.
-    let none = field(get(&s, "openat", "none")?, "per_s");
+    // openat: paired by round; `var`'s rate over `under`'s: (median ratio, median rates).
+    let paired = |var: &str, under: &str| -> anyhow::Result<(f64, f64, f64)> {
+        let (with, under) =
+            (field(get(&s, "openat", var)?, "per_s"), field(get(&s, "openat", under)?, "per_s"));
+        let ratios: Vec<f64> = under.iter().zip(&with).map(|(a, b)| b / a).collect();
+        Ok((median(&ratios), median(&with), median(&under)))
+    };
     // The floors: an empty BPF_LSM_CGROUP file_open program on another cgroup (what every
     // task pays for any such program: the hook's shim) and on this one (one program run).
     for (var, id, what) in [
@@ -199,21 +204,18 @@ pub fn vm(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
         ),
         ("floor-here", "syscall.openat.floor_here", "an empty file_open program on this cgroup"),
     ] {
-        let with = field(get(&s, "openat", var)?, "per_s");
-        let ratios: Vec<f64> = none.iter().zip(&with).map(|(a, b)| b / a).collect();
+        let (ratio, with, none) = paired(var, "none")?;
         rep.add(
             Figure::new(
                 "Syscall path cost",
                 id,
                 &format!("openat()+close rate, {what} / none (the floor)"),
-                median(&ratios),
+                ratio,
                 "ratio",
             )
             .note(format!(
-                "{tier}; medians {:.0} / {:.0} calls/s; {open_rounds} rounds of {secs} s; \
-                 `return 1` as BPF_LSM_CGROUP, loaded and linked by fl-probe",
-                median(&with),
-                median(&none)
+                "{tier}; medians {with:.0} / {none:.0} calls/s; {open_rounds} rounds of {secs} \
+                 s; `return 1` as BPF_LSM_CGROUP, loaded and linked by fl-probe"
             )),
         );
     }
@@ -226,15 +228,12 @@ pub fn vm(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
             "a fault on this cgroup, path not matching",
         ),
     ] {
-        let (with, under) =
-            (field(get(&s, "openat", var)?, "per_s"), field(get(&s, "openat", floor)?, "per_s"));
-        let ratios: Vec<f64> = under.iter().zip(&with).map(|(a, b)| b / a).collect();
         rep.add(
             Figure::new(
                 "Syscall path cost",
                 id,
                 &format!("openat()+close rate, {what} / the empty program where it sits"),
-                median(&ratios),
+                paired(var, floor)?.0,
                 "ratio",
             )
             .note(format!("{tier}: what the agent's program costs over the kernel's dispatch")),
@@ -244,22 +243,19 @@ pub fn vm(env: &Env, rep: &mut Report) -> anyhow::Result<()> {
         ("other", "syscall.openat.other", "a fault (with a path) on another cgroup", 0.97),
         ("path", "syscall.openat.path", "a fault on this cgroup, path not matching", 0.90),
     ] {
-        let with = field(get(&s, "openat", var)?, "per_s");
-        let ratios: Vec<f64> = none.iter().zip(&with).map(|(a, b)| b / a).collect();
+        let (ratio, with, none) = paired(var, "none")?;
         rep.add(
             Figure::new(
                 "Syscall path cost",
                 id,
                 &format!("openat()+close rate, BPF LSM attached for {what} / none"),
-                median(&ratios),
+                ratio,
                 "ratio",
             )
             .goal(Goal::AtLeast(goal))
             .check(Better::Higher)
             .note(format!(
-                "{tier}; medians {:.0} / {:.0} calls/s; {open_rounds} rounds of {secs} s",
-                median(&with),
-                median(&none)
+                "{tier}; medians {with:.0} / {none:.0} calls/s; {open_rounds} rounds of {secs} s"
             )),
         );
         // Each program's time per call, from the kernel's statistics.
