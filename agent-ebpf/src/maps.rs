@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, CgroupStorage, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use faultline_common::{
     delay::{
@@ -44,7 +44,8 @@ pub static FL_NET_CGROUPS: HashMap<u64, CgroupRules> = HashMap::with_max_entries
 /// The cgroup_skb programs' own attach point's set (`MAP_SKB_SETS`).
 #[map(name = "FL_NET_SKB_SETS")]
 #[allow(deprecated)] // BPF_MAP_TYPE_CGRP_STORAGE, its successor, needs 6.2.
-pub static FL_NET_SKB_SETS: CgroupStorage<CgroupRules> = CgroupStorage::new();
+pub static FL_NET_SKB_SETS: aya_ebpf::maps::CgroupStorage<CgroupRules> =
+    aya_ebpf::maps::CgroupStorage::new();
 
 #[map(name = "FL_NET_CIDRS")]
 pub static FL_NET_CIDRS: LpmTrie<CidrKey, u32> = LpmTrie::with_max_entries(MAX_CIDR_ENTRIES, 0);
