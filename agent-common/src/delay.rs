@@ -40,9 +40,6 @@ pub const GLOBAL_DELAY_AGENT_TGID: &str = "FL_DELAY_AGENT_TGID";
 /// blocks the marker signal would stop at some later, unrelated point: its calls are seen
 /// but never armed. 0: unknown, not checked.
 pub const GLOBAL_DELAY_TASK_BLOCKED: &str = "FL_DELAY_TASK_BLOCKED";
-/// `.rodata` (`DelayFileOffsets`): where the exit program finds the file behind a call's
-/// descriptor and walks up its directories, for rules with a path (`DELAY_F_PATH`).
-pub const GLOBAL_DELAY_FILE: &str = "FL_DELAY_FILE";
 
 /// The marker signal: SIGURG, whose default action is to ignore it, so a marker left
 /// pending after the tracer died does nothing.
@@ -66,9 +63,6 @@ pub const DELAY_F_FOLLOW: u32 = 2;
 pub const DELAY_F_NORMAL: u32 = 4;
 /// Only calls on a file at or under the directory (path_dev, path_ino) match.
 pub const DELAY_F_PATH: u32 = 8;
-
-/// Directories walked up from a call's file (mount crossings count) to find the rule's.
-pub const DELAY_PATH_DEPTH: u32 = 40;
 
 /// Where a call's file descriptor is, for path rules: none (the call names no file by a
 /// descriptor), the first argument, the fifth (mmap), or the result (the open family).
@@ -126,31 +120,6 @@ pub struct DelayRule {
 pub struct DelayPathKey {
     pub ino: u64,
     pub dev: u32,
-    pub _pad: u32,
-}
-
-/// offsetof() of the members the path walk reads, from the kernel's BTF; `known` is 1 when
-/// every one was found (else path rules are refused).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DelayFileOffsets {
-    pub known: u32,
-    pub task_files: u32,
-    pub files_fdt: u32,
-    pub fdt_max_fds: u32,
-    pub fdt_fd: u32,
-    /// struct file.f_path: a struct path { vfsmount *mnt; dentry *dentry; }.
-    pub file_f_path: u32,
-    pub dentry_d_parent: u32,
-    pub dentry_d_inode: u32,
-    pub dentry_d_sb: u32,
-    pub inode_i_ino: u32,
-    pub sb_s_dev: u32,
-    /// struct mount.mnt: the vfsmount a file's f_path.mnt points at.
-    pub mount_mnt: u32,
-    pub mount_mnt_parent: u32,
-    pub mount_mnt_mountpoint: u32,
-    pub vfsmount_mnt_root: u32,
     pub _pad: u32,
 }
 

@@ -8,6 +8,7 @@ pub mod delay;
 pub mod net;
 pub mod sys;
 pub mod time;
+pub mod vfs;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -36,7 +37,8 @@ mod pod {
     unsafe impl aya::Pod for crate::delay::DelayArm {}
     unsafe impl aya::Pod for crate::delay::DelaySlots {}
     unsafe impl aya::Pod for crate::delay::DelayConfig {}
-    unsafe impl aya::Pod for crate::delay::DelayFileOffsets {}
+    unsafe impl aya::Pod for crate::vfs::VfsOffsets {}
+    unsafe impl aya::Pod for crate::vfs::NameKey {}
     unsafe impl aya::Pod for crate::delay::DelayPathKey {}
 }
 

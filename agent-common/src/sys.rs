@@ -8,11 +8,19 @@ pub const MAP_SYS_PIDS: &str = "FL_SYS_PIDS";
 pub const MAP_SYS_CONFIG: &str = "FL_SYS_CONFIG";
 pub const MAP_SYS_FILES: &str = "FL_SYS_FILES";
 pub const MAP_SYS_PATHS: &str = "FL_SYS_PATHS";
+pub const MAP_SYS_NAMES: &str = "FL_SYS_NAMES";
 
 /// The sys maps with more than one entry: other families' loaders of the shared object
 /// shrink them to one (`kernel::object::shrink_others`).
-pub const SYS_MAPS: &[&str] =
-    &[MAP_SYS_RULES, MAP_SYS_STATE, MAP_SYS_CGROUPS, MAP_SYS_PIDS, MAP_SYS_FILES, MAP_SYS_PATHS];
+pub const SYS_MAPS: &[&str] = &[
+    MAP_SYS_RULES,
+    MAP_SYS_STATE,
+    MAP_SYS_CGROUPS,
+    MAP_SYS_PIDS,
+    MAP_SYS_FILES,
+    MAP_SYS_PATHS,
+    MAP_SYS_NAMES,
+];
 
 /// FNV-1a (64-bit), the hash of path prefixes in FL_SYS_PATHS, on both sides.
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -30,8 +38,6 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// `.rodata`: the agent's own tgid, whose calls are never failed.
 pub const GLOBAL_SYS_AGENT_TGID: &str = "FL_SYS_AGENT_TGID";
-/// `.rodata`: offsetof(struct file, f_path) in the running kernel, from its BTF.
-pub const GLOBAL_SYS_FILE_F_PATH: &str = "FL_SYS_FILE_F_PATH";
 /// `.rodata`: the kernel has atomic fetch-and-add (5.12+), so max hits and every-Nth are
 /// exact under concurrent calls; without it two CPUs may race on the counters.
 pub const GLOBAL_SYS_HAS_FETCH: &str = "FL_SYS_HAS_FETCH";
@@ -140,4 +146,7 @@ pub struct SysConfig {
     pub hooks: u32,
     /// Non-zero while a rule has a path prefix: file_open then marks matching files.
     pub paths: u32,
+    /// The lengths of the path rules' last components (`vfs::NameKey::len_bit`): a walk up
+    /// an opened file's directories reads a name only at these lengths.
+    pub names: u64,
 }

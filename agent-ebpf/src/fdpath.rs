@@ -1,31 +1,21 @@
 //! Path rules of the delay programs without `bpf_d_path` (which tracepoints may not call):
 //! the file behind a descriptor of the current task (task->files->fdt->fd[fd]) and a walk
-//! up its directories, across mounts, looking each (device, inode) up in FL_DELAY_PATHS (the
-//! rules' directories): one walk per call, whatever the number of path rules. Offsets come from the kernel's BTF (FL_DELAY_FILE, set by
-//! agent-core/src/faults/delay/datapath.rs). Matching by identity, not by name: a directory
-//! reached through a bind mount or a symlink matches as itself.
+//! up its directories (vfs.rs), looking each (device, inode) up in FL_DELAY_PATHS (the
+//! rules' directories): one walk per call, whatever the number of path rules. Matching by
+//! identity, not by name: a directory reached through a bind mount or a symlink matches as
+//! itself. User-space owner: agent-core/src/faults/delay/datapath.rs.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use faultline_common::delay::{DELAY_PATH_DEPTH, DelayFileOffsets, DelayPathKey};
+use aya_ebpf::helpers::bpf_get_current_task;
+use faultline_common::{delay::DelayPathKey, vfs::VfsOffsets};
 
-use crate::maps::{FL_DELAY_FILE, FL_DELAY_PATHS};
-
-#[inline(always)]
-fn offsets() -> DelayFileOffsets {
-    // SAFETY: a frozen .rodata value; volatile so the verifier sees the loads.
-    unsafe { core::ptr::read_volatile(&FL_DELAY_FILE) }
-}
-
-/// The `T` at `base + off` in kernel memory.
-#[inline(always)]
-fn read<T>(base: u64, off: u32) -> Option<T> {
-    // SAFETY: a probe read: a bad address gives an error, not a fault.
-    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).ok() }
-}
+use crate::{
+    maps::FL_DELAY_PATHS,
+    vfs::{self, read},
+};
 
 /// The struct file behind descriptor `fd` of the current task.
 #[inline(always)]
-fn file_of(o: &DelayFileOffsets, fd: u64) -> Option<u64> {
+fn file_of(o: &VfsOffsets, fd: u64) -> Option<u64> {
     // SAFETY: helper without arguments.
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, o.task_files)?;
@@ -43,21 +33,15 @@ fn file_of(o: &DelayFileOffsets, fd: u64) -> Option<u64> {
 /// its ancestors: a bit per rule slot.
 #[inline(always)]
 pub fn rules_over(fd: u64) -> u64 {
-    let o = offsets();
-    if o.known == 0 {
-        return 0;
-    }
+    let Some(o) = vfs::offsets() else { return 0 };
     walk(&o, fd).unwrap_or(0)
 }
 
 #[inline(always)]
-fn walk(o: &DelayFileOffsets, fd: u64) -> Option<u64> {
+fn walk(o: &VfsOffsets, fd: u64) -> Option<u64> {
     let file = file_of(o, fd)?;
-    // struct path { struct vfsmount *mnt; struct dentry *dentry; }
-    let mut vfsmnt: u64 = read(file, o.file_f_path)?;
-    let mut dentry: u64 = read(file, o.file_f_path + 8)?;
     let mut mask = 0u64;
-    for _ in 0..DELAY_PATH_DEPTH {
+    vfs::walk_up(o, file, |dentry| {
         let inode: u64 = read(dentry, o.dentry_d_inode)?;
         if inode != 0 {
             let sb: u64 = read(dentry, o.dentry_d_sb)?;
@@ -71,23 +55,7 @@ fn walk(o: &DelayFileOffsets, fd: u64) -> Option<u64> {
                 mask |= *m;
             }
         }
-        let root: u64 = read(vfsmnt, o.vfsmount_mnt_root)?;
-        if dentry == root {
-            // The top of this mount: go on from where it is mounted in its parent.
-            let mount = vfsmnt - u64::from(o.mount_mnt);
-            let parent: u64 = read(mount, o.mount_mnt_parent)?;
-            if parent == mount {
-                break;
-            }
-            dentry = read(mount, o.mount_mnt_mountpoint)?;
-            vfsmnt = parent + u64::from(o.mount_mnt);
-        } else {
-            let up: u64 = read(dentry, o.dentry_d_parent)?;
-            if up == dentry {
-                break;
-            }
-            dentry = up;
-        }
-    }
+        Some(())
+    })?;
     Some(mask)
 }

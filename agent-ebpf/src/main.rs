@@ -36,6 +36,8 @@ mod sys;
 mod tc;
 #[cfg(target_arch = "bpf")]
 mod time;
+#[cfg(target_arch = "bpf")]
+mod vfs;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use faultline_common::{
     delay::{
-        DelayArm, DelayConfig, DelayFileOffsets, DelayPathKey, DelayRule, DelaySlots, DelayState,
-        MAX_DELAY_RULES, MAX_DELAY_THREADS,
+        DelayArm, DelayConfig, DelayPathKey, DelayRule, DelaySlots, DelayState, MAX_DELAY_RULES,
+        MAX_DELAY_THREADS,
     },
     net::{
         CgroupRules, CidrKey, DevInfo, DnsClient, DnsOrig, MAX_CIDR_ENTRIES, MAX_PORT_ENTRIES,
@@ -19,6 +19,7 @@ use faultline_common::{
     },
     sys::{MAX_SYS_RULES, SysConfig, SysRule, SysSlots, SysState},
     time::MAX_TIME_PROCS,
+    vfs::{NameKey, VfsOffsets},
 };
 
 // ---- every program: debug log lines (dlog.rs)
@@ -103,12 +104,14 @@ pub static FL_SYS_FILES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(655
 #[map(name = "FL_SYS_PATHS")]
 pub static FL_SYS_PATHS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SYS_RULES, 0);
 
+/// The last component of a path prefix (`vfs::NameKey`) -> bit set of the rule slots whose
+/// prefix ends in it: an open whose directories bear none of these names skips `bpf_d_path`.
+#[map(name = "FL_SYS_NAMES")]
+pub static FL_SYS_NAMES: HashMap<NameKey, u64> = HashMap::with_max_entries(MAX_SYS_RULES, 0);
+
 /// `.rodata`, set by user space at load (see faultline_common::sys::GLOBAL_*).
 #[unsafe(no_mangle)]
 pub static FL_SYS_AGENT_TGID: u32 = 0;
-
-#[unsafe(no_mangle)]
-pub static FL_SYS_FILE_F_PATH: u32 = 0;
 
 #[unsafe(no_mangle)]
 pub static FL_SYS_HAS_FETCH: u32 = 0;
@@ -159,10 +162,10 @@ pub static FL_DELAY_AGENT_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 pub static FL_DELAY_TASK_BLOCKED: u32 = 0;
 
-/// `.rodata` (GLOBAL_DELAY_FILE): the offsets the path walk reads; all 0: path rules are
-/// never loaded.
+/// `.rodata` (faultline_common::vfs::GLOBAL_VFS): the offsets the walks up a file's
+/// directories read (vfs.rs), set by each family that matches paths; `known` 0: never walked.
 #[unsafe(no_mangle)]
-pub static FL_DELAY_FILE: DelayFileOffsets = DelayFileOffsets {
+pub static FL_VFS: VfsOffsets = VfsOffsets {
     known: 0,
     task_files: 0,
     files_fdt: 0,
@@ -170,6 +173,7 @@ pub static FL_DELAY_FILE: DelayFileOffsets = DelayFileOffsets {
     fdt_fd: 0,
     file_f_path: 0,
     dentry_d_parent: 0,
+    dentry_d_name: 0,
     dentry_d_inode: 0,
     dentry_d_sb: 0,
     inode_i_ino: 0,
@@ -178,7 +182,6 @@ pub static FL_DELAY_FILE: DelayFileOffsets = DelayFileOffsets {
     mount_mnt_parent: 0,
     mount_mnt_mountpoint: 0,
     vfsmount_mnt_root: 0,
-    _pad: 0,
 };
 
 // ---- raw-syscall time skew (time.rs)

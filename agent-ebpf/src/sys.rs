@@ -23,12 +23,16 @@ use crate::{
     dlog::dlog,
     levels,
     maps::{
-        FL_HAS_SET_RETVAL, FL_SYS_AGENT_TGID, FL_SYS_CGROUPS, FL_SYS_CONFIG, FL_SYS_FILE_F_PATH,
-        FL_SYS_FILES, FL_SYS_PATHS, FL_SYS_PIDS, FL_SYS_RULES, FL_SYS_STATE,
+        FL_HAS_SET_RETVAL, FL_SYS_AGENT_TGID, FL_SYS_CGROUPS, FL_SYS_CONFIG, FL_SYS_FILES,
+        FL_SYS_NAMES, FL_SYS_PATHS, FL_SYS_PIDS, FL_SYS_RULES, FL_SYS_STATE,
     },
+    vfs,
 };
 
-use faultline_common::sys::{FNV_OFFSET, FNV_PRIME};
+use faultline_common::{
+    sys::{FNV_OFFSET, FNV_PRIME},
+    vfs::{NameKey, VfsOffsets},
+};
 
 const MAY_WRITE: u32 = 2;
 const MAY_READ: u32 = 4;
@@ -254,10 +258,16 @@ fn open_errno(file: *const u8) -> u32 {
         // d_path only for a task with a rule that needs the path.
         return errno;
     }
+    let Some(o) = vfs::offsets() else { return 0 };
+    // The names above the file first: d_path only when one of them ends a wanted prefix.
+    if names_above(cfg.names, &o, file as u64) & want == 0 {
+        note_file(cfg, file as u64, 0);
+        return 0;
+    }
     let mut buf = [0u8; PATH_BUF];
     // SAFETY: &file->f_path (offset from the kernel's BTF); d_path writes at most PATH_BUF.
     let n = unsafe {
-        let path = file.add(rodata(&FL_SYS_FILE_F_PATH) as usize).cast_mut();
+        let path = file.add(o.file_f_path as usize).cast_mut();
         bpf_d_path(path.cast(), buf.as_mut_ptr().cast(), PATH_BUF as u32)
     };
     // d_path's length counts the trailing NUL.
@@ -270,6 +280,30 @@ fn open_errno(file: *const u8) -> u32 {
         note_file(cfg, file as u64, bits);
     }
     errno
+}
+
+/// The slots of the path rules whose prefix ends in the name of `file` or of a directory
+/// above it (FL_SYS_NAMES; a name is read only at a length some rule's last component has):
+/// a rule outside this set cannot match the file's path, so d_path is skipped. Every slot
+/// when the walk cannot tell (a read failed, or the path is deeper than the walk goes).
+#[inline(always)]
+fn names_above(lens: u64, o: &VfsOffsets, file: u64) -> u64 {
+    let mut bits = 0u64;
+    let walked = vfs::walk_up(o, file, |dentry| {
+        // struct qstr { u64 hash_len; const unsigned char *name; }
+        let hash_len: u64 = vfs::read(dentry, o.dentry_d_name)?;
+        let len = (hash_len >> 32) as u32;
+        if lens & NameKey::len_bit(len) != 0 {
+            let name: u64 = vfs::read(dentry, o.dentry_d_name + 8)?;
+            let word: u64 = vfs::read(name, 0)?;
+            // SAFETY: only read.
+            if let Some(b) = unsafe { FL_SYS_NAMES.get(&NameKey::new(word, len)) } {
+                bits |= *b;
+            }
+        }
+        Some(())
+    });
+    if walked == Some(true) { bits } else { u64::MAX }
 }
 
 /// The errno of the first rule among the slots in `bits` (live rules of the current task,

@@ -134,6 +134,32 @@ impl KernelBtf {
     }
 }
 
+impl KernelBtf {
+    /// The offsets the programs' walks up a file's directories read (agent-ebpf/src/vfs.rs,
+    /// for the path rules of sys delay and sys fail); the first member missing is the error.
+    pub fn vfs_offsets(&self) -> Result<faultline_common::vfs::VfsOffsets, String> {
+        let at = |s: &str, m: &str| self.offset(s, m);
+        Ok(faultline_common::vfs::VfsOffsets {
+            known: 1,
+            task_files: at("task_struct", "files")?,
+            files_fdt: at("files_struct", "fdt")?,
+            fdt_max_fds: at("fdtable", "max_fds")?,
+            fdt_fd: at("fdtable", "fd")?,
+            file_f_path: at("file", "f_path")?,
+            dentry_d_parent: at("dentry", "d_parent")?,
+            dentry_d_name: at("dentry", "d_name")?,
+            dentry_d_inode: at("dentry", "d_inode")?,
+            dentry_d_sb: at("dentry", "d_sb")?,
+            inode_i_ino: at("inode", "i_ino")?,
+            sb_s_dev: at("super_block", "s_dev")?,
+            mount_mnt: at("mount", "mnt")?,
+            mount_mnt_parent: at("mount", "mnt_parent")?,
+            mount_mnt_mountpoint: at("mount", "mnt_mountpoint")?,
+            vfsmount_mnt_root: at("vfsmount", "mnt_root")?,
+        })
+    }
+}
+
 /// Byte offset of `member` in `struct name` in the running kernel.
 pub fn member_offset(name: &str, member: &str) -> Result<u32, String> {
     KernelBtf::read()?.offset(name, member)

@@ -4,9 +4,9 @@
 //! must fail with the reason: that is checked here and the effects in the VM tier.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
-use faultline_tests::{Agent, Cgroup, TempDir, Waiting, one_line_error, probe};
+use faultline_tests::{Agent, Cgroup, TempDir, Tmpfs, Waiting, one_line_error, probe};
 
 fn errnos(r: &serde_json::Value, errno: i32) -> u64 {
     r["errnos"][errno.to_string()].as_u64().unwrap_or(0)
@@ -75,6 +75,35 @@ fn openat_fails_with_eio_only_under_the_path_prefix_and_cat_reports_it() {
     assert!(stderr.contains("I/O error") || stderr.contains("Input/output error"), "{stderr}");
     let ok = Command::new("cat").arg(format!("{prefix}/f")).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "hello\n", "cat outside the target");
+
+    // The program reads the names above a file before it builds the path (d_path only when
+    // one of them ends a rule's prefix): a file on another file system mounted under the
+    // prefix still matches (the walk crosses the mount); a directory of the prefix's name
+    // elsewhere is a candidate that the path then refuses; a name sharing the first 8 bytes
+    // of the last component (all the walk compares) is told apart by the path.
+    std::fs::create_dir(format!("{prefix}/m")).unwrap();
+    let _mounted = Tmpfs::at(Path::new(&format!("{prefix}/m")), "1m");
+    std::fs::write(format!("{prefix}/m/f"), b"x").unwrap();
+    std::fs::create_dir(format!("{d}/other/data")).unwrap();
+    std::fs::write(format!("{d}/other/data/f"), b"x").unwrap();
+    for sub in ["abcdefgh-1", "abcdefgh-2"] {
+        std::fs::create_dir(format!("{d}/{sub}")).unwrap();
+        std::fs::write(format!("{d}/{sub}/f"), b"x").unwrap();
+    }
+    let long = format!("{d}/abcdefgh-1");
+    fail(
+        &agent,
+        &cg,
+        &["--syscall", "openat", "--errno", "EACCES", "--path", &long, "--for", "60s"],
+    );
+    let opens = |f: &str| probe(Some(&cg), &["calls", "open", &format!("{d}/{f}"), "20"]);
+    let (mounted, named, long_in, long_out) =
+        (opens("data/m/f"), opens("other/data/f"), opens("abcdefgh-1/f"), opens("abcdefgh-2/f"));
+    eprintln!("mounted {mounted} other/data {named} long {long_in} long-other {long_out}");
+    assert_eq!(errnos(&mounted, libc::EIO), 20, "under the prefix, across a mount: {mounted}");
+    assert_eq!(named["ok"], 20, "a directory named data elsewhere: {named}");
+    assert_eq!(errnos(&long_in, libc::EACCES), 20, "{long_in}");
+    assert_eq!(long_out["ok"], 20, "same first 8 bytes, another name: {long_out}");
 }
 
 #[test]

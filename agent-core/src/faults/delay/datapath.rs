@@ -21,13 +21,14 @@ use aya::{
 use faultline_common::{
     delay::{
         DELAY_F_FOLLOW, DELAY_F_PATH, DELAY_F_SEEDED, DELAY_FEXIT_COPIES, DELAY_MAX_SYSCALL,
-        DelayArm, DelayConfig, DelayFileOffsets, DelayPathKey, DelayRule, DelaySlots, DelayState,
-        GLOBAL_DELAY_AGENT_TGID, GLOBAL_DELAY_FILE, GLOBAL_DELAY_TASK_BLOCKED, MAP_DELAY_ARMED,
-        MAP_DELAY_CGROUPS, MAP_DELAY_CONFIG, MAP_DELAY_PATHS, MAP_DELAY_PIDS, MAP_DELAY_RULES,
-        MAP_DELAY_SEIZED, MAP_DELAY_STATE, MAX_DELAY_RULES, MAX_DELAY_RULES_PER_TARGET,
+        DelayArm, DelayConfig, DelayPathKey, DelayRule, DelaySlots, DelayState,
+        GLOBAL_DELAY_AGENT_TGID, GLOBAL_DELAY_TASK_BLOCKED, MAP_DELAY_ARMED, MAP_DELAY_CGROUPS,
+        MAP_DELAY_CONFIG, MAP_DELAY_PATHS, MAP_DELAY_PIDS, MAP_DELAY_RULES, MAP_DELAY_SEIZED,
+        MAP_DELAY_STATE, MAX_DELAY_RULES, MAX_DELAY_RULES_PER_TARGET,
     },
     net::{MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS},
     sys::GLOBAL_SYS_HAS_FETCH,
+    vfs::GLOBAL_VFS,
 };
 use tracing::{debug, info};
 
@@ -257,34 +258,6 @@ impl ExitLink {
     }
 }
 
-/// The offsets the exit program's path walk reads (agent-ebpf/src/fdpath.rs), from the
-/// running kernel's BTF; the first member missing is the error.
-pub fn file_offsets() -> std::result::Result<DelayFileOffsets, String> {
-    file_offsets_in(&btf::KernelBtf::read()?)
-}
-
-fn file_offsets_in(btf: &btf::KernelBtf) -> std::result::Result<DelayFileOffsets, String> {
-    let at = |s: &str, m: &str| btf.offset(s, m);
-    Ok(DelayFileOffsets {
-        known: 1,
-        task_files: at("task_struct", "files")?,
-        files_fdt: at("files_struct", "fdt")?,
-        fdt_max_fds: at("fdtable", "max_fds")?,
-        fdt_fd: at("fdtable", "fd")?,
-        file_f_path: at("file", "f_path")?,
-        dentry_d_parent: at("dentry", "d_parent")?,
-        dentry_d_inode: at("dentry", "d_inode")?,
-        dentry_d_sb: at("dentry", "d_sb")?,
-        inode_i_ino: at("inode", "i_ino")?,
-        sb_s_dev: at("super_block", "s_dev")?,
-        mount_mnt: at("mount", "mnt")?,
-        mount_mnt_parent: at("mount", "mnt_parent")?,
-        mount_mnt_mountpoint: at("mount", "mnt_mountpoint")?,
-        vfsmount_mnt_root: at("vfsmount", "mnt_root")?,
-        _pad: 0,
-    })
-}
-
 /// How an instance is loaded: the agent's own (`DelayDatapath::load`) or the probe's.
 pub(super) struct LoadOptions {
     /// Calls of this process are never delayed.
@@ -341,13 +314,13 @@ impl DelayDatapath {
             if opts.check_blocked { task("blocked") } else { Err("not asked for".to_string()) };
         let (task_pid, task_tgid) = ids.as_ref().map_or((0, 0), |i| *i);
         let (fetch, blocked_off) = (u32::from(exact), *blocked.as_ref().unwrap_or(&0));
-        let files = kbtf.as_ref().map_err(Clone::clone).and_then(file_offsets_in);
+        let files = kbtf.as_ref().map_err(Clone::clone).and_then(btf::KernelBtf::vfs_offsets);
         let files_off = files.clone().unwrap_or_default();
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_DELAY_AGENT_TGID, &opts.agent_tgid, true)
             .override_global(GLOBAL_DELAY_TASK_BLOCKED, &blocked_off, true)
-            .override_global(GLOBAL_DELAY_FILE, &files_off, true)
+            .override_global(GLOBAL_VFS, &files_off, true)
             .override_global(GLOBAL_SYS_HAS_FETCH, &fetch, true)
             .override_global(GLOBAL_TASK_PID, &task_pid, true)
             .override_global(GLOBAL_TASK_TGID, &task_tgid, true);

@@ -14,20 +14,20 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData},
+    Ebpf, EbpfLoader, Pod,
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError},
     programs::{Lsm, ProgramType},
     sys::{BpfHelper, is_helper_supported},
 };
 use faultline_common::{
     net::{GLOBAL_HAS_SET_RETVAL, MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS},
     sys::{
-        CGROUP_HOOKS, GLOBAL_SYS_AGENT_TGID, GLOBAL_SYS_FILE_F_PATH, GLOBAL_SYS_HAS_FETCH,
-        HOOK_OPEN, HOOK_READ, HOOK_WRITE, MAP_SYS_CGROUPS, MAP_SYS_CONFIG, MAP_SYS_PATHS,
-        MAP_SYS_PIDS, MAP_SYS_RULES, MAP_SYS_STATE, MAX_SYS_RULES, MAX_SYS_RULES_PER_TARGET,
-        SYS_F_FOLLOW, SYS_F_SEEDED, SYS_PATH_MAX, SYS_PROB_ONE, SysConfig, SysRule, SysSlots,
-        SysState, fnv1a,
+        CGROUP_HOOKS, GLOBAL_SYS_AGENT_TGID, GLOBAL_SYS_HAS_FETCH, HOOK_OPEN, HOOK_READ,
+        HOOK_WRITE, MAP_SYS_CGROUPS, MAP_SYS_CONFIG, MAP_SYS_NAMES, MAP_SYS_PATHS, MAP_SYS_PIDS,
+        MAP_SYS_RULES, MAP_SYS_STATE, MAX_SYS_RULES, MAX_SYS_RULES_PER_TARGET, SYS_F_FOLLOW,
+        SYS_F_SEEDED, SYS_PATH_MAX, SYS_PROB_ONE, SysConfig, SysRule, SysSlots, SysState, fnv1a,
     },
+    vfs::{GLOBAL_VFS, NameKey, last_name},
 };
 use tracing::{info, warn};
 
@@ -41,6 +41,7 @@ use crate::{
     faults::{net::attach::topmost, plan},
     kernel::{
         bpflog::{self, BpfLog},
+        btf::KernelBtf,
         ebpf_object,
     },
 };
@@ -62,6 +63,8 @@ struct Live {
     hooks: u32,
     /// FNV-1a of the path prefix, if any.
     path: Option<u64>,
+    /// The prefix's last component (FL_SYS_NAMES), if any.
+    name: Option<NameKey>,
     follow: bool,
 }
 
@@ -79,6 +82,8 @@ struct State {
     config: Array<MapData, SysConfig>,
     /// Hash of a path prefix -> slots with that prefix.
     paths: BpfHashMap<MapData, u64, u64>,
+    /// The last component of a path prefix -> slots whose prefix ends in it.
+    names: BpfHashMap<MapData, NameKey, u64>,
     free: VecDeque<u32>,
     live: BTreeMap<u32, Live>,
     /// The cgroup of each cgroup target, and of each pid target (for the socket programs).
@@ -104,7 +109,8 @@ pub struct SysDriver {
     pub exact: bool,
     /// Whether pid targets can follow children, or why not.
     pub follow: std::result::Result<(), String>,
-    /// Whether path prefixes work (offset of file->f_path known), or why not.
+    /// Whether path prefixes work (the offsets of the walk up a file's directories known),
+    /// or why not.
     pub paths: std::result::Result<(), String>,
 }
 
@@ -171,10 +177,11 @@ impl SysDriver {
             is_helper_supported(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval)
                 .unwrap_or(false);
         let exact = crate::kernel::probes::probe_atomic_fetch().is_ok();
-        // One read of the kernel's BTF for the three offsets (5-6 MB each time).
+        // One read of the kernel's BTF for every offset (5-6 MB each time).
         let kbtf = crate::kernel::btf::KernelBtf::read();
         let offset = |s, m| kbtf.as_ref().map_err(Clone::clone).and_then(|b| b.offset(s, m));
-        let f_path = offset("file", "f_path");
+        let vfs = kbtf.as_ref().map_err(Clone::clone).and_then(KernelBtf::vfs_offsets);
+        let vfs_off = vfs.clone().unwrap_or_default();
         let task = |m| offset("task_struct", m);
         let fork = task("pid").and_then(|p| task("tgid").map(|t| (p, t)));
         let (tgid, fetch, retval) =
@@ -183,7 +190,7 @@ impl SysDriver {
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_SYS_AGENT_TGID, &tgid, true)
-            .override_global(GLOBAL_SYS_FILE_F_PATH, f_path.as_ref().unwrap_or(&0), true)
+            .override_global(GLOBAL_VFS, &vfs_off, true)
             .override_global(GLOBAL_SYS_HAS_FETCH, &fetch, true)
             .override_global(GLOBAL_HAS_SET_RETVAL, &retval, true)
             .override_global(GLOBAL_TASK_PID, &task_pid, true)
@@ -219,6 +226,7 @@ impl SysDriver {
         let pids = take(MAP_SYS_PIDS)?;
         let config = take(MAP_SYS_CONFIG)?;
         let paths = take(MAP_SYS_PATHS)?;
+        let names = take(MAP_SYS_NAMES)?;
         let state = State {
             rules: rules.try_into().map_err(|e| format!("{MAP_SYS_RULES}: {e}"))?,
             counters: counters.try_into().map_err(|e| format!("{MAP_SYS_STATE}: {e}"))?,
@@ -226,6 +234,7 @@ impl SysDriver {
             pids: pids.try_into().map_err(|e| format!("{MAP_SYS_PIDS}: {e}"))?,
             config: config.try_into().map_err(|e| format!("{MAP_SYS_CONFIG}: {e}"))?,
             paths: paths.try_into().map_err(|e| format!("{MAP_SYS_PATHS}: {e}"))?,
+            names: names.try_into().map_err(|e| format!("{MAP_SYS_NAMES}: {e}"))?,
             ebpf,
             _log: log,
             object,
@@ -243,7 +252,7 @@ impl SysDriver {
             has_set_retval,
             exact,
             follow: fork.map(drop),
-            paths: f_path.map(drop),
+            paths: vfs.map(drop),
         })
     }
 
@@ -360,6 +369,7 @@ impl SysDriver {
             key,
             hooks,
             path: spec.path_prefix.as_deref().map(|p| fnv1a(p.as_bytes())),
+            name: spec.path_prefix.as_deref().map(|p| NameKey::of(last_name(p.as_bytes()))),
             follow: spec.follow_children,
         };
         st.cgroup_of.insert(key, target.clone());
@@ -374,11 +384,15 @@ impl SysDriver {
                 .set(slot, SysState { rng: seed | 1, ..Default::default() }, 0)
                 .map_err(map_err("resetting counters"))?;
             st.rules.insert(slot, rule, 0).map_err(map_err("inserting rule"))?;
-            if let Some(h) = live.path {
-                let bits = st.paths.get(&h, 0).unwrap_or(0) | 1 << slot;
-                st.paths.insert(h, bits, 0).map_err(map_err("inserting path"))?;
-            }
+            // Listed first, so that the handle's drop undoes a half-written path.
+            let (path, name) = (live.path, live.name);
             st.live.insert(slot, live);
+            if let Some(h) = path {
+                set_bit(&mut st.paths, h, slot, true).map_err(map_err("inserting path"))?;
+            }
+            if let Some(n) = name {
+                set_bit(&mut st.names, n, slot, true).map_err(map_err("inserting path name"))?;
+            }
             st.publish(key)?;
             if st.levels().count_ones() as usize > MAX_LEVEL_LOOKUPS {
                 return Err(Error::ResourceExhausted(format!(
@@ -607,6 +621,11 @@ impl State {
             pids: u32::from(self.live.values().any(|l| matches!(l.key, Key::Pid(_)))),
             hooks: self.live.values().fold(0, |a, l| a | l.hooks),
             paths: u32::from(self.live.values().any(|l| l.path.is_some())),
+            names: self
+                .live
+                .values()
+                .filter_map(|l| l.name)
+                .fold(0, |a, n| a | NameKey::len_bit(n.len)),
         };
         self.config.set(0, cfg, 0).map_err(map_err("writing config"))
     }
@@ -693,14 +712,28 @@ impl FaultHandle for SysHandle {
     }
 }
 
+/// Sets or clears `slot`'s bit in the slot set at `key` (the entry goes with its last bit).
+fn set_bit<K: Pod>(
+    map: &mut BpfHashMap<MapData, K, u64>,
+    key: K,
+    slot: u32,
+    on: bool,
+) -> std::result::Result<(), MapError> {
+    let old = map.get(&key, 0).unwrap_or(0);
+    let bits = if on { old | 1 << slot } else { old & !(1 << slot) };
+    if bits == 0 { map.remove(&key) } else { map.insert(key, bits, 0) }
+}
+
 impl Drop for SysHandle {
     fn drop(&mut self) {
         let mut st = lock(&self.state);
         let _ = st.rules.remove(&self.slot);
         if let Some(l) = st.live.remove(&self.slot) {
             if let Some(h) = l.path {
-                let bits = st.paths.get(&h, 0).unwrap_or(0) & !(1 << self.slot);
-                let _ = if bits == 0 { st.paths.remove(&h) } else { st.paths.insert(h, bits, 0) };
+                let _ = set_bit(&mut st.paths, h, self.slot, false);
+            }
+            if let Some(n) = l.name {
+                let _ = set_bit(&mut st.names, n, self.slot, false);
             }
             if let Err(e) = st.publish(l.key) {
                 warn!(error = %e, "unpublishing a system-call rule");
