@@ -15,6 +15,10 @@ pub const VFS_WALK_DEPTH: u32 = 40;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VfsOffsets {
     pub known: u32,
+    /// struct task_struct.fs, and struct fs_struct.root (a struct path): the walk stops at
+    /// the task's root, where d_path stops.
+    pub task_fs: u32,
+    pub fs_root: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,
@@ -23,7 +27,7 @@ pub struct VfsOffsets {
     pub file_f_path: u32,
     pub dentry_d_parent: u32,
     /// struct dentry.d_name: a struct qstr { u64 hash_len (len in the high half, on
-    /// little-endian); const char *name; }.
+    /// little-endian); const char *name; }. Right after d_parent (`DentryHead`, one read).
     pub dentry_d_name: u32,
     pub dentry_d_inode: u32,
     pub dentry_d_sb: u32,
@@ -34,6 +38,24 @@ pub struct VfsOffsets {
     pub mount_mnt_parent: u32,
     pub mount_mnt_mountpoint: u32,
     pub vfsmount_mnt_root: u32,
+}
+
+/// What the walk reads of each dentry in one read, from `dentry_d_parent` on: d_parent,
+/// then d_name (struct qstr).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DentryHead {
+    pub parent: u64,
+    /// The name's hash (low half) and length (high half).
+    pub hash_len: u64,
+    pub name: u64,
+}
+
+impl DentryHead {
+    #[inline(always)]
+    pub fn len(&self) -> u32 {
+        (self.hash_len >> 32) as u32
+    }
 }
 
 /// A directory name as the walk looks it up: its length and its first 8 bytes (little-endian,

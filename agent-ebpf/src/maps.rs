@@ -104,6 +104,14 @@ pub static FL_SYS_FILES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(655
 #[map(name = "FL_SYS_PATHS")]
 pub static FL_SYS_PATHS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SYS_RULES, 0);
 
+/// Room for the path `bpf_d_path` writes; longer paths never match a prefix.
+pub const PATH_BUF: usize = 256;
+
+/// Where the file programs build a path (per CPU: 256 bytes on the stack leave the open
+/// programs too little for the walk up the file's directories).
+#[map(name = "FL_SYS_PATH_BUF")]
+pub static FL_SYS_PATH_BUF: PerCpuArray<[u8; PATH_BUF]> = PerCpuArray::with_max_entries(1, 0);
+
 /// The last component of a path prefix (`vfs::NameKey`) -> bit set of the rule slots whose
 /// prefix ends in it: an open whose directories bear none of these names skips `bpf_d_path`.
 #[map(name = "FL_SYS_NAMES")]
@@ -167,6 +175,8 @@ pub static FL_DELAY_TASK_BLOCKED: u32 = 0;
 #[unsafe(no_mangle)]
 pub static FL_VFS: VfsOffsets = VfsOffsets {
     known: 0,
+    task_fs: 0,
+    fs_root: 0,
     task_files: 0,
     files_fdt: 0,
     fdt_max_fds: 0,

@@ -24,7 +24,8 @@ use crate::{
     levels,
     maps::{
         FL_HAS_SET_RETVAL, FL_SYS_AGENT_TGID, FL_SYS_CGROUPS, FL_SYS_CONFIG, FL_SYS_FILES,
-        FL_SYS_NAMES, FL_SYS_PATHS, FL_SYS_PIDS, FL_SYS_RULES, FL_SYS_STATE,
+        FL_SYS_NAMES, FL_SYS_PATH_BUF, FL_SYS_PATHS, FL_SYS_PIDS, FL_SYS_RULES, FL_SYS_STATE,
+        PATH_BUF,
     },
     vfs,
 };
@@ -36,8 +37,6 @@ use faultline_common::{
 
 const MAY_WRITE: u32 = 2;
 const MAY_READ: u32 = 4;
-/// Room for the path d_path writes; longer paths never match a prefix.
-const PATH_BUF: usize = 256;
 
 /// A uniform 32-bit draw: the rule's own generator when seeded, else the kernel's.
 #[inline(always)]
@@ -264,7 +263,9 @@ fn open_errno(file: *const u8) -> u32 {
         note_file(cfg, file as u64, 0);
         return 0;
     }
-    let mut buf = [0u8; PATH_BUF];
+    let Some(buf) = FL_SYS_PATH_BUF.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's buffer, used by one program at a time.
+    let buf = unsafe { &mut *buf };
     // SAFETY: &file->f_path (offset from the kernel's BTF); d_path writes at most PATH_BUF.
     let n = unsafe {
         let path = file.add(o.file_f_path as usize).cast_mut();
@@ -274,7 +275,7 @@ fn open_errno(file: *const u8) -> u32 {
     if n <= 0 {
         return 0;
     }
-    let bits = path_bits(&buf, (n - 1) as usize);
+    let bits = path_bits(buf, (n - 1) as usize);
     let errno = decide_slots(HOOK_OPEN, bits & want);
     if errno == 0 {
         note_file(cfg, file as u64, bits);
@@ -289,13 +290,10 @@ fn open_errno(file: *const u8) -> u32 {
 #[inline(always)]
 fn names_above(lens: u64, o: &VfsOffsets, file: u64) -> u64 {
     let mut bits = 0u64;
-    let walked = vfs::walk_up(o, file, |dentry| {
-        // struct qstr { u64 hash_len; const unsigned char *name; }
-        let hash_len: u64 = vfs::read(dentry, o.dentry_d_name)?;
-        let len = (hash_len >> 32) as u32;
+    let walked = vfs::walk_up(o, file, |_, head| {
+        let len = head.len();
         if lens & NameKey::len_bit(len) != 0 {
-            let name: u64 = vfs::read(dentry, o.dentry_d_name + 8)?;
-            let word: u64 = vfs::read(name, 0)?;
+            let word: u64 = vfs::read(head.name, 0)?;
             // SAFETY: only read.
             if let Some(b) = unsafe { FL_SYS_NAMES.get(&NameKey::new(word, len)) } {
                 bits |= *b;

@@ -23,6 +23,10 @@ fn backend_or_refused(agent: &Agent, cg: &Cgroup) -> Option<String> {
             caps["faults"].as_array().unwrap().iter().find(|f| f["fault"] == "syscall_errno");
         return Some(fault.unwrap()["backend"].as_str().unwrap().to_string());
     }
+    // Where the bpf LSM is active (the Debian 6.1 and 6.12 guests) the programs must load:
+    // a refusal there (a verifier limit, say) is a failure, not a skip.
+    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    assert!(!lsms.split(',').any(|l| l == "bpf"), "the bpf LSM is active ({lsms}): {probe}");
     let out =
         agent.cli(&["sys", "fail", "--cgroup", &cg.rel, "--syscall", "openat", "--for", "30s"]);
     let err = one_line_error(&out);
