@@ -26,8 +26,7 @@ pub struct VfsOffsets {
     /// struct file.f_path: a struct path { vfsmount *mnt; dentry *dentry; }.
     pub file_f_path: u32,
     pub dentry_d_parent: u32,
-    /// struct dentry.d_name: a struct qstr { u64 hash_len (len in the high half, on
-    /// little-endian); const char *name; }. Right after d_parent (`DentryHead`, one read).
+    /// struct dentry.d_name: a struct qstr { u32 hash; u32 len; const char *name; }.
     pub dentry_d_name: u32,
     pub dentry_d_inode: u32,
     pub dentry_d_sb: u32,
@@ -40,22 +39,15 @@ pub struct VfsOffsets {
     pub vfsmount_mnt_root: u32,
 }
 
-/// What the walk reads of each dentry in one read, from `dentry_d_parent` on: d_parent,
-/// then d_name (struct qstr).
+/// What the walk reads of each dentry: d_parent, and of d_name (a struct qstr { u32 hash;
+/// u32 len; const char *name; } on little-endian) the length and the name's address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DentryHead {
     pub parent: u64,
-    /// The name's hash (low half) and length (high half).
-    pub hash_len: u64,
     pub name: u64,
-}
-
-impl DentryHead {
-    #[inline(always)]
-    pub fn len(&self) -> u32 {
-        (self.hash_len >> 32) as u32
-    }
+    pub len: u32,
+    pub _pad: u32,
 }
 
 /// A directory name as the walk looks it up: its length and its first 8 bytes (little-endian,

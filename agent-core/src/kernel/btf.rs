@@ -139,13 +139,6 @@ impl KernelBtf {
     /// for the path rules of sys delay and sys fail); the first member missing is the error.
     pub fn vfs_offsets(&self) -> Result<faultline_common::vfs::VfsOffsets, String> {
         let at = |s: &str, m: &str| self.offset(s, m);
-        let (parent, name) = (at("dentry", "d_parent")?, at("dentry", "d_name")?);
-        if name != parent + 8 {
-            return Err(format!(
-                "struct dentry: d_name at {name} does not follow d_parent at {parent} (the walk \
-                 reads both at once)"
-            ));
-        }
         Ok(faultline_common::vfs::VfsOffsets {
             known: 1,
             task_fs: at("task_struct", "fs")?,
@@ -155,8 +148,8 @@ impl KernelBtf {
             fdt_max_fds: at("fdtable", "max_fds")?,
             fdt_fd: at("fdtable", "fd")?,
             file_f_path: at("file", "f_path")?,
-            dentry_d_parent: parent,
-            dentry_d_name: name,
+            dentry_d_parent: at("dentry", "d_parent")?,
+            dentry_d_name: at("dentry", "d_name")?,
             dentry_d_inode: at("dentry", "d_inode")?,
             dentry_d_sb: at("dentry", "d_sb")?,
             inode_i_ino: at("inode", "i_ino")?,
