@@ -295,7 +295,7 @@ fn names_above(lens: u64, o: &VfsOffsets, file: u64) -> u64 {
         if lens & NameKey::len_bit(len) != 0 {
             let word: u64 = vfs::read(head.name, 0)?;
             // SAFETY: only read.
-            if let Some(b) = unsafe { FL_SYS_NAMES.get(&NameKey::new(word, len)) } {
+            if let Some(b) = unsafe { FL_SYS_NAMES.get(NameKey::new(word, len)) } {
                 bits |= *b;
             }
         }
