@@ -41,7 +41,7 @@ pub fn rules_over(fd: u64) -> u64 {
 fn walk(o: &VfsOffsets, fd: u64) -> Option<u64> {
     let file = file_of(o, fd)?;
     let mut mask = 0u64;
-    vfs::walk_up(o, file, |dentry, _| {
+    vfs::walk_up::<false>(o, file, |dentry, _| {
         let inode: u64 = read(dentry, o.dentry_d_inode)?;
         if inode != 0 {
             let sb: u64 = read(dentry, o.dentry_d_sb)?;

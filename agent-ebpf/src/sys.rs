@@ -290,7 +290,7 @@ fn open_errno(file: *const u8) -> u32 {
 #[inline(always)]
 fn names_above(lens: u64, o: &VfsOffsets, file: u64) -> u64 {
     let mut bits = 0u64;
-    let walked = vfs::walk_up_typed(o, file, |_, head| {
+    let walked = vfs::walk_up_typed::<true>(o, file, |_, head| {
         let len = head.len;
         if lens & NameKey::len_bit(len) != 0 {
             let word: u64 = vfs::read(head.name, 0)?;

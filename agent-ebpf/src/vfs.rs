@@ -90,24 +90,25 @@ enum Stop {
 }
 
 /// Calls `visit` on the dentry of `file` (a struct file address) and on each directory
-/// above it (its address and its `DentryHead`), up to the current task's root (where d_path
+/// above it (its address and its `DentryHead`, whose name and length are read only with
+/// `NAMES`), up to the current task's root (where d_path
 /// stops) or the root of the topmost mount. Some(true): the walk reached one; Some(false):
 /// it ran out of depth (VFS_WALK_DEPTH) first; None: a read failed or `visit` returned None.
 #[inline(always)]
-pub fn walk_up(
+pub fn walk_up<const NAMES: bool>(
     o: &VfsOffsets,
     file: u64,
     visit: impl FnMut(u64, &DentryHead) -> Option<()>,
 ) -> Option<bool> {
     let top = task_root::<Probe>(o)?;
     let [vfsmnt, dentry]: [u64; 2] = read(file, o.file_f_path)?;
-    finish(walk_in::<Probe>(o, top, vfsmnt, dentry, visit, VFS_WALK_DEPTH)?)
+    finish(walk_in::<Probe, NAMES>(o, top, vfsmnt, dentry, visit, VFS_WALK_DEPTH)?)
 }
 
 /// `walk_up` with plain loads while the walk stays in the file's mount, for a `file` that
 /// is a BTF-typed argument (LSM, fentry and fmod_ret programs).
 #[inline(always)]
-pub fn walk_up_typed(
+pub fn walk_up_typed<const NAMES: bool>(
     o: &VfsOffsets,
     file: u64,
     mut visit: impl FnMut(u64, &DentryHead) -> Option<()>,
@@ -115,10 +116,10 @@ pub fn walk_up_typed(
     let top = task_root::<Typed>(o)?;
     let vfsmnt: u64 = Typed::at(file, o.file_f_path)?;
     let dentry: u64 = Typed::at(file, o.file_f_path + 8)?;
-    match walk_in::<Typed>(o, top, vfsmnt, dentry, &mut visit, VFS_WALK_DEPTH)? {
+    match walk_in::<Typed, NAMES>(o, top, vfsmnt, dentry, &mut visit, VFS_WALK_DEPTH)? {
         // On from the mount's root (visited once more) with probe reads.
         Stop::Mount(vfsmnt, dentry) => {
-            finish(walk_in::<Probe>(o, top, vfsmnt, dentry, &mut visit, VFS_WALK_DEPTH)?)
+            finish(walk_in::<Probe, NAMES>(o, top, vfsmnt, dentry, &mut visit, VFS_WALK_DEPTH)?)
         }
         stop => finish(stop),
     }
@@ -142,7 +143,7 @@ fn task_root<M: Mem>(o: &VfsOffsets) -> Option<[u64; 2]> {
 }
 
 #[inline(always)]
-fn walk_in<M: Mem>(
+fn walk_in<M: Mem, const NAMES: bool>(
     o: &VfsOffsets,
     [top_mnt, top]: [u64; 2],
     mut vfsmnt: u64,
@@ -153,12 +154,12 @@ fn walk_in<M: Mem>(
     let mut root: u64 = M::at(vfsmnt, o.vfsmount_mnt_root)?;
     for _ in 0..depth {
         // Each member by its own read: 6.1's verifier refuses a load across qstr's union.
-        let head = DentryHead {
-            parent: M::at(dentry, o.dentry_d_parent)?,
-            name: M::at(dentry, o.dentry_d_name + 8)?,
-            len: M::at(dentry, o.dentry_d_name + 4)?,
-            _pad: 0,
-        };
+        let mut head =
+            DentryHead { parent: M::at(dentry, o.dentry_d_parent)?, ..Default::default() };
+        if NAMES {
+            head.name = M::at(dentry, o.dentry_d_name + 8)?;
+            head.len = M::at(dentry, o.dentry_d_name + 4)?;
+        }
         visit(dentry, &head)?;
         if dentry == top && vfsmnt == top_mnt {
             return Some(Stop::Top);
