@@ -1,6 +1,11 @@
 //! System-call faults: the rules that the LSM (or fmod_ret) programs and the cgroup socket
 //! hooks check when a targeted task makes a call. User-space owner: agent-core/src/faults/sys.
 
+/// `Array<SysRule>` by slot. An array, whose lookup the verifier inlines (a hash lookup is
+/// a helper call and a hash), as `net::MAP_RULES`: user space writes a rule before its slot
+/// is published in a target's set and clears it (`SysRule::NONE`: expired) after it is
+/// unpublished; only a deadline extension rewrites a published rule (its expiry alone
+/// changes).
 pub const MAP_SYS_RULES: &str = "FL_SYS_RULES";
 pub const MAP_SYS_STATE: &str = "FL_SYS_STATE";
 pub const MAP_SYS_CGROUPS: &str = "FL_SYS_CGROUPS";
@@ -109,6 +114,21 @@ pub struct SysRule {
     /// Bytes of `path` that a file's path must start with (0: any file).
     pub path_len: u32,
     pub path: [u8; SYS_PATH_MAX],
+}
+
+impl SysRule {
+    /// A cleared slot: no hook, expired.
+    pub const NONE: SysRule = SysRule {
+        hooks: 0,
+        errno: 0,
+        threshold: 0,
+        every_nth: 0,
+        max_hits: 0,
+        expires_ns: 0,
+        flags: 0,
+        path_len: 0,
+        path: [0; SYS_PATH_MAX],
+    };
 }
 
 /// A rule's counters, shared by all CPUs (updated with atomic adds).

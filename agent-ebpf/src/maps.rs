@@ -80,7 +80,7 @@ pub static FL_DNS_CLIENTS: LruHashMap<DnsClient, DnsOrig> = LruHashMap::with_max
 // ---- system-call faults (sys.rs)
 
 #[map(name = "FL_SYS_RULES")]
-pub static FL_SYS_RULES: HashMap<u32, SysRule> = HashMap::with_max_entries(MAX_SYS_RULES, 0);
+pub static FL_SYS_RULES: Array<SysRule> = Array::with_max_entries(MAX_SYS_RULES, 0);
 
 #[map(name = "FL_SYS_STATE")]
 pub static FL_SYS_STATE: Array<SysState> = Array::with_max_entries(MAX_SYS_RULES, 0);

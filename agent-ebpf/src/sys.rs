@@ -6,7 +6,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_set_retval,
+        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_set_retval,
     },
     macros::{cgroup_sock, cgroup_sock_addr, fentry, lsm, lsm_cgroup, raw_tracepoint},
     programs::{FEntryContext, LsmContext, RawTracePointContext, SockAddrContext, SockContext},
@@ -19,7 +20,7 @@ use faultline_common::sys::{
 
 use crate::{
     atomics,
-    calls::{self, LazyNow, next, rodata},
+    calls::{self, next, rodata},
     dlog::dlog,
     levels,
     maps::{
@@ -45,9 +46,15 @@ fn draw(rule: &SysRule, st: *mut SysState) -> u64 {
     calls::draw(rule.flags & SYS_F_SEEDED != 0, unsafe { core::ptr::addr_of_mut!((*st).rng) })
 }
 
-/// One rule against one matching call: its errno if the call fails, else 0.
+/// One rule against one matching call: its errno if the call fails, else 0. The rule's
+/// expiry is checked here, once every filter has matched: a call that no rule applies to
+/// never reads the clock.
 #[inline(always)]
 fn judge(slot: u32, rule: &SysRule) -> u32 {
+    // SAFETY: helper without arguments.
+    if rule.expires_ns <= unsafe { bpf_ktime_get_ns() } {
+        return 0;
+    }
     let Some(st) = FL_SYS_STATE.get_ptr_mut(slot) else {
         return 0;
     };
@@ -100,26 +107,23 @@ fn path_bits(buf: &[u8; PATH_BUF], len: usize) -> u64 {
     bits
 }
 
-/// Calls `f(slot, rule)` for each live rule on the current task (its process, then its
-/// cgroup and ancestors) until `f` returns non-zero; returns that value.
+/// Calls `f(slot, rule)` for each rule listed for the current task (its process, then its
+/// cgroup and ancestors) until `f` returns non-zero; returns that value. Expired rules too:
+/// `judge` skips them.
 #[inline(always)]
 fn each_rule(cfg: &SysConfig, mut f: impl FnMut(u32, &SysRule) -> u32) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid == rodata(&FL_SYS_AGENT_TGID) {
         return 0;
     }
-    let mut now = LazyNow::default();
     let mut visit = |set: &SysSlots| -> u32 {
         for i in 0..MAX_SYS_RULES_PER_TARGET {
             if i as u32 >= set.count {
                 break;
             }
             let slot = set.slots[i];
-            // SAFETY: only read; user space replaces rules atomically.
-            let Some(rule) = (unsafe { FL_SYS_RULES.get(slot) }) else { continue };
-            if rule.expires_ns <= now.get() {
-                continue;
-            }
+            // An array: user space writes a rule before it lists its slot (MAP_SYS_RULES).
+            let Some(rule) = FL_SYS_RULES.get(slot) else { continue };
             let r = f(slot, rule);
             if r != 0 {
                 return r;
@@ -315,8 +319,7 @@ fn decide_slots(hook: u32, bits: u64) -> u32 {
         if bits & (1 << slot) == 0 {
             continue;
         }
-        // SAFETY: only read; user space replaces rules atomically.
-        let Some(rule) = (unsafe { FL_SYS_RULES.get(slot) }) else { continue };
+        let Some(rule) = FL_SYS_RULES.get(slot) else { continue };
         if rule.hooks & (1 << hook) == 0 {
             continue;
         }

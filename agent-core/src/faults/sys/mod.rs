@@ -75,7 +75,7 @@ struct State {
     /// The object loaded, and map name -> fd, for relocating fmod_ret programs.
     object: &'static [u8],
     fds: HashMap<String, RawFd>,
-    rules: BpfHashMap<MapData, u32, SysRule>,
+    rules: Array<MapData, SysRule>,
     counters: Array<MapData, SysState>,
     cgroups: BpfHashMap<MapData, u64, SysSlots>,
     pids: BpfHashMap<MapData, u32, SysSlots>,
@@ -383,7 +383,7 @@ impl SysDriver {
             st.counters
                 .set(slot, SysState { rng: seed | 1, ..Default::default() }, 0)
                 .map_err(map_err("resetting counters"))?;
-            st.rules.insert(slot, rule, 0).map_err(map_err("inserting rule"))?;
+            st.rules.set(slot, rule, 0).map_err(map_err("writing rule"))?;
             // Listed first, so that the handle's drop undoes a half-written path.
             let (path, name) = (live.path, live.name);
             st.live.insert(slot, live);
@@ -693,7 +693,7 @@ impl FaultHandle for SysHandle {
         let mut st = lock(&self.state);
         let mut rule = st.rules.get(&self.slot, 0).map_err(|e| e.to_string())?;
         rule.expires_ns = expires_mono_ns;
-        st.rules.insert(self.slot, rule, 0).map_err(|e| e.to_string())
+        st.rules.set(self.slot, rule, 0).map_err(|e| e.to_string())
     }
 
     fn backend(&self) -> &'static str {
@@ -727,7 +727,8 @@ fn set_bit<K: Pod>(
 impl Drop for SysHandle {
     fn drop(&mut self) {
         let mut st = lock(&self.state);
-        let _ = st.rules.remove(&self.slot);
+        // All zero: expired, should a call already past the set still read it.
+        let _ = st.rules.set(self.slot, SysRule::NONE, 0);
         if let Some(l) = st.live.remove(&self.slot) {
             if let Some(h) = l.path {
                 let _ = set_bit(&mut st.paths, h, self.slot, false);
