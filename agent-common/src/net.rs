@@ -48,6 +48,10 @@ pub const PROG_CONNECT6: &str = "fl_connect6";
 /// `.rodata` flag set by user space: the kernel has bpf_set_retval for sock_addr programs
 /// (5.18+), so a rejected connect() can fail with any errno, not only EPERM.
 pub const GLOBAL_HAS_SET_RETVAL: &str = "FL_HAS_SET_RETVAL";
+/// `.rodata` flag: the kernel has bpf_ktime_get_coarse_ns for these programs (5.11+), so a
+/// rule's expiry is checked against the last tick's time (no clock-source read; a rule may
+/// outlive its deadline by one tick). Delay and pacing read the precise clock regardless.
+pub const GLOBAL_HAS_COARSE_NS: &str = "FL_HAS_COARSE_NS";
 /// `.rodata` flag: tc programs have bpf_skb_set_tstamp (5.18+: only a departure time marked
 /// monotonic survives the redirect of an ingress packet to the ifb) and bpf_sk_storage_get
 /// (to find the receiving socket's cgroup). Ingress delay and pacing need both.
@@ -153,8 +157,8 @@ pub const PROB_ONE: u64 = 1 << 32;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetRule {
-    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) time after which the program ignores the rule,
-    /// so a fault ends on time even when user space is stopped.
+    /// CLOCK_MONOTONIC time after which the program ignores the rule, so a fault ends on
+    /// time even when user space is stopped (within a tick: see `GLOBAL_HAS_COARSE_NS`).
     pub expires_ns: u64,
     /// Chance that the action applies to a matching packet; see `PROB_ONE`.
     pub threshold: u64,

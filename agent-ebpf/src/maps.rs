@@ -36,6 +36,10 @@ pub static FL_DEBUG: u32 = 0;
 #[unsafe(no_mangle)]
 pub static FL_HAS_INGRESS_EDT: u32 = 0;
 
+/// Set by user space at load (`GLOBAL_HAS_COARSE_NS`), as FL_HAS_INGRESS_EDT.
+#[unsafe(no_mangle)]
+pub static FL_HAS_COARSE_NS: u32 = 0;
+
 #[map(name = "FL_NET_RULES")]
 pub static FL_NET_RULES: Array<NetRule> = Array::with_max_entries(MAX_RULES, 0);
 

@@ -8,7 +8,10 @@
 
 use aya_ebpf::{
     bindings::__sk_buff,
-    helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_set_tstamp},
+    helpers::{
+        bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
+        bpf_skb_set_tstamp,
+    },
     macros::cgroup_skb,
     maps::lpm_trie::Key,
     programs::SkBuffContext,
@@ -24,8 +27,8 @@ use faultline_common::net::{
 use crate::{
     dlog::{dir_name, dlog},
     maps::{
-        FL_DNS_CLIENTS, FL_DNS_ORIG, FL_HAS_INGRESS_EDT, FL_NET_CIDRS, FL_NET_CONFIG,
-        FL_NET_COUNTERS, FL_NET_PORTS, FL_NET_RULES, FL_NET_SKB_SETS, FL_NET_STATE,
+        FL_DNS_CLIENTS, FL_DNS_ORIG, FL_HAS_COARSE_NS, FL_HAS_INGRESS_EDT, FL_NET_CIDRS,
+        FL_NET_CONFIG, FL_NET_COUNTERS, FL_NET_PORTS, FL_NET_RULES, FL_NET_SKB_SETS, FL_NET_STATE,
     },
     normal,
     packet::{Packet, parse, proto_port, slot_of, with_slot},
@@ -146,7 +149,7 @@ pub extern "C" fn fl_net_rule(skb: *mut __sk_buff, hi: u64, lo: u64, meta: u64) 
         return dropped;
     }
     if chance(m.rule, m.st, m.rule.threshold) {
-        depart(skb, m.rule, m.st, m.now, ctx.len(), m.counters, false);
+        depart(skb, m.rule, m.st, ctx.len(), m.counters, false);
         let what = if m.rule.action == ACTION_RATE { "rate" } else { "delay" };
         dlog!("cgroup_skb {}: rule {} matched: {}, departure moved", dir_name(dir), slot, what);
     }
@@ -188,24 +191,21 @@ pub struct Match<'a> {
     pub st: &'a mut RuleState,
     pub counters: Option<*mut NetCounters>,
     pub pkt: Packet,
-    pub now: u64,
 }
 
-/// Looks up rule `slot` and checks it against the packet: live, for this direction, one of
-/// `actions` (a mask of `bit(ACTION_*)`), matching the filter. Counts the match. The clock
-/// is read only here, for a rule the packet reached.
+/// Looks up rule `slot` and checks it against the packet: for this direction, one of
+/// `actions` (a mask of `bit(ACTION_*)`), matching the filter, then live. Counts the match.
+/// The clock is read only for a rule the packet matched.
 #[inline(always)]
 pub fn applicable<'a>(slot: u32, dir: u32, pkt: Packet, actions: u32) -> Option<Match<'a>> {
     // An array: the lookup is a bounds check the verifier inlines. User space writes a rule
     // only while no published set holds its slot (see MAP_RULES).
     let rule = FL_NET_RULES.get(slot)?;
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if rule.expires_ns <= now
-        || rule.directions & dir == 0
+    if rule.directions & dir == 0
         || rule.action > 31
         || actions & bit(rule.action) == 0
         || !matches(rule, slot, &pkt)
+        || expired(rule)
     {
         return None;
     }
@@ -216,7 +216,23 @@ pub fn applicable<'a>(slot: u32, dir: u32, pkt: Packet, actions: u32) -> Option<
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
         unsafe { (*c).matched += 1 };
     }
-    Some(Match { rule, st, counters, pkt, now })
+    Some(Match { rule, st, counters, pkt })
+}
+
+/// Whether `rule`'s deadline has passed: on the coarse clock where the kernel has it for
+/// these programs (FL_HAS_COARSE_NS: the last tick's time, no clock-source read), else on
+/// the precise one. The verifier sees the other call as dead code.
+#[inline(always)]
+pub fn expired(rule: &NetRule) -> bool {
+    // SAFETY: helpers without arguments; the flag is our own frozen .rodata.
+    let now = unsafe {
+        if core::ptr::read_volatile(&FL_HAS_COARSE_NS) != 0 {
+            bpf_ktime_get_coarse_ns()
+        } else {
+            bpf_ktime_get_ns()
+        }
+    };
+    rule.expires_ns <= now
 }
 
 /// 1 when a loss rule drops the packet (and counts it), else 0.
@@ -238,11 +254,13 @@ pub fn depart(
     skb: *mut __sk_buff,
     rule: &NetRule,
     st: &mut RuleState,
-    now: u64,
     len: u32,
     counters: Option<*mut NetCounters>,
     ingress: bool,
 ) {
+    // The precise clock: departure times are what fq releases packets by.
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
     // From the later of now and a departure time already set (TCP pacing, earlier rules).
     // At ingress tstamp is the receive time (possibly wall clock) unless a rule set it.
     // SAFETY: reading our own context.

@@ -5,9 +5,7 @@
 //! of net.rs. User-space owner: agent-core/src/faults/net.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_set_retval,
-    },
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_socket_cookie, bpf_set_retval},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
@@ -23,7 +21,7 @@ use crate::{
         FL_DNS_ORIG, FL_HAS_SET_RETVAL, FL_NET_CGROUPS, FL_NET_CONFIG, FL_NET_COUNTERS,
         FL_NET_RULES, FL_NET_STATE,
     },
-    net::{bit, chance, matches},
+    net::{bit, chance, expired, matches},
     packet::{Packet, proto_port},
 };
 
@@ -273,16 +271,11 @@ pub extern "C" fn fl_dns_rule(filter: u64, slot: u32, hi: u64, lo: u64, meta: u6
     let Some(rule) = FL_NET_RULES.get(slot) else {
         return 0;
     };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if rule.action != ACTION_DNS
-        || rule.expires_ns <= now
-        || ((meta >> 16) & 0xff) as u32 != PROTO_UDP
-    {
+    if rule.action != ACTION_DNS || ((meta >> 16) & 0xff) as u32 != PROTO_UDP {
         return 0;
     }
     let pkt = Packet::from_words(hi, lo, meta);
-    if !matches(rule, slot, &pkt) {
+    if !matches(rule, slot, &pkt) || expired(rule) {
         return 0;
     }
     if let Some(c) = FL_NET_COUNTERS.get_ptr_mut(slot) {
@@ -304,13 +297,11 @@ pub extern "C" fn fl_sock_rule(filter: u64, slot: u32, hi: u64, lo: u64, meta: u
     let Some(rule) = FL_NET_RULES.get(slot) else {
         return 0;
     };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if rule.action != ACTION_REJECT || rule.expires_ns <= now {
+    if rule.action != ACTION_REJECT {
         return 0;
     }
     let pkt = Packet::from_words(hi, lo, meta);
-    if !matches(rule, slot, &pkt) {
+    if !matches(rule, slot, &pkt) || expired(rule) {
         return 0;
     }
     let Some(st) = FL_NET_STATE.get_ptr_mut(slot) else {

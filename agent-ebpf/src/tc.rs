@@ -242,7 +242,7 @@ pub extern "C" fn fl_tc_rule(skb: *mut __sk_buff, slot: u32, dir_flags: u32, l3:
         return 0;
     }
     if action == ACTION_DELAY || action == ACTION_RATE {
-        depart(skb, m.rule, m.st, m.now, ctx.len(), m.counters, dir == DIR_INGRESS);
+        depart(skb, m.rule, m.st, ctx.len(), m.counters, dir == DIR_INGRESS);
         // Ingress: the packet must go through the ifb's fq to be held.
         return if dir == DIR_INGRESS { VERDICT_REDIRECT } else { 0 };
     }

@@ -27,11 +27,12 @@ use aya::{
 };
 use faultline_common::net::{
     ACTION_DELAY, ACTION_DNS, ACTION_RATE, ACTION_REJECT, CgroupRules, CidrKey, DIR_INGRESS,
-    DevInfo, DnsClient, DnsOrig, GLOBAL_HAS_INGRESS_EDT, GLOBAL_HAS_SET_RETVAL, IFACE_KEY,
-    MAP_CGROUPS, MAP_CIDRS, MAP_CONFIG, MAP_COUNTERS, MAP_DNS_CLIENTS, MAP_HEARTBEAT, MAP_PORTS,
-    MAP_RULES, MAP_SKB_SETS, MAP_STATE, MAP_TC_DEVS, MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS,
-    MAX_RULES, MAX_RULES_PER_CGROUP, NetConfig, NetCounters, NetRule, PROG_EGRESS, PROG_INGRESS,
-    PROG_TC_EGRESS, PROG_TC_INGRESS, PortKey, RuleState, SlotFilter,
+    DevInfo, DnsClient, DnsOrig, GLOBAL_HAS_COARSE_NS, GLOBAL_HAS_INGRESS_EDT,
+    GLOBAL_HAS_SET_RETVAL, IFACE_KEY, MAP_CGROUPS, MAP_CIDRS, MAP_CONFIG, MAP_COUNTERS,
+    MAP_DNS_CLIENTS, MAP_HEARTBEAT, MAP_PORTS, MAP_RULES, MAP_SKB_SETS, MAP_STATE, MAP_TC_DEVS,
+    MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS, MAX_RULES, MAX_RULES_PER_CGROUP, NetConfig, NetCounters,
+    NetRule, PROG_EGRESS, PROG_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS, PortKey, RuleState,
+    SlotFilter,
 };
 use tracing::{debug, warn};
 
@@ -166,12 +167,19 @@ impl NetDriver {
         // where the redirect does not work (`ifb_redirect`), so no rule reaches the code.
         let has_ingress_edt = has_set_tstamp && has_tc_sk_storage;
         let (retval, ingress_edt) = (u32::from(has_set_retval), u32::from(has_ingress_edt));
-        let mut loader = EbpfLoader::new();
-        loader.override_global(GLOBAL_HAS_SET_RETVAL, &retval, true).override_global(
-            GLOBAL_HAS_INGRESS_EDT,
-            &ingress_edt,
-            true,
+        // The coarse clock for rules' expiry, where every program type here has it.
+        let coarse = u32::from(
+            [ProgramType::CgroupSkb, ProgramType::CgroupSockAddr, ProgramType::SchedClassifier]
+                .into_iter()
+                .all(|t| {
+                    is_helper_supported(t, BpfHelper::BPF_FUNC_ktime_get_coarse_ns).unwrap_or(false)
+                }),
         );
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(GLOBAL_HAS_SET_RETVAL, &retval, true)
+            .override_global(GLOBAL_HAS_INGRESS_EDT, &ingress_edt, true)
+            .override_global(GLOBAL_HAS_COARSE_NS, &coarse, true);
         crate::kernel::object::shrink_others(&mut loader, faultline_common::net::NET_MAPS);
         bpflog::configure(&mut loader, debug);
         let mut ebpf = loader
