@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod delay;
+pub mod levels;
 pub mod net;
 pub mod sys;
 pub mod time;
@@ -38,6 +39,7 @@ mod pod {
     unsafe impl aya::Pod for crate::delay::DelaySlots {}
     unsafe impl aya::Pod for crate::delay::DelayConfig {}
     unsafe impl aya::Pod for crate::vfs::VfsOffsets {}
+    unsafe impl aya::Pod for crate::levels::AncestryOffsets {}
     unsafe impl aya::Pod for crate::vfs::NameKey {}
     unsafe impl aya::Pod for crate::delay::DelayPathKey {}
 }

@@ -7,8 +7,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_probe_read_kernel, bpf_send_signal_thread,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+        bpf_send_signal_thread,
     },
     macros::{btf_tracepoint, fexit, raw_tracepoint},
     programs::{BtfTracePointContext, FExitContext, RawTracePointContext},
@@ -94,8 +94,7 @@ fn each_rule<R>(
     }
     levels::find(
         cfg.levels,
-        // SAFETY: helper with a scalar argument, in task context.
-        |level| unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) },
+        levels::current_ancestor_id_tracing,
         // SAFETY: only read.
         |id| visit(unsafe { FL_DELAY_CGROUPS.get(id) }?),
     )

@@ -13,6 +13,7 @@ use faultline_common::{
         DelayArm, DelayConfig, DelayPathKey, DelayRule, DelaySlots, DelayState, MAX_DELAY_RULES,
         MAX_DELAY_THREADS,
     },
+    levels::AncestryOffsets,
     net::{
         CgroupRules, CidrKey, DevInfo, DnsClient, DnsOrig, MAX_CIDR_ENTRIES, MAX_PORT_ENTRIES,
         MAX_RULES, NetConfig, NetCounters, NetRule, PortKey, RuleState,
@@ -173,6 +174,17 @@ pub static FL_DELAY_AGENT_TGID: u32 = 0;
 
 #[unsafe(no_mangle)]
 pub static FL_DELAY_TASK_BLOCKED: u32 = 0;
+
+/// `.rodata` (faultline_common::levels::GLOBAL_ANCESTRY): where tracing programs read a
+/// task's ancestor cgroup ids on kernels without the helper for them (levels.rs).
+#[unsafe(no_mangle)]
+pub static FL_ANCESTRY: AncestryOffsets = AncestryOffsets {
+    known: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_level: 0,
+    cgroup_ancestor_ids: 0,
+};
 
 /// `.rodata` (faultline_common::vfs::GLOBAL_VFS): the offsets the walks up a file's
 /// directories read (vfs.rs), set by each family that matches paths; `known` 0: never walked.

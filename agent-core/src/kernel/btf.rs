@@ -162,6 +162,25 @@ impl KernelBtf {
     }
 }
 
+impl KernelBtf {
+    /// Where a task's ancestor cgroup ids are read (`AncestryOffsets`), on kernels whose
+    /// `struct cgroup` keeps them in `ancestor_ids[]` (before 6.1, whose tracing programs
+    /// may lack bpf_get_current_ancestor_cgroup_id); elsewhere `known` 0: the helper.
+    pub fn ancestry_offsets(&self) -> faultline_common::levels::AncestryOffsets {
+        let at = |s: &str, m: &str| self.offset(s, m);
+        let read = || -> Result<_, String> {
+            Ok(faultline_common::levels::AncestryOffsets {
+                known: 1,
+                task_cgroups: at("task_struct", "cgroups")?,
+                css_set_dfl_cgrp: at("css_set", "dfl_cgrp")?,
+                cgroup_level: at("cgroup", "level")?,
+                cgroup_ancestor_ids: at("cgroup", "ancestor_ids")?,
+            })
+        };
+        read().unwrap_or_default()
+    }
+}
+
 /// Byte offset of `member` in `struct name` in the running kernel.
 pub fn member_offset(name: &str, member: &str) -> Result<u32, String> {
     KernelBtf::read()?.offset(name, member)

@@ -26,6 +26,7 @@ use faultline_common::{
         MAP_DELAY_CONFIG, MAP_DELAY_PATHS, MAP_DELAY_PIDS, MAP_DELAY_RULES, MAP_DELAY_SEIZED,
         MAP_DELAY_STATE, MAX_DELAY_RULES, MAX_DELAY_RULES_PER_TARGET,
     },
+    levels::GLOBAL_ANCESTRY,
     net::{MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS},
     sys::GLOBAL_SYS_HAS_FETCH,
     vfs::GLOBAL_VFS,
@@ -316,11 +317,13 @@ impl DelayDatapath {
         let (fetch, blocked_off) = (u32::from(exact), *blocked.as_ref().unwrap_or(&0));
         let files = kbtf.as_ref().map_err(Clone::clone).and_then(btf::KernelBtf::vfs_offsets);
         let files_off = files.clone().unwrap_or_default();
+        let ancestry = kbtf.as_ref().map(btf::KernelBtf::ancestry_offsets).unwrap_or_default();
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_DELAY_AGENT_TGID, &opts.agent_tgid, true)
             .override_global(GLOBAL_DELAY_TASK_BLOCKED, &blocked_off, true)
             .override_global(GLOBAL_VFS, &files_off, true)
+            .override_global(GLOBAL_ANCESTRY, &ancestry, true)
             .override_global(GLOBAL_SYS_HAS_FETCH, &fetch, true)
             .override_global(GLOBAL_TASK_PID, &task_pid, true)
             .override_global(GLOBAL_TASK_TGID, &task_tgid, true);
