@@ -160,9 +160,7 @@ impl KernelBtf {
             vfsmount_mnt_root: at("vfsmount", "mnt_root")?,
         })
     }
-}
 
-impl KernelBtf {
     /// Where a task's ancestor cgroup ids are read (`AncestryOffsets`), on kernels whose
     /// `struct cgroup` keeps them in `ancestor_ids[]` (before 6.1, whose tracing programs
     /// may lack bpf_get_current_ancestor_cgroup_id); elsewhere `known` 0: the helper.
