@@ -84,6 +84,16 @@ fn counter(e: &serde_json::Value, name: &str) -> u64 {
     e["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name}: {e}"))
 }
 
+/// Waits until the agent's tracer has taken a process that entered the target: its
+/// TracerPid shows the seize, and the agent logs the tracer's answer, which comes once the
+/// datapath may arm the process's calls (a map write just after PTRACE_SEIZE; on a loaded
+/// VM the tracer can be descheduled between the two).
+fn wait_seized(agent: &Agent, pid: i32) {
+    wait_for("the newcomer to be seized", Duration::from_secs(2), || tracer_of(pid, pid) != 0);
+    let line = format!("seized a process that entered the target pid={pid} ");
+    wait_for("the tracer's answer", Duration::from_secs(2), || agent.log().contains(&line));
+}
+
 fn ms_list(v: &serde_json::Value) -> Vec<f64> {
     v["ms"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect()
 }
@@ -182,7 +192,7 @@ fn fsync_takes_500ms_longer_for_a_process_that_entered_later() {
     let w = Waiting::start(&cg, &["calls", "fsync", &file, "4"]);
     let pid: i32 = w.pid.parse().unwrap();
     let t0 = Instant::now();
-    wait_for("the newcomer to be seized", Duration::from_secs(2), || tracer_of(pid, pid) != 0);
+    wait_seized(&agent, pid);
     eprintln!("seized {:?} after it started", t0.elapsed());
     let v = w.release();
     let ms = ms_list(&v);
@@ -475,7 +485,7 @@ fn connect_takes_a_second_longer() {
     );
     let w = Waiting::start(&cg, &["calls", "connect", &addr, "2"]);
     let pid: i32 = w.pid.parse().unwrap();
-    wait_for("the newcomer to be seized", Duration::from_secs(2), || tracer_of(pid, pid) != 0);
+    wait_seized(&agent, pid);
     let v = w.release();
     let ms = ms_list(&v);
     eprintln!("connect ms: {ms:?}");
