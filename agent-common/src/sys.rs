@@ -8,7 +8,15 @@
 /// changes).
 pub const MAP_SYS_RULES: &str = "FL_SYS_RULES";
 pub const MAP_SYS_STATE: &str = "FL_SYS_STATE";
+/// `HashMap<u64 cgroup id, SysSlots>`: the rule slots of one targeted cgroup, for the
+/// host-wide programs (which walk the caller's targeted ancestors).
 pub const MAP_SYS_CGROUPS: &str = "FL_SYS_CGROUPS";
+/// `CgroupStorage<SysSlots>`: the same set, kept with each attachment of the BPF_LSM_CGROUP
+/// open program (one per targeted cgroup; key: cgroup id and BPF_LSM_CGROUP), so that
+/// program reads its own attach point's rules with one helper call: no ancestor walk, no
+/// hash. A task of a nested target runs its own cgroup's program, then each targeted
+/// ancestor's.
+pub const MAP_SYS_OPEN_SETS: &str = "FL_SYS_OPEN_SETS";
 pub const MAP_SYS_PIDS: &str = "FL_SYS_PIDS";
 pub const MAP_SYS_CONFIG: &str = "FL_SYS_CONFIG";
 pub const MAP_SYS_FILES: &str = "FL_SYS_FILES";

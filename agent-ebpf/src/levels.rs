@@ -41,9 +41,10 @@ pub fn current_ancestor_id_tracing(level: u32) -> u64 {
 }
 
 /// Calls `id_of` for each level set in `levels` (a bit per cgroup level that holds a target,
-/// shallowest first) and `f` with the ancestor id it returns, until `f` gives a result.
-/// Stops at the first level the cgroup does not reach (`id_of` returns 0: deeper ones
-/// cannot match either). The trip count is bounded for the verifier.
+/// deepest first: a nested target's rules come before its ancestors', as with the programs
+/// kept on cgroup attachments, which run the cgroup's own before its ancestors') and `f`
+/// with the ancestor id it returns, until `f` gives a result. A level the cgroup does not
+/// reach (`id_of` returns 0) is passed over. The trip count is bounded for the verifier.
 #[inline(always)]
 pub fn find<R>(
     mut levels: u32,
@@ -54,14 +55,14 @@ pub fn find<R>(
         if levels == 0 {
             break;
         }
-        let level = levels.trailing_zeros();
-        levels &= levels - 1;
+        let level = 31 - levels.leading_zeros();
+        levels &= !(1 << level);
         if level > MAX_CGROUP_LEVEL {
             break;
         }
         let id = id_of(level);
         if id == 0 {
-            break;
+            continue;
         }
         if let Some(r) = f(id) {
             return Some(r);

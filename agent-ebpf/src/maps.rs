@@ -93,6 +93,12 @@ pub static FL_SYS_STATE: Array<SysState> = Array::with_max_entries(MAX_SYS_RULES
 #[map(name = "FL_SYS_CGROUPS")]
 pub static FL_SYS_CGROUPS: HashMap<u64, SysSlots> = HashMap::with_max_entries(1024, 0);
 
+/// The BPF_LSM_CGROUP open program's own attach point's set (`MAP_SYS_OPEN_SETS`).
+#[map(name = "FL_SYS_OPEN_SETS")]
+#[allow(deprecated)] // BPF_MAP_TYPE_CGRP_STORAGE, its successor, needs 6.2.
+pub static FL_SYS_OPEN_SETS: aya_ebpf::maps::CgroupStorage<SysSlots> =
+    aya_ebpf::maps::CgroupStorage::new();
+
 /// By tgid; the fork tracepoint adds children of processes whose rules follow them.
 #[map(name = "FL_SYS_PIDS")]
 pub static FL_SYS_PIDS: HashMap<u32, SysSlots> = HashMap::with_max_entries(65536, 0);

@@ -1,13 +1,14 @@
 //! System-call faults: a targeted task's call fails with the rule's errno. File calls through
 //! BPF LSM hooks (the same programs load as fmod_ret on the security_* functions where the
 //! bpf LSM is built but not active); socket calls through cgroup hooks. A task is targeted
-//! by its cgroup (FL_SYS_CGROUPS, by ancestor level) or its process (FL_SYS_PIDS, by tgid).
+//! by its cgroup (FL_SYS_CGROUPS, by ancestor level) or its process (FL_SYS_PIDS, by tgid);
+//! the open program attached by cgroup reads its cgroup's rules from FL_SYS_OPEN_SETS.
 //! User-space owner: agent-core/src/faults/sys.
 
 use aya_ebpf::{
     helpers::{
-        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_set_retval,
+        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_retval,
+        bpf_ktime_get_ns, bpf_set_retval,
     },
     macros::{cgroup_sock, cgroup_sock_addr, fentry, lsm, lsm_cgroup, raw_tracepoint},
     programs::{FEntryContext, LsmContext, RawTracePointContext, SockAddrContext, SockContext},
@@ -25,8 +26,8 @@ use crate::{
     levels,
     maps::{
         FL_HAS_SET_RETVAL, FL_SYS_AGENT_TGID, FL_SYS_CGROUPS, FL_SYS_CONFIG, FL_SYS_FILES,
-        FL_SYS_NAMES, FL_SYS_PATH_BUF, FL_SYS_PATHS, FL_SYS_PIDS, FL_SYS_RULES, FL_SYS_STATE,
-        PATH_BUF,
+        FL_SYS_NAMES, FL_SYS_OPEN_SETS, FL_SYS_PATH_BUF, FL_SYS_PATHS, FL_SYS_PIDS, FL_SYS_RULES,
+        FL_SYS_STATE, PATH_BUF,
     },
     vfs,
 };
@@ -107,6 +108,31 @@ fn path_bits(buf: &[u8; PATH_BUF], len: usize) -> u64 {
     bits
 }
 
+/// Calls `f(slot, rule)` for each rule of `set` until `f` returns non-zero; returns that
+/// value.
+#[inline(always)]
+fn visit(set: &SysSlots, f: &mut impl FnMut(u32, &SysRule) -> u32) -> u32 {
+    for i in 0..MAX_SYS_RULES_PER_TARGET {
+        if i as u32 >= set.count {
+            break;
+        }
+        let slot = set.slots[i];
+        // An array: user space writes a rule before it lists its slot (MAP_SYS_RULES).
+        let Some(rule) = FL_SYS_RULES.get(slot) else { continue };
+        let r = f(slot, rule);
+        if r != 0 {
+            return r;
+        }
+    }
+    0
+}
+
+/// Whether the current task is the agent's (never failed).
+#[inline(always)]
+fn is_agent() -> bool {
+    (bpf_get_current_pid_tgid() >> 32) as u32 == rodata(&FL_SYS_AGENT_TGID)
+}
+
 /// Calls `f(slot, rule)` for each rule listed for the current task (its process, then its
 /// cgroup and ancestors) until `f` returns non-zero; returns that value. Expired rules too:
 /// `judge` skips them.
@@ -116,25 +142,10 @@ fn each_rule(cfg: &SysConfig, mut f: impl FnMut(u32, &SysRule) -> u32) -> u32 {
     if tgid == rodata(&FL_SYS_AGENT_TGID) {
         return 0;
     }
-    let mut visit = |set: &SysSlots| -> u32 {
-        for i in 0..MAX_SYS_RULES_PER_TARGET {
-            if i as u32 >= set.count {
-                break;
-            }
-            let slot = set.slots[i];
-            // An array: user space writes a rule before it lists its slot (MAP_SYS_RULES).
-            let Some(rule) = FL_SYS_RULES.get(slot) else { continue };
-            let r = f(slot, rule);
-            if r != 0 {
-                return r;
-            }
-        }
-        0
-    };
     if cfg.pids != 0 {
         // SAFETY: only read.
         if let Some(set) = unsafe { FL_SYS_PIDS.get(tgid) } {
-            let r = visit(set);
+            let r = visit(set, &mut f);
             if r != 0 {
                 return r;
             }
@@ -147,7 +158,7 @@ fn each_rule(cfg: &SysConfig, mut f: impl FnMut(u32, &SysRule) -> u32) -> u32 {
         |id| {
             // SAFETY: only read.
             let set = unsafe { FL_SYS_CGROUPS.get(id) }?;
-            let r = visit(set);
+            let r = visit(set, &mut f);
             (r != 0).then_some(r)
         },
     )
@@ -218,15 +229,30 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
         return verdict(prev, 0);
     }
     // Every open on the host comes through here.
-    verdict(0, open_errno(ctx.arg(0)))
+    let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
+    verdict(0, open_errno(cfg, ctx.arg(0), Walk::Task(cfg)))
 }
 
 // The same for the tasks of one cgroup tree (BPF_LSM_CGROUP, 6.0+, where the bpf LSM is
-// active): attached to each topmost targeted cgroup, so tasks elsewhere run no program. A
-// denial is the return value 0 with the errno set through bpf_set_retval.
+// active): attached to each targeted cgroup, so tasks elsewhere run no program, with that
+// cgroup's rules kept with the attachment (FL_SYS_OPEN_SETS): no ancestor walk, no hash. A
+// task of a nested target runs its own cgroup's program first, then each targeted
+// ancestor's. A denial is the return value 0 with the errno set through bpf_set_retval.
 #[lsm_cgroup(hook = "file_open")]
 pub fn fl_sys_cgroup_file_open(ctx: LsmContext) -> i32 {
-    let errno = open_errno(ctx.arg(0));
+    // A deeper target's program failed the open already: its rule is the one counted.
+    // SAFETY: helper without arguments.
+    if unsafe { bpf_get_retval() } != 0 {
+        return 1;
+    }
+    let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 1 };
+    // SAFETY: the helper returns the attachment's storage, never null; user space replaces
+    // the value whole, so it is only read.
+    let set = unsafe { &*FL_SYS_OPEN_SETS.get_ptr_mut() };
+    if set.count == 0 || is_agent() {
+        return 1;
+    }
+    let errno = open_errno(cfg, ctx.arg(0), Walk::Own(set));
     if errno == 0 {
         return 1;
     }
@@ -235,36 +261,107 @@ pub fn fl_sys_cgroup_file_open(ctx: LsmContext) -> i32 {
     0
 }
 
-/// The errno an open of `file` by the current task fails with, or 0.
+/// Whose rules a file hook walks: every rule listed for the task (its process, then its
+/// cgroup's targeted ancestors, deepest first), or one attachment's own set.
+#[derive(Clone, Copy)]
+enum Walk<'a> {
+    Task(&'a SysConfig),
+    Own(&'a SysSlots),
+}
+
+impl Walk<'_> {
+    /// Calls `f(slot, rule)` on each rule in order until `f` returns non-zero.
+    #[inline(always)]
+    fn each(self, mut f: impl FnMut(u32, &SysRule) -> u32) -> u32 {
+        match self {
+            Walk::Task(cfg) => each_rule(cfg, f),
+            Walk::Own(set) => visit(set, &mut f),
+        }
+    }
+}
+
+/// The errno a file call at `hook` fails with, or 0, decided by the first rule in `walk`'s
+/// order that fails it. Rules with a path prefix need the file's path bits, which cost a
+/// walk up its directories (or a lookup of its marks): `bits_of(want)` gives them for the
+/// slots in `want` (the path rules with a hook in `need`). The first walk decides by the
+/// rules without a path up to the first path rule that has `hook`; only when a path rule may
+/// match, or such rules were passed over behind one, a second walk in the same order takes
+/// the rest, so the first rule in order decides whatever mix of rules a task has.
 #[inline(always)]
-fn open_errno(file: *const u8) -> u32 {
-    let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 0 };
+fn decide_file(walk: Walk, hook: u32, need: u32, bits_of: impl FnOnce(u64) -> u64) -> u32 {
+    let mut want = 0u64;
+    let (mut behind, mut deferred) = (false, false);
+    let errno = walk.each(|slot, rule| {
+        if rule.path_len > 0 {
+            if rule.hooks & need != 0 {
+                want |= 1 << (slot & 63);
+            }
+            behind |= rule.hooks & (1 << hook) != 0;
+            return 0;
+        }
+        if rule.hooks & (1 << hook) == 0 {
+            return 0;
+        }
+        if behind {
+            deferred = true;
+            return 0;
+        }
+        judge_logged(slot, rule, hook)
+    });
+    if errno != 0 || want == 0 {
+        // The path only for a task with a rule that needs it.
+        return errno;
+    }
+    let bits = bits_of(want) & want;
+    if bits == 0 && !deferred {
+        return 0;
+    }
+    let mut behind = false;
+    walk.each(|slot, rule| {
+        if rule.hooks & (1 << hook) == 0 {
+            return 0;
+        }
+        if rule.path_len > 0 {
+            behind = true;
+            if bits & (1 << (slot & 63)) == 0 {
+                return 0;
+            }
+        } else if !behind {
+            // Judged by the first walk.
+            return 0;
+        }
+        judge_logged(slot, rule, hook)
+    })
+}
+
+/// The errno an open of `file` by the current task fails with, or 0, by the rules `walk`
+/// gives; marks the file for the read and write rules with a path.
+#[inline(always)]
+fn open_errno(cfg: &SysConfig, file: *const u8, walk: Walk) -> u32 {
     if cfg.hooks & FILE_HOOKS == 0 {
         return 0;
     }
-    // One walk of the task's rules: those without a path decide the open now; those with one
-    // are collected, and only they are checked (by slot) once the path is known.
-    let mut want = 0u64;
-    let errno = each_rule(cfg, |slot, rule| {
-        if rule.path_len > 0 {
-            if rule.hooks & FILE_HOOKS != 0 {
-                want |= 1 << (slot & 63);
-            }
-            return 0;
-        }
-        if rule.hooks & (1 << HOOK_OPEN) == 0 {
-            return 0;
-        }
-        judge_logged(slot, rule, HOOK_OPEN)
+    let mut noted: Option<u64> = None;
+    let errno = decide_file(walk, HOOK_OPEN, FILE_HOOKS, |want| {
+        let bits = path_bits_of(cfg, file as u64, want);
+        noted = Some(bits);
+        bits
     });
-    if errno != 0 || want == 0 {
-        // d_path only for a task with a rule that needs the path.
-        return errno;
+    if errno == 0
+        && let Some(bits) = noted
+    {
+        note_file(cfg, file as u64, bits);
     }
+    errno
+}
+
+/// The slots of the path rules whose prefix `file`'s path falls under (among those in
+/// `want`: 0 when none can), or 0.
+#[inline(always)]
+fn path_bits_of(cfg: &SysConfig, file: u64, want: u64) -> u64 {
     let Some(o) = vfs::offsets() else { return 0 };
     // The names above the file first: d_path only when one of them ends a wanted prefix.
-    if names_above(cfg.names, &o, file as u64) & want == 0 {
-        note_file(cfg, file as u64, 0);
+    if names_above(cfg.names, &o, file) & want == 0 {
         return 0;
     }
     let Some(buf) = FL_SYS_PATH_BUF.get_ptr_mut(0) else { return 0 };
@@ -272,19 +369,14 @@ fn open_errno(file: *const u8) -> u32 {
     let buf = unsafe { &mut *buf };
     // SAFETY: &file->f_path (offset from the kernel's BTF); d_path writes at most PATH_BUF.
     let n = unsafe {
-        let path = file.add(o.file_f_path as usize).cast_mut();
+        let path = (file as *const u8).add(o.file_f_path as usize).cast_mut();
         bpf_d_path(path.cast(), buf.as_mut_ptr().cast(), PATH_BUF as u32)
     };
     // d_path's length counts the trailing NUL.
     if n <= 0 {
         return 0;
     }
-    let bits = path_bits(buf, (n - 1) as usize);
-    let errno = decide_slots(HOOK_OPEN, bits & want);
-    if errno == 0 {
-        note_file(cfg, file as u64, bits);
-    }
-    errno
+    path_bits(buf, (n - 1) as usize)
 }
 
 /// The slots of the path rules whose prefix ends in the name of `file` or of a directory
@@ -306,29 +398,6 @@ fn names_above(lens: u64, o: &VfsOffsets, file: u64) -> u64 {
         Some(())
     });
     if walked == Some(true) { bits } else { u64::MAX }
-}
-
-/// The errno of the first rule among the slots in `bits` (live rules of the current task,
-/// from its walk) that has `hook` and fails the call, or 0.
-#[inline(always)]
-fn decide_slots(hook: u32, bits: u64) -> u32 {
-    for slot in 0..64u32 {
-        if bits >> slot == 0 {
-            break;
-        }
-        if bits & (1 << slot) == 0 {
-            continue;
-        }
-        let Some(rule) = FL_SYS_RULES.get(slot) else { continue };
-        if rule.hooks & (1 << hook) == 0 {
-            continue;
-        }
-        let errno = judge_logged(slot, rule, hook);
-        if errno != 0 {
-            return errno;
-        }
-    }
-    0
 }
 
 /// Marks an opened file with the slots whose prefix its path falls under, for the read and
@@ -363,25 +432,13 @@ fn file_rw(file: u64, mask: u32, prev: i32) -> i32 {
     if cfg.hooks & (1 << hook) == 0 {
         return 0;
     }
-    // One walk, as file_open: the file's marks are looked up only for a task with a rule
-    // that has a path.
-    let mut want = 0u64;
-    let errno = each_rule(cfg, |slot, rule| {
-        if rule.hooks & (1 << hook) == 0 {
-            return 0;
-        }
-        if rule.path_len > 0 {
-            want |= 1 << (slot & 63);
-            return 0;
-        }
-        judge_logged(slot, rule, hook)
+    // As file_open: the file's marks are looked up only for a task with a rule that has a
+    // path.
+    let errno = decide_file(Walk::Task(cfg), hook, 1 << hook, |_| {
+        // SAFETY: only read.
+        unsafe { FL_SYS_FILES.get(file) }.copied().unwrap_or(0)
     });
-    if errno != 0 || want == 0 {
-        return verdict(0, errno);
-    }
-    // SAFETY: only read.
-    let marks = unsafe { FL_SYS_FILES.get(file) }.copied().unwrap_or(0);
-    verdict(0, decide_slots(hook, marks & want))
+    verdict(0, errno)
 }
 
 // file_permission(struct file *file, int mask)

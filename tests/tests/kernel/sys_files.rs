@@ -293,3 +293,59 @@ fn open_rules_on_cgroups_attach_to_the_cgroup_not_the_host() {
     assert_eq!((cg.attached(BPF_LSM_CGROUP), tracing_links(&agent)), (0, 0), "all gone");
     assert_eq!(opens(Some(&cg))["ok"], 20);
 }
+
+/// Nested targets, measured at once: a rule on a cgroup (EIO under `a`) and one on its child
+/// (EACCES under the whole directory). A task of the child meets both, and for an open both
+/// match, the deeper target's rule decides and alone counts it; a task of the parent meets
+/// the parent's alone. Where the open program is attached by cgroup, each target holds its
+/// own attachment.
+#[test]
+fn nested_targets_each_apply_their_rules_and_the_deeper_decides() {
+    const BPF_LSM_CGROUP: u32 = 43;
+    let agent = Agent::start();
+    let parent = Cgroup::new("sysnest");
+    let Some(backend) = backend_or_refused(&agent, &parent) else { return };
+    let child = parent.child("inner");
+    let dir = TempDir::new("nest");
+    let d = dir.path().display().to_string();
+    for sub in ["a", "b"] {
+        std::fs::create_dir(format!("{d}/{sub}")).unwrap();
+        std::fs::write(format!("{d}/{sub}/f"), b"x").unwrap();
+    }
+    let (fa, fb) = (format!("{d}/a/f"), format!("{d}/b/f"));
+    let outer = fail(
+        &agent,
+        &parent,
+        &["--syscall", "openat", "--errno", "EIO", "--path", &format!("{d}/a"), "--for", "60s"],
+    );
+    let inner = fail(
+        &agent,
+        &child,
+        &["--syscall", "openat", "--errno", "EACCES", "--path", &d, "--for", "60s"],
+    );
+    let lsm_cgroup = (parent.attached(BPF_LSM_CGROUP), child.attached(BPF_LSM_CGROUP));
+    eprintln!("backend {backend}; open programs on the parent and the child: {lsm_cgroup:?}");
+    if lsm_cgroup != (0, 0) {
+        assert_eq!(lsm_cgroup, (1, 1), "each target its own attachment");
+    }
+    let opens = |cg: &Cgroup, f: &str| probe(Some(cg), &["calls", "open", f, "20"]);
+    let (ca, cb) = (opens(&child, &fa), opens(&child, &fb));
+    let (pa, pb) = (opens(&parent, &fa), opens(&parent, &fb));
+    let outside = probe(None, &["calls", "open", &fa, "20"]);
+    eprintln!("child: a {ca} b {cb}; parent: a {pa} b {pb}; outside {outside}");
+    assert_eq!(errnos(&ca, libc::EACCES), 20, "the child's rule decides under a: {ca}");
+    assert_eq!(errnos(&cb, libc::EACCES), 20, "{cb}");
+    assert_eq!(errnos(&pa, libc::EIO), 20, "{pa}");
+    assert_eq!(pb["ok"], 20, "the child's rule is not the parent's: {pb}");
+    assert_eq!(outside["ok"], 20, "{outside}");
+    let failed = |e: &serde_json::Value| {
+        let got = agent.cli_json(&["get", e["id"].as_str().unwrap()]);
+        got["counters"]["calls_failed"].as_u64().unwrap()
+    };
+    assert_eq!((failed(&outer), failed(&inner)), (20, 40), "each failure counted once");
+    for e in [&inner, &outer] {
+        agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
+    }
+    assert_eq!((parent.attached(BPF_LSM_CGROUP), child.attached(BPF_LSM_CGROUP)), (0, 0));
+    assert_eq!(opens(&child, &fa)["ok"], 20);
+}

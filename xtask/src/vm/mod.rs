@@ -356,7 +356,15 @@ pub fn ci_tier() -> Vec<Guest> {
     guests.push(Guest::with_lsm(
         "debian-6.12",
         Some(NO_BPF_LSM),
-        &["openat_", "write_fails", "read_fails", "unlink_mkdir", "file_calls_"].map(String::from),
+        &[
+            "openat_",
+            "write_fails",
+            "read_fails",
+            "unlink_mkdir",
+            "file_calls_",
+            "nested_targets_each",
+        ]
+        .map(String::from),
         Duration::from_secs(600),
     ));
     guests

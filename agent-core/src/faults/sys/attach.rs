@@ -1,9 +1,10 @@
 //! What the system-call rules need attached, reconciled after every change: LSM programs (or
 //! the same code as fmod_ret) per hook in use, the cgroup socket programs on topmost
-//! targeted cgroups, the open program per topmost targeted cgroup where the kernel has
-//! BPF_LSM_CGROUP (so no other task on the node runs it), and the fork/exit tracepoints
-//! while a rule targets processes. Every
-//! attachment is a link or fd the agent holds, so all of it goes with the agent.
+//! targeted cgroups, the open program on each targeted cgroup where the kernel has
+//! BPF_LSM_CGROUP (so no other task on the node runs it), with that cgroup's rules kept in
+//! the attachment's storage (`MAP_SYS_OPEN_SETS`, written here), and the fork/exit
+//! tracepoints while a rule targets processes. Every attachment is a link or fd the agent
+//! holds, so all of it goes with the agent.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -13,6 +14,7 @@ use std::{
 
 use aya::{
     Btf, Ebpf,
+    maps::{CgroupStorageKey, MapData},
     programs::{
         CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, Lsm, LsmCgroup, RawTracePoint,
         cgroup_sock::CgroupSockLink, cgroup_sock_addr::CgroupSockAddrLink, fentry::FEntryLink,
@@ -21,7 +23,7 @@ use aya::{
 };
 use faultline_common::sys::{
     HOOK_EXEC, HOOK_FORK, HOOK_MKDIR, HOOK_MMAP, HOOK_OPEN, HOOK_READ, HOOK_RENAME, HOOK_UNLINK,
-    HOOK_WRITE,
+    HOOK_WRITE, SysSlots,
 };
 use tracing::debug;
 
@@ -30,6 +32,14 @@ use crate::engine::{
     error::{Error, Result, chain},
     model::ResolvedCgroup,
 };
+
+/// `MAP_SYS_OPEN_SETS`. aya marks BPF_MAP_TYPE_CGROUP_STORAGE deprecated for
+/// BPF_MAP_TYPE_CGRP_STORAGE, which needs 6.2 (and is per cgroup, not per attachment).
+#[allow(deprecated)]
+pub type OpenSets = aya::maps::CgroupStorage<MapData, SysSlots>;
+
+/// enum bpf_attach_type: a cgroup storage key names the attachment's type.
+const BPF_LSM_CGROUP: u32 = 43;
 
 /// How file calls are failed on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,7 +212,7 @@ struct CgroupLinks {
 pub struct Attachments {
     files: HashMap<&'static str, Held>,
     cgroups: HashMap<u64, CgroupLinks>,
-    /// The open program per topmost cgroup, where it is attached by cgroup.
+    /// The open program per targeted cgroup, where it is attached by cgroup.
     open_cgroups: HashMap<u64, LsmCgroupLink>,
     tracepoints: Option<(RawTracePointLink, RawTracePointLink)>,
 }
@@ -274,8 +284,9 @@ impl Attachments {
         by_cgroup(&mut self.cgroups, wanted, cgroups, |cg| attach_cgroup(ebpf, cg))
     }
 
-    /// Attaches the BPF_LSM_CGROUP open program to each cgroup in `wanted` (topmost targets
-    /// of rules that need the open hook), then detaches the others.
+    /// Attaches the BPF_LSM_CGROUP open program to each cgroup in `wanted` (targets of rules
+    /// that need the open hook), then detaches the others. A new attachment's storage is
+    /// zeroed (no rules) until `publish_open` writes it.
     pub fn reconcile_open_cgroups(
         &mut self,
         ebpf: &mut Ebpf,
@@ -290,6 +301,16 @@ impl Attachments {
             debug!(cgroup = %cg.path, "open program attached to the cgroup");
             prog.take_link(link).map_err(|e| Error::internal("taking link", e))
         })
+    }
+
+    /// Writes `set` to the storage of the open program's attachment on cgroup `id`, if it has
+    /// one: the rules that program reads there.
+    pub fn publish_open(&self, sets: &mut OpenSets, id: u64, set: &SysSlots) -> Result<()> {
+        if !self.open_cgroups.contains_key(&id) {
+            return Ok(());
+        }
+        sets.insert(CgroupStorageKey::new(id, BPF_LSM_CGROUP), set, 0)
+            .map_err(|e| Error::internal("publishing the open program's rules", e))
     }
 
     /// The fork and exit tracepoints, while `on`.

@@ -23,15 +23,16 @@ use faultline_common::{
     net::{GLOBAL_HAS_SET_RETVAL, MAX_CGROUP_LEVEL, MAX_LEVEL_LOOKUPS},
     sys::{
         CGROUP_HOOKS, GLOBAL_SYS_AGENT_TGID, GLOBAL_SYS_HAS_FETCH, HOOK_OPEN, HOOK_READ,
-        HOOK_WRITE, MAP_SYS_CGROUPS, MAP_SYS_CONFIG, MAP_SYS_NAMES, MAP_SYS_PATHS, MAP_SYS_PIDS,
-        MAP_SYS_RULES, MAP_SYS_STATE, MAX_SYS_RULES, MAX_SYS_RULES_PER_TARGET, SYS_F_FOLLOW,
-        SYS_F_SEEDED, SYS_PATH_MAX, SYS_PROB_ONE, SysConfig, SysRule, SysSlots, SysState, fnv1a,
+        HOOK_WRITE, MAP_SYS_CGROUPS, MAP_SYS_CONFIG, MAP_SYS_NAMES, MAP_SYS_OPEN_SETS,
+        MAP_SYS_PATHS, MAP_SYS_PIDS, MAP_SYS_RULES, MAP_SYS_STATE, MAX_SYS_RULES,
+        MAX_SYS_RULES_PER_TARGET, SYS_F_FOLLOW, SYS_F_SEEDED, SYS_PATH_MAX, SYS_PROB_ONE,
+        SysConfig, SysRule, SysSlots, SysState, fnv1a,
     },
     vfs::{GLOBAL_VFS, NameKey, last_name},
 };
 use tracing::{info, warn};
 
-use self::attach::{Attachments, FileBackend};
+use self::attach::{Attachments, FileBackend, OpenSets};
 use crate::{
     engine::{
         driver::{FaultDriver, FaultHandle},
@@ -78,6 +79,8 @@ struct State {
     rules: Array<MapData, SysRule>,
     counters: Array<MapData, SysState>,
     cgroups: BpfHashMap<MapData, u64, SysSlots>,
+    /// The same sets, with each attachment of the open program by cgroup.
+    open_sets: OpenSets,
     pids: BpfHashMap<MapData, u32, SysSlots>,
     config: Array<MapData, SysConfig>,
     /// Hash of a path prefix -> slots with that prefix.
@@ -93,7 +96,7 @@ struct State {
     /// cannot be failed here).
     backend: Option<FileBackend>,
     /// With the LSM backend: the open program also loads as BPF_LSM_CGROUP (6.0+), so it is
-    /// attached per topmost targeted cgroup while every open rule targets cgroups.
+    /// attached to each targeted cgroup while every open rule targets cgroups.
     open_by_cgroup: bool,
 }
 
@@ -223,6 +226,7 @@ impl SysDriver {
         let rules = take(MAP_SYS_RULES)?;
         let counters = take(MAP_SYS_STATE)?;
         let cgroups = take(MAP_SYS_CGROUPS)?;
+        let open_sets = take(MAP_SYS_OPEN_SETS)?;
         let pids = take(MAP_SYS_PIDS)?;
         let config = take(MAP_SYS_CONFIG)?;
         let paths = take(MAP_SYS_PATHS)?;
@@ -231,6 +235,7 @@ impl SysDriver {
             rules: rules.try_into().map_err(|e| format!("{MAP_SYS_RULES}: {e}"))?,
             counters: counters.try_into().map_err(|e| format!("{MAP_SYS_STATE}: {e}"))?,
             cgroups: cgroups.try_into().map_err(|e| format!("{MAP_SYS_CGROUPS}: {e}"))?,
+            open_sets: open_sets.try_into().map_err(|e| format!("{MAP_SYS_OPEN_SETS}: {e}"))?,
             pids: pids.try_into().map_err(|e| format!("{MAP_SYS_PIDS}: {e}"))?,
             config: config.try_into().map_err(|e| format!("{MAP_SYS_CONFIG}: {e}"))?,
             paths: paths.try_into().map_err(|e| format!("{MAP_SYS_PATHS}: {e}"))?,
@@ -606,7 +611,8 @@ impl State {
                 let _ = self.cgroups.remove(&id);
             }
             Key::Cgroup(id) => {
-                self.cgroups.insert(id, set, 0).map_err(map_err("publishing rules"))?
+                self.cgroups.insert(id, set, 0).map_err(map_err("publishing rules"))?;
+                self.attach.publish_open(&mut self.open_sets, id, &set)?;
             }
             Key::Pid(pid) if slots.is_empty() => {
                 let _ = self.pids.remove(&pid);
@@ -645,21 +651,26 @@ impl State {
         let by_cgroup = self.open_by_cgroup
             && wanted.iter().any(|p| p.key == attach::OPEN.key)
             && !self.live.values().filter(opens).any(|l| matches!(l.key, Key::Pid(_)));
-        let open_cgroups = if by_cgroup {
+        // Each targeted cgroup its own attachment, which reads that cgroup's rules alone.
+        let open_cgroups: BTreeSet<u64> = if by_cgroup {
             wanted.retain(|p| p.key != attach::OPEN.key);
-            topmost(
-                self.live
-                    .values()
-                    .filter(opens)
-                    .filter_map(|l| self.cgroup_of.get(&l.key))
-                    .map(|c| (c.id, c.path.as_str())),
-            )
+            self.live
+                .values()
+                .filter(opens)
+                .filter_map(|l| self.cgroup_of.get(&l.key))
+                .map(|c| c.id)
+                .collect()
         } else {
             BTreeSet::new()
         };
-        // What takes over is attached before what it replaces goes.
+        // What takes over is attached (and given its rules) before what it replaces goes.
         if by_cgroup {
             self.attach.reconcile_open_cgroups(&mut self.ebpf, &open_cgroups, &by_id)?;
+            for id in &open_cgroups {
+                if let Ok(set) = self.cgroups.get(id, 0) {
+                    self.attach.publish_open(&mut self.open_sets, *id, &set)?;
+                }
+            }
         }
         if let Some(b) = self.backend {
             let State { ebpf, attach, fds, object, .. } = self;
