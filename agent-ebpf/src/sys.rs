@@ -240,16 +240,11 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
 // ancestor's. A denial is the return value 0 with the errno set through bpf_set_retval.
 #[lsm_cgroup(hook = "file_open")]
 pub fn fl_sys_cgroup_file_open(ctx: LsmContext) -> i32 {
-    // A deeper target's program failed the open already: its rule is the one counted.
-    // SAFETY: helper without arguments.
-    if unsafe { bpf_get_retval() } != 0 {
-        return 1;
-    }
     let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 1 };
     // SAFETY: the helper returns the attachment's storage, never null; user space replaces
     // the value whole, so it is only read.
     let set = unsafe { &*FL_SYS_OPEN_SETS.get_ptr_mut() };
-    if set.count == 0 || is_agent() {
+    if set.count == 0 {
         return 1;
     }
     let errno = open_errno(cfg, ctx.arg(0), Walk::Own(set));
@@ -277,6 +272,21 @@ impl Walk<'_> {
             Walk::Task(cfg) => each_rule(cfg, f),
             Walk::Own(set) => visit(set, &mut f),
         }
+    }
+
+    /// `judge_logged` for a rule of the walk that applies to the call. An attachment's own
+    /// set checks only here, for a rule that would decide, what a task's walk checks first:
+    /// that the task is not the agent's, and that no deeper target's program (which runs
+    /// first) failed the call already, whose rule is then the one counted.
+    #[inline(always)]
+    fn judge(self, slot: u32, rule: &SysRule, hook: u32) -> u32 {
+        if let Walk::Own(_) = self
+            // SAFETY: helper without arguments.
+            && (is_agent() || unsafe { bpf_get_retval() } != 0)
+        {
+            return 0;
+        }
+        judge_logged(slot, rule, hook)
     }
 }
 
@@ -306,7 +316,7 @@ fn decide_file(walk: Walk, hook: u32, need: u32, bits_of: impl FnOnce(u64) -> u6
             deferred = true;
             return 0;
         }
-        judge_logged(slot, rule, hook)
+        walk.judge(slot, rule, hook)
     });
     if errno != 0 || want == 0 {
         // The path only for a task with a rule that needs it.
@@ -330,7 +340,7 @@ fn decide_file(walk: Walk, hook: u32, need: u32, bits_of: impl FnOnce(u64) -> u6
             // Judged by the first walk.
             return 0;
         }
-        judge_logged(slot, rule, hook)
+        walk.judge(slot, rule, hook)
     })
 }
 
