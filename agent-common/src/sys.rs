@@ -177,4 +177,11 @@ pub struct SysConfig {
     /// The lengths of the path rules' last components (`vfs::NameKey::len_bit`): a walk up
     /// an opened file's directories reads a name only at these lengths.
     pub names: u64,
+    /// Non-zero while the cgroup-attached open program is attached to one cgroup alone:
+    /// `open_set` is then that cgroup's set, which the program reads here (an array lookup
+    /// the verifier inlines) instead of through the storage helper. User space clears it
+    /// before a second attachment exists and sets it after the last but one is gone.
+    pub open_single: u32,
+    pub _pad: u32,
+    pub open_set: SysSlots,
 }

@@ -241,9 +241,14 @@ pub fn fl_sys_file_open(ctx: LsmContext) -> i32 {
 #[lsm_cgroup(hook = "file_open")]
 pub fn fl_sys_cgroup_file_open(ctx: LsmContext) -> i32 {
     let Some(cfg) = FL_SYS_CONFIG.get(0) else { return 1 };
-    // SAFETY: the helper returns the attachment's storage, never null; user space replaces
-    // the value whole, so it is only read.
-    let set = unsafe { &*FL_SYS_OPEN_SETS.get_ptr_mut() };
+    let set = if cfg.open_single != 0 {
+        // Attached to one cgroup alone: this one.
+        &cfg.open_set
+    } else {
+        // SAFETY: the helper returns the attachment's storage, never null; user space
+        // replaces the value whole, so it is only read.
+        unsafe { &*FL_SYS_OPEN_SETS.get_ptr_mut() }
+    };
     if set.count == 0 {
         return 1;
     }

@@ -297,8 +297,9 @@ fn open_rules_on_cgroups_attach_to_the_cgroup_not_the_host() {
 /// Nested targets, measured at once: a rule on a cgroup (EIO under `a`) and one on its child
 /// (EACCES under the whole directory). A task of the child meets both, and for an open both
 /// match, the deeper target's rule decides and alone counts it; a task of the parent meets
-/// the parent's alone. Where the open program is attached by cgroup, each target holds its
-/// own attachment.
+/// the parent's alone; once the child's rule ends, the parent's applies to the child's
+/// tasks. Where the open program is attached by cgroup, each target holds its own
+/// attachment (with one attachment left, its rules are read from the config).
 #[test]
 fn nested_targets_each_apply_their_rules_and_the_deeper_decides() {
     const BPF_LSM_CGROUP: u32 = 43;
@@ -343,9 +344,12 @@ fn nested_targets_each_apply_their_rules_and_the_deeper_decides() {
         got["counters"]["calls_failed"].as_u64().unwrap()
     };
     assert_eq!((failed(&outer), failed(&inner)), (20, 40), "each failure counted once");
-    for e in [&inner, &outer] {
-        agent.cli_json(&["cancel", e["id"].as_str().unwrap()]);
-    }
+    // The child's rule ends: the parent's goes on for the child's tasks too.
+    agent.cli_json(&["cancel", inner["id"].as_str().unwrap()]);
+    let (ca, cb) = (opens(&child, &fa), opens(&child, &fb));
+    eprintln!("after the child's rule: child a {ca} b {cb}");
+    assert_eq!((errnos(&ca, libc::EIO), cb["ok"].as_u64()), (20, Some(20)), "{ca} {cb}");
+    agent.cli_json(&["cancel", outer["id"].as_str().unwrap()]);
     assert_eq!((parent.attached(BPF_LSM_CGROUP), child.attached(BPF_LSM_CGROUP)), (0, 0));
     assert_eq!(opens(&child, &fa)["ok"], 20);
 }

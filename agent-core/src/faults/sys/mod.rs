@@ -98,6 +98,9 @@ struct State {
     /// With the LSM backend: the open program also loads as BPF_LSM_CGROUP (6.0+), so it is
     /// attached to each targeted cgroup while every open rule targets cgroups.
     open_by_cgroup: bool,
+    /// The cgroup whose set the config carries for the open program (`SysConfig::
+    /// open_single`): the one cgroup it is attached to, once the others are detached.
+    open_single: Option<u64>,
 }
 
 pub struct SysDriver {
@@ -250,6 +253,7 @@ impl SysDriver {
             attach: Attachments::default(),
             backend: None,
             open_by_cgroup: false,
+            open_single: None,
         };
         Ok(SysDriver {
             state: Arc::new(Mutex::new(state)),
@@ -598,14 +602,21 @@ impl State {
             .fold(0, |a, b| a | b)
     }
 
-    /// Writes `key`'s slot list and the config.
-    fn publish(&mut self, key: Key) -> Result<()> {
+    /// The slots of `key`'s live rules.
+    fn set_of(&self, key: Key) -> SysSlots {
         let slots: Vec<u32> =
             self.live.iter().filter(|(_, l)| l.key == key).map(|(s, _)| *s).collect();
         let follow = self.live.values().any(|l| l.key == key && l.follow);
         let mut set =
             SysSlots { count: slots.len() as u32, follow: u32::from(follow), ..Default::default() };
         set.slots[..slots.len()].copy_from_slice(&slots);
+        set
+    }
+
+    /// Writes `key`'s slot list and the config.
+    fn publish(&mut self, key: Key) -> Result<()> {
+        let set = self.set_of(key);
+        let slots = &set.slots[..set.count as usize];
         match key {
             Key::Cgroup(id) if slots.is_empty() => {
                 let _ = self.cgroups.remove(&id);
@@ -622,6 +633,15 @@ impl State {
         if slots.is_empty() {
             self.cgroup_of.remove(&key);
         }
+        self.write_config()
+    }
+
+    /// Writes the config from the live rules.
+    fn write_config(&mut self) -> Result<()> {
+        let (open_single, open_set) = match self.open_single {
+            Some(id) => (1, self.set_of(Key::Cgroup(id))),
+            None => (0, SysSlots::default()),
+        };
         let cfg = SysConfig {
             levels: self.levels(),
             pids: u32::from(self.live.values().any(|l| matches!(l.key, Key::Pid(_)))),
@@ -632,6 +652,9 @@ impl State {
                 .values()
                 .filter_map(|l| l.name)
                 .fold(0, |a, n| a | NameKey::len_bit(n.len)),
+            open_single,
+            _pad: 0,
+            open_set,
         };
         self.config.set(0, cfg, 0).map_err(map_err("writing config"))
     }
@@ -663,6 +686,16 @@ impl State {
         } else {
             BTreeSet::new()
         };
+        // The config names the one attachment only while there is one: cleared before a
+        // second is attached, set once the others are gone.
+        let single = match (open_cgroups.len(), open_cgroups.first()) {
+            (1, Some(id)) => Some(*id),
+            _ => None,
+        };
+        if self.open_single.is_some() && self.open_single != single {
+            self.open_single = None;
+            self.write_config()?;
+        }
         // What takes over is attached (and given its rules) before what it replaces goes.
         if by_cgroup {
             self.attach.reconcile_open_cgroups(&mut self.ebpf, &open_cgroups, &by_id)?;
@@ -689,7 +722,12 @@ impl State {
         let wanted = topmost(sockets);
         self.attach.reconcile_cgroups(&mut self.ebpf, &wanted, &by_id)?;
         let pids = self.live.values().any(|l| matches!(l.key, Key::Pid(_)));
-        self.attach.reconcile_tracepoints(&mut self.ebpf, pids)
+        self.attach.reconcile_tracepoints(&mut self.ebpf, pids)?;
+        if single.is_some() && self.open_single != single {
+            self.open_single = single;
+            self.write_config()?;
+        }
+        Ok(())
     }
 }
 
