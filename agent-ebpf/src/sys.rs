@@ -284,7 +284,7 @@ impl Walk<'_> {
     /// that the task is not the agent's, and that no deeper target's program (which runs
     /// first) failed the call already, whose rule is then the one counted.
     #[inline(always)]
-    fn judge(self, slot: u32, rule: &SysRule, hook: u32) -> u32 {
+    fn judge_logged(self, slot: u32, rule: &SysRule, hook: u32) -> u32 {
         if let Walk::Own(_) = self
             // SAFETY: helper without arguments.
             && (is_agent() || unsafe { bpf_get_retval() } != 0)
@@ -295,58 +295,61 @@ impl Walk<'_> {
     }
 }
 
-/// The errno a file call at `hook` fails with, or 0, decided by the first rule in `walk`'s
-/// order that fails it. Rules with a path prefix need the file's path bits, which cost a
-/// walk up its directories (or a lookup of its marks): `bits_of(want)` gives them for the
-/// slots in `want` (the path rules with a hook in `need`). The first walk decides by the
-/// rules without a path up to the first path rule that has `hook`; only when a path rule may
-/// match, or such rules were passed over behind one, a second walk in the same order takes
-/// the rest, so the first rule in order decides whatever mix of rules a task has.
+/// The errno a file call at `hook` fails with, or 0. One walk of the task's rules: those
+/// without a path decide the call now; those with one (and a hook in `need`) are collected,
+/// and only they are checked, by slot, once `bits_of(want)` gave the path bits of the
+/// collected slots `want` (a walk up the file's directories, or a lookup of its marks).
+/// Among path rules of a cgroup and of its ancestor that both match a call, the lower slot
+/// decides here; with the open program attached by cgroup, the deeper target's program runs
+/// first and decides. (A second, ordered pass doubled what the verifier explores: past
+/// its limit with the debug log lines.)
 #[inline(always)]
 fn decide_file(walk: Walk, hook: u32, need: u32, bits_of: impl FnOnce(u64) -> u64) -> u32 {
     let mut want = 0u64;
-    let (mut behind, mut deferred) = (false, false);
     let errno = walk.each(|slot, rule| {
         if rule.path_len > 0 {
             if rule.hooks & need != 0 {
                 want |= 1 << (slot & 63);
             }
-            behind |= rule.hooks & (1 << hook) != 0;
             return 0;
         }
         if rule.hooks & (1 << hook) == 0 {
             return 0;
         }
-        if behind {
-            deferred = true;
-            return 0;
-        }
-        walk.judge(slot, rule, hook)
+        walk.judge_logged(slot, rule, hook)
     });
     if errno != 0 || want == 0 {
         // The path only for a task with a rule that needs it.
         return errno;
     }
     let bits = bits_of(want) & want;
-    if bits == 0 && !deferred {
+    if bits == 0 {
         return 0;
     }
-    let mut behind = false;
-    walk.each(|slot, rule| {
+    decide_slots(walk, hook, bits)
+}
+
+/// The errno of the first rule among the slots in `bits` (live rules of the current task,
+/// from its walk) that has `hook` and fails the call, or 0.
+#[inline(always)]
+fn decide_slots(walk: Walk, hook: u32, bits: u64) -> u32 {
+    for slot in 0..64u32 {
+        if bits >> slot == 0 {
+            break;
+        }
+        if bits & (1 << slot) == 0 {
+            continue;
+        }
+        let Some(rule) = FL_SYS_RULES.get(slot) else { continue };
         if rule.hooks & (1 << hook) == 0 {
-            return 0;
+            continue;
         }
-        if rule.path_len > 0 {
-            behind = true;
-            if bits & (1 << (slot & 63)) == 0 {
-                return 0;
-            }
-        } else if !behind {
-            // Judged by the first walk.
-            return 0;
+        let errno = walk.judge_logged(slot, rule, hook);
+        if errno != 0 {
+            return errno;
         }
-        walk.judge(slot, rule, hook)
-    })
+    }
+    0
 }
 
 /// The errno an open of `file` by the current task fails with, or 0, by the rules `walk`
